@@ -1,0 +1,32 @@
+# The two commands of the README:
+#   make demo   set up .venv (pinned), install the project, run the main job
+#   make test   set up .venv if needed, run the test suite (what .ci/run calls)
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup demo test test-fast quality clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python examples/quickstart.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --durations=15 --doctest-modules tf_selopt tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "not slow" tests
+
+quality: $(STAMP)
+	$(BIN)/python examples/quality.py --out results/quality.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,205 @@
+"""Selection criteria: how a per-parameter score is accumulated and read.
+
+A criterion is a small stateless object with one job, in the spirit of optax's
+``GradientTransformation``. For every model variable of shape ``S`` it keeps the
+state tensors named in ``slots`` (each of shape ``S``, dtype of the variable,
+initialised to zeros by whoever holds the state) and exposes two pure functions:
+
+* ``update(state, grad, weight, count) -> state``: fold one step's gradient into
+  the state. ``count`` is the number of gradients in the window *including* this
+  one (a float32 scalar >= 1).
+* ``score(state, weight, count, seed) -> scores``: read the per-parameter score
+  (shape ``S``, float32, larger means "keep optimizing"). ``count`` is the number
+  of gradients in the window, ``seed`` an int32 ``[2]`` tensor for stateless RNG.
+
+Criteria whose ``uses_gradients`` is False (``magnitude``, ``random``) have no
+window: their score only reads the weights (or a seed) at selection time.
+
+This module imports TensorFlow only, never a Keras front end.
+
+Examples:
+    >>> import tensorflow as tf
+    >>> c = GradientSum()
+    >>> state = {"sum": tf.zeros([2])}
+    >>> state = c.update(state, tf.constant([1.0, -3.0]), None, tf.constant(1.0))
+    >>> c.score(state, None, tf.constant(1.0), None).numpy().tolist()
+    [1.0, 3.0]
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+__all__ = [
+    "Criterion",
+    "GradientSum",
+    "Preconditioned",
+    "Fisher",
+    "Magnitude",
+    "Random",
+    "BUILTIN",
+    "get",
+]
+
+
+class Criterion:
+    """Base class and protocol of a selection criterion (see the module doc).
+
+    Subclasses set ``name``, ``slots`` and ``uses_gradients`` and implement
+    ``update`` and ``score``. ``get_config`` returns the constructor arguments;
+    ``from_config`` is ``cls(**config)``.
+    """
+
+    name: str = ""
+    slots: tuple[str, ...] = ()
+    uses_gradients: bool = True
+
+    def update(self, state, grad, weight, count):
+        raise NotImplementedError
+
+    def score(self, state, weight, count, seed):
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class GradientSum(Criterion):
+    """The note's criterion: sum of ``|g|`` over the window (O(N) memory)."""
+
+    name = "gradient_sum"
+    slots = ("sum",)
+
+    def update(self, state, grad, weight, count):
+        return {"sum": state["sum"] + tf.abs(grad)}
+
+    def score(self, state, weight, count, seed):
+        return tf.cast(state["sum"], tf.float32)
+
+
+class Fisher(Criterion):
+    """Empirical Fisher diagonal: sum of ``g**2`` over the window (FISH masks)."""
+
+    name = "fisher"
+    slots = ("sum_sq",)
+
+    def update(self, state, grad, weight, count):
+        return {"sum_sq": state["sum_sq"] + tf.square(grad)}
+
+    def score(self, state, weight, count, seed):
+        return tf.cast(state["sum_sq"], tf.float32)
+
+
+class Preconditioned(Criterion):
+    """The note's preconditioned criterion: score ``= |H g|``.
+
+    Over the window, Welford's online algorithm keeps the mean ``g`` and the
+    sum of squared deviations ``m2`` of each parameter's minibatch gradient;
+    ``Var(g) = m2 / (count - 1)`` (sample variance, 0 for a one-step window).
+    With the per-example gradient covariance ``C = S * Var(g)`` (Mandt et al.
+    2017), ``H = 2 S / (N_data C) = 2 / (N_data * (Var(g) + epsilon))``: the
+    minibatch size ``S`` cancels, so only ``num_examples`` (``N_data``) is needed.
+
+    Args:
+        num_examples: ``N_data``, the number of training examples (int >= 1).
+        epsilon: added to the variance so that zero-variance parameters get a
+            finite ``H`` (units of gradient squared; default 1e-12). A parameter
+            with a constant non-zero gradient then ranks at the top, one with an
+            always-zero gradient at the bottom.
+    """
+
+    name = "preconditioned"
+    slots = ("mean", "m2")
+
+    def __init__(self, num_examples: int, epsilon: float = 1e-12):
+        if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+            raise ValueError(
+                "Preconditioned: `num_examples` (N_data, the training-set size) must be "
+                f"an int >= 1; received num_examples={num_examples!r}."
+            )
+        if not (isinstance(epsilon, (int, float)) and epsilon > 0):
+            raise ValueError(
+                f"Preconditioned: `epsilon` must be a float > 0; received epsilon={epsilon!r}."
+            )
+        self.num_examples = int(num_examples)
+        self.epsilon = float(epsilon)
+
+    def update(self, state, grad, weight, count):
+        mean, m2 = state["mean"], state["m2"]
+        delta = grad - mean
+        mean = mean + delta / tf.cast(count, grad.dtype)
+        m2 = m2 + delta * (grad - mean)
+        return {"mean": mean, "m2": m2}
+
+    def preconditioner(self, state, count):
+        """Diagonal ``H`` (shape of the variable, float32, units 1/gradient^2)."""
+        m2 = tf.cast(state["m2"], tf.float32)
+        var = m2 / tf.maximum(tf.cast(count, tf.float32) - 1.0, 1.0)
+        return 2.0 / (float(self.num_examples) * (var + self.epsilon))
+
+    def score(self, state, weight, count, seed):
+        mean = tf.cast(state["mean"], tf.float32)
+        return tf.abs(self.preconditioner(state, count) * mean)
+
+    def get_config(self):
+        return {"num_examples": self.num_examples, "epsilon": self.epsilon}
+
+
+class Magnitude(Criterion):
+    """``|w|`` at selection time (no window)."""
+
+    name = "magnitude"
+    uses_gradients = False
+
+    def score(self, state, weight, count, seed):
+        return tf.cast(tf.abs(weight), tf.float32)
+
+
+class Random(Criterion):
+    """Uniform random scores from a stateless RNG (no window).
+
+    The seed of each call is ``(optimizer seed, selection index * 2**16 + variable
+    index)``, so a run is reproducible and every reselection draws anew.
+    """
+
+    name = "random"
+    uses_gradients = False
+
+    def score(self, state, weight, count, seed):
+        return tf.random.stateless_uniform(tf.shape(weight), seed=seed, dtype=tf.float32)
+
+
+BUILTIN = {c.name: c for c in (GradientSum, Preconditioned, Fisher, Magnitude, Random)}
+
+
+def get(identifier, num_examples=None) -> Criterion:
+    """Return a criterion from a built-in name or a criterion object.
+
+    ``num_examples`` is passed to ``Preconditioned`` when it is named by string.
+    Any object with ``slots``, ``uses_gradients``, ``update`` and ``score`` is
+    accepted as a user criterion.
+    """
+    if isinstance(identifier, str) and identifier in BUILTIN:
+        if identifier == Preconditioned.name:
+            if num_examples is None:
+                raise ValueError(
+                    "criterion='preconditioned' needs N_data for H = 2S/(N_data C): pass "
+                    "`num_examples` (the training-set size, an int >= 1), or "
+                    "criterion=tf_selopt.criteria.Preconditioned(num_examples=...)."
+                )
+            return Preconditioned(num_examples)
+        return BUILTIN[identifier]()
+    if all(hasattr(identifier, a) for a in ("slots", "uses_gradients", "update", "score")):
+        return identifier
+    raise ValueError(
+        f"Unknown `criterion`={identifier!r}; expected one of {sorted(BUILTIN)} "
+        "or an object with `slots`, `uses_gradients`, `update` and `score`."
+    )

@@ -1,0 +1,142 @@
+"""Selection: scores -> boolean masks with exactly ``k`` ones.
+
+The threshold is found by a radix-style search over the bits of an
+order-preserving integer key of each float32 score: 32 passes, each one
+comparison and one sum over the ``N`` scores, so time is linear in ``N`` (no
+sort, no ``top_k``) and everything compiles under XLA.
+
+Tie rule (deterministic): among parameters whose score equals the k-th largest
+score, those with the lowest flat index win, where the flat index runs over the
+variables in order and row-major inside each variable. NaN scores rank below
+every number; ``-0.0`` equals ``+0.0``.
+
+This module imports TensorFlow only, never a Keras front end.
+
+Examples:
+    >>> import tensorflow as tf
+    >>> [m.numpy().tolist() for m in select([tf.constant([3.0, 1.0, 3.0, 2.0])], 2)]
+    [[True, False, True, False]]
+    >>> [m.numpy().tolist() for m in select([tf.constant([1.0, 1.0]), tf.constant([1.0])], 2)]
+    [[True, True], [False]]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import tensorflow as tf
+
+__all__ = ["SCOPES", "resolve_count", "per_variable_counts", "sortable_key", "top_k_mask", "select"]
+
+SCOPES = ("global", "per_variable")
+
+
+def resolve_count(keep, total: int, name: str = "keep") -> int:
+    """Number of parameters to select: ``keep`` as a fraction or a count.
+
+    A float in (0, 1] gives ``max(1, floor(keep * total + 0.5))``; an int in
+    [1, total] is taken as is. Anything else raises ``ValueError`` naming
+    ``name``.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, numbers.Real):
+        raise ValueError(f"`{name}` must be a float in (0, 1] or an int in [1, {total}]; received {name}={keep!r}.")
+    if isinstance(keep, numbers.Integral):
+        if not 1 <= keep <= total:
+            raise ValueError(f"`{name}` as a count must be an int in [1, {total}] (N); received {name}={keep}.")
+        return int(keep)
+    if not (math.isfinite(keep) and 0.0 < keep <= 1.0):
+        raise ValueError(f"`{name}` as a fraction must be in (0, 1]; received {name}={keep!r}.")
+    return max(1, min(total, int(math.floor(keep * total + 0.5))))
+
+
+def per_variable_counts(sizes, k: int) -> list[int]:
+    """Split ``k`` over variables of ``sizes`` in proportion, summing to exactly ``k``.
+
+    Largest-remainder apportionment: each variable gets ``floor(k * n_i / N)``;
+    the leftover ones go to the largest remainders, earlier variables first on
+    ties.
+    """
+    total = sum(sizes)
+    if not 0 <= k <= total:
+        raise ValueError(f"k must be in [0, {total}]; received k={k}.")
+    base = [k * n // total for n in sizes]
+    remainders = [k * n - b * total for n, b in zip(sizes, base)]
+    order = sorted(range(len(sizes)), key=lambda i: (-remainders[i], i))
+    for i in order[: k - sum(base)]:
+        base[i] += 1
+    return base
+
+
+def sortable_key(scores):
+    """float32 scores -> int64 keys in [0, 2**32) with the same order.
+
+    NaN maps below -inf; -0.0 and +0.0 map to the same key.
+    """
+    scores = tf.cast(scores, tf.float32)
+    is_nan = tf.math.is_nan(scores)
+    bits = tf.bitcast(tf.where(is_nan, tf.zeros_like(scores), scores) + 0.0, tf.int32)
+    # Negative floats: reverse their order; then shift into the unsigned range.
+    keys = tf.bitwise.bitwise_xor(bits, tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 31), 0x7FFFFFFF))
+    keys = tf.cast(keys, tf.int64) + 2**31
+    # -inf maps to 2**23 - 1 > 0, so 0 is free for NaN.
+    return tf.where(is_nan, tf.zeros_like(keys), keys)
+
+
+def _kth_largest_key(keys, k: int):
+    """Largest ``t`` with ``count(keys >= t) >= k``: the k-th largest key."""
+    t = tf.constant(0, tf.int64)
+    for bit in range(31, -1, -1):
+        candidate = t + (1 << bit)
+        count = tf.reduce_sum(tf.cast(keys >= candidate, tf.int32))
+        t = tf.where(count >= k, candidate, t)
+    return t
+
+
+def top_k_mask(scores, k: int):
+    """Boolean mask of the shape of ``scores`` with exactly ``k`` True entries.
+
+    ``k`` is a Python int in [0, size]. Ties: lowest flat (row-major) index wins.
+    """
+    flat = tf.reshape(scores, [-1])
+    size = flat.shape[0]
+    if size is None:
+        raise ValueError("top_k_mask needs a static number of scores.")
+    if not 0 <= k <= size:
+        raise ValueError(f"k must be in [0, {size}]; received k={k}.")
+    if k == 0:
+        return tf.zeros(tf.shape(scores), tf.bool)
+    if k == size:
+        return tf.ones(tf.shape(scores), tf.bool)
+    keys = sortable_key(flat)
+    threshold = _kth_largest_key(keys, k)
+    above = keys > threshold
+    at = keys == threshold
+    room = k - tf.reduce_sum(tf.cast(above, tf.int32))
+    rank_at = tf.cumsum(tf.cast(at, tf.int32), exclusive=True)
+    mask = tf.logical_or(above, tf.logical_and(at, rank_at < room))
+    return tf.reshape(mask, tf.shape(scores))
+
+
+def select(scores, k: int, scope: str = "global"):
+    """Masks for a list of score tensors, exactly ``k`` True in total.
+
+    Args:
+        scores: list of float tensors with static shapes (one per variable).
+        k: total number to select, a Python int in [1, N] (see ``resolve_count``).
+        scope: ``"global"``: top-k over all parameters of all variables (the
+            note's setting); ``"per_variable"``: the same fraction in each
+            variable, counts from ``per_variable_counts``.
+
+    Returns:
+        list of bool tensors, the shapes of ``scores``.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"`scope` must be one of {SCOPES}; received scope={scope!r}.")
+    sizes = [int(s.shape.num_elements()) for s in scores]
+    if scope == "per_variable":
+        return [top_k_mask(s, k_i) for s, k_i in zip(scores, per_variable_counts(sizes, k))]
+    flat = tf.concat([tf.reshape(tf.cast(s, tf.float32), [-1]) for s in scores], axis=0)
+    mask = top_k_mask(flat, k)
+    pieces = tf.split(mask, sizes) if len(sizes) > 1 else [mask]
+    return [tf.reshape(p, s.shape) for p, s in zip(pieces, scores)]
