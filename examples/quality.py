@@ -2,7 +2,7 @@
 
 Small CNN on the bundled MNIST subset (3,500 train / 1,000 test), Adam 1e-3,
 batch 64, the same epoch budget for every method; selection after one epoch
-(warmup_steps = steps per epoch) from a 20-step window. Prints a Markdown table
+(warmup_steps = steps per epoch; --warmup-epochs changes it) from a 20-step window. Prints a Markdown table
 (mean +- std over seeds) and writes every run to JSON.
 
     python examples/quality.py --seeds 0 1 2 --epochs 8 --out results/quality.json
@@ -22,7 +22,7 @@ from tf_selopt import data, models
 METHODS = ("full", "gradient_sum", "preconditioned", "fisher", "magnitude", "random")
 
 
-def run(method, seed, splits, epochs, batch_size, keep, window):
+def run(method, seed, splits, epochs, batch_size, keep, window, scope, warmup_epochs):
     keras.utils.set_random_seed(seed)
     model = models.small_cnn()
     inner = keras.optimizers.Adam(1e-3)
@@ -33,8 +33,9 @@ def run(method, seed, splits, epochs, batch_size, keep, window):
             inner,
             criterion=method,
             keep=keep,
-            warmup_steps=math.ceil(len(splits.x_train) / batch_size),
+            warmup_steps=warmup_epochs * math.ceil(len(splits.x_train) / batch_size),
             window=window,
+            scope=scope,
             num_examples=len(splits.x_train),
             seed=seed,
         )
@@ -56,6 +57,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--keep", type=float, default=0.1)
     parser.add_argument("--window", type=int, default=20)
+    parser.add_argument("--warmup-epochs", type=int, default=1)
+    parser.add_argument("--scope", default="global", choices=["global", "per_variable"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/quality.json"))
     args = parser.parse_args()
@@ -64,7 +67,7 @@ def main():
     rows = []
     for method in args.methods:
         for seed in args.seeds:
-            row = run(method, seed, splits, args.epochs, args.batch_size, args.keep, args.window)
+            row = run(method, seed, splits, args.epochs, args.batch_size, args.keep, args.window, args.scope, args.warmup_epochs)
             print(json.dumps(row), flush=True)
             rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)

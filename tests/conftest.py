@@ -73,12 +73,6 @@ INNER = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session()
-    yield
-
-
 @pytest.fixture
 def same_graph_rewrites():
     """Turn off grappler's arithmetic optimizer for the test.

@@ -10,10 +10,6 @@ N_DATA = 1000
 EPS = 1e-12
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    """Overrides conftest's per-test keras clear_session (~0.2 s each): these tests create no Keras state."""
-    yield
 
 
 class MaxAbs(criteria.Criterion):
@@ -109,18 +105,7 @@ def test_random_depends_on_seed_only(jit):
     assert ((a.numpy() >= 0) & (a.numpy() < 1)).all() and np.unique(a.numpy()).size == 20
 
 
-RANDOM_XLA = (
-    "upstream TF: tf.random.stateless_uniform gives other values under XLA than eager for the same seed "
-    "(tensorflow/tensorflow#121243, also with alg='philox'), so Random's scores depend on jit_compile"
-)
-
-
-def _xla_param(name):
-    marks = [pytest.mark.xfail(strict=True, reason=RANDOM_XLA)] if name == "random" else []
-    return pytest.param(name, marks=marks)
-
-
-@pytest.mark.parametrize("name", [_xla_param(n) for n in FACTORIES])
+@pytest.mark.parametrize("name", list(FACTORIES))
 def test_xla_matches_eager(name):
     """The whole window + score under tf.function(jit_compile=True) equals eager."""
     criterion = FACTORIES[name]()

@@ -14,6 +14,11 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 BATCH = 16  # 64 examples -> 4 steps per epoch
 
 
+@pytest.fixture(autouse=True)
+def _clear_session():
+    keras.backend.clear_session()
+
+
 def selective(inner="adam", **kwargs):
     defaults = dict(criterion="gradient_sum", keep=0.2, warmup_steps=4, window=3, seed=0, num_examples=64)
     return tf_selopt.SelectiveOptimizer(INNER[inner](), **(defaults | kwargs))

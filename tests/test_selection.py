@@ -14,17 +14,7 @@ SHAPES = [(3,), (2, 4), (2, 2, 3), (1,), (5,)]
 # A small pool: many duplicates, plus the special values the tie rule must handle.
 POOL = [-2.0, -1.0, -0.0, 0.0, 0.5, 1.0, 3.0, np.inf, -np.inf, np.nan]
 
-SIGNED_ZERO_BUG = (
-    "sortable_key normalises -0.0 with `x + 0.0`, which Grappler (tf.function) and XLA fold away: "
-    "-0.0 gets key 2**31-1, +0.0 gets 2**31"
-)
-SUBNORMAL_BUG = "eager TF flushes subnormals in `x + 0.0`, so every subnormal gets the key of 0.0"
 
-
-@pytest.fixture(autouse=True)
-def _clear_session():
-    """Overrides conftest's per-test keras clear_session (~0.2 s each): these tests create no Keras state."""
-    yield
 
 
 def _ref_top_k(flat, k):
@@ -119,19 +109,13 @@ def test_select_special_values(scores, k, expected):
     np.testing.assert_array_equal(mask.numpy(), expected)
 
 
-def _modes(xfail_in=(), reason=""):
-    """The modes "eager", "fn" (tf.function) and "jit" (XLA) as params; strict xfail for those in ``xfail_in``."""
-    xfail = pytest.mark.xfail(strict=True, reason=reason)
-    return [pytest.param(m, id=m, marks=[xfail] if m in xfail_in else []) for m in ("eager", "fn", "jit")]
-
-
 def _run(mode, fn, *args):
     if mode == "eager":
         return fn(*args)
     return tf.function(fn, jit_compile=(mode == "jit"))(*args)
 
 
-@pytest.mark.parametrize("mode", _modes(xfail_in=("fn", "jit"), reason=SIGNED_ZERO_BUG))
+@pytest.mark.parametrize("mode", ["eager", "fn", "jit"])
 def test_signed_zeros_tie_in_every_mode(mode):
     """-0.0 == +0.0 also when compiled: [0, -0, 0, -0] with k=2 keeps the first two."""
     x = tf.constant([0.0, -0.0, 0.0, -0.0])
@@ -141,7 +125,7 @@ def test_signed_zeros_tie_in_every_mode(mode):
     np.testing.assert_array_equal(mask.numpy(), [True, True, False, False])
 
 
-@pytest.mark.parametrize("mode", _modes(xfail_in=("eager",), reason=SUBNORMAL_BUG))
+@pytest.mark.parametrize("mode", ["eager", "fn", "jit"])
 def test_subnormal_scores_are_ordered_in_every_mode(mode):
     """0 < 1e-40 < 2e-40 (subnormal float32) must stay ordered."""
     x = tf.constant([0.0, 1e-40, 2e-40], tf.float32)

@@ -28,6 +28,8 @@ Examples:
 
 from __future__ import annotations
 
+import numbers
+
 import tensorflow as tf
 
 __all__ = [
@@ -120,7 +122,7 @@ class Preconditioned(Criterion):
     slots = ("mean", "m2")
 
     def __init__(self, num_examples: int, epsilon: float = 1e-12):
-        if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+        if isinstance(num_examples, bool) or not isinstance(num_examples, numbers.Integral) or num_examples < 1:
             raise ValueError(
                 "Preconditioned: `num_examples` (N_data, the training-set size) must be "
                 f"an int >= 1; received num_examples={num_examples!r}."
@@ -163,18 +165,33 @@ class Magnitude(Criterion):
         return tf.cast(tf.abs(weight), tf.float32)
 
 
-class Random(Criterion):
-    """Uniform random scores from a stateless RNG (no window).
+def _hash32(x):
+    """lowbias32 integer hash (C. Wellons) on uint32; wraps identically in TF and XLA."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+    x = x * tf.constant(0x7FEB352D, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, tf.uint32)))
+    x = x * tf.constant(0x846CA68B, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
 
-    The seed of each call is ``(optimizer seed, selection index * 2**16 + variable
-    index)``, so a run is reproducible and every reselection draws anew.
+
+class Random(Criterion):
+    """Uniform random scores in [0, 1) (multiples of 2**-24) from a counter hash (no window).
+
+    ``score`` hashes each parameter's flat index with the int32 ``[2]`` seed, so a
+    run is reproducible, bit-identical with and without XLA (TensorFlow's
+    stateless RNG is not), and every (seed, call) pair draws anew.
     """
 
     name = "random"
     uses_gradients = False
 
     def score(self, state, weight, count, seed):
-        return tf.random.stateless_uniform(tf.shape(weight), seed=seed, dtype=tf.float32)
+        seed = tf.cast(seed, tf.uint32)
+        key = _hash32(tf.bitwise.bitwise_xor(_hash32(seed[0] ^ tf.constant(0x9E3779B9, tf.uint32)), seed[1]))
+        index = tf.range(tf.size(weight, out_type=tf.int64), dtype=tf.int64)
+        bits = _hash32(tf.bitwise.bitwise_xor(tf.cast(index, tf.uint32), key))
+        uniform = tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) * (2.0**-24)
+        return tf.reshape(uniform, tf.shape(weight))
 
 
 BUILTIN = {c.name: c for c in (GradientSum, Preconditioned, Fisher, Magnitude, Random)}
@@ -197,9 +214,11 @@ def get(identifier, num_examples=None) -> Criterion:
                 )
             return Preconditioned(num_examples)
         return BUILTIN[identifier]()
-    if all(hasattr(identifier, a) for a in ("slots", "uses_gradients", "update", "score")):
+    if not isinstance(identifier, type) and all(
+        hasattr(identifier, a) for a in ("slots", "uses_gradients", "update", "score")
+    ):
         return identifier
     raise ValueError(
         f"Unknown `criterion`={identifier!r}; expected one of {sorted(BUILTIN)} "
-        "or an object with `slots`, `uses_gradients`, `update` and `score`."
+        "or an instance of an object with `slots`, `uses_gradients`, `update` and `score`."
     )

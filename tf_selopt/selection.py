@@ -75,7 +75,10 @@ def sortable_key(scores):
     """
     scores = tf.cast(scores, tf.float32)
     is_nan = tf.math.is_nan(scores)
-    bits = tf.bitcast(tf.where(is_nan, tf.zeros_like(scores), scores) + 0.0, tf.int32)
+    bits = tf.bitcast(scores, tf.int32)
+    # -0.0 (bits 0x80000000) -> +0.0 on the integer bits: no float op that a
+    # compiler may drop or that may flush subnormals to zero.
+    bits = tf.where(tf.equal(bits, tf.int32.min), tf.zeros_like(bits), bits)
     # Negative floats: reverse their order; then shift into the unsigned range.
     keys = tf.bitwise.bitwise_xor(bits, tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 31), 0x7FFFFFFF))
     keys = tf.cast(keys, tf.int64) + 2**31
