@@ -209,6 +209,32 @@ def test_random_criterion_is_seeded():
     assert not np.array_equal(masks[0], masks[2])
 
 
+@keras.saving.register_keras_serializable(package="tf_selopt_tests")
+class LastAbsGradient(criteria.Criterion):
+    """A user criterion: |g| of the window's last step only."""
+
+    name = "last_abs_gradient"
+    slots = ("last",)
+
+    def update(self, state, grad, weight, count):
+        return {"last": tf.abs(grad)}
+
+    def score(self, state, weight, count, seed):
+        return tf.cast(state["last"], tf.float32)
+
+
+def test_user_criterion_drives_selection_and_round_trips():
+    x, y = make_data("sequential", n=160)
+    model = make_model("sequential")
+    optimizer = selective("sgd_momentum", criterion=LastAbsGradient(), warmup_steps=3, window=2)
+    abs_grads = _custom_loop(model, optimizer, x, y, steps=4)  # selection at step 3
+    for expected, got in zip(abs_grads[3], optimizer.scores):
+        np.testing.assert_array_equal(got.numpy(), expected)
+    assert int(optimizer.selected_count) == optimizer.k
+    clone = tf_selopt.SelectiveOptimizer.from_config(optimizer.get_config())
+    assert isinstance(clone.criterion, LastAbsGradient)
+
+
 # -------------------------------------------------------------- NaN steps
 @pytest.mark.parametrize("phase_step", [0, 2, 4], ids=["warmup", "window", "masked"])
 def test_non_finite_step_changes_nothing(phase_step):

@@ -1,0 +1,214 @@
+"""Pruning schedules: step -> (whether to prune now, target sparsity).
+
+The names, parameters and meaning are those of tfmot's
+``tensorflow_model_optimization.sparsity.keras`` schedules, and the returned
+values match theirs step for step:
+
+* pruning happens at ``step`` when ``begin_step <= step``, ``step <= end_step``
+  (unless ``end_step == -1``: no end, ``ConstantSparsity`` only) and
+  ``(step - begin_step) % frequency == 0``;
+* ``PolynomialDecay`` returns ``final + (initial - final) * (1 - p) ** power``
+  with ``p = clip((step - begin_step) / (end_step - begin_step), 0, 1)`` in
+  float32, at every step (also those where ``should_prune`` is False).
+
+Unlike tfmot's, ``get_config`` returns the plain constructor arguments and
+``from_config`` is ``cls(**config)``, so any schedule (also a user's) loads back;
+``PolynomialDecay`` refuses ``end_step == begin_step`` (tfmot divides by zero).
+
+A schedule is called with an integer step (Python int or integer tensor, e.g.
+an optimizer's ``iterations``) and returns ``(should_prune, sparsity)``: a bool
+scalar tensor and a float32 scalar tensor (fraction of weights to zero, in
+[0, 1)). It works eagerly, in ``tf.function`` and under XLA.
+
+This module imports TensorFlow only, never a Keras front end.
+
+Examples:
+    >>> s = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100, frequency=50)
+    >>> [(bool(p), round(float(x), 4)) for p, x in (s(0), s(50), s(60), s(100), s(150))]
+    [(True, 0.0), (True, 0.7), (False, 0.7552), (True, 0.8), (False, 0.8)]
+    >>> ConstantSparsity.from_config(ConstantSparsity(0.5, 10).get_config())
+    ConstantSparsity(target_sparsity=0.5, begin_step=10, end_step=-1, frequency=100)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import tensorflow as tf
+
+__all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay"]
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _check_sparsity(cls_name: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+        math.isfinite(value) and 0.0 <= value < 1.0
+    ):
+        raise ValueError(f"{cls_name}: `{name}` must be a float in [0, 1); received {name}={value!r}.")
+    return float(value)
+
+
+def _check_steps(cls_name: str, begin_step, end_step, frequency, allow_no_end: bool):
+    """Validate step arguments; ``end_step == -1`` means "no end" if ``allow_no_end``."""
+    if not _is_int(begin_step) or begin_step < 0:
+        raise ValueError(f"{cls_name}: `begin_step` must be an int >= 0; received begin_step={begin_step!r}.")
+    if allow_no_end:
+        if not _is_int(end_step) or not (end_step == -1 or end_step >= begin_step):
+            raise ValueError(
+                f"{cls_name}: `end_step` must be -1 (no end) or an int >= begin_step ({begin_step}); "
+                f"received end_step={end_step!r}."
+            )
+    elif not _is_int(end_step) or end_step <= begin_step:
+        raise ValueError(
+            f"{cls_name}: `end_step` must be an int > begin_step ({begin_step}); received end_step={end_step!r}."
+        )
+    if not _is_int(frequency) or frequency < 1:
+        raise ValueError(f"{cls_name}: `frequency` must be an int >= 1; received frequency={frequency!r}.")
+    return int(begin_step), int(end_step), int(frequency)
+
+
+def _as_step(step):
+    """Python int or integer tensor -> int64 scalar tensor."""
+    if isinstance(step, bool):
+        raise ValueError(f"`step` must be an integer (Python int or integer tensor); received step={step!r}.")
+    if _is_int(step):
+        return tf.constant(int(step), tf.int64)
+    step = tf.convert_to_tensor(step)
+    if not step.dtype.is_integer:
+        raise ValueError(f"`step` must be an integer tensor; received dtype {step.dtype.name}.")
+    return tf.cast(step, tf.int64)
+
+
+class PruningSchedule:
+    """Base class: holds ``begin_step``, ``end_step``, ``frequency``; subclasses add the sparsity.
+
+    Subclasses implement ``__call__(step) -> (should_prune, sparsity)`` and
+    ``get_config`` (plain constructor arguments); ``from_config`` is ``cls(**config)``.
+    """
+
+    begin_step: int
+    end_step: int
+    frequency: int
+
+    def should_prune(self, step):
+        """Bool scalar tensor: True at the pruning steps (see the module doc)."""
+        step = _as_step(step)
+        in_range = tf.logical_and(
+            step >= self.begin_step,
+            tf.logical_or(step <= self.end_step, tf.constant(self.end_step < 0)),
+        )
+        on_turn = tf.equal(tf.math.floormod(step - self.begin_step, self.frequency), 0)
+        return tf.logical_and(in_range, on_turn)
+
+    def __call__(self, step):
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash((type(self), tuple(self.get_config().items())))
+
+
+class ConstantSparsity(PruningSchedule):
+    """The same sparsity at every pruning step.
+
+    Args:
+        target_sparsity: fraction of weights to zero, a float in [0, 1).
+        begin_step: first pruning step (int >= 0).
+        end_step: last step at which pruning may happen (int >= begin_step), or
+            -1 (default): no end.
+        frequency: prune every ``frequency`` steps from ``begin_step`` (int >= 1).
+    """
+
+    def __init__(self, target_sparsity: float, begin_step: int, end_step: int = -1, frequency: int = 100):
+        target_sparsity = _check_sparsity("ConstantSparsity", "target_sparsity", target_sparsity)
+        steps = _check_steps("ConstantSparsity", begin_step, end_step, frequency, allow_no_end=True)
+        self.target_sparsity = target_sparsity
+        self.begin_step, self.end_step, self.frequency = steps
+
+    def __call__(self, step):
+        return self.should_prune(step), tf.constant(self.target_sparsity, tf.float32)
+
+    def get_config(self) -> dict:
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+
+class PolynomialDecay(PruningSchedule):
+    """Sparsity rising from ``initial_sparsity`` to ``final_sparsity`` (Zhu & Gupta 2017).
+
+    ``sparsity(step) = final + (initial - final) * (1 - p) ** power`` with
+    ``p = clip((step - begin_step) / (end_step - begin_step), 0, 1)``: fast at
+    first, then levelling off; ``initial`` before ``begin_step``, ``final`` from
+    ``end_step`` on.
+
+    Args:
+        initial_sparsity: sparsity at ``begin_step``, a float in [0, 1).
+        final_sparsity: sparsity from ``end_step`` on, a float in [0, 1).
+        begin_step: first pruning step (int >= 0).
+        end_step: step at which ``final_sparsity`` is reached, also the last
+            step at which pruning may happen (int > begin_step).
+        power: exponent of the decay (a finite number > 0; default 3).
+        frequency: prune every ``frequency`` steps from ``begin_step`` (int >= 1).
+    """
+
+    def __init__(
+        self,
+        initial_sparsity: float,
+        final_sparsity: float,
+        begin_step: int,
+        end_step: int,
+        power: float = 3,
+        frequency: int = 100,
+    ):
+        initial_sparsity = _check_sparsity("PolynomialDecay", "initial_sparsity", initial_sparsity)
+        final_sparsity = _check_sparsity("PolynomialDecay", "final_sparsity", final_sparsity)
+        steps = _check_steps("PolynomialDecay", begin_step, end_step, frequency, allow_no_end=False)
+        if isinstance(power, bool) or not isinstance(power, numbers.Real) or not (math.isfinite(power) and power > 0):
+            raise ValueError(f"PolynomialDecay: `power` must be a finite number > 0; received power={power!r}.")
+        self.initial_sparsity = initial_sparsity
+        self.final_sparsity = final_sparsity
+        self.begin_step, self.end_step, self.frequency = steps
+        self.power = power
+
+    def __call__(self, step):
+        step = _as_step(step)
+        # Same float32 operations, in the same order, as tfmot's schedule.
+        span = tf.constant(self.end_step - self.begin_step, tf.float32)
+        p = tf.minimum(1.0, tf.maximum(0.0, tf.cast(step - self.begin_step, tf.float32) / span))
+        sparsity = (
+            tf.constant(self.initial_sparsity - self.final_sparsity, tf.float32)
+            * tf.pow(1.0 - p, tf.constant(self.power, tf.float32))
+            + tf.constant(self.final_sparsity, tf.float32)
+        )
+        return self.should_prune(step), sparsity
+
+    def get_config(self) -> dict:
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
