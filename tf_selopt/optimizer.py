@@ -245,21 +245,20 @@ class SelectiveOptimizer(keras.optimizers.Optimizer):
         step = tf.cast(self.inner_optimizer.iterations, tf.int64)
         selection_step = self._next_selection(step)
         indices = [self._get_variable_index(v) for v in variables]
-        dense = [tf.convert_to_tensor(g) for g in grads]
-
         if self.criterion.uses_gradients:
             in_window = tf.logical_and(selection_step >= 0, selection_step - step < self.window)
-            tf.cond(in_window, lambda: self._accumulate(dense, variables, indices), lambda: None)
+            tf.cond(in_window, lambda: self._accumulate(grads, variables, indices), lambda: None)
         tf.cond(tf.equal(step, selection_step), self._select, lambda: None)
         tf.cond(
             step >= self.warmup_steps,
-            lambda: self._restricted_update(grads, dense, variables, indices),
+            lambda: self._restricted_update(grads, variables, indices),
             lambda: self.inner_optimizer.apply(grads, variables),
         )
 
-    def _accumulate(self, dense_grads, variables, indices):
+    def _accumulate(self, grads, variables, indices):
         count = self.window_count + 1.0
-        for g, v, i in zip(dense_grads, variables, indices):
+        for g, v, i in zip(grads, variables, indices):
+            g = tf.convert_to_tensor(g)  # IndexedSlices (Embedding) -> dense
             state = self.criterion_state[i]
             current = {slot: state[slot].value for slot in self.criterion.slots}
             new = self.criterion.update(current, g, v.value, count)
@@ -285,9 +284,10 @@ class SelectiveOptimizer(keras.optimizers.Optimizer):
         self.window_count.assign(0.0)
         self.selections.assign_add(1)
 
-    def _restricted_update(self, grads, dense_grads, variables, indices):
+    def _restricted_update(self, grads, variables, indices):
         masks = [self.masks[i].value for i in indices]
-        masked = [tf.where(m, g, tf.zeros_like(g)) for m, g in zip(masks, dense_grads)]
+        dense = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices (Embedding) -> dense
+        masked = [tf.where(m, g, tf.zeros_like(g)) for m, g in zip(masks, dense)]
         before = [tf.identity(v.value) for v in variables]
         self.inner_optimizer.apply(masked, variables)
         for v, m, old in zip(variables, masks, before):
