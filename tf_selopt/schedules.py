@@ -25,7 +25,7 @@ This module imports TensorFlow only, never a Keras front end.
 Examples:
     >>> s = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100, frequency=50)
     >>> [(bool(p), round(float(x), 4)) for p, x in (s(0), s(50), s(60), s(100), s(150))]
-    [(True, 0.0), (True, 0.7), (False, 0.7552), (True, 0.8), (False, 0.8)]
+    [(True, 0.0), (True, 0.7), (False, 0.7488), (True, 0.8), (False, 0.8)]
     >>> ConstantSparsity.from_config(ConstantSparsity(0.5, 10).get_config())
     ConstantSparsity(target_sparsity=0.5, begin_step=10, end_step=-1, frequency=100)
 """
