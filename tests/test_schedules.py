@@ -1,6 +1,5 @@
 """Tests of tf_selopt.schedules: same values as tfmot's schedules, XLA, config, validation."""
 
-import ast
 import doctest
 import json
 
@@ -156,13 +155,6 @@ BAD = [
 def test_bad_inputs_name_the_argument(make, argument):
     with pytest.raises(ValueError, match=f"`{argument}`"):
         make()
-
-
-def test_schedules_module_does_not_import_keras():
-    tree = ast.parse(open(schedules.__file__).read())
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"__future__", "math", "numbers", "tensorflow"}
 
 
 def test_docstring_examples_run():

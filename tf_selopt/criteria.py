@@ -32,6 +32,8 @@ import numbers
 
 import tensorflow as tf
 
+from tf_selopt.configurable import Configurable
+
 __all__ = [
     "Criterion",
     "GradientSum",
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 
-class Criterion:
+class Criterion(Configurable):
     """Base class and protocol of a selection criterion (see the module doc).
 
     Subclasses set ``name``, ``slots`` and ``uses_gradients`` and implement
@@ -62,16 +64,6 @@ class Criterion:
     def score(self, state, weight, count, seed):
         raise NotImplementedError
 
-    def get_config(self) -> dict:
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class GradientSum(Criterion):

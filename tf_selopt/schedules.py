@@ -37,6 +37,8 @@ import numbers
 
 import tensorflow as tf
 
+from tf_selopt.configurable import Configurable
+
 __all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay"]
 
 
@@ -83,7 +85,7 @@ def _as_step(step):
     return tf.cast(step, tf.int64)
 
 
-class PruningSchedule:
+class PruningSchedule(Configurable):
     """Base class: holds ``begin_step``, ``end_step``, ``frequency``; subclasses add the sparsity.
 
     Subclasses implement ``__call__(step) -> (should_prune, sparsity)`` and
@@ -107,16 +109,6 @@ class PruningSchedule:
     def __call__(self, step):
         raise NotImplementedError
 
-    def get_config(self) -> dict:
-        raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
