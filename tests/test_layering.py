@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-CORE = ("configurable", "criteria", "selection", "schedules")
+CORE = ("checks", "configurable", "criteria", "selection", "schedules")
 ALLOWED = {"__future__", "math", "numbers", "tensorflow"}
 
 

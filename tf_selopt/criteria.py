@@ -28,10 +28,9 @@ Examples:
 
 from __future__ import annotations
 
-import numbers
-
 import tensorflow as tf
 
+from tf_selopt.checks import is_int
 from tf_selopt.configurable import Configurable
 
 __all__ = [
@@ -114,7 +113,7 @@ class Preconditioned(Criterion):
     slots = ("mean", "m2")
 
     def __init__(self, num_examples: int, epsilon: float = 1e-12):
-        if isinstance(num_examples, bool) or not isinstance(num_examples, numbers.Integral) or num_examples < 1:
+        if not is_int(num_examples) or num_examples < 1:
             raise ValueError(
                 "Preconditioned: `num_examples` (N_data, the training-set size) must be "
                 f"an int >= 1; received num_examples={num_examples!r}."

@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from tf_selopt import criteria as criteria_lib
+from tf_selopt.checks import is_int
 from tf_selopt import selection
 
 __all__ = ["SelectiveOptimizer"]
@@ -43,10 +44,6 @@ _BASE_ARGUMENTS = (
     "loss_scale_factor",
     "gradient_accumulation_steps",
 )
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt")
@@ -122,16 +119,16 @@ class SelectiveOptimizer(keras.optimizers.Optimizer):
         if kwargs:
             raise ValueError(f"SelectiveOptimizer got unknown arguments: {sorted(kwargs)}.")
         criterion = criteria_lib.get(criterion, num_examples=num_examples)
-        if not (_is_int(warmup_steps) and warmup_steps >= 0):
+        if not (is_int(warmup_steps) and warmup_steps >= 0):
             raise ValueError(f"`warmup_steps` must be an int >= 0; received warmup_steps={warmup_steps!r}.")
-        if criterion.uses_gradients and not (_is_int(window) and 1 <= window <= warmup_steps):
+        if criterion.uses_gradients and not (is_int(window) and 1 <= window <= warmup_steps):
             raise ValueError(
                 f"`window` must be an int in [1, warmup_steps={warmup_steps}] for criterion "
                 f"{getattr(criterion, 'name', criterion)!r}; received window={window!r}."
             )
         if reselect_every is not None:
             low = window if criterion.uses_gradients else 1
-            if not (_is_int(reselect_every) and reselect_every >= low):
+            if not (is_int(reselect_every) and reselect_every >= low):
                 raise ValueError(
                     f"`reselect_every` must be None or an int >= {low}"
                     + (" (the window, so windows do not overlap)" if low > 1 else "")
@@ -140,14 +137,14 @@ class SelectiveOptimizer(keras.optimizers.Optimizer):
         if scope not in selection.SCOPES:
             raise ValueError(f"`scope` must be one of {selection.SCOPES}; received scope={scope!r}.")
         if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or keep <= 0 or (
-            not _is_int(keep) and keep > 1
+            not is_int(keep) and keep > 1
         ):
             raise ValueError(
                 f"`keep` must be a fraction in (0, 1] or an int count in [1, N]; received keep={keep!r}."
             )
         if seed is None:
             seed = random.SystemRandom().randrange(2**31 - 1)
-        elif not (_is_int(seed) and 0 <= seed < 2**31):
+        elif not (is_int(seed) and 0 <= seed < 2**31):
             raise ValueError(f"`seed` must be None or an int in [0, 2**31); received seed={seed!r}.")
 
         super().__init__(learning_rate=0.0, name=name)

@@ -46,6 +46,7 @@ import tensorflow as tf
 
 from tf_selopt import criteria as criteria_lib
 from tf_selopt import schedules, selection
+from tf_selopt.checks import is_int
 
 __all__ = ["SCOPES", "PRUNABLE_ATTRIBUTES", "prunable_variables", "prune"]
 
@@ -186,7 +187,7 @@ def prune(model, sparsity, scope="global", criterion="magnitude", layers=None, s
     sparsity = float(sparsity)
     if scope not in SCOPES:
         raise ValueError(f"`scope` must be one of {SCOPES}; received scope={scope!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
+    if not is_int(seed) or not 0 <= seed < 2**31:
         raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
     criterion = _resolve_criterion(criterion)
     variables = prunable_variables(model, layers)

@@ -37,13 +37,10 @@ import numbers
 
 import tensorflow as tf
 
+from tf_selopt.checks import is_int
 from tf_selopt.configurable import Configurable
 
 __all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay"]
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def _check_sparsity(cls_name: str, name: str, value) -> float:
@@ -56,19 +53,19 @@ def _check_sparsity(cls_name: str, name: str, value) -> float:
 
 def _check_steps(cls_name: str, begin_step, end_step, frequency, allow_no_end: bool):
     """Validate step arguments; ``end_step == -1`` means "no end" if ``allow_no_end``."""
-    if not _is_int(begin_step) or begin_step < 0:
+    if not is_int(begin_step) or begin_step < 0:
         raise ValueError(f"{cls_name}: `begin_step` must be an int >= 0; received begin_step={begin_step!r}.")
     if allow_no_end:
-        if not _is_int(end_step) or not (end_step == -1 or end_step >= begin_step):
+        if not is_int(end_step) or not (end_step == -1 or end_step >= begin_step):
             raise ValueError(
                 f"{cls_name}: `end_step` must be -1 (no end) or an int >= begin_step ({begin_step}); "
                 f"received end_step={end_step!r}."
             )
-    elif not _is_int(end_step) or end_step <= begin_step:
+    elif not is_int(end_step) or end_step <= begin_step:
         raise ValueError(
             f"{cls_name}: `end_step` must be an int > begin_step ({begin_step}); received end_step={end_step!r}."
         )
-    if not _is_int(frequency) or frequency < 1:
+    if not is_int(frequency) or frequency < 1:
         raise ValueError(f"{cls_name}: `frequency` must be an int >= 1; received frequency={frequency!r}.")
     return int(begin_step), int(end_step), int(frequency)
 
@@ -77,7 +74,7 @@ def _as_step(step):
     """Python int or integer tensor -> int64 scalar tensor."""
     if isinstance(step, bool):
         raise ValueError(f"`step` must be an integer (Python int or integer tensor); received step={step!r}.")
-    if _is_int(step):
+    if is_int(step):
         return tf.constant(int(step), tf.int64)
     step = tf.convert_to_tensor(step)
     if not step.dtype.is_integer:
