@@ -9,6 +9,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Bind tf.keras to Keras 3 before any test imports tfmot (its import sets TF_USE_LEGACY_KERAS=1).
+assert tf.keras.__name__.startswith("keras")
+
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
@@ -71,6 +74,26 @@ INNER = {
     "adamw": lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.1),
     "rmsprop": lambda: keras.optimizers.RMSprop(1e-2),
 }
+
+
+# Bad SelectiveOptimizer arguments (both front ends) and a word the error must contain.
+BAD_ARGUMENTS = [
+    (dict(keep=0.0), "keep"),
+    (dict(keep=1.5), "keep"),
+    (dict(keep=-3), "keep"),
+    (dict(keep=True), "keep"),
+    (dict(window=0), "window"),
+    (dict(window=5, warmup_steps=4), "window"),
+    (dict(warmup_steps=-1), "warmup_steps"),
+    (dict(warmup_steps=2.5), "warmup_steps"),
+    (dict(criterion="gradient_summ"), "criterion"),
+    (dict(reselect_every=0), "reselect_every"),
+    (dict(reselect_every=2, window=3), "reselect_every"),
+    (dict(scope="layer"), "scope"),
+    (dict(seed=-1), "seed"),
+    (dict(criterion="preconditioned", num_examples=None), "num_examples"),
+    (dict(weight_decay=0.1), "inner optimizer"),
+]
 
 
 @pytest.fixture

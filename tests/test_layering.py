@@ -5,8 +5,8 @@ import importlib
 
 import pytest
 
-CORE = ("checks", "configurable", "criteria", "selection", "schedules")
-ALLOWED = {"__future__", "math", "numbers", "tensorflow"}
+CORE = ("checks", "configurable", "criteria", "selection", "schedules", "selective")
+ALLOWED = {"__future__", "math", "numbers", "random", "typing", "tensorflow"}
 
 
 def _imports(path):

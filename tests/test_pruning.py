@@ -1,4 +1,5 @@
-"""Tests of tf_selopt.pruning: prunable weights, exact counts, exact zeros, references, errors."""
+"""Tests of tf_selopt.pruning: prunable weights, exact counts and zeros, masks enforced through training,
+gradual pruning, strip and save/load, errors."""
 
 import doctest
 import math
@@ -7,12 +8,21 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import MODEL_KINDS, make_model
+from conftest import INNER, MODEL_KINDS, make_data, make_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tf_selopt import criteria, pruning
-from tf_selopt.pruning import prunable_variables, prune
+from tf_selopt.pruning import (
+    GradualPruning,
+    PruningMask,
+    mask_zeros,
+    prunable_variables,
+    prune,
+    pruning_mask,
+    strip_pruning,
+)
+from tf_selopt.schedules import ConstantSparsity, PolynomialDecay
 
 SPARSITIES = [0.0, 0.1, 0.3, 0.5, 0.77, 0.95]
 
@@ -30,6 +40,23 @@ def expected_prunable(kind, model):
 
 def snapshot(model):
     return {v.path: np.array(v.numpy()) for v in model.weights}
+
+
+def state(model):
+    """Weights, constraint objects and installed mask values."""
+    masks = {v.path: pruning_mask(v).numpy() for v in model.weights if pruning_mask(v) is not None}
+    return snapshot(model), {v.path: v.constraint for v in model.weights}, masks
+
+
+def assert_state_unchanged(model, before):
+    weights, constraints, masks = state(model)
+    assert constraints.keys() == before[1].keys()
+    assert all(constraints[p] is c for p, c in before[1].items())
+    assert masks.keys() == before[2].keys()
+    for path, value in weights.items():
+        np.testing.assert_array_equal(bits(value), bits(before[0][path]))
+    for path, value in masks.items():
+        np.testing.assert_array_equal(value, before[2][path])
 
 
 def bits(a):
@@ -198,7 +225,7 @@ def test_nested_model_layers_are_found():
 @given(sparsity=st.floats(0.0, 1.0, exclude_max=True), scope=st.sampled_from(["global", "per_layer"]))
 @settings(max_examples=30, deadline=None)
 def test_property_exact_count_for_any_sparsity(sparsity, scope):
-    model = _PROPERTY_MODEL
+    model = strip_pruning(_PROPERTY_MODEL)  # masks are monotone: start each example unpruned
     model.set_weights(_PROPERTY_WEIGHTS)
     masks = prune(model, sparsity, scope=scope)
     sizes = [m.size for m in masks.values()]
@@ -240,14 +267,13 @@ BAD = [
 @pytest.mark.parametrize("kwargs,message", BAD)
 def test_bad_inputs_raise_before_any_weight_changes(kwargs, message):
     model = make_model("sequential")
+    prune(model, 0.3, layers=[model.layers[0].name])  # one variable masked, one not
     if kwargs.get("layers") == ["batch_normalization"]:
         kwargs = dict(kwargs, layers=[model.layers[1].name])
-    before = snapshot(model)
+    before = state(model)
     with pytest.raises(ValueError, match=message):
         prune(model, **kwargs)
-    after = snapshot(model)
-    for path in before:
-        np.testing.assert_array_equal(bits(after[path]), bits(before[path]))
+    assert_state_unchanged(model, before)
 
 
 def test_unknown_layer_error_lists_valid_names():
@@ -298,3 +324,301 @@ def test_pruned_model_still_predicts_and_zero_sparsity_is_identity():
 def test_docstring_examples_run():
     result = doctest.testmod(pruning)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --- Masks enforced through training, gradual pruning, strip, save/load ---
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def compiled(kind="sequential", optimizer="adam", **compile_kwargs):
+    model = make_model(kind)
+    model.compile(INNER[optimizer](), LOSS, **compile_kwargs)
+    return model
+
+
+def check_enforced(model, masks, before):
+    """Pruned entries exactly +0.0; most kept entries moved since ``before`` (path -> array)."""
+    moved = total = 0
+    for v in prunable_variables(model):
+        w, m = v.numpy(), masks[v.path]
+        assert np.all(bits(w[~m]) == 0), v.path
+        moved += int((w[m] != before[v.path][m]).sum())
+        total += int(m.sum())
+    assert moved > 0.5 * total
+
+
+def configs(model):
+    return [layer.get_config() for layer in model._flatten_layers(include_self=False, recursive=True)]
+
+
+@pytest.mark.parametrize(
+    "kind,optimizer,jit",
+    [("sequential", "sgd_momentum", False), ("sequential", "adam", False), ("sequential", "adamw", False),
+     ("subclassed", "adam", True)],  # Embedding: sparse (IndexedSlices) gradients, under XLA
+)
+def test_pruned_weights_stay_zero_through_fit(kind, optimizer, jit):
+    model = compiled(kind, optimizer, jit_compile=jit)
+    n_weights, layer_configs = len(model.weights), configs(model)
+    masks = prune(model, 0.6)
+    for v in prunable_variables(model):
+        assert isinstance(v.constraint, PruningMask)
+        np.testing.assert_array_equal(pruning_mask(v).numpy(), masks[v.path])
+    before = snapshot(model)
+    model.fit(*make_data(kind), batch_size=16, epochs=2, verbose=0)
+    check_enforced(model, masks, before)
+    assert len(model.weights) == n_weights and configs(model) == layer_configs  # masks are not layer state
+
+
+def test_custom_loop_with_xla_keeps_pruned_weights_zero():
+    model = make_model("sequential")
+    optimizer = INNER["adamw"]()
+    optimizer.build(model.trainable_variables)
+    masks = prune(model, 0.6)  # masks installed before the step is traced
+
+    @tf.function(jit_compile=True)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = LOSS(y, model(x, training=True))
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+
+    x, y = make_data("sequential")
+    before = snapshot(model)
+    for _ in range(5):
+        step(x, y)
+    check_enforced(model, masks, before)
+
+
+def test_prune_and_strip_after_fit_retrace_the_train_step():
+    model = compiled()
+    data = make_data("sequential")
+    model.fit(*data, batch_size=16, verbose=0)  # train_function traced without masks
+    masks = prune(model, 0.5)
+    before = snapshot(model)
+    model.fit(*data, batch_size=16, verbose=0)
+    check_enforced(model, masks, before)
+    layer_configs = configs(model)
+    assert strip_pruning(model) is model
+    assert all(v.constraint is None for v in model.weights)
+    assert pruning_mask(prunable_variables(model)[0]) is None
+    model.fit(*data, batch_size=16, verbose=0)
+    revived = sum(int((v.numpy()[~masks[v.path]] != 0).sum()) for v in prunable_variables(model))
+    assert revived > 0.5 * sum(int((~m).sum()) for m in masks.values())
+    assert configs(model) == layer_configs
+
+
+def test_strip_restores_the_previous_constraint_which_applies_under_the_mask():
+    max_norm = keras.constraints.MaxNorm(0.2)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, kernel_constraint=max_norm), keras.layers.Dense(3)]
+    )
+    model.compile(keras.optimizers.SGD(0.5), LOSS)
+    config = model.layers[0].get_config()
+    masks = prune(model, 0.5)
+    kernel = model.layers[0].kernel
+    assert kernel.constraint.inner is max_norm
+    model.fit(*make_data("sequential"), batch_size=16, verbose=0)
+    w = kernel.numpy()
+    assert np.all(bits(w[~masks[kernel.path]]) == 0)
+    assert np.all(np.linalg.norm(w, axis=0) <= 0.2 + 1e-6)  # MaxNorm still applied
+    strip_pruning(model)
+    assert kernel.constraint is max_norm and model.layers[1].kernel.constraint is None
+    assert model.layers[0].get_config() == config
+
+
+def test_masks_are_monotone():
+    model = make_model("sequential")
+    first = prune(model, 0.5)
+    second = prune(model, 0.3)  # less sparsity than reached: nothing revived, nothing else pruned
+    for path in first:
+        np.testing.assert_array_equal(second[path], first[path])
+    assert sum(int((~m).sum()) for m in second.values()) == 72 - num_kept(0.5, 72)
+    # Random scores ignore the zeros: only the masks keep earlier pruning.
+    model = compiled()
+    old = prune(model, 0.3, criterion="random", seed=1)
+    model.fit(*make_data("sequential"), batch_size=16, verbose=0)
+    new = prune(model, 0.6, criterion="random", seed=2)
+    assert all(not np.any(new[p] & ~old[p]) for p in old)
+    assert sum(int((~m).sum()) for m in new.values()) == 72 - num_kept(0.6, 72)
+    assert sum(int((v.numpy() == 0).sum()) for v in prunable_variables(model)) == 72 - num_kept(0.6, 72)
+
+
+def test_save_load_keeps_zeros_and_mask_zeros_keeps_them(tmp_path):
+    model = compiled()
+    data = make_data("sequential")
+    masks = prune(model, 0.7)
+    model.fit(*data, batch_size=16, verbose=0)
+    path = str(tmp_path / "pruned.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert all(v.constraint is None for v in loaded.weights)  # masks are not saved ...
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(bits(b.numpy()), bits(a.numpy()))  # ... zeros are
+    assert configs(loaded) == configs(model)
+    restored = mask_zeros(loaded)
+    # Paths are not kept by load_model ('sequential_3/dense_6/kernel' -> 'dense_6/kernel'): match by order.
+    assert len(restored) == len(masks)
+    for got, expected in zip(restored.values(), masks.values()):
+        np.testing.assert_array_equal(got, expected)
+    before = snapshot(loaded)
+    loaded.fit(*data, batch_size=16, verbose=0)
+    check_enforced(loaded, restored, before)
+
+
+class Recorder(keras.callbacks.Callback):
+    """After GradualPruning in the list: (step, pruned_count, zero weights) at each batch begin."""
+
+    def __init__(self, pruning):
+        super().__init__()
+        self.pruning, self.seen = pruning, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        zeros = sum(int((v.numpy() == 0).sum()) for v in prunable_variables(self.model))
+        self.seen.append((int(self.model.optimizer.iterations), self.pruning.pruned_count, zeros))
+
+
+SIZES = [48, 24]  # prunable kernels of conftest's sequential model
+
+
+def expected_pruned(schedule, step, scope):
+    """Pruned count once the schedule's pruning steps up to ``step`` are applied (monotone masks)."""
+    count = 0
+    for s in range(step + 1):
+        should, sparsity = schedule(s)
+        if bool(should):
+            sparsity = float(sparsity)
+            n = [72 - num_kept(sparsity, 72)] if scope == "global" else [k - num_kept(sparsity, k) for k in SIZES]
+            count = max(count, sum(n))
+    return count
+
+
+def fit_gradually(schedule, scope="global", steps=24, steps_per_execution=1, optimizer="sgd_momentum", **kwargs):
+    model = compiled(optimizer=optimizer, steps_per_execution=steps_per_execution)
+    pruning = GradualPruning(schedule, scope=scope, **kwargs)
+    recorder = Recorder(pruning)
+    model.fit(*make_data("sequential", n=8 * steps), batch_size=8, verbose=0, callbacks=[pruning, recorder])
+    return model, pruning, recorder
+
+
+SCHEDULES = {
+    "polynomial": PolynomialDecay(0.1, 0.7, begin_step=2, end_step=14, frequency=4),  # prunes at 2, 6, 10, 14
+    "constant": ConstantSparsity(0.6, begin_step=5, end_step=17, frequency=6),  # prunes at 5, 11, 17
+}
+
+
+@pytest.mark.parametrize("scope", ["global", "per_layer"])
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_gradual_pruning_prunes_at_the_schedule_steps_with_exact_counts(name, scope):
+    schedule = SCHEDULES[name]
+    model, pruning, recorder = fit_gradually(schedule, scope)
+    assert [s for s, _, _ in recorder.seen] == list(range(24))
+    for step, count, zeros in recorder.seen:
+        assert count == zeros == expected_pruned(schedule, step, scope), step
+    final = expected_pruned(schedule, 23, scope)
+    assert pruning.pruned_count == final and pruning.sparsity == final / 72
+    masks = {p: m.numpy() for p, m in pruning.masks.items()}
+    if scope == "per_layer":
+        sparsity = float(schedule(14 if name == "polynomial" else 17)[1])
+        assert [int((~m).sum()) for m in masks.values()] == [k - num_kept(sparsity, k) for k in SIZES]
+    for v in prunable_variables(model):
+        assert pruning.masks[v.path] is pruning_mask(v)
+        assert np.all(bits(v.numpy()[~masks[v.path]]) == 0) and np.all(v.numpy()[masks[v.path]] != 0)
+
+
+def test_gradual_pruning_with_steps_per_execution_reaches_the_target():
+    schedule = PolynomialDecay(0.1, 0.7, begin_step=2, end_step=22, frequency=4)  # 2, 6, ..., 22
+    model, pruning, recorder = fit_gradually(schedule, steps_per_execution=3)
+    assert [s for s, _, _ in recorder.seen] == list(range(0, 24, 3))  # the callback sees every 3rd step
+    for step, count, zeros in recorder.seen:  # a pruning step inside an execution applies at the next one
+        assert count == zeros == expected_pruned(schedule, step, "global"), step
+    # Step 22 falls inside the last execution (21, 22, 23): applied at on_train_end.
+    assert pruning.pruned_count == 72 - num_kept(float(schedule(22)[1]), 72) == expected_pruned(schedule, 23, "global")
+    assert sum(int((v.numpy() == 0).sum()) for v in prunable_variables(model)) == pruning.pruned_count
+
+
+def test_gradual_pruning_never_revives_and_continues_from_earlier_masks():
+    model = compiled()
+    first = prune(model, 0.5)
+    decreasing = PolynomialDecay(0.6, 0.2, begin_step=0, end_step=8, frequency=2)  # 0.6 at step 0, then less
+    pruning = GradualPruning(decreasing, criterion="random")
+    model.fit(*make_data("sequential"), batch_size=8, verbose=0, callbacks=[pruning])
+    assert pruning.pruned_count == 72 - num_kept(0.6, 72)  # reached at step 0, never less afterwards
+    assert all(not np.any(pruning.masks[p].numpy() & ~first[p]) for p in first)
+
+
+def test_gradual_pruning_rezeroes_after_ema_finalization():
+    model = make_model("sequential")
+    model.compile(keras.optimizers.Adam(1e-2, use_ema=True), LOSS)
+    pruning = GradualPruning(ConstantSparsity(0.5, begin_step=4, frequency=100))
+    model.fit(*make_data("sequential"), batch_size=8, verbose=0, callbacks=[pruning])
+    # Keras assigns the moving averages (non-zero for weights pruned at step 4) after training.
+    assert pruning.pruned_count == 36
+    assert sum(int((v.numpy() == 0).sum()) for v in prunable_variables(model)) == 36
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(schedule=0.5), "schedule"),
+        (dict(schedule=ConstantSparsity), "schedule"),
+        (dict(schedule=lambda step: (True, 0.5)), "schedule"),
+        (dict(scope="per_variable"), "scope"),
+        (dict(criterion="gradient_sum"), "criterion"),
+        (dict(criterion="largest"), "criterion"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=0.5), "seed"),
+        (dict(layers="dense"), "layers"),
+    ],
+)
+def test_gradual_pruning_rejects_bad_arguments(kwargs, message):
+    kwargs = {"schedule": ConstantSparsity(0.5, 0), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        GradualPruning(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: PolynomialDecay(0.0, 0.5, begin_step=10, end_step=5), "end_step"),
+        (lambda: ConstantSparsity(0.5, begin_step=10, end_step=5), "end_step"),
+        (lambda: PolynomialDecay(0.0, 0.5, begin_step=0, end_step=10, frequency=0), "frequency"),
+        (lambda: ConstantSparsity(0.5, begin_step=0, frequency=0), "frequency"),
+        (lambda: ConstantSparsity(1.0, begin_step=0), "target_sparsity"),
+    ],
+)
+def test_bad_schedules_are_rejected_by_their_constructors(make, message):
+    with pytest.raises(ValueError, match=message):
+        GradualPruning(make())
+
+
+@pytest.mark.parametrize("layers,message", [(["nope"], "'nope' is not a layer"), (None, "no prunable weights")])
+def test_gradual_pruning_bad_model_raises_before_any_change(layers, message):
+    if layers is None:  # nothing prunable
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.BatchNormalization()])
+        model.compile("sgd", "mse")
+        data = make_data("sequential")[0], np.zeros((64, 6), "float32")
+    else:
+        model = compiled()
+        data = make_data("sequential")
+    before = state(model)
+    with pytest.raises(ValueError, match=message):
+        model.fit(*data, batch_size=16, verbose=0, callbacks=[GradualPruning(ConstantSparsity(0.5, 0), layers=layers)])
+    assert_state_unchanged(model, before)
+
+
+def test_gradual_pruning_on_an_already_trained_model_retraces():
+    model = compiled()
+    data = make_data("sequential")
+    model.fit(*data, batch_size=8, verbose=0)  # 8 steps: train_function traced without masks
+    pruning = GradualPruning(ConstantSparsity(0.5, begin_step=8, frequency=100))  # prunes at the first batch
+    zeros = []  # after each step (on_train_end would re-zero the final weights anyway)
+    count = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: zeros.append(
+            sum(int((v.numpy() == 0).sum()) for v in prunable_variables(model))
+        )
+    )
+    model.fit(*data, batch_size=8, verbose=0, callbacks=[pruning, count])
+    assert int(model.optimizer.iterations) == 16 and pruning.pruned_count == 36
+    assert zeros == [36] * 8

@@ -1,10 +1,14 @@
-"""Keras 3 front end of pruning (beta in the note): zero the weights that matter least.
+"""Keras 3 front end of pruning (beta in the note): zero the weights that matter least, keep them zero.
 
 ``prune`` is one-shot and eager: it scores the prunable weights with a
 criterion, keeps exactly the top ones (``tf_selopt.selection``: exact counts,
-ties to the lowest flat index) and sets the others to exactly ``0.0`` in place.
-Kept weights are not touched (bit for bit). The masks are returned, not
-enforced: further training moves zeroed weights again.
+ties to the lowest flat index), sets the others to exactly ``0.0`` in place and
+installs a ``PruningMask`` on each variable so that they stay ``0.0`` through
+further training. Kept weights are not touched (bit for bit).
+``GradualPruning`` is a callback that prunes during ``fit`` on a
+``tf_selopt.schedules`` schedule (tfmot's ``ConstantSparsity`` and
+``PolynomialDecay``, tfmot's timing). ``strip_pruning`` removes the masks,
+``mask_zeros`` re-creates them from the zeros of a loaded model.
 
 Prunable weights: the ``kernel`` of every layer that has one (Dense, Conv*,
 DepthwiseConv*, EinsumDense, ...) and the ``embeddings`` of Embedding layers,
@@ -17,7 +21,22 @@ Counting (one rule everywhere): a set of ``N`` weights at sparsity ``s`` loses
 the rest. ``scope="global"`` applies it once to all prunable weights of the
 model (the note's setting); ``scope="per_layer"`` to each prunable variable on
 its own. A variable may end up fully zeroed (global scope, or per-layer when
-``s >= 1 - 0.5 / N_i``).
+``s >= 1 - 0.5 / N_i``). Masks are monotone: an entry already pruned stays
+pruned (it ranks below every other), so asking for less sparsity than reached
+changes nothing, and ``prune(model, 0.0)`` re-applies the installed masks.
+
+Enforcement: a mask is the variable's ``constraint``, which every Keras 3
+optimizer applies after each update inside ``apply`` (after momentum, Adam
+moments and weight decay), in ``fit`` and custom loops, with or without XLA.
+Constraints are read when the train step is traced: the functions here rebuild
+``model.train_function`` when they add or remove masks; a custom loop must
+install masks before tracing its ``tf.function`` (and retrace after
+``strip_pruning``). Later mask updates need no retrace (masks are variables).
+Masks are not in the layer config and not saved; zeros are: after
+``keras.saving.load_model`` call ``mask_zeros`` to keep training a pruned model.
+Caveat: with ``use_ema=True`` Keras overwrites the weights with their averages
+at the end of ``fit`` without the constraint; ``GradualPruning`` re-zeroes
+after that, otherwise call ``prune(model, 0.0)``.
 
 Examples:
     >>> import keras, numpy as np
@@ -30,6 +49,10 @@ Examples:
     {'net/a/kernel': [False, True, False, True, False, True], 'net/b/kernel': [False, True, False]}
     >>> model.get_layer("a").kernel.numpy().tolist()
     [[0.0, -0.6000000238418579, 0.0], [0.5, 0.0, 0.4000000059604645]]
+    >>> model.compile(keras.optimizers.Adam(0.1), "mse")
+    >>> _ = model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
+    >>> model.get_layer("a").kernel.numpy()[0, 0]  # stays exactly zero
+    np.float32(0.0)
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5), keras.layers.Dense(2)])
     >>> [int(m.sum()) for m in prune(model, 0.5, scope="per_layer").values()]  # 20 -> 10, 10 -> 5
     [10, 5]
@@ -48,13 +71,62 @@ from tf_selopt import criteria as criteria_lib
 from tf_selopt import schedules, selection
 from tf_selopt.checks import is_int
 
-__all__ = ["SCOPES", "PRUNABLE_ATTRIBUTES", "prunable_variables", "prune"]
+__all__ = [
+    "SCOPES",
+    "PRUNABLE_ATTRIBUTES",
+    "prunable_variables",
+    "prune",
+    "PruningMask",
+    "pruning_mask",
+    "GradualPruning",
+    "strip_pruning",
+    "mask_zeros",
+]
 
 SCOPES = ("global", "per_layer")
 PRUNABLE_ATTRIBUTES = ("kernel", "embeddings")
 
 for _cls in (schedules.ConstantSparsity, schedules.PolynomialDecay):
     keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
+
+
+class PruningMask(keras.constraints.Constraint):
+    """The constraint that keeps a variable's pruned entries at exactly ``0.0``.
+
+    Args:
+        mask: non-trainable bool ``keras.Variable`` of the weight's shape,
+            True = kept.
+        inner: the variable's previous constraint (applied first) or None.
+
+    Not saved (run-time state, not in any layer config): see the module doc.
+    """
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return keras.ops.where(self.mask, w, keras.ops.zeros_like(w))
+
+    def get_config(self):
+        raise NotImplementedError(
+            "PruningMask is run-time state and is not saved; after loading a pruned model call "
+            "`tf_selopt.pruning.mask_zeros(model)`."
+        )
+
+
+def pruning_mask(variable):
+    """The bool ``keras.Variable`` (variable's shape, True = kept) installed on ``variable``, or None."""
+    constraint = variable.constraint
+    return constraint.mask if isinstance(constraint, PruningMask) else None
+
+
+def _retrace(model):
+    """Rebuild ``model.train_function`` (if traced) so that it reads the current constraints."""
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
 
 
 def _layer_prunables(layer) -> list:
@@ -80,6 +152,13 @@ def _prunables_by_layer(model) -> dict:
     return by_layer
 
 
+def _check_layers(layers):
+    if layers is not None and (
+        isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers
+    ):
+        raise ValueError(f"`layers` must be None or a non-empty list of layer names; received layers={layers!r}.")
+
+
 def prunable_variables(model, layers=None) -> list:
     """The variables ``prune`` may zero, in the order of ``model.weights``.
 
@@ -89,12 +168,13 @@ def prunable_variables(model, layers=None) -> list:
             restrict to; each must name a layer with prunable weights.
 
     Returns:
-        list of ``keras.Variable``, each once.
+        list of ``keras.Variable``, each once, with distinct paths.
 
     Raises:
         ValueError: for an unknown or non-prunable layer name, or when there
             is nothing to prune (e.g. an unbuilt model).
     """
+    _check_layers(layers)
     by_layer = _prunables_by_layer(model)
     if not by_layer:
         raise ValueError(
@@ -104,8 +184,6 @@ def prunable_variables(model, layers=None) -> list:
     if layers is None:
         wanted = [v for vs in by_layer.values() for v in vs]
     else:
-        if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
-            raise ValueError(f"`layers` must be None or a non-empty list of layer names; received layers={layers!r}.")
         all_names = {layer.name for layer in model._flatten_layers(include_self=True, recursive=True)}
         wanted = []
         for name in layers:
@@ -126,6 +204,9 @@ def prunable_variables(model, layers=None) -> list:
         if id(v) not in seen:
             seen.add(id(v))
             ordered.append(v)
+    paths = [v.path for v in ordered]
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"Prunable variables have duplicate paths {paths}; cannot key the masks by path.")
     return ordered
 
 
@@ -136,13 +217,13 @@ def _resolve_criterion(criterion):
             return criteria_lib.BUILTIN[criterion]()
         if criterion in criteria_lib.BUILTIN:
             raise ValueError(
-                f"criterion={criterion!r} scores gradients over a training window; one-shot `prune` "
+                f"criterion={criterion!r} scores gradients over a training window; pruning "
                 f"supports {one_shot} or a criterion object with uses_gradients=False."
             )
     elif not isinstance(criterion, type) and callable(getattr(criterion, "score", None)):
         if getattr(criterion, "uses_gradients", False):
             raise ValueError(
-                f"criterion={criterion!r} uses gradients (uses_gradients=True); one-shot `prune` has no "
+                f"criterion={criterion!r} uses gradients (uses_gradients=True); pruning has no "
                 f"gradient window: use {one_shot} or a criterion with uses_gradients=False."
             )
         return criterion
@@ -152,13 +233,85 @@ def _resolve_criterion(criterion):
     )
 
 
+def _check_options(scope, criterion, seed):
+    """Validate ``scope``, ``criterion`` and ``seed``; returns the criterion object."""
+    if scope not in SCOPES:
+        raise ValueError(f"`scope` must be one of {SCOPES}; received scope={scope!r}.")
+    if not is_int(seed) or not 0 <= seed < 2**31:
+        raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
+    return _resolve_criterion(criterion)
+
+
 def _num_pruned(sparsity: float, n: int) -> int:
     """Weights zeroed out of ``n`` at ``sparsity``: ``floor(sparsity * n + 0.5)``."""
     return min(n, int(math.floor(sparsity * n + 0.5)))
 
 
+def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int) -> list:
+    """Keep-masks at ``sparsity`` (bool tensors of the variables' shapes), monotone in the installed ones.
+
+    Entries already pruned score ``-inf`` and stay pruned, so exactly
+    ``floor(sparsity * N + 0.5)`` entries are pruned (``N`` per variable or over
+    all, by ``scope``) unless more already are: then the masks do not change.
+    Raises ValueError for scores of the wrong shape; changes no state.
+    """
+    scores, old = [], []
+    for i, v in enumerate(variables):
+        score = criterion.score({}, v.value, tf.constant(0.0), tf.constant([int(seed), i], tf.int32))
+        score = tf.convert_to_tensor(score)
+        if score.shape != tuple(v.shape):
+            raise ValueError(
+                f"criterion {criterion!r} returned scores of shape {tuple(score.shape)} for {v.path!r} "
+                f"of shape {tuple(v.shape)}; they must match."
+            )
+        kept = pruning_mask(v)
+        kept = tf.ones(v.shape, tf.bool) if kept is None else kept.value
+        scores.append(tf.where(kept, tf.cast(score, tf.float32), -np.inf))
+        old.append(kept)
+    sizes = [int(np.prod(v.shape)) for v in variables]
+    if scope == "global":
+        total = sum(sizes)
+        masks = selection.select(scores, total - _num_pruned(sparsity, total), "global")
+    else:
+        masks = [selection.top_k_mask(s, n - _num_pruned(sparsity, n)) for s, n in zip(scores, sizes)]
+    return [tf.logical_and(m, k) for m, k in zip(masks, old)]
+
+
+def _install_masks(model, variables) -> list:
+    """Install an all-True ``PruningMask`` on each variable that has none; returns the mask variables."""
+    added = False
+    for v in variables:
+        if pruning_mask(v) is None:
+            mask = keras.Variable(np.ones(v.shape, bool), dtype="bool", trainable=False, name=f"{v.name}_pruning_mask")
+            v.constraint = PruningMask(mask, v.constraint)
+            added = True
+    if added:
+        _retrace(model)
+    return [pruning_mask(v) for v in variables]
+
+
+def _apply_masks(model, variables, masks) -> list:
+    """Install ``masks`` (bool tensors) on ``variables`` and zero the pruned weights; returns the mask variables."""
+    mask_vars = _install_masks(model, variables)
+    for v, mask_var, m in zip(variables, mask_vars, masks):
+        mask_var.assign(m)
+        v.assign(tf.where(m, v.value, tf.zeros_like(v.value)))
+    return mask_vars
+
+
+def _check_sparsity(sparsity) -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not (
+        math.isfinite(sparsity) and 0.0 <= sparsity < 1.0
+    ):
+        raise ValueError(f"`sparsity` must be a float in [0, 1); received sparsity={sparsity!r}.")
+    return float(sparsity)
+
+
 def prune(model, sparsity, scope="global", criterion="magnitude", layers=None, seed=0) -> dict:
-    """Zero the lowest-scoring prunable weights of ``model`` in place (one-shot, eager).
+    """Zero the lowest-scoring prunable weights of ``model`` in place and keep them zero from now on.
+
+    Installs (or updates, monotonically) a ``PruningMask`` on each prunable
+    variable: pruned weights stay exactly ``0.0`` through further training.
 
     Args:
         model: a built Keras 3 model.
@@ -170,49 +323,140 @@ def prune(model, sparsity, scope="global", criterion="magnitude", layers=None, s
             a criterion object with ``score(state, weight, count, seed)`` and
             ``uses_gradients`` False; it is called with ``state={}``,
             ``count=0.0`` and ``seed=[seed, i]`` (int32, ``i`` = variable index).
+            Already-pruned weights score ``-inf``; a criterion's own ``-inf`` or
+            NaN scores may then prune more than the count.
         layers: None or a list of layer names to restrict pruning to.
         seed: int in [0, 2**31), for ``"random"``.
 
     Returns:
         dict: variable path -> bool ``np.ndarray`` of the variable's shape,
-        True = kept.
+        True = kept (a copy of the installed mask).
 
     Raises:
-        ValueError: for any invalid argument, before any weight changes.
+        ValueError: for any invalid argument, before any weight or constraint changes.
     """
-    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not (
-        math.isfinite(sparsity) and 0.0 <= sparsity < 1.0
-    ):
-        raise ValueError(f"`sparsity` must be a float in [0, 1); received sparsity={sparsity!r}.")
-    sparsity = float(sparsity)
-    if scope not in SCOPES:
-        raise ValueError(f"`scope` must be one of {SCOPES}; received scope={scope!r}.")
-    if not is_int(seed) or not 0 <= seed < 2**31:
-        raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
-    criterion = _resolve_criterion(criterion)
+    sparsity = _check_sparsity(sparsity)
+    criterion = _check_options(scope, criterion, seed)
     variables = prunable_variables(model, layers)
+    masks = _apply_masks(model, variables, _new_masks(variables, sparsity, scope, criterion, seed))
+    return {v.path: m.numpy() for v, m in zip(variables, masks)}
 
-    # Everything is computed before the first assignment, so a failure leaves the model intact.
-    scores = []
-    for i, v in enumerate(variables):
-        score = criterion.score({}, v.value, tf.constant(0.0), tf.constant([int(seed), i], tf.int32))
-        score = tf.convert_to_tensor(score)
-        if score.shape != tuple(v.shape):
+
+def _latest_pruning_step(schedule, after: int, through: int):
+    """Largest step in ``(after, through]`` at which ``schedule`` prunes, or None.
+
+    The rule of ``PruningSchedule.should_prune``: ``begin_step <= step``,
+    ``step <= end_step`` (unless ``end_step == -1``), ``(step - begin_step) % frequency == 0``.
+    """
+    last = through if schedule.end_step < 0 else min(through, schedule.end_step)
+    if last < schedule.begin_step:
+        return None
+    step = last - (last - schedule.begin_step) % schedule.frequency
+    return step if step > after else None
+
+
+class GradualPruning(keras.callbacks.Callback):
+    """Prune during ``fit`` on a schedule; pruned weights stay exactly zero.
+
+    The step counter is ``model.optimizer.iterations`` (steps applied so far).
+    At ``on_train_batch_begin``, with ``step = iterations``: if the schedule
+    prunes at any step since the last check, the prunable weights are pruned
+    to the schedule's sparsity at the latest such step, before step ``step``
+    trains (tfmot's timing: its wrapper updates the mask in the forward pass of
+    the step). With ``steps_per_execution = n`` the callback runs every ``n``
+    steps, so a pruning step inside an execution takes effect at the start of
+    the next one; ``on_train_end`` applies any left in the last one (and
+    re-zeroes after Keras' EMA finalization). Pruning steps before ``fit``
+    starts are not replayed. Counting, scope, criterion and
+    monotone masks are those of ``prune``; masks (all True) are installed at
+    ``on_train_begin``.
+
+    Args:
+        schedule: a ``tf_selopt.schedules.PruningSchedule`` (e.g.
+            ``ConstantSparsity``, ``PolynomialDecay``); its pruning steps are
+            those of ``PruningSchedule.should_prune``.
+        scope: ``"global"`` or ``"per_layer"``, as in ``prune``.
+        criterion: ``"magnitude"``, ``"random"`` or a criterion object, as in ``prune``.
+        layers: None or a list of layer names (checked at ``on_train_begin``).
+        seed: int in [0, 2**31), for ``"random"``.
+
+    Read-outs: ``masks`` (dict path -> bool ``keras.Variable``, True = kept),
+    ``pruned_count`` (int) and ``sparsity`` (pruned fraction of the prunable set).
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> from tf_selopt.schedules import PolynomialDecay
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+        >>> pruning = GradualPruning(PolynomialDecay(0.0, 0.75, begin_step=0, end_step=6, frequency=2))
+        >>> _ = model.fit(np.ones((16, 4)), np.ones((16, 1)), batch_size=2, callbacks=[pruning], verbose=0)
+        >>> pruning.pruned_count, pruning.sparsity  # 40 weights: floor(0.75 * 40 + 0.5) = 30 zeroed
+        (30, 0.75)
+    """
+
+    def __init__(self, schedule, scope="global", criterion="magnitude", layers=None, seed=0):
+        super().__init__()
+        if not isinstance(schedule, schedules.PruningSchedule):
             raise ValueError(
-                f"criterion {criterion!r} returned scores of shape {tuple(score.shape)} for {v.path!r} "
-                f"of shape {tuple(v.shape)}; they must match."
+                "`schedule` must be a tf_selopt.schedules.PruningSchedule (e.g. ConstantSparsity, "
+                f"PolynomialDecay); received schedule={schedule!r}."
             )
-        scores.append(tf.cast(score, tf.float32))
-    sizes = [int(np.prod(v.shape)) for v in variables]
-    if scope == "global":
-        total = sum(sizes)
-        masks = selection.select(scores, total - _num_pruned(sparsity, total), "global")
-    else:
-        masks = [selection.top_k_mask(s, n - _num_pruned(sparsity, n)) for s, n in zip(scores, sizes)]
-    paths = [v.path for v in variables]
-    if len(set(paths)) != len(paths):
-        raise ValueError(f"Prunable variables have duplicate paths {paths}; cannot key the masks by path.")
+        self._criterion = _check_options(scope, criterion, seed)
+        _check_layers(layers)
+        self.schedule, self.scope, self.layers, self.seed = schedule, scope, layers, seed
+        self.masks = {}
+        self._variables = []
+        self._last_step = -1
 
-    for v, m in zip(variables, masks):
-        v.assign(tf.where(m, v.value, tf.zeros_like(v.value)))
-    return {p: m.numpy() for p, m in zip(paths, masks)}
+    def on_train_begin(self, logs=None):
+        self._variables = prunable_variables(self.model, self.layers)
+        self.masks = {v.path: m for v, m in zip(self._variables, _install_masks(self.model, self._variables))}
+        self._last_step = int(self.model.optimizer.iterations) - 1
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._prune_through(int(self.model.optimizer.iterations))
+
+    def on_train_end(self, logs=None):
+        self._prune_through(int(self.model.optimizer.iterations) - 1, reapply=True)
+
+    def _prune_through(self, step: int, reapply: bool = False):
+        """Prune for the schedule's steps up to ``step``; ``reapply``: re-zero the pruned weights anyway."""
+        latest = _latest_pruning_step(self.schedule, self._last_step, step)
+        self._last_step = max(self._last_step, step)
+        if latest is None and not reapply:
+            return
+        sparsity = 0.0 if latest is None else float(self.schedule(latest)[1])  # 0.0: the masks as they are
+        masks = _new_masks(self._variables, sparsity, self.scope, self._criterion, self.seed)
+        _apply_masks(self.model, self._variables, masks)
+
+    @property
+    def pruned_count(self) -> int:
+        return sum(int(np.sum(~m.numpy())) for m in self.masks.values())
+
+    @property
+    def sparsity(self) -> float:
+        total = sum(int(np.prod(m.shape)) for m in self.masks.values())
+        return self.pruned_count / total if total else 0.0
+
+
+def strip_pruning(model):
+    """Remove the ``PruningMask`` constraints (restoring the previous ones); the zeros stay. Returns ``model``."""
+    removed = False
+    for v in model.weights:
+        if isinstance(v.constraint, PruningMask):
+            v.constraint = v.constraint.inner
+            removed = True
+    if removed:
+        _retrace(model)
+    return model
+
+
+def mask_zeros(model, layers=None) -> dict:
+    """Install masks ``w != 0`` on the prunable variables: the zeros stay zero through further training.
+
+    For a pruned model after ``keras.saving.load_model`` (masks are not saved,
+    zeros are). Returns dict: variable path -> bool ``np.ndarray``, True = kept.
+    """
+    variables = prunable_variables(model, layers)
+    masks = _apply_masks(model, variables, [tf.not_equal(v.value, 0) for v in variables])
+    return {v.path: m.numpy() for v, m in zip(variables, masks)}

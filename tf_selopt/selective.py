@@ -1,0 +1,332 @@
+"""Selective training in TF ops: the state machine both optimizer front ends share.
+
+``Selective`` holds the validated hyperparameters of the note's procedure and,
+once built, its state variables; ``apply`` runs one training step in-graph:
+
+* steps ``0 .. warmup_steps-1`` (eta0): the inner optimizer alone;
+* a gradient criterion accumulates the ``window`` gradients that end with the
+  selection step (``warmup_steps``, then every ``reselect_every`` steps);
+* at a selection step the criterion's scores go through ``selection.select``
+  (exactly ``k`` parameters) and the window state is reset;
+* from step ``warmup_steps`` on, only selected entries move: their gradient is
+  zeroed before the inner update and their old value restored after it, so no
+  inner state (momentum, Adam moments, decoupled weight decay) moves them;
+* a step with a NaN/Inf gradient changes nothing but ``skipped_steps``.
+
+Front ends (``tf_selopt.optimizer`` for Keras 3, ``tf_selopt.tf_keras``) only
+create the variables with their framework's ``add_variable`` (in ``build``'s
+order, which is the checkpoint layout), give the step counter and the inner
+update, and say which entries are pruned (``pruned_mask_of``): pruned entries are
+ranked last at selection and never move.
+
+This module imports TensorFlow only, never a Keras front end.
+"""
+
+from __future__ import annotations
+
+import numbers
+import random
+from typing import Callable
+
+import tensorflow as tf
+
+from tf_selopt import criteria as criteria_lib
+from tf_selopt import selection
+from tf_selopt.checks import is_int
+
+__all__ = ["Selective", "SelectiveReadouts"]
+
+#: ``add_variable(shape, dtype, initializer, name)`` -> variable; ``initializer`` is "zeros" or "ones".
+AddVariable = Callable[[tuple, tf.DType, str, str], tf.Variable]
+#: ``add_slot(model_variable, name)`` -> a zeros variable of the model variable's shape and dtype.
+AddSlot = Callable[[tf.Variable, str], tf.Variable]
+
+
+def _variable_name(variable, suffix):
+    base = getattr(variable, "path", None) or variable.name
+    return f"{base.replace('/', '_').replace(':', '_')}_{suffix}"
+
+
+class Selective:
+    """Hyperparameters (validated at construction) and state of selective training.
+
+    Args: see ``tf_selopt.SelectiveOptimizer``; all checks happen here, so both
+    front ends refuse the same inputs with the same messages.
+    """
+
+    def __init__(
+        self,
+        criterion="gradient_sum",
+        keep=0.1,
+        warmup_steps=100,
+        window=20,
+        scope="global",
+        reselect_every=None,
+        seed=None,
+        num_examples=None,
+    ):
+        criterion = criteria_lib.get(criterion, num_examples=num_examples)
+        if not (is_int(warmup_steps) and warmup_steps >= 0):
+            raise ValueError(f"`warmup_steps` must be an int >= 0; received warmup_steps={warmup_steps!r}.")
+        if criterion.uses_gradients and not (is_int(window) and 1 <= window <= warmup_steps):
+            raise ValueError(
+                f"`window` must be an int in [1, warmup_steps={warmup_steps}] for criterion "
+                f"{getattr(criterion, 'name', criterion)!r}; received window={window!r}."
+            )
+        if reselect_every is not None:
+            low = window if criterion.uses_gradients else 1
+            if not (is_int(reselect_every) and reselect_every >= low):
+                raise ValueError(
+                    f"`reselect_every` must be None or an int >= {low}"
+                    + (" (the window, so windows do not overlap)" if low > 1 else "")
+                    + f"; received reselect_every={reselect_every!r}."
+                )
+        if scope not in selection.SCOPES:
+            raise ValueError(f"`scope` must be one of {selection.SCOPES}; received scope={scope!r}.")
+        if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or keep <= 0 or (
+            not is_int(keep) and keep > 1
+        ):
+            raise ValueError(
+                f"`keep` must be a fraction in (0, 1] or an int count in [1, N]; received keep={keep!r}."
+            )
+        if seed is None:
+            seed = random.SystemRandom().randrange(2**31 - 1)
+        elif not (is_int(seed) and 0 <= seed < 2**31):
+            raise ValueError(f"`seed` must be None or an int in [0, 2**31); received seed={seed!r}.")
+        self.criterion = criterion
+        self.keep = keep
+        self.warmup_steps = int(warmup_steps)
+        self.window = int(window) if criterion.uses_gradients else 0
+        self.window_arg = window
+        self.scope = scope
+        self.reselect_every = None if reselect_every is None else int(reselect_every)
+        self.seed = int(seed)
+        self.variables = None
+
+    def config(self) -> dict:
+        """Constructor arguments (the criterion as an object; front ends serialize it)."""
+        return {
+            "criterion": self.criterion,
+            "keep": self.keep,
+            "warmup_steps": self.warmup_steps,
+            "window": self.window_arg,
+            "scope": self.scope,
+            "reselect_every": self.reselect_every,
+            "seed": self.seed,
+        }
+
+    # ----------------------------------------------------------------- build
+    def build(self, var_list, add_variable: AddVariable, add_slot: AddSlot, pruned_mask_of=None):
+        """Create the state, in this order (the checkpoint layout): counters
+        ``skipped_steps``, ``selections``, ``window_count``; one bool mask per
+        variable; one float32 score per variable; each criterion slot for each
+        variable (slot-major). ``pruned_mask_of(variable)`` -> bool tensor
+        (True = kept) or None, read when ``apply`` is traced."""
+        total = sum(int(v.shape.num_elements()) for v in var_list)
+        self.k = selection.resolve_count(self.keep, total)  # raises before any variable exists
+        self.num_parameters = total
+        self.variables = list(var_list)
+        self.pruned_mask_of = pruned_mask_of or (lambda variable: None)
+        self.skipped_steps = add_variable((), tf.int64, "zeros", "skipped_steps")
+        self.selections = add_variable((), tf.int64, "zeros", "selections")
+        self.window_count = add_variable((), tf.float32, "zeros", "window_count")
+        self.masks = [add_variable(v.shape, tf.bool, "ones", _variable_name(v, "mask")) for v in var_list]
+        self.scores = [add_variable(v.shape, tf.float32, "zeros", _variable_name(v, "score")) for v in var_list]
+        self.criterion_state = [{} for _ in var_list]
+        for slot in self.criterion.slots:
+            for state, v in zip(self.criterion_state, var_list):
+                state[slot] = add_slot(v, f"criterion_{slot}")
+
+    # ------------------------------------------------------------- read-outs
+    def _kept(self, i):
+        """Pruning mask of variable ``i`` (bool tensor) or None."""
+        mask = self.pruned_mask_of(self.variables[i])
+        return None if mask is None else tf.convert_to_tensor(mask)
+
+    def trains(self, i):
+        """Bool tensor: entries of variable ``i`` that train (selected and not pruned)."""
+        kept = self._kept(i)
+        mask = tf.convert_to_tensor(self.masks[i])
+        return mask if kept is None else tf.logical_and(mask, kept)
+
+    def selected_count(self):
+        """Parameters that train (int64): ``N`` minus pruned before selection, at most ``k`` after."""
+        return tf.add_n([tf.reduce_sum(tf.cast(self.trains(i), tf.int64)) for i in range(len(self.masks))])
+
+    def pruned_count(self):
+        """Parameters held at zero by pruning masks (int64)."""
+        counts = [tf.constant(0, tf.int64)]
+        for i in range(len(self.masks)):
+            kept = self._kept(i)
+            if kept is not None:
+                counts.append(tf.reduce_sum(tf.cast(tf.logical_not(kept), tf.int64)))
+        return tf.add_n(counts)
+
+    # ----------------------------------------------------------------- apply
+    def apply(self, grads, variables, indices, step, inner_apply):
+        """One training step. ``grads``/``variables``: matching lists (no None),
+        ``indices``: each variable's position in ``build``'s ``var_list``,
+        ``step``: int64 scalar, the 0-based count of finite steps,
+        ``inner_apply(grads, variables)``: the inner optimizer's update."""
+        values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in values])
+        tf.cond(
+            finite,
+            lambda: self._apply_finite(grads, variables, indices, step, inner_apply),
+            self._count_skipped,
+        )
+
+    def _count_skipped(self):
+        self.skipped_steps.assign_add(1)
+
+    def _next_selection(self, step):
+        """0-based step of the next selection at or after ``step`` (-1: none)."""
+        eta0 = tf.constant(self.warmup_steps, tf.int64)
+        if self.reselect_every is None:
+            return tf.where(step <= eta0, eta0, tf.constant(-1, tf.int64))
+        n = tf.constant(self.reselect_every, tf.int64)
+        return eta0 + (tf.maximum(step - eta0, 0) + n - 1) // n * n
+
+    def _apply_finite(self, grads, variables, indices, step, inner_apply):
+        step = tf.cast(step, tf.int64)
+        selection_step = self._next_selection(step)
+        if self.criterion.uses_gradients:
+            in_window = tf.logical_and(selection_step >= 0, selection_step - step < self.window)
+            tf.cond(in_window, lambda: self._accumulate(grads, variables, indices), lambda: None)
+        tf.cond(tf.equal(step, selection_step), self._select, lambda: None)
+        tf.cond(
+            step >= self.warmup_steps,
+            lambda: self._restricted_update(grads, variables, indices, inner_apply),
+            lambda: self._full_update(grads, variables, inner_apply),
+        )
+
+    @staticmethod
+    def _full_update(grads, variables, inner_apply):
+        inner_apply(grads, variables)  # its return value (if any) is dropped: both branches return None
+
+    def _accumulate(self, grads, variables, indices):
+        count = self.window_count + 1.0
+        for g, v, i in zip(grads, variables, indices):
+            g = tf.convert_to_tensor(g)  # IndexedSlices (Embedding) -> dense
+            state = self.criterion_state[i]
+            current = {slot: tf.convert_to_tensor(state[slot]) for slot in self.criterion.slots}
+            new = self.criterion.update(current, g, tf.convert_to_tensor(v), count)
+            for slot in self.criterion.slots:
+                state[slot].assign(new[slot])
+        self.window_count.assign(count)
+
+    def _select(self):
+        count = tf.convert_to_tensor(self.window_count)
+        scores, ranked = [], []
+        for i, v in enumerate(self.variables):
+            state = {slot: tf.convert_to_tensor(var) for slot, var in self.criterion_state[i].items()}
+            seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.selections, tf.int64) * 65536 + i])
+            score = self.criterion.score(state, tf.convert_to_tensor(v), count, tf.cast(seed % (2**31 - 1), tf.int32))
+            score = tf.ensure_shape(tf.cast(score, tf.float32), v.shape)
+            kept = self._kept(i)
+            scores.append(score)
+            ranked.append(score if kept is None else tf.where(kept, score, tf.fill(v.shape, float("-inf"))))
+        masks = selection.select(ranked, self.k, self.scope)
+        for mask_var, score_var, mask, score in zip(self.masks, self.scores, masks, scores):
+            mask_var.assign(mask)
+            score_var.assign(score)
+        for state in self.criterion_state:
+            for var in state.values():
+                var.assign(tf.zeros_like(var))
+        self.window_count.assign(0.0)
+        self.selections.assign_add(1)
+
+    def _restricted_update(self, grads, variables, indices, inner_apply):
+        masks = [self.trains(i) for i in indices]
+        dense = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices (Embedding) -> dense
+        masked = [tf.where(m, g, tf.zeros_like(g)) for m, g in zip(masks, dense)]
+        before = [tf.identity(v) for v in variables]
+        inner_apply(masked, variables)
+        for v, m, old in zip(variables, masks, before):
+            v.assign(tf.where(m, tf.convert_to_tensor(v), old))
+
+
+class SelectiveReadouts:
+    """Read-outs both front ends expose; the front end sets ``self._selective``."""
+
+    @property
+    def criterion(self):
+        return self._selective.criterion
+
+    @property
+    def keep(self):
+        return self._selective.keep
+
+    @property
+    def warmup_steps(self):
+        return self._selective.warmup_steps
+
+    @property
+    def window(self):
+        return self._selective.window
+
+    @property
+    def scope(self):
+        return self._selective.scope
+
+    @property
+    def reselect_every(self):
+        return self._selective.reselect_every
+
+    @property
+    def seed(self):
+        return self._selective.seed
+
+    @property
+    def k(self):
+        """Parameters selected at each selection (int; set by ``build``)."""
+        return self._selective.k
+
+    @property
+    def num_parameters(self):
+        """N, the number of trainable parameters (int; set by ``build``)."""
+        return self._selective.num_parameters
+
+    @property
+    def masks(self):
+        """One bool variable per trainable variable, in build order (True = selected)."""
+        return self._selective.masks
+
+    @property
+    def scores(self):
+        """float32 variables: the criterion's scores at the last selection."""
+        return self._selective.scores
+
+    @property
+    def criterion_state(self):
+        return self._selective.criterion_state
+
+    @property
+    def skipped_steps(self):
+        """int64 variable: steps skipped because a gradient was NaN/Inf."""
+        return self._selective.skipped_steps
+
+    @property
+    def selections(self):
+        """int64 variable: selections done."""
+        return self._selective.selections
+
+    @property
+    def window_count(self):
+        return self._selective.window_count
+
+    @property
+    def selected_count(self):
+        """Parameters that train (int64 scalar): exactly ``k`` after selection
+        (fewer only if pruning left fewer than ``k``), N - pruned before."""
+        return self._selective.selected_count()
+
+    @property
+    def pruned_count(self):
+        """Parameters held at zero by pruning (int64 scalar; 0 without pruning)."""
+        return self._selective.pruned_count()
+
+    @property
+    def frozen_fraction(self):
+        """Fraction of parameters that do not train, pruned ones included (float32 in [0, 1])."""
+        return 1.0 - tf.cast(self.selected_count, tf.float32) / float(self.num_parameters)

@@ -1,0 +1,162 @@
+"""tf_keras (Keras 2) front end: ``SelectiveOptimizer`` for ``tf_keras`` models.
+
+The same procedure, arguments, read-outs and guarantees as the Keras 3
+``tf_selopt.SelectiveOptimizer``, from the same TF-ops core
+(``tf_selopt.selective``); only variable creation and the inner update differ.
+It wraps any ``tf_keras.optimizers.Optimizer`` (the v2.11+ optimizers, not
+``tf_keras.optimizers.legacy``), for ``model.fit`` and for custom loops calling
+``apply_gradients``. It refuses ``tf.distribute`` strategies (as the Keras 3
+one does) and is meant for models with tfmot wrappers too (see
+``tf_selopt.tfmot_bridge``).
+
+Examples:
+    >>> import numpy as np, tf_keras
+    >>> from tf_selopt.tf_keras import SelectiveOptimizer
+    >>> model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)])
+    >>> opt = SelectiveOptimizer(tf_keras.optimizers.Adam(1e-3), keep=3, warmup_steps=2, window=2)
+    >>> model.compile(optimizer=opt, loss="mse")
+    >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 2)), batch_size=4, epochs=2, verbose=0)
+    >>> int(opt.selected_count), int(opt.selections)
+    (3, 1)
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras
+
+from tf_selopt import criteria as criteria_lib
+from tf_selopt.selective import Selective, SelectiveReadouts
+
+__all__ = ["SelectiveOptimizer"]
+
+for _cls in criteria_lib.BUILTIN.values():
+    tf_keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
+
+_BASE_ARGUMENTS = (
+    "learning_rate",
+    "weight_decay",
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+)
+
+
+@tf_keras.saving.register_keras_serializable(package="tf_selopt")
+class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
+    """Train only the parameters a criterion selects; freeze the rest exactly.
+
+    Args: as ``tf_selopt.SelectiveOptimizer``; ``inner`` is a
+    ``tf_keras.optimizers.Optimizer`` instance.
+    """
+
+    def __init__(
+        self,
+        inner,
+        criterion="gradient_sum",
+        keep=0.1,
+        warmup_steps=100,
+        window=20,
+        scope="global",
+        reselect_every=None,
+        seed=None,
+        num_examples=None,
+        name="SelectiveOptimizer",
+        **kwargs,
+    ):
+        if not isinstance(inner, tf_keras.optimizers.Optimizer):
+            raise ValueError(
+                "`inner` must be a tf_keras optimizer instance (tf_keras.optimizers.Optimizer, "
+                f"e.g. tf_keras.optimizers.Adam(1e-3), not a legacy one); received {inner!r} of type "
+                f"{type(inner).__name__}. For Keras 3 optimizers use tf_selopt.SelectiveOptimizer."
+            )
+        kwargs.pop("is_legacy_optimizer", None)  # written by tf_keras serialization
+        kwargs.pop("jit_compile", None)
+        for arg in _BASE_ARGUMENTS:
+            if kwargs.pop(arg, None) not in (None, False, 0):
+                raise ValueError(f"SelectiveOptimizer does not take `{arg}`: set it on the inner optimizer.")
+        if kwargs:
+            raise ValueError(f"SelectiveOptimizer got unknown arguments: {sorted(kwargs)}.")
+        selective = Selective(criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples)
+        super().__init__(name=name, jit_compile=False)
+        self._selective = selective
+        self.inner_optimizer = inner
+
+    def build(self, var_list):
+        """Create the state in ``Selective.build``'s order (the checkpoint layout),
+        after ``iteration``, then the inner optimizer's."""
+        if getattr(self, "_built", False):
+            return
+        var_list = list(var_list)
+        self._selective.build(
+            var_list,
+            add_variable=lambda shape, dtype, init, name: self.add_variable(shape, dtype, init, name),
+            add_slot=lambda v, name: self.add_variable_from_reference(v, name),
+        )
+        super().build(var_list)
+        self.inner_optimizer.build(var_list)
+        self._built = True
+
+    @property
+    def variables(self):
+        return list(self._variables) + list(self.inner_optimizer.variables)
+
+    def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs):
+        """Apply one step; returns the step counter (the inner's ``iterations``)."""
+        pairs = [(g, v) for g, v in grads_and_vars if g is not None]
+        if not pairs:
+            return self.iterations
+        if tf.distribute.has_strategy():
+            raise NotImplementedError("SelectiveOptimizer does not support tf.distribute strategies yet.")
+        variables = [v for _, v in pairs]
+        with tf.init_scope():
+            self.build(variables)
+        inner = self.inner_optimizer
+        self._selective.apply(
+            grads=[g for g, _ in pairs],
+            variables=variables,
+            indices=[self._index_dict[self._var_key(v)] for v in variables],
+            step=inner.iterations,
+            inner_apply=lambda g, v: inner.apply_gradients(zip(g, v), skip_gradients_aggregation=True),
+        )
+        return self.iterations
+
+    # ------------------------------------------------- forwarded to the inner
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @iterations.setter
+    def iterations(self, variable):
+        self.inner_optimizer.iterations = variable
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    # --------------------------------------------------------- serialization
+    def get_config(self):
+        config = self._selective.config()
+        config["criterion"] = tf_keras.saving.serialize_keras_object(config["criterion"])
+        return {"name": self.name, "inner": tf_keras.optimizers.serialize(self.inner_optimizer), **config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["inner"] = tf_keras.optimizers.deserialize(
+            config["inner"], custom_objects=custom_objects, use_legacy_optimizer=False
+        )
+        config["criterion"] = tf_keras.saving.deserialize_keras_object(
+            config["criterion"], custom_objects=custom_objects
+        )
+        return cls(**config)

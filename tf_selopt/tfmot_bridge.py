@@ -1,0 +1,466 @@
+"""tfmot bridge: a global magnitude plan, carried out by tfmot's per-layer pruning (tf_keras models).
+
+tfmot prunes each layer to its own target sparsity; the note ranks all weights
+together. This module computes the global plan (which weights of the whole model
+have the smallest ``|w|``) and turns it into one tfmot schedule per layer, so that
+tfmot's own per-layer pruning ends at exactly the planned counts:
+
+1. ``global_magnitude_plan``: the weights tfmot would prune (its prune registry,
+   or a layer's ``get_prunable_weights``) are ranked together by ``|w|`` with the
+   project's exact top-k (``tf_selopt.selection``: ties to the lowest flat index,
+   the flat index running over the layers in ``model.layers`` order, nested
+   models depth-first, then over each layer's prunable weights). ``N`` weights at
+   sparsity ``s`` lose exactly ``floor(s * N + 0.5)``, as in ``tf_selopt.prune``.
+   Each layer's target is its share of the pruned weights.
+2. ``prune_low_magnitude_global``: wraps the layers with a non-zero target in
+   ``tfmot.sparsity.keras.prune_low_magnitude`` with a per-layer
+   ``ConstantSparsity`` or ``PolynomialDecay``. Train with the callbacks of
+   ``pruning_callbacks`` (``UpdatePruningStep``, optionally ``PruningSummaries``)
+   and finish with ``strip_pruning`` (tfmot's, re-exported here). The result is
+   an ordinary tf_keras model: compile it with any tf_keras optimizer, also
+   ``tf_selopt.tf_keras.SelectiveOptimizer``, and train it in one ``fit``.
+
+How the per-layer float is chosen. tfmot (``pruning_impl.Pruning._update_mask``)
+keeps ``k = max(round(float32(n) * (1 - sparsity)), 1)`` weights of a tensor of
+``n`` weights, in float32 with round-half-to-even, where ``sparsity`` is the
+schedule's float32 value (``ConstantSparsity``: the target; ``PolynomialDecay``:
+exactly ``final_sparsity`` from ``end_step`` on). Each target here is a float
+for which that formula gives exactly the planned count: ``pruned / n`` when it
+does (it does for every count of tensors below 2**22 weights), else a float32
+value found by bisection. Limits of what tfmot can express: it keeps at least
+one weight per tensor, so the plan keeps each tensor's largest ``|w|`` (the plan
+is the global top-k under that constraint; it differs from the plain global
+top-k only when a tensor would lose all its weights); a layer with several
+prunable tensors (RNN, MultiHeadAttention) gets one sparsity for all of them;
+and above 2**22 kept weights float32 steps by 0.5, so round-half-to-even skips
+some counts. When no float gives a layer's exact count, the nearest reachable
+count is planned instead (``LayerPlan.pruned`` says which), with a warning.
+
+Ties. tfmot keeps every weight with ``|w| >=`` the k-th largest ``|w|`` (plus
+that one): on ties at the threshold it keeps **more than k**, and when the k-th
+largest is 0 it keeps every weight. With trained float weights and a
+non-decreasing schedule this does not happen in practice (exact zeros come from
+earlier masks, which zeroed no more weights than the current target; this holds
+also when an optimizer freezes masked weights at 0), but it can with hand-set or
+quantized weights; the final count is then below the plan (or, with more exact
+zeros than planned, the zeros stay). The counts are guaranteed for weights
+without ties at the final pruning step. Which weights end up pruned is decided
+by tfmot from the weights at its pruning steps, not by the plan: the plan fixes
+how many per layer.
+
+Import. tfmot picks Keras 2 by setting ``TF_USE_LEGACY_KERAS=1`` when it is
+first imported; if ``tf.keras`` has not been resolved yet, that switches
+``tf.keras`` to tf_keras for the whole process. This module resolves ``tf.keras``
+first and restores the variable afterwards, so tfmot uses tf_keras while
+``import keras`` and ``tf.keras`` stay Keras 3. No environment variable needed.
+(If tfmot was imported before this module, that switch has already happened.)
+
+Examples:
+    >>> import numpy as np, tf_keras
+    >>> from tf_selopt import tfmot_bridge
+    >>> tf_keras.utils.set_random_seed(0)
+    >>> model = tf_keras.Sequential([tf_keras.Input((8,)), tf_keras.layers.Dense(16, name="a"),
+    ...                              tf_keras.layers.Dense(2, name="b")])
+    >>> plan = tfmot_bridge.global_magnitude_plan(model, 0.75)  # 160 weights: 120 pruned in total
+    >>> sum(p.pruned for p in plan.values()), sorted(plan)
+    (120, ['a', 'b'])
+    >>> pruned, plan = tfmot_bridge.prune_low_magnitude_global(
+    ...     model, 0.75, "constant", begin_step=0, end_step=4, frequency=2)
+    >>> pruned.compile(optimizer="adam", loss="mse")
+    >>> x, y = np.random.default_rng(0).normal(size=(32, 8)), np.zeros((32, 2))
+    >>> _ = pruned.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=tfmot_bridge.pruning_callbacks())
+    >>> final = tfmot_bridge.strip_pruning(pruned)
+    >>> [int((final.get_layer(n).kernel.numpy() == 0).sum()) == plan[n].pruned for n in ("a", "b")]
+    [True, True]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import sys
+import typing
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from tf_selopt import selection
+from tf_selopt.checks import is_int
+
+__all__ = [
+    "LayerPlan",
+    "SCHEDULES",
+    "global_magnitude_plan",
+    "prune_low_magnitude_global",
+    "pruning_callbacks",
+    "strip_pruning",
+]
+
+SCHEDULES = ("polynomial", "constant")
+
+
+def _import_tfmot():
+    """Import tfmot without switching ``tf.keras`` or leaving ``TF_USE_LEGACY_KERAS`` set."""
+    if "tensorflow_model_optimization.python.core.keras.compat" in sys.modules:
+        import tensorflow_model_optimization as module  # already imported: nothing to protect
+
+        return module
+    before = os.environ.get("TF_USE_LEGACY_KERAS")
+    getattr(tf.keras, "version", None)  # resolve the lazy tf.keras under the user's own setting
+    try:
+        import tensorflow_model_optimization as module
+    finally:
+        if before is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = before
+    return module
+
+
+tfmot = _import_tfmot()
+
+from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer as _prunable_layer  # noqa: E402
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry as _prune_registry  # noqa: E402
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pruning_wrapper  # noqa: E402
+
+#: tfmot's ``strip_pruning``: the trained model without the wrappers (the masked weights stay zero).
+strip_pruning = tfmot.sparsity.keras.strip_pruning
+
+
+class LayerPlan(typing.NamedTuple):
+    """One layer's share of a global plan.
+
+    Attributes:
+        sparsity: the float to give tfmot's schedule for this layer.
+        pruned: number of weights tfmot will zero in this layer (without ties).
+        size: number of prunable weights of the layer.
+    """
+
+    sparsity: float
+    pruned: int
+    size: int
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+def _check_model(model, where: str):
+    if isinstance(model, keras.layers.Layer):
+        raise ValueError(
+            f"{where}: `model` is a Keras 3 model ({type(model).__name__}); tfmot prunes tf_keras (Keras 2) "
+            "models only. For Keras 3 use `tf_selopt.prune` (one-shot) or the callback "
+            "`tf_selopt.pruning.GradualPruning` (during training); or build the model with `tf_keras`."
+        )
+    if not isinstance(model, tf_keras.Model):
+        raise ValueError(f"{where}: `model` must be a tf_keras.Model; received {type(model).__name__}.")
+    if not (isinstance(model, tf_keras.Sequential) or getattr(model, "_is_graph_network", False)):
+        raise ValueError(
+            f"{where}: `model` must be a tf_keras Sequential or functional model (tfmot cannot wrap the layers "
+            f"of a subclassed model); received {type(model).__name__}."
+        )
+    if not model.built:
+        raise ValueError(f"{where}: `model` is not built; give it an Input or call `model.build(input_shape)`.")
+
+
+def _check_fraction(name: str, value, upper: float = 1.0, closed: bool = False) -> float:
+    inside = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    inside = inside and 0.0 <= value and (value <= upper if closed else value < upper)
+    if not inside:
+        bound = f"{upper}]" if closed else f"{upper})"
+        raise ValueError(f"`{name}` must be a float in [0, {bound}; received {name}={value!r}.")
+    return float(value)
+
+
+# ---------------------------------------------------------------- what tfmot prunes
+
+
+def _registry_weights(layer) -> list:
+    """The weights ``PruneRegistry.make_prunable`` would expose, without modifying the layer."""
+    registry = _prune_registry.PruneRegistry
+    if registry._is_rnn_layer(layer):
+        weights = []
+        for cell in registry._get_rnn_cells(layer):
+            if cell.__class__ in registry._RNN_CELLS_WEIGHTS_MAP:
+                weights.extend(getattr(cell, name) for name in registry._RNN_CELLS_WEIGHTS_MAP[cell.__class__])
+            else:
+                weights.extend(cell.get_prunable_weights())
+        return weights
+    weights = []
+    for name in registry._weight_names(layer):
+        owner = layer
+        *path, attribute = name.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        weights.append(getattr(owner, attribute))
+    return weights
+
+
+def _prunable_weights(layer):
+    """What tfmot's ``PruneLowMagnitude(layer)`` masks, or None when it cannot wrap the layer."""
+    if isinstance(layer, _prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights())
+    if _prune_registry.PruneRegistry.supports(layer):
+        return _registry_weights(layer)
+    return None
+
+
+def _walk(model):
+    """Layers of a Sequential/functional model in ``model.layers`` order, nested models depth-first."""
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.Model):
+            yield from _walk(layer)
+        else:
+            yield layer
+
+
+def _collect(model, layers, where: str) -> dict:
+    """Layer name -> its prunable weights (non-empty lists), restricted to ``layers`` if given."""
+    found, names = {}, set()
+    for layer in _walk(model):
+        if layer.name in names:
+            raise ValueError(f"{where}: two layers are named {layer.name!r}; the plan is keyed by layer name.")
+        names.add(layer.name)
+        weights = _prunable_weights(layer)
+        if weights:
+            found[layer.name] = weights
+    if layers is not None:
+        if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
+            raise ValueError(f"`layers` must be None or a non-empty list of layer names; received layers={layers!r}.")
+        for name in layers:
+            if name not in found:
+                reason = "has no weights tfmot can prune" if name in names else "is not a layer of the model"
+                raise ValueError(f"`layers`: {name!r} {reason}; layers tfmot can prune: {sorted(found)}.")
+        found = {name: weights for name, weights in found.items() if name in set(layers)}
+    if not found:
+        raise ValueError(
+            f"{where}: `model` has no weights tfmot can prune (kernels of Dense/Conv*, embeddings, ... "
+            "or layers with `get_prunable_weights`)."
+        )
+    return found
+
+
+# ---------------------------------------------------------------- tfmot's rounding
+
+
+def _tfmot_kept(size: int, sparsity) -> int:
+    """Weights tfmot keeps of a tensor of ``size`` at ``sparsity`` (its float32 formula, ``pruning_impl``)."""
+    kept = np.float32(size) * (np.float32(1.0) - np.float32(sparsity))
+    return max(int(np.rint(kept)), 1)  # np.rint and tf.math.round both round half to even
+
+
+def _layer_sparsity(sizes: list, pruned: int) -> tuple[float, int]:
+    """A float for tfmot's schedule giving ``pruned`` zeros over tensors of ``sizes``; and the count it gives."""
+    target_kept = sum(sizes) - pruned
+
+    def kept(s) -> int:
+        return sum(_tfmot_kept(n, s) for n in sizes)
+
+    natural = pruned / sum(sizes)
+    if kept(natural) == target_kept:
+        return natural, pruned
+    # kept(s) does not increase with s; float32 values in [0, 1) are ordered like their bit patterns.
+    lo, hi = 0, int(np.float32(np.nextafter(np.float32(1), np.float32(0))).view(np.uint32))
+    as_float = lambda bits: np.uint32(bits).view(np.float32)  # noqa: E731
+    while lo < hi:  # smallest s with kept(s) <= target_kept
+        mid = (lo + hi) // 2
+        if kept(as_float(mid)) <= target_kept:
+            hi = mid
+        else:
+            lo = mid + 1
+    candidates = [bits for bits in (lo - 1, lo) if 0 <= bits]
+    best = min(candidates, key=lambda bits: (abs(kept(as_float(bits)) - target_kept), bits))
+    s = as_float(best)
+    return float(s), sum(sizes) - kept(s)
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def _plan(found: dict, sparsity: float, where: str) -> dict:
+    tensors = [(name, w) for name, weights in found.items() for w in weights]
+    values = [np.asarray(tf.convert_to_tensor(w)) for _, w in tensors]
+    for (name, w), v in zip(tensors, values):
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{where}: weight {w.name!r} of layer {name!r} has NaN or infinite values.")
+    sizes = [int(v.size) for v in values]
+    total = sum(sizes)
+    n_pruned = min(total, int(math.floor(sparsity * total + 0.5)))
+    keep = total - n_pruned
+    if keep < len(values):
+        raise ValueError(
+            f"`sparsity`={sparsity!r} prunes {n_pruned} of {total} weights and keeps {keep}, but tfmot keeps at "
+            f"least one weight in each of the {len(values)} prunable tensors; use sparsity < "
+            f"{(total - len(values) + 0.5) / total:.6g}."
+        )
+    # tfmot keeps each tensor's largest |w|: force it into the selection (+inf), then the global top-k.
+    scores = []
+    for v in values:
+        score = np.abs(v).astype(np.float32).reshape(-1)
+        score[int(np.argmax(score))] = np.inf  # argmax: first of the largest, the lowest index on ties
+        scores.append(tf.constant(score))
+    masks = selection.select(scores, keep, "global")  # keep >= len(scores) >= 1
+    pruned_per_tensor = [n - int(tf.reduce_sum(tf.cast(m, tf.int32))) for n, m in zip(sizes, masks)]
+
+    plan, i = {}, 0
+    for name, weights in found.items():
+        layer_sizes = sizes[i : i + len(weights)]
+        planned = sum(pruned_per_tensor[i : i + len(weights)])
+        i += len(weights)
+        target, reached = _layer_sparsity(layer_sizes, planned) if planned else (0.0, 0)
+        if reached != planned:
+            warnings.warn(
+                f"Layer {name!r} (prunable tensors of sizes {layer_sizes}): no sparsity makes tfmot prune "
+                f"exactly the planned {planned} weights (one float32 sparsity per layer, rounded per tensor); "
+                f"the closest it can reach is {reached}, so the total is off by {reached - planned}.",
+                stacklevel=3,
+            )
+        plan[name] = LayerPlan(sparsity=target, pruned=reached, size=sum(layer_sizes))
+    return plan
+
+
+def global_magnitude_plan(model, sparsity, layers=None) -> dict:
+    """Per-layer tfmot targets that together prune the globally smallest ``|w|``.
+
+    Args:
+        model: a built tf_keras Sequential or functional model (its weights are
+            read, nothing is changed).
+        sparsity: fraction of the prunable weights to zero, a float in [0, 1);
+            ``floor(sparsity * N + 0.5)`` of the ``N`` prunable weights.
+        layers: None (every layer tfmot can prune) or a list of layer names;
+            ``N`` then counts only their weights.
+
+    Returns:
+        dict: layer name -> ``LayerPlan(sparsity, pruned, size)``, in layer
+        order, for every layer with prunable weights (``pruned`` may be 0).
+
+    Raises:
+        ValueError: for a Keras 3 or subclassed or unbuilt model, a sparsity
+            outside [0, 1) or too high to keep one weight per tensor, an unknown
+            or non-prunable layer name, nothing prunable, non-finite weights.
+    """
+    _check_model(model, "global_magnitude_plan")
+    sparsity = _check_fraction("sparsity", sparsity)
+    return _plan(_collect(model, layers, "global_magnitude_plan"), sparsity, "global_magnitude_plan")
+
+
+def prune_low_magnitude_global(
+    model,
+    sparsity,
+    schedule: str = "polynomial",
+    *,
+    end_step: int,
+    begin_step: int = 0,
+    frequency: int = 100,
+    initial_sparsity: float = 0.0,
+    power: float = 3,
+    layers=None,
+):
+    """Wrap ``model``'s layers with tfmot pruning, per-layer targets from the global plan.
+
+    Like tfmot's ``prune_low_magnitude(model)``, the returned model wraps the
+    model's own layers (the two share weights) and has no optimizer: compile it,
+    train with ``pruning_callbacks(...)`` for at least ``end_step`` batches
+    (``UpdatePruningStep`` numbers the batches 1, 2, ...), then
+    ``tfmot.sparsity.keras.strip_pruning``. Layers whose target is 0 stay unwrapped.
+
+    Args:
+        model: a built tf_keras Sequential or functional model.
+        sparsity: final fraction of the prunable weights to zero, in [0, 1).
+        schedule: ``"polynomial"``: per layer a ``PolynomialDecay`` from
+            ``initial_sparsity`` to the layer's target, both scaled by
+            ``target / sparsity`` so that every layer follows the same curve
+            and the total follows the global one; ``"constant"``: per layer a
+            ``ConstantSparsity`` at its target.
+        end_step: ``"polynomial"``: the step at which the targets are reached,
+            ``> begin_step`` and ``begin_step + m * frequency`` (tfmot only
+            prunes at those steps, so any other value never applies the final
+            sparsity). ``"constant"``: the last step at which pruning may
+            happen, or -1 (no end); it must allow at least one pruning step.
+        begin_step: first pruning step, an int >= 0.
+        frequency: prune every ``frequency`` steps from ``begin_step``, an int >= 1.
+        initial_sparsity: ``"polynomial"`` only: the global sparsity at
+            ``begin_step``, a float in [0, sparsity].
+        power: ``"polynomial"`` only: exponent of the decay, a finite number > 0.
+        layers: None or a list of layer names to restrict pruning to.
+
+    Returns:
+        ``(pruned_model, plan)``: a tf_keras model with ``PruneLowMagnitude``
+        wrappers, and the plan of ``global_magnitude_plan``.
+
+    Raises:
+        ValueError: for any invalid argument, before anything is built.
+    """
+    where = "prune_low_magnitude_global"
+    _check_model(model, where)
+    sparsity = _check_fraction("sparsity", sparsity)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {SCHEDULES}; received schedule={schedule!r}.")
+    if not is_int(begin_step) or begin_step < 0:
+        raise ValueError(f"`begin_step` must be an int >= 0; received begin_step={begin_step!r}.")
+    if not is_int(frequency) or frequency < 1:
+        raise ValueError(f"`frequency` must be an int >= 1; received frequency={frequency!r}.")
+    if schedule == "polynomial":
+        if not is_int(end_step) or end_step <= begin_step or (end_step - begin_step) % frequency:
+            raise ValueError(
+                f"`end_step` must be an int > begin_step ({begin_step}) of the form begin_step + m * frequency "
+                f"({frequency}): tfmot prunes only at those steps, so the final sparsity is applied at end_step "
+                f"only then; received end_step={end_step!r}."
+            )
+        initial_sparsity = _check_fraction("initial_sparsity", initial_sparsity, upper=sparsity, closed=True)
+        if isinstance(power, bool) or not isinstance(power, numbers.Real) or not (math.isfinite(power) and power > 0):
+            raise ValueError(f"`power` must be a finite number > 0; received power={power!r}.")
+    else:
+        first = begin_step if begin_step >= 1 else frequency  # the wrapper sees steps 1, 2, ...
+        if not is_int(end_step) or not (end_step == -1 or end_step >= first):
+            raise ValueError(
+                f"`end_step` must be -1 (no end) or an int >= {first}, the first step at which tfmot prunes "
+                f"with begin_step={begin_step}, frequency={frequency}; received end_step={end_step!r}."
+            )
+    plan = _plan(_collect(model, layers, where), sparsity, where)
+
+    sparsity_module = tfmot.sparsity.keras
+
+    def make_schedule(target: float):
+        if schedule == "constant":
+            return sparsity_module.ConstantSparsity(target, begin_step, end_step=end_step, frequency=frequency)
+        initial = min(target, initial_sparsity * target / sparsity)
+        return sparsity_module.PolynomialDecay(
+            initial, target, begin_step, end_step, power=power, frequency=frequency
+        )
+
+    def clone(layer):
+        if isinstance(layer, tf_keras.Model):
+            return tf_keras.models.clone_model(layer, clone_function=clone)
+        entry = plan.get(layer.name)
+        if entry is None or entry.pruned == 0:
+            return layer
+        return sparsity_module.prune_low_magnitude(layer, pruning_schedule=make_schedule(entry.sparsity))
+
+    pruned = tf_keras.models.clone_model(model, clone_function=clone)
+    _check_wrappers(pruned, plan, model, layers)
+    return pruned, plan
+
+
+def _check_wrappers(pruned, plan: dict, model, layers):
+    """The wrappers mask exactly the weights the plan counted (tfmot and this module agree)."""
+    expected = {name: [w.ref() for w in ws] for name, ws in _collect(model, layers, "").items()}
+    wrapped = {}
+    for layer in _walk(pruned):
+        if isinstance(layer, _pruning_wrapper.PruneLowMagnitude):
+            wrapped[layer.layer.name] = [w.ref() for w, _, _ in layer.pruning_vars]
+    planned = {name: expected[name] for name, entry in plan.items() if entry.pruned}
+    if wrapped != planned:
+        raise RuntimeError(f"tfmot wraps other weights than planned: {sorted(wrapped)} vs {sorted(planned)}.")
+
+
+def pruning_callbacks(log_dir=None) -> list:
+    """The callbacks tfmot pruning needs in ``fit``: ``UpdatePruningStep``, plus
+    ``PruningSummaries(log_dir)`` (per-layer sparsity and threshold, each epoch) if ``log_dir`` is given."""
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
+    if log_dir is not None:
+        callbacks.append(tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir)))
+    return callbacks
