@@ -1,4 +1,9 @@
-"""Reference Keras 3 models of the study (built, not trained)."""
+"""Reference models of the study (built, not trained), for Keras 3 or tf_keras.
+
+``api`` is the Keras module to build with: ``keras`` (Keras 3, the default) or
+``tf_keras`` (Keras 2, e.g. for tfmot); the layers and their defaults
+(glorot-uniform kernels, zero biases) are the same in both.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +12,32 @@ import keras
 __all__ = ["small_cnn", "lenet_300_100"]
 
 
-def small_cnn(input_shape=(28, 28, 1), num_classes=10) -> keras.Model:
+def small_cnn(input_shape=(28, 28, 1), num_classes=10, api=keras):
     """conv16-conv32-dense64 CNN (3x3 convolutions, 2x2 max-pooling); logits out."""
-    return keras.Sequential(
+    return api.Sequential(
         [
-            keras.Input(input_shape),
-            keras.layers.Conv2D(16, 3, activation="relu", padding="same"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(32, 3, activation="relu", padding="same"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(num_classes),
+            api.Input(input_shape),
+            api.layers.Conv2D(16, 3, activation="relu", padding="same"),
+            api.layers.MaxPooling2D(),
+            api.layers.Conv2D(32, 3, activation="relu", padding="same"),
+            api.layers.MaxPooling2D(),
+            api.layers.Flatten(),
+            api.layers.Dense(64, activation="relu"),
+            api.layers.Dense(num_classes),
         ],
         name="small_cnn",
     )
 
 
-def lenet_300_100(input_shape=(28, 28, 1), num_classes=10) -> keras.Model:
+def lenet_300_100(input_shape=(28, 28, 1), num_classes=10, api=keras):
     """LeNet-300-100 MLP (784-300-100-10 on MNIST); logits out."""
-    return keras.Sequential(
+    return api.Sequential(
         [
-            keras.Input(input_shape),
-            keras.layers.Flatten(),
-            keras.layers.Dense(300, activation="relu"),
-            keras.layers.Dense(100, activation="relu"),
-            keras.layers.Dense(num_classes),
+            api.Input(input_shape),
+            api.layers.Flatten(),
+            api.layers.Dense(300, activation="relu"),
+            api.layers.Dense(100, activation="relu"),
+            api.layers.Dense(num_classes),
         ],
         name="lenet_300_100",
     )
