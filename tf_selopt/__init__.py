@@ -9,6 +9,7 @@ not import Keras. Front ends: Keras 3 ``SelectiveOptimizer``, ``prune`` and the
 """
 
 from tf_selopt import criteria, schedules, selection
+from tf_selopt.callbacks import SelectionMonitor
 from tf_selopt.optimizer import SelectiveOptimizer
 from tf_selopt.pruning import GradualPruning, mask_zeros, prune, strip_pruning
 
@@ -18,6 +19,7 @@ __all__ = [
     "GradualPruning",
     "strip_pruning",
     "mask_zeros",
+    "SelectionMonitor",
     "criteria",
     "schedules",
     "selection",

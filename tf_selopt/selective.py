@@ -288,6 +288,15 @@ class SelectiveReadouts:
         return self._selective.num_parameters
 
     @property
+    def model_variables(self):
+        """The model variables the optimizer was built for, in build order (None before ``build``)."""
+        return self._selective.variables
+
+    def trains(self, i):
+        """Bool tensor: the entries of ``model_variables[i]`` that train (selected and not pruned)."""
+        return self._selective.trains(i)
+
+    @property
     def masks(self):
         """One bool variable per trainable variable, in build order (True = selected)."""
         return self._selective.masks
