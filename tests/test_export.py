@@ -1,0 +1,216 @@
+"""Export to a TF Serving SavedModel and to TFLite: layout, signature, round trip, sparsity, refusals."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_selopt
+from tf_selopt import export
+from tf_selopt.export import (
+    ExportVerificationError,
+    export_saved_model,
+    export_tflite,
+)
+from tf_selopt.models import lenet_300_100
+
+
+def _mlp(api=keras, seed=0):
+    if api is keras:
+        keras.utils.set_random_seed(seed)
+    else:
+        api.utils.set_random_seed(seed)
+    return api.Sequential(
+        [api.Input((6,)), api.layers.Dense(16, activation="relu"), api.layers.Dense(3)]
+    )
+
+
+def _x(n=5, seed=1):
+    return np.random.default_rng(seed).normal(size=(n, 6)).astype("float32")
+
+
+def _files(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, ds, fs in os.walk(root) for f in fs + ds)
+
+
+def _check_serving(path, model):
+    loaded = tf.saved_model.load(path)
+    assert list(loaded.signatures) == ["serving_default"]
+    sig = loaded.signatures["serving_default"]
+    args, kwargs = sig.structured_input_signature
+    assert args == ()
+    assert kwargs == {"inputs": tf.TensorSpec((None, 6), tf.float32, name="inputs")}
+    assert sig.structured_outputs == {"outputs": tf.TensorSpec((None, 3), tf.float32, name="outputs")}
+    # A TF Serving REST request in the row format, decoded as the server does.
+    x = _x()
+    request = json.loads(json.dumps({"instances": x.tolist()}))
+    batch = tf.constant(request["instances"], dtype=tf.float32)
+    got = sig(inputs=batch)["outputs"].numpy()
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
+def test_keras3_saved_model_layout_signature_and_rest_batch(tmp_path):
+    model = _mlp()
+    report = export_saved_model(model, tmp_path, "mlp", 3)
+    assert report.path == os.path.join(str(tmp_path), "mlp", "3")
+    assert os.path.isfile(os.path.join(report.path, "saved_model.pb"))
+    assert os.listdir(tmp_path / "mlp") == ["3"]  # no temporary directory left
+    assert report.format == "saved_model" and report.max_abs_diff <= 1e-5 and report.size_bytes > report.gzip_bytes > 0
+    assert report.weights == 6 * 16 + 16 + 16 * 3 + 3
+    _check_serving(report.path, model)
+
+
+def test_tf_keras_saved_model_signature_and_zeros(tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+    model = _mlp(tf_keras)
+    kernel = model.layers[0].kernel
+    kernel.assign(tf.where(tf.abs(kernel) < 0.2, 0.0, kernel))
+    report = export_saved_model(model, tmp_path, "mlp2", 1)
+    assert report.model_zeros == report.zeros > 0
+    _check_serving(report.path, model)
+
+
+def test_tfmot_stripped_model_exports(tmp_path):
+    tfmot = pytest.importorskip("tensorflow_model_optimization")
+    tf_keras = pytest.importorskip("tf_keras")
+    model = _mlp(tf_keras)
+    schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, frequency=1)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    pruned.compile("sgd", "mse")
+    pruned.fit(_x(16), np.zeros((16, 3)), epochs=1, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    report = export_saved_model(stripped, tmp_path, "tfmot", 1)
+    assert report.zeros == report.model_zeros >= 0.5 * (6 * 16 + 16 * 3) - 2
+    _check_serving(report.path, stripped)
+    lite = export_tflite(stripped, tmp_path / "tfmot.tflite", mode="sparse_float32")
+    assert lite.max_abs_diff <= 1e-5
+
+
+def test_pruned_lenet_sparse_tflite_is_smaller_and_keeps_zeros(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = lenet_300_100()
+    tf_selopt.prune(model, sparsity=0.9)
+    tf_selopt.strip_pruning(model)
+    kernel_zeros = sum(int(np.sum(layer.kernel.numpy() == 0)) for layer in model.layers if hasattr(layer, "kernel"))
+    assert kernel_zeros == int(0.9 * 266200 + 0.5)
+    dense = export_tflite(model, tmp_path / "dense.tflite")
+    sparse = export_tflite(model, tmp_path / "sparse.tflite", mode="sparse_float32")
+    assert sparse.size_bytes < dense.size_bytes / 4
+    assert sparse.size_bytes == os.path.getsize(tmp_path / "sparse.tflite")
+    for report in (dense, sparse):
+        assert report.max_abs_diff <= 1e-5
+        assert report.zeros == kernel_zeros  # the all-zero biases are dropped by the converter
+        assert report.weights == 266200
+    assert (dense.densify_ops, sparse.densify_ops) == (0, 3)  # sparse weights are densified at load
+    assert sorted(os.listdir(tmp_path)) == ["dense.tflite", "sparse.tflite"]
+
+
+@pytest.mark.parametrize("mode", ["dynamic_int8", "int8"])
+def test_int8_modes(tmp_path, mode):
+    model = _mlp()
+    rep = _x(32, seed=2)
+    report = export_tflite(model, tmp_path / "m.tflite", mode=mode, representative_data=rep)
+    assert report.mode == mode and report.max_abs_diff <= report.atol
+    if mode == "int8":  # (dynamic_int8 leaves tensors under 1024 values in float: exact here)
+        assert report.max_abs_diff > 0
+    # an iterable of batches works as well
+    batches = (rep[i : i + 8] for i in range(0, 32, 8))
+    export_tflite(model, tmp_path / "m.tflite", mode=mode, representative_data=batches, overwrite=True)
+
+
+def test_overwrite_replaces_version(tmp_path):
+    export_saved_model(_mlp(seed=0), tmp_path, "m", 1)
+    other = _mlp(seed=5)
+    export_saved_model(other, tmp_path, "m", 1, overwrite=True)
+    assert os.listdir(tmp_path / "m") == ["1"]
+    _check_serving(str(tmp_path / "m" / "1"), other)
+
+
+def _unbuilt():
+    return keras.Sequential([keras.layers.Dense(3)])
+
+
+SAVED_MODEL_BAD = [
+    (dict(version=-1), "version"),
+    (dict(version=1.0), "version"),
+    (dict(version="1"), "version"),
+    (dict(version=True), "version"),
+    (dict(model_name=""), "model_name"),
+    (dict(model_name="a/b"), "model_name"),
+    (dict(model_name=".."), "model_name"),
+    (dict(overwrite="yes"), "overwrite"),
+    (dict(model=_unbuilt), "model"),
+]
+
+
+@pytest.mark.parametrize("bad,word", SAVED_MODEL_BAD)
+def test_saved_model_bad_arguments_write_nothing(tmp_path, bad, word):
+    kwargs = dict(model=_mlp(), base_dir=tmp_path / "base", model_name="m", version=1)
+    kwargs.update({k: (v() if callable(v) else v) for k, v in bad.items()})
+    with pytest.raises(ValueError, match=word):
+        export_saved_model(**kwargs)
+    assert _files(tmp_path) == []
+
+
+def test_saved_model_refuses_existing_version(tmp_path):
+    target = tmp_path / "m" / "1"
+    target.mkdir(parents=True)
+    (target / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match="overwrite"):
+        export_saved_model(_mlp(), tmp_path, "m", 1)
+    assert _files(tmp_path) == ["m", "m/1", "m/1/keep.txt"]
+    export_saved_model(_mlp(), tmp_path, "m", 2)  # another version is fine
+    export_saved_model(_mlp(), tmp_path, "empty", 0)
+
+
+TFLITE_BAD = [
+    (dict(mode="float16"), "mode"),
+    (dict(mode="int8"), "representative_data"),
+    (dict(mode="int8", representative_data=np.zeros((4, 5), "float32")), "representative_data"),
+    (dict(sample_inputs=np.zeros((4, 7), "float32")), "sample_inputs"),
+    (dict(overwrite=1), "overwrite"),
+    (dict(atol=-1.0), "atol"),
+    (dict(model=_unbuilt), "model"),
+]
+
+
+@pytest.mark.parametrize("bad,word", TFLITE_BAD)
+def test_tflite_bad_arguments_write_nothing(tmp_path, bad, word):
+    kwargs = dict(model=_mlp(), path=tmp_path / "sub" / "m.tflite")
+    kwargs.update({k: (v() if k == "model" else v) for k, v in bad.items()})
+    with pytest.raises(ValueError, match=word):
+        export_tflite(**kwargs)
+    assert _files(tmp_path) == []
+
+
+def test_tflite_refuses_existing_file(tmp_path):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"old")
+    with pytest.raises(ValueError, match="overwrite"):
+        export_tflite(_mlp(), path)
+    assert path.read_bytes() == b"old"
+    export_tflite(_mlp(), path, overwrite=True)
+    assert path.read_bytes()[4:8] == b"TFL3"
+    assert _files(tmp_path) == ["m.tflite"]
+
+
+def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
+    with pytest.raises(ExportVerificationError):
+        export_tflite(_mlp(), tmp_path / "sub" / "m.tflite", mode="int8", representative_data=_x(8), atol=0.0)
+    real = export._keras_outputs
+    monkeypatch.setattr(export, "_keras_outputs", lambda model, x: real(model, x) + 1e-3)
+    with pytest.raises(ExportVerificationError):
+        export_saved_model(_mlp(), tmp_path / "base", "m", 1)
+    with pytest.raises(ExportVerificationError):
+        export_tflite(_mlp(), tmp_path / "m.tflite")
+    assert _files(tmp_path) == []
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(export, verbose=False)
+    assert result.failed == 0 and result.attempted > 0

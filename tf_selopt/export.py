@@ -1,0 +1,536 @@
+"""Export a (pruned) model for serving: a TF Serving SavedModel or a TFLite file, each verified after writing.
+
+Both functions accept Keras 3 models and tf_keras (Keras 2) models, e.g. the
+result of tfmot's ``strip_pruning``. Models must be built, with one input and
+one output (a tensor, not a list or dict).
+
+The serving signature is always ``serving_default`` with one input named
+``"inputs"`` and one output named ``"outputs"`` (``INPUT_NAME`` and
+``OUTPUT_NAME``): the input spec is the model's input with a free batch
+dimension. So a TF Serving REST request is ``{"instances": [...]}`` or
+``{"inputs": [...]}`` and the answer carries ``"outputs"`` (``predictions``
+for the row format); the TFLite file has the same signature key and names.
+
+Nothing half-written: an artefact is written into a temporary directory or
+file next to the target, reloaded and checked there, and only then moved into
+place (``os.replace``). Argument errors raise ``ValueError`` naming the argument
+before anything is written; a failed check raises ``ExportVerificationError``
+and leaves no files behind (directories created for the target are removed
+again when empty).
+
+Verification (``ExportReport``): the artefact is reloaded
+(``tf.saved_model.load`` and its ``serving_default`` signature; TFLite with
+``ai_edge_litert``'s interpreter when that package is importable, else
+``tf.lite.Interpreter``) and run on sample inputs: ``sample_inputs`` if given,
+else the first batch of ``representative_data`` (TFLite), else
+``default_sample_inputs``: 8 rows, float inputs standard normal with seed 0,
+integer inputs uniform in {0, 1}. The largest absolute difference from the
+Keras model (``model(x, training=False)``) must stay within ``atol``: by default
+``FLOAT_ATOL = 1e-5`` for ``float32``, ``sparse_float32`` and the SavedModel;
+for ``dynamic_int8`` and ``int8`` it is ``INT8_RTOL = 0.1`` times the largest
+``|output|`` of the Keras model on those inputs (a coarse bound that catches a
+broken conversion; it says nothing about accuracy, measure that on your data).
+
+Zeros: ``model_zeros`` counts exact zeros in the model's floating-point weights;
+``zeros`` counts them in the artefact. SavedModel: in the reloaded variables.
+TFLite: in the constant tensors of the file (those with a data buffer, read
+with the flatbuffer schema shipped with TensorFlow), floating and int8 ones
+only (not int32 shape constants). A sparse tensor (``sparse_float32``) stores
+only its non-zeros: its zeros are the implicit ones (dense size minus stored
+values) plus any stored zeros. int8 tensors count values equal to their zero
+point (0 for weights). The converter drops or folds some tensors (all-zero
+biases are dropped, for instance), so ``zeros`` may differ from ``model_zeros``
+by such tensors. The interpreter cannot show a sparse tensor's dense form
+before it runs: the TFLite runtime densifies sparse weights at load (a
+``DENSIFY`` op in the file, ``ExportReport.densify_ops``), so sparsity saves
+file size, not memory or time.
+
+Examples:
+    >>> import keras, tf_selopt, tempfile
+    >>> from tf_selopt.export import export_saved_model, export_tflite
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> base = tempfile.mkdtemp()
+    >>> report = export_saved_model(model, base, "demo", 1)
+    >>> report.path.endswith("demo/1"), report.max_abs_diff <= 1e-5
+    (True, True)
+    >>> export_tflite(model, base + "/demo.tflite", mode="sparse_float32").mode
+    'sparse_float32'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_selopt.checks import is_int
+
+__all__ = [
+    "export_saved_model",
+    "export_tflite",
+    "ExportReport",
+    "ExportVerificationError",
+    "default_sample_inputs",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "SIGNATURE_KEY",
+    "TFLITE_MODES",
+    "FLOAT_ATOL",
+    "INT8_RTOL",
+]
+
+INPUT_NAME = "inputs"
+OUTPUT_NAME = "outputs"
+SIGNATURE_KEY = "serving_default"
+TFLITE_MODES = ("float32", "sparse_float32", "dynamic_int8", "int8")
+FLOAT_ATOL = 1e-5
+INT8_RTOL = 0.1
+_DEFAULT_ROWS = 8
+
+
+class ExportVerificationError(RuntimeError):
+    """The reloaded artefact does not reproduce the Keras model within the tolerance (nothing was kept)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote and how its check went.
+
+    ``path``: the SavedModel version directory or the ``.tflite`` file;
+    ``size_bytes``: bytes on disk (all files of a SavedModel); ``gzip_bytes``:
+    size after gzip (level 9; for a SavedModel the sum over its files);
+    ``max_abs_diff``: largest ``|artefact - keras|`` on the sample inputs,
+    ``atol``: the bound it had to meet; ``zeros`` / ``weights``: exact zeros /
+    all values in the artefact's weights, ``model_zeros``: exact zeros in the
+    model's floating weights (see the module docstring for what is counted);
+    ``runtime``: what ran the check; ``densify_ops``: number of TFLite
+    ``DENSIFY`` ops (sparse weights densified at load; 0 for a SavedModel).
+    """
+
+    path: str
+    format: str
+    mode: str
+    size_bytes: int
+    gzip_bytes: int
+    max_abs_diff: float
+    atol: float
+    zeros: int
+    weights: int
+    model_zeros: int
+    runtime: str
+    densify_ops: int = 0
+
+
+# ---------------------------------------------------------------- model inspection
+
+
+def _is_tf_keras(model) -> bool:
+    tf_keras = sys.modules.get("tf_keras")
+    return tf_keras is not None and isinstance(model, tf_keras.Model)
+
+
+def _input_spec(model) -> tf.TensorSpec:
+    """The serving input spec (free batch dimension); ValueError('model ...') if it cannot be derived."""
+    if not (isinstance(model, keras.Model) or _is_tf_keras(model)):
+        raise ValueError(f"model must be a Keras 3 or tf_keras Model, got {type(model).__name__}")
+    if not model.built:
+        raise ValueError("model is not built: build it (call it on data or give it an Input) before exporting")
+    try:
+        inputs = model.inputs
+    except AttributeError:
+        inputs = None
+    if not inputs:
+        raise ValueError(
+            "model has no known input (a subclassed model called on data): export a functional or "
+            "Sequential model with an Input"
+        )
+    if len(inputs) != 1:
+        raise ValueError(f"model must have exactly one input, got {len(inputs)}")
+    try:
+        outputs = model.outputs
+    except AttributeError:
+        outputs = None
+    if outputs is not None and len(outputs) != 1:
+        raise ValueError(f"model must have exactly one output, got {len(outputs)}")
+    x = inputs[0]
+    return tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.as_dtype(x.dtype), name=INPUT_NAME)
+
+
+def _serve_fn(model):
+    def serve(inputs):
+        y = model(inputs, training=False)
+        if isinstance(y, (list, tuple, dict)):
+            raise ValueError("model must have exactly one output tensor")
+        return {OUTPUT_NAME: y}
+
+    return serve
+
+
+def default_sample_inputs(spec: tf.TensorSpec, rows: int = _DEFAULT_ROWS) -> np.ndarray:
+    """``rows`` deterministic inputs for ``spec``: standard normal (seed 0) for floats, {0, 1} for integers."""
+    if any(d is None for d in spec.shape[1:]):
+        raise ValueError(f"sample_inputs is required: the input shape {spec.shape} has free dimensions")
+    shape = (rows,) + tuple(spec.shape[1:])
+    rng = np.random.default_rng(0)
+    if spec.dtype.is_floating:
+        return rng.standard_normal(shape).astype(spec.dtype.as_numpy_dtype)
+    if spec.dtype.is_integer or spec.dtype.is_bool:
+        return rng.integers(0, 2, shape).astype(spec.dtype.as_numpy_dtype)
+    raise ValueError(f"sample_inputs is required for input dtype {spec.dtype.name}")
+
+
+def _check_sample(sample_inputs, spec) -> np.ndarray:
+    x = np.asarray(sample_inputs)
+    if x.ndim != len(spec.shape) or not tf.TensorShape(spec.shape[1:]).is_compatible_with(x.shape[1:]) or not len(x):
+        raise ValueError(f"sample_inputs must be a non-empty batch of shape {spec.shape}, got {x.shape}")
+    return x.astype(spec.dtype.as_numpy_dtype)
+
+
+def _keras_outputs(model, x) -> np.ndarray:
+    return np.asarray(model(tf.constant(x), training=False), dtype=np.float64)
+
+
+def _model_zeros(model) -> int:
+    return sum(
+        int(np.count_nonzero(np.asarray(w) == 0))
+        for w in model.weights
+        if tf.as_dtype(w.dtype).is_floating
+    )
+
+
+# ---------------------------------------------------------------- files
+
+
+def _tree_sizes(path) -> tuple[int, int]:
+    files = [path] if os.path.isfile(path) else [
+        os.path.join(d, f) for d, _, fs in os.walk(path) for f in sorted(fs)
+    ]
+    size = gz = 0
+    for f in files:
+        data = open(f, "rb").read()
+        size += len(data)
+        gz += len(gzip.compress(data, compresslevel=9, mtime=0))
+    return size, gz
+
+
+def _make_parents(directory) -> list:
+    """Create ``directory`` and its missing parents; return those created (deepest last)."""
+    created = []
+    d = os.path.abspath(directory)
+    while not os.path.exists(d):
+        created.append(d)
+        d = os.path.dirname(d)
+    for c in reversed(created):
+        os.mkdir(c)
+    return list(reversed(created))
+
+
+def _remove_empty(created):
+    for d in reversed(created):
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
+
+
+def _check_overwrite(overwrite):
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be True or False, got {overwrite!r}")
+
+
+# ---------------------------------------------------------------- SavedModel
+
+
+def _write_saved_model(model, spec, directory):
+    serve = _serve_fn(model)
+    if _is_tf_keras(model):
+        fn = tf.function(serve, input_signature=[spec])
+        tf.saved_model.save(model, directory, signatures={SIGNATURE_KEY: fn.get_concrete_function()})
+    else:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=[spec])
+        archive.write_out(directory, verbose=False)
+
+
+def _verify_saved_model(directory, model, x, atol) -> tuple[float, int, int]:
+    loaded = tf.saved_model.load(directory)
+    signature = loaded.signatures[SIGNATURE_KEY]
+    got = signature(**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME].numpy()
+    diff = float(np.max(np.abs(got.astype(np.float64) - _keras_outputs(model, x))))
+    if not diff <= atol:
+        raise ExportVerificationError(f"SavedModel output differs from the Keras model by {diff:.3g} > atol={atol:g}")
+    seen, zeros, total = set(), 0, 0
+    for v in loaded.variables:
+        if id(v) in seen or not v.dtype.is_floating:
+            continue
+        seen.add(id(v))
+        value = v.numpy()
+        zeros += int(np.count_nonzero(value == 0))
+        total += value.size
+    return diff, zeros, total
+
+
+def export_saved_model(
+    model, base_dir, model_name, version, overwrite=False, sample_inputs=None, atol=FLOAT_ATOL
+) -> ExportReport:
+    """Write a TF Serving SavedModel to ``<base_dir>/<model_name>/<version>/`` and verify it.
+
+    Signature ``serving_default``: input ``"inputs"`` (the model's input dtype
+    and shape, free batch), output ``"outputs"``. Keras 3 models go through
+    ``keras.export.ExportArchive``, tf_keras models through
+    ``tf.saved_model.save`` with that signature. ``version``: a non-negative
+    integer (TF Serving serves the highest). An existing non-empty version
+    directory is refused unless ``overwrite=True``. Returns an ``ExportReport``.
+    Raises ValueError for bad arguments (before writing) and
+    ExportVerificationError when the reloaded signature differs from
+    ``model(x, training=False)`` by more than ``atol`` (nothing is kept).
+    """
+    if not isinstance(base_dir, (str, os.PathLike)) or not os.fspath(base_dir):
+        raise ValueError(f"base_dir must be a path, got {base_dir!r}")
+    if (
+        not isinstance(model_name, str)
+        or not model_name
+        or model_name in (".", "..")
+        or "/" in model_name
+        or (os.sep in model_name)
+        or (os.altsep and os.altsep in model_name)
+    ):
+        raise ValueError(f"model_name must be a non-empty name without path separators, got {model_name!r}")
+    if not is_int(version) or version < 0:
+        raise ValueError(f"version must be a non-negative integer, got {version!r}")
+    _check_overwrite(overwrite)
+    if not (isinstance(atol, (int, float)) and not isinstance(atol, bool) and atol >= 0):
+        raise ValueError(f"atol must be a non-negative number, got {atol!r}")
+    spec = _input_spec(model)
+    x = default_sample_inputs(spec) if sample_inputs is None else _check_sample(sample_inputs, spec)
+    base_dir = os.fspath(base_dir)
+    if os.path.exists(base_dir) and not os.path.isdir(base_dir):
+        raise ValueError(f"base_dir {base_dir!r} exists and is not a directory")
+    parent = os.path.join(base_dir, model_name)
+    target = os.path.join(parent, str(int(version)))
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"version: {target!r} exists and is not a directory")
+    if os.path.isdir(target) and os.listdir(target) and not overwrite:
+        raise ValueError(f"version {version} exists and is not empty at {target!r}: pass overwrite=True to replace it")
+
+    created = _make_parents(parent)
+    tmp = tempfile.mkdtemp(prefix=f".{int(version)}.tmp-", dir=parent)
+    try:
+        _write_saved_model(model, spec, tmp)
+        diff, zeros, total = _verify_saved_model(tmp, model, x, atol)
+        size, gz = _tree_sizes(tmp)
+        if os.path.isdir(target):
+            old = tempfile.mkdtemp(prefix=f".{int(version)}.old-", dir=parent)
+            os.replace(target, os.path.join(old, "v"))
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    return ExportReport(
+        path=target,
+        format="saved_model",
+        mode="float32",
+        size_bytes=size,
+        gzip_bytes=gz,
+        max_abs_diff=diff,
+        atol=float(atol),
+        zeros=zeros,
+        weights=total,
+        model_zeros=_model_zeros(model),
+        runtime=f"tf.saved_model.load (tensorflow {tf.__version__})",
+    )
+
+
+# ---------------------------------------------------------------- TFLite
+
+
+def _batches(representative_data, spec):
+    """Representative data as single-row float batches (a list): an array of rows or an iterable of batches."""
+    if isinstance(representative_data, (np.ndarray, tf.Tensor)) or (
+        isinstance(representative_data, (list, tuple)) and representative_data
+        and np.ndim(representative_data[0]) == len(spec.shape) - 1
+    ):
+        chunks = [np.asarray(representative_data)]
+    else:
+        try:
+            chunks = [np.asarray(b) for b in representative_data]
+        except TypeError:
+            raise ValueError("representative_data must be an array of inputs or an iterable of input batches") from None
+    rows = []
+    for c in chunks:
+        c = _check_representative(c, spec)
+        rows.extend(c[i : i + 1] for i in range(len(c)))
+    if not rows:
+        raise ValueError("representative_data is empty")
+    return rows
+
+
+def _check_representative(batch, spec):
+    if batch.ndim != len(spec.shape) or not tf.TensorShape(spec.shape[1:]).is_compatible_with(batch.shape[1:]):
+        raise ValueError(f"representative_data batches must have shape {spec.shape}, got {batch.shape}")
+    return batch.astype(spec.dtype.as_numpy_dtype)
+
+
+def _convert(saved_model_dir, mode, rows) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE_KEY])
+    if mode == "sparse_float32":
+        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    elif mode == "dynamic_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([r] for r in rows)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def _interpreter(content: bytes):
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+        import ai_edge_litert  # noqa: PLC0415
+
+        return Interpreter(model_content=content), f"ai_edge_litert {getattr(ai_edge_litert, '__version__', '?')}"
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice (use ai_edge_litert)
+            return tf.lite.Interpreter(model_content=content), f"tf.lite.Interpreter (tensorflow {tf.__version__})"
+
+
+def _flatbuffer_zeros(content: bytes) -> tuple[int, int, int]:
+    """(zeros, values, DENSIFY ops) over the float/int8 constant tensors of the file, dense size for sparse ones."""
+    from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
+    from tensorflow.lite.tools import flatbuffer_utils  # noqa: PLC0415
+
+    fb = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    types = {
+        schema.TensorType.FLOAT32: np.float32,
+        schema.TensorType.FLOAT16: np.float16,
+        schema.TensorType.INT8: np.int8,
+    }
+    zeros = total = 0
+    for graph in fb.subgraphs:
+        for t in graph.tensors:
+            data = fb.buffers[t.buffer].data if t.buffer < len(fb.buffers) else None
+            if data is None or len(data) == 0 or t.type not in types:
+                continue
+            values = np.frombuffer(bytes(data), dtype=types[t.type])
+            zero = 0
+            q = t.quantization
+            if t.type == schema.TensorType.INT8 and q is not None and q.zeroPoint is not None and len(q.zeroPoint) == 1:
+                zero = int(q.zeroPoint[0])  # per-tensor zero point (per-channel weights are symmetric: 0)
+            dense = int(np.prod(t.shape)) if t.shape is not None else values.size
+            stored_zeros = int(np.count_nonzero(values == zero))
+            implicit = dense - values.size if t.sparsity is not None else 0
+            zeros += stored_zeros + implicit
+            total += dense if t.sparsity is not None else values.size
+    densify = sum(
+        1
+        for graph in fb.subgraphs
+        for op in graph.operators
+        if max(fb.operatorCodes[op.opcodeIndex].builtinCode, fb.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
+        == schema.BuiltinOperator.DENSIFY
+    )
+    return zeros, total, densify
+
+
+def export_tflite(
+    model, path, mode="float32", representative_data=None, overwrite=False, sample_inputs=None, atol=None
+) -> ExportReport:
+    """Convert ``model`` to a TFLite file at ``path`` with ``tf.lite.TFLiteConverter`` and verify it.
+
+    The model is first written as a SavedModel (``serving_default``, input
+    ``"inputs"``, output ``"outputs"``) into a temporary directory and converted
+    from there (works for Keras 3 and tf_keras models alike); the file keeps
+    that signature. Inputs and outputs stay float in every mode.
+
+    Modes: ``"float32"``; ``"sparse_float32"`` (``Optimize.EXPERIMENTAL_SPARSITY``:
+    sparse weights stored compressed, densified at load); ``"dynamic_int8"``
+    (``Optimize.DEFAULT``: int8 weights, float activations); ``"int8"`` (full
+    integer: int8 weights and activations calibrated on ``representative_data``,
+    required: an array of inputs or an iterable of input batches from your data,
+    used one row at a time). ``atol`` defaults to ``FLOAT_ATOL`` for the float
+    modes and to ``INT8_RTOL * max|keras output|`` for the int8 modes.
+    Raises ValueError for bad arguments (before writing) and
+    ExportVerificationError when the check fails (no file is left).
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"path must be a file path, got {path!r}")
+    if mode not in TFLITE_MODES:
+        raise ValueError(f"mode must be one of {TFLITE_MODES}, got {mode!r}")
+    _check_overwrite(overwrite)
+    if atol is not None and not (isinstance(atol, (int, float)) and not isinstance(atol, bool) and atol >= 0):
+        raise ValueError(f"atol must be None or a non-negative number, got {atol!r}")
+    spec = _input_spec(model)
+    rows = None
+    if representative_data is not None:
+        rows = _batches(representative_data, spec)
+    elif mode == "int8":
+        raise ValueError("representative_data is required for mode='int8' (input batches from your data)")
+    if sample_inputs is not None:
+        x = _check_sample(sample_inputs, spec)
+    elif rows is not None:
+        x = np.concatenate(rows[:_DEFAULT_ROWS])
+    else:
+        x = default_sample_inputs(spec)
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"path {path!r} is a directory")
+    if os.path.exists(path) and not overwrite:
+        raise ValueError(f"path {path!r} exists: pass overwrite=True to replace it")
+    directory = os.path.dirname(os.path.abspath(path))
+
+    created = _make_parents(directory)
+    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
+    try:
+        saved = os.path.join(tmp_dir, "saved_model")
+        _write_saved_model(model, spec, saved)
+        content = _convert(saved, mode, rows)
+        tmp_file = os.path.join(tmp_dir, "model.tflite")
+        with open(tmp_file, "wb") as f:
+            f.write(content)
+        interpreter, runtime = _interpreter(content)
+        runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+        got = np.asarray(runner(**{INPUT_NAME: x})[OUTPUT_NAME], dtype=np.float64)
+        want = _keras_outputs(model, x)
+        diff = float(np.max(np.abs(got - want)))
+        bound = (FLOAT_ATOL if "float" in mode else INT8_RTOL * float(np.max(np.abs(want)))) if atol is None else atol
+        if not diff <= bound:
+            raise ExportVerificationError(
+                f"TFLite ({mode}) output differs from the Keras model by {diff:.3g} > atol={bound:.3g}"
+            )
+        zeros, total, densify = _flatbuffer_zeros(content)
+        size, gz = _tree_sizes(tmp_file)
+        os.replace(tmp_file, path)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    return ExportReport(
+        path=path,
+        format="tflite",
+        mode=mode,
+        size_bytes=size,
+        gzip_bytes=gz,
+        max_abs_diff=diff,
+        atol=float(bound),
+        zeros=zeros,
+        weights=total,
+        model_zeros=_model_zeros(model),
+        runtime=runtime,
+        densify_ops=densify,
+    )
