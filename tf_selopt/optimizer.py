@@ -18,25 +18,12 @@ import tensorflow as tf
 
 from tf_selopt import criteria as criteria_lib
 from tf_selopt import pruning
-from tf_selopt.selective import Selective, SelectiveReadouts
+from tf_selopt.selective import Selective, SelectiveReadouts, refuse_base_arguments
 
 __all__ = ["SelectiveOptimizer"]
 
 for _cls in criteria_lib.BUILTIN.values():
     keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
-
-_BASE_ARGUMENTS = (
-    "learning_rate",
-    "weight_decay",
-    "clipnorm",
-    "clipvalue",
-    "global_clipnorm",
-    "use_ema",
-    "ema_momentum",
-    "ema_overwrite_frequency",
-    "loss_scale_factor",
-    "gradient_accumulation_steps",
-)
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt")
@@ -112,11 +99,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
                 f"e.g. keras.optimizers.Adam(1e-3)); received {inner!r} of type {type(inner).__name__}. "
                 "For tf_keras optimizers use tf_selopt.tf_keras.SelectiveOptimizer."
             )
-        for arg in _BASE_ARGUMENTS:
-            if kwargs.pop(arg, None) not in (None, False):
-                raise ValueError(f"SelectiveOptimizer does not take `{arg}`: set it on the inner optimizer.")
-        if kwargs:
-            raise ValueError(f"SelectiveOptimizer got unknown arguments: {sorted(kwargs)}.")
+        refuse_base_arguments(kwargs)
         selective = Selective(criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples)
         super().__init__(learning_rate=0.0, name=name)
         self._selective = selective

@@ -34,12 +34,36 @@ from tf_selopt import criteria as criteria_lib
 from tf_selopt import selection
 from tf_selopt.checks import is_int
 
-__all__ = ["Selective", "SelectiveReadouts"]
+__all__ = ["Selective", "SelectiveReadouts", "BASE_ARGUMENTS", "refuse_base_arguments"]
 
 #: ``add_variable(shape, dtype, initializer, name)`` -> variable; ``initializer`` is "zeros" or "ones".
 AddVariable = Callable[[tuple, tf.DType, str, str], tf.Variable]
 #: ``add_slot(model_variable, name)`` -> a zeros variable of the model variable's shape and dtype.
 AddSlot = Callable[[tf.Variable, str], tf.Variable]
+
+
+#: Base-optimizer arguments (Keras 3 and tf_keras) a front end refuses: they belong on the inner optimizer.
+BASE_ARGUMENTS = (
+    "learning_rate",
+    "weight_decay",
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+    "loss_scale_factor",
+    "gradient_accumulation_steps",
+)
+
+
+def refuse_base_arguments(kwargs: dict) -> None:
+    """Raise for any set base-optimizer argument or unknown keyword in a front end's ``**kwargs``."""
+    for arg in BASE_ARGUMENTS:
+        if kwargs.pop(arg, None) not in (None, False):  # (0 == False: an explicit 0 is "unset")
+            raise ValueError(f"SelectiveOptimizer does not take `{arg}`: set it on the inner optimizer.")
+    if kwargs:
+        raise ValueError(f"SelectiveOptimizer got unknown arguments: {sorted(kwargs)}.")
 
 
 def _variable_name(variable, suffix):

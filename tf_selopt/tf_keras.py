@@ -26,23 +26,12 @@ import tensorflow as tf
 import tf_keras
 
 from tf_selopt import criteria as criteria_lib
-from tf_selopt.selective import Selective, SelectiveReadouts
+from tf_selopt.selective import Selective, SelectiveReadouts, refuse_base_arguments
 
 __all__ = ["SelectiveOptimizer"]
 
 for _cls in criteria_lib.BUILTIN.values():
     tf_keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
-
-_BASE_ARGUMENTS = (
-    "learning_rate",
-    "weight_decay",
-    "clipnorm",
-    "clipvalue",
-    "global_clipnorm",
-    "use_ema",
-    "ema_momentum",
-    "ema_overwrite_frequency",
-)
 
 
 @tf_keras.saving.register_keras_serializable(package="tf_selopt")
@@ -75,11 +64,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
             )
         kwargs.pop("is_legacy_optimizer", None)  # written by tf_keras serialization
         kwargs.pop("jit_compile", None)
-        for arg in _BASE_ARGUMENTS:
-            if kwargs.pop(arg, None) not in (None, False, 0):
-                raise ValueError(f"SelectiveOptimizer does not take `{arg}`: set it on the inner optimizer.")
-        if kwargs:
-            raise ValueError(f"SelectiveOptimizer got unknown arguments: {sorted(kwargs)}.")
+        refuse_base_arguments(kwargs)
         selective = Selective(criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples)
         super().__init__(name=name, jit_compile=False)
         self._selective = selective
