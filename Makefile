@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   set up .venv (pinned), install the project, run the main job
+#   make demo   set up .venv (pinned), install the project, run the main job (selopt demo: the short study)
 #   make test   set up .venv if needed, run the test suite (what .ci/run calls)
 PYTHON ?= python3.11
 VENV   := .venv
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/selopt demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --durations=15 --doctest-modules tf_selopt tests

@@ -36,7 +36,6 @@ Keras 3 in the same process (checked at start-up).
 
 import argparse
 import json
-import math
 import os
 import pathlib
 import statistics
@@ -45,115 +44,30 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402  (Keras 3)
-import numpy as np  # noqa: E402
-import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
 from tensorflow_model_optimization.python.core.keras.compat import keras as tfk  # noqa: E402  (what tfmot uses)
 
-from tf_selopt import data, models, schedules  # noqa: E402
+from tf_selopt import data  # noqa: E402
+from tf_selopt.study import runs  # noqa: E402  (the training code, shared with `selopt study`)
 
 assert keras.__version__.startswith("3."), keras.__version__
 assert tfk.Model is tf_keras.Model, tfk  # tfmot's models are tf_keras (Keras 2) models
 
 MODELS = {"lenet": "lenet_300_100", "cnn": "small_cnn"}
 METHODS = ("dense", "global", "per_layer", "random", "tfmot", "dense_tf_keras")
-OURS = {
-    "global": dict(scope="global", criterion="magnitude"),
-    "per_layer": dict(scope="per_layer", criterion="magnitude"),
-    "random": dict(scope="global", criterion="random"),
-}
 UNPRUNED = ("dense", "dense_tf_keras")
-
-
-def schedule_steps(n_train, batch_size, epochs, begin_epochs, end_fraction, events):
-    """begin_step, end_step, frequency: ``events`` equal intervals from begin_step to ~end_fraction of all steps.
-
-    end_step = begin_step + events * frequency, so the last pruning event falls on end_step
-    and reaches the final sparsity exactly.
-    """
-    steps_per_epoch = math.ceil(n_train / batch_size)
-    total = epochs * steps_per_epoch
-    begin = begin_epochs * steps_per_epoch
-    frequency = max(1, (round(end_fraction * total) - begin) // events)
-    end = begin + events * frequency
-    if end >= total:
-        raise ValueError(f"end_step {end} must be < total steps {total}: more epochs or a smaller --end-fraction.")
-    return dict(steps_per_epoch=steps_per_epoch, total_steps=total, begin_step=begin, end_step=end,
-                frequency=frequency, power=3)
-
-
-def kernel_sparsity(model):
-    """Exact zeros over all kernels of the model: (fraction, zeros, total, per-layer fractions)."""
-    zeros = total = 0
-    per_layer = {}
-    for layer in model.layers:
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:
-            continue
-        w = np.asarray(kernel.numpy() if hasattr(kernel, "numpy") else kernel)
-        z = int(np.count_nonzero(w == 0))
-        zeros, total = zeros + z, total + w.size
-        per_layer[layer.name] = z / w.size
-    return zeros / total, zeros, total, per_layer
-
-
-def run_keras3(model_name, method, level, seed, splits, args, steps):
-    keras.utils.set_random_seed(seed)
-    model = getattr(models, MODELS[model_name])()
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    callbacks, reported = [], None
-    if method in OURS:
-        from tf_selopt import pruning
-
-        schedule = schedules.PolynomialDecay(
-            0.0, level, steps["begin_step"], steps["end_step"], power=steps["power"], frequency=steps["frequency"]
-        )
-        callback = pruning.GradualPruning(schedule, seed=seed, **OURS[method])
-        callbacks.append(callback)
-    model.fit(splits.x_train, splits.y_train, batch_size=args.batch_size, epochs=args.epochs, verbose=0,
-              callbacks=callbacks)
-    if method in OURS:
-        reported = float(callback.sparsity)
-        stripped = pruning.strip_pruning(model)
-        model = stripped if stripped is not None else model
-    _, accuracy = model.evaluate(splits.x_test, splits.y_test, batch_size=256, verbose=0)
-    return model, accuracy, reported
-
-
-def run_tfmot(model_name, method, level, seed, splits, args, steps):
-    tfk.utils.set_random_seed(seed)
-    model = getattr(models, MODELS[model_name])(api=tfk)  # the same architecture, tf_keras layers
-    callbacks = []
-    if method == "tfmot":
-        schedule = tfmot.sparsity.keras.PolynomialDecay(
-            0.0, level, steps["begin_step"], steps["end_step"], power=steps["power"], frequency=steps["frequency"]
-        )
-        model = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
-        callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
-    model.compile(
-        optimizer=tfk.optimizers.Adam(1e-3),
-        loss=tfk.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(splits.x_train, splits.y_train, batch_size=args.batch_size, epochs=args.epochs, verbose=0,
-              callbacks=callbacks)
-    if method == "tfmot":
-        model = tfmot.sparsity.keras.strip_pruning(model)
-        model.compile(loss=tfk.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    _, accuracy = model.evaluate(splits.x_test, splits.y_test, batch_size=256, verbose=0)
-    return model, accuracy, None
 
 
 def run(model_name, method, level, seed, splits, args, steps):
     start = time.perf_counter()
-    fn = run_tfmot if method in ("tfmot", "dense_tf_keras") else run_keras3
-    model, accuracy, reported = fn(model_name, method, level, seed, splits, args, steps)
+    common = dict(epochs=args.epochs, batch_size=args.batch_size, learning_rate=1e-3, steps=steps)
+    if method in ("tfmot", "dense_tf_keras"):
+        model, reported = runs.train_pruned_tfmot(MODELS[model_name], method, level, seed, splits, **common), None
+    else:
+        model, reported = runs.train_pruned_keras3(MODELS[model_name], method, level, seed, splits, **common)
+    _, accuracy = model.evaluate(splits.x_test, splits.y_test, batch_size=256, verbose=0)
     seconds = time.perf_counter() - start
-    sparsity, zeros, total, per_layer = kernel_sparsity(model)
+    sparsity, zeros, total, per_layer = runs.kernel_sparsity(model)
     return {
         "model": model_name, "method": method, "level": level, "seed": seed,
         "test_accuracy": float(accuracy), "measured_sparsity": sparsity, "kernel_zeros": zeros,
@@ -249,7 +163,7 @@ def main():
     args = parser.parse_args()
 
     splits = data.load("mnist")
-    steps = schedule_steps(len(splits.x_train), args.batch_size, args.epochs, args.begin_epochs, args.end_fraction,
+    steps = runs.schedule_steps(len(splits.x_train), args.batch_size, args.epochs, args.begin_epochs, args.end_fraction,
                            args.events)
     config = vars(args) | {"out": str(args.out), "schedule": steps, "optimizer": "Adam(1e-3)",
                            "n_train": len(splits.x_train), "n_test": len(splits.x_test),

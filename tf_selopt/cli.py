@@ -1,0 +1,148 @@
+"""``selopt``: the study, its figures and report, export and the deployment benchmark from the shell.
+
+    selopt demo                       # short study on bundled MNIST: table, figures, TensorBoard logs, export
+    selopt study --config FILE        # a study from a YAML config (resumable), then figures and report
+    selopt plot DIR | selopt report DIR
+    selopt export MODEL.keras OUT ...
+    selopt bench ...
+
+A thin front end: the work is in ``tf_selopt.study`` and ``tf_selopt.export``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import click
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CONFIGS = pathlib.Path(__file__).parent / "study" / "configs"
+
+
+def _finish(out_dir, rows) -> None:
+    from tf_selopt.study import plots, report
+
+    figures = plots.plot(rows, out_dir)
+    path = report.write_report(rows, out_dir)
+    click.echo(report.tables(rows))
+    click.echo("")
+    for f in figures:
+        click.echo(f"figure:      {f}")
+    click.echo(f"report:      {path}")
+    click.echo(f"TensorBoard: tensorboard --logdir {pathlib.Path(out_dir) / 'tensorboard'}")
+    click.echo(f"results in   {pathlib.Path(out_dir).resolve()}")
+
+
+def _run(config, out_dir, quiet) -> None:
+    from tf_selopt.study import runner
+    from tf_selopt.study.config import ConfigError
+
+    try:
+        rows = runner.run_study(config, out_dir, quiet=quiet)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    _finish(out_dir, rows)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tf_selopt")
+def main():
+    """tf_selopt: selective optimization and pruning for Keras, and the study of the note."""
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path), default=pathlib.Path("runs/demo"),
+              show_default=True, help="Output directory (re-running resumes it).")
+@click.option("--quiet", is_flag=True, help="No progress bar, no Keras progress.")
+def demo(out, quiet):
+    """Short study on the bundled MNIST subset (about 10 minutes on 2 CPU cores)."""
+    _run(CONFIGS / "demo.yaml", out, quiet)
+
+
+@main.command()
+@click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False,
+              path_type=pathlib.Path), help="Study config (YAML; see tf_selopt/study/configs/study.yaml).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path), default=None,
+              help="Output directory [default: runs/<config name>]. Finished runs in it are skipped.")
+@click.option("--quiet", is_flag=True, help="No progress bar, no Keras progress.")
+def study(config, out, quiet):
+    """Run a study from a config file, then write figures and the report."""
+    if out is None:
+        from tf_selopt.study.config import ConfigError, load_config
+
+        try:
+            out = pathlib.Path("runs") / load_config(config).name
+        except ConfigError as e:
+            raise click.ClickException(str(e)) from None
+    _run(config, out, quiet)
+
+
+def _rows(directory):
+    from tf_selopt.study import runner
+
+    rows = runner.read_rows(directory)
+    if not rows:
+        raise click.ClickException(f"{directory} holds no finished runs (no runs.jsonl rows).")
+    return rows
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
+def plot(directory):
+    """Draw figure1.png / figure2.png from the finished runs in DIRECTORY."""
+    from tf_selopt.study import plots
+
+    for path in plots.plot(_rows(directory), directory):
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
+def report(directory):
+    """Write report.md (tables, figures, versions, config) from the finished runs in DIRECTORY."""
+    from tf_selopt.study import report as report_lib
+
+    click.echo(str(report_lib.write_report(_rows(directory), directory)))
+
+
+@main.command()
+@click.argument("model_path", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
+@click.argument("out", type=click.Path(path_type=pathlib.Path))
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "tflite"]), default="saved_model",
+              show_default=True)
+@click.option("--mode", type=click.Choice(["float32", "sparse_float32", "dynamic_int8", "int8"]),
+              default="sparse_float32", show_default=True, help="TFLite encoding.")
+@click.option("--name", default=None, help="SavedModel: model name directory [default: the file's stem].")
+@click.option("--version", "version", type=click.IntRange(min=0), default=1, show_default=True,
+              help="SavedModel: version directory.")
+@click.option("--representative-data", type=click.Choice(["mnist", "digits"]), default=None,
+              help="int8: calibrate on this bundled data set's training split.")
+@click.option("--overwrite", is_flag=True)
+def export(model_path, out, fmt, mode, name, version, representative_data, overwrite):
+    """Export a .keras model: SavedModel in TF Serving layout (OUT/<name>/<version>) or a .tflite file (OUT)."""
+    import keras
+
+    import tf_selopt  # noqa: F401  (registers our serializables)
+    from tf_selopt import export as export_lib
+
+    model = keras.models.load_model(model_path)
+    try:
+        if fmt == "saved_model":
+            result = export_lib.export_saved_model(model, out, name or model_path.stem, version, overwrite=overwrite)
+        else:
+            rep = None
+            if representative_data is not None:
+                from tf_selopt import data
+
+                rep = data.load(representative_data).x_train[:256]
+            result = export_lib.export_tflite(model, out, mode=mode, representative_data=rep, overwrite=overwrite)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{result.path}: {result.size_bytes:,} B (gzip {result.gzip_bytes:,} B), "
+               f"max |exported - keras| = {result.max_abs_diff:.2e}, zeros {result.zeros:,} of {result.weights:,}")
+
+
+if __name__ == "__main__":
+    main()
