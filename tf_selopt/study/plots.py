@@ -95,9 +95,9 @@ def plot(rows, out_dir) -> list[pathlib.Path]:
     out_dir = pathlib.Path(out_dir)
     made = [
         _figure(rows, "selection", [("test_accuracy", "test accuracy"), ("test_loss", "test loss")],
-                "parameters not optimized (%)", "Figure 1: quality vs fraction of frozen parameters "
-                "(mean ± std over seeds)", out_dir / "figure1.png"),
+                "parameters not optimized (%)", "Figure 1: quality vs frozen fraction\n(mean ± std over seeds)",
+                out_dir / "figure1.png"),
         _figure(rows, "pruning", [("test_accuracy", "test accuracy")], "zeroed kernel weights (%)",
-                "Figure 2: quality vs fraction of zeroed weights (mean ± std over seeds)", out_dir / "figure2.png"),
+                "Figure 2: quality vs zeroed fraction\n(mean ± std over seeds)", out_dir / "figure2.png"),
     ]
     return [p for p in made if p is not None]
