@@ -299,6 +299,11 @@ def _apply_masks(model, variables, masks) -> list:
     return mask_vars
 
 
+def _zero_masks(variables) -> list:
+    """Keep-masks ``w != 0`` (bool tensors of the variables' shapes): the zeros are taken as pruned."""
+    return [tf.not_equal(v.value, 0) for v in variables]
+
+
 def _check_sparsity(sparsity) -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not (
         math.isfinite(sparsity) and 0.0 <= sparsity < 1.0
@@ -368,8 +373,12 @@ class GradualPruning(keras.callbacks.Callback):
     the next one; ``on_train_end`` applies any left in the last one (and
     re-zeroes after Keras' EMA finalization). Pruning steps before ``fit``
     starts are not replayed. Counting, scope, criterion and
-    monotone masks are those of ``prune``; masks (all True) are installed at
-    ``on_train_begin``.
+    monotone masks are those of ``prune``. Masks are installed at
+    ``on_train_begin``: all True, except on variables without a mask when the
+    run resumes past ``begin_step`` (``iterations > begin_step``): then, as
+    with ``mask_zeros``, their zeros are taken as pruned, so a run restored by
+    ``keras.callbacks.BackupAndRestore`` (listed before this callback) goes on
+    with its pruned entries.
 
     Args:
         schedule: a ``tf_selopt.schedules.PruningSchedule`` (e.g.
@@ -410,8 +419,12 @@ class GradualPruning(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._variables = prunable_variables(self.model, self.layers)
+        step = int(self.model.optimizer.iterations)
+        unmasked = [v for v in self._variables if pruning_mask(v) is None]
+        if step > self.schedule.begin_step and unmasked:  # resumed after pruning began: zeros are the pruned
+            _apply_masks(self.model, unmasked, _zero_masks(unmasked))
         self.masks = {v.path: m for v, m in zip(self._variables, _install_masks(self.model, self._variables))}
-        self._last_step = int(self.model.optimizer.iterations) - 1
+        self._last_step = step - 1
 
     def on_train_batch_begin(self, batch, logs=None):
         self._prune_through(int(self.model.optimizer.iterations))
@@ -458,5 +471,5 @@ def mask_zeros(model, layers=None) -> dict:
     zeros are). Returns dict: variable path -> bool ``np.ndarray``, True = kept.
     """
     variables = prunable_variables(model, layers)
-    masks = _apply_masks(model, variables, [tf.not_equal(v.value, 0) for v in variables])
+    masks = _apply_masks(model, variables, _zero_masks(variables))
     return {v.path: m.numpy() for v, m in zip(variables, masks)}
