@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test test-fast quality clean
+.PHONY: setup demo test test-fast quality bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow" tests
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.overhead --out results/bench_overhead.json
+	$(BIN)/python -m benchmarks.selection_cost --out results/bench_selection.json
+	$(BIN)/python -m benchmarks.memory --out results/bench_memory.json
 
 quality: $(STAMP)
 	$(BIN)/python examples/quality.py --out results/quality.json

@@ -1,0 +1,106 @@
+"""Smoke runs of the benchmarks (``--quick``): they finish, their own checks pass, the JSON is complete and sane.
+
+The numbers themselves are not asserted (timings on a shared machine are not
+tests); what is: every phase was really reached, selection masks equal the
+full-sort reference with exactly k ones, peak RSS and the wrapper's state size
+are what they must be.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_selopt import selection
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(name, out, *args):
+    """Run ``python -m benchmarks.<name> --quick --out <out>``; the parsed JSON and stdout."""
+    stdout = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--out", str(out), *args],
+        capture_output=True, text=True, timeout=600, check=True, cwd=ROOT,
+    ).stdout
+    result = json.loads(out.read_text())
+    assert result["command"] == f"python -m benchmarks.{name} --quick --out {out}"
+    assert result["machine"]["cpu_count"] >= 1
+    assert result["machine"]["tensorflow"] == tf.__version__
+    return result, stdout
+
+
+def test_sort_reference_follows_the_tie_rule(monkeypatch):
+    """The full-sort reference breaks ties by the lowest flat index, as ``select`` does, in both scopes."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.selection_cost import sort_select
+
+    scores = [tf.constant([1.0, 0.5, 1.0]), tf.constant([1.0, 2.0, 1.0, 0.0])]
+    for scope, expected in [
+        ("global", [[True, False, True], [True, True, False, False]]),
+        # per_variable_counts([3, 4], 4) == [2, 2]: the first two ties in each variable
+        ("per_variable", [[True, False, True], [True, True, False, False]]),
+    ]:
+        ours = [m.numpy().tolist() for m in selection.select(scores, 4, scope)]
+        reference = [m.numpy().tolist() for m in sort_select(scores, 4, scope)]
+        assert ours == reference == expected, scope
+    # Many ties (multiples of 2**-8): still the same masks, exactly k.
+    many = [tf.constant(np.random.default_rng(0).integers(0, 256, n) / 256.0, tf.float32) for n in (700, 300)]
+    for scope in selection.SCOPES:
+        ours = np.concatenate([m.numpy() for m in selection.select(many, 101, scope)])
+        reference = np.concatenate([m.numpy() for m in sort_select(many, 101, scope)])
+        assert ours.sum() == 101 and np.array_equal(ours, reference), scope
+
+
+@pytest.mark.slow
+def test_overhead_quick(tmp_path):
+    result, stdout = run_benchmark("overhead", tmp_path / "overhead.json")
+    (run,) = result["runs"]
+    assert (run["model"], run["kind"], run["batch_size"]) == ("mlp", "fit", 128)
+    assert run["num_parameters"] == 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
+    assert run["k"] == math.floor(0.1 * run["num_parameters"] + 0.5)
+    assert run["steps_per_phase"] == 6  # 2 blocks of 3 steps, each checked to be in its phase
+    assert sorted(run["phases"]) == ["masked", "warmup", "window"]
+    for phase in run["phases"].values():
+        assert phase["ratio"] > 0 and phase["cpu_ratio"] > 0 and phase["ours_median_ms"] > 0
+        assert phase["goal_met"] == (phase["ratio"] <= phase["goal"])
+    assert run["selection_step_ms"] > 0
+    assert "| mlp | fit |" in stdout
+
+
+@pytest.mark.slow
+def test_selection_cost_quick(tmp_path):
+    result, stdout = run_benchmark("selection_cost", tmp_path / "selection.json")
+    rows = result["rows"]
+    assert [(r["scope"], r["n"]) for r in rows] == [
+        ("global", 10_000), ("global", 100_000), ("per_variable", 10_000), ("per_variable", 100_000)
+    ]
+    for r in rows:
+        assert r["same_mask_as_sort"] is True
+        assert r["selected"] == r["k"] == selection.resolve_count(0.1, r["n"])
+        assert sum(r["variable_sizes"]) == r["n"] and len(r["variable_sizes"]) == 4
+        assert r["ties_at_threshold"] >= 1
+        assert all(t > 0 for t in r["seconds"].values())
+        assert r["sort_over_ours"] == r["seconds"]["sort"] / r["seconds"]["ours"]
+    assert set(rows[0]["seconds"]) == {"ours", "sort", "top_k"}
+    for s in result["summary"]:
+        assert all(math.isfinite(e) for e in s["growth_exponent"].values())
+    assert "growth exponent" in stdout
+
+
+@pytest.mark.slow
+def test_memory_quick(tmp_path):
+    result, _ = run_benchmark("memory", tmp_path / "memory.json")
+    (row,) = result["rows"]
+    n = 784 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
+    assert row["num_parameters"] == n
+    # gradient_sum: bool mask (1 byte) + float32 score (4) + one float32 slot (4) per parameter.
+    assert row["expected_state_bytes_per_parameter"] == 9
+    for mode in ("adam", "ours"):
+        assert row["peak_rss_mib"][mode] >= row["rss_after_fit_mib"][mode] > 100  # TensorFlow alone is larger
+        assert row["peak_rss_mib"][mode] >= row["rss_before_fit_mib"][mode] > 100
+    assert row["peak_difference_mib"] == row["peak_rss_mib"]["ours"] - row["peak_rss_mib"]["adam"]
