@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test test-fast quality bench clean
+.PHONY: setup demo test test-fast quality bench deployment clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.overhead --out results/bench_overhead.json
 	$(BIN)/python -m benchmarks.selection_cost --out results/bench_selection.json
 	$(BIN)/python -m benchmarks.memory --out results/bench_memory.json
+
+deployment: $(STAMP)
+	$(BIN)/python serving/run_benchmark.py
 
 quality: $(STAMP)
 	$(BIN)/python examples/quality.py --out results/quality.json

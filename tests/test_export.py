@@ -105,7 +105,19 @@ def test_pruned_lenet_sparse_tflite_is_smaller_and_keeps_zeros(tmp_path):
         assert report.zeros == kernel_zeros  # the all-zero biases are dropped by the converter
         assert report.weights == 266200
     assert (dense.densify_ops, sparse.densify_ops) == (0, 3)  # sparse weights are densified at load
+    assert (dense.sparse_tensors, sparse.sparse_tensors) == (0, 3)
     assert sorted(os.listdir(tmp_path)) == ["dense.tflite", "sparse.tflite"]
+
+
+def test_very_sparse_kernel_is_read_sparse_not_densified(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = lenet_300_100()
+    tf_selopt.prune(model, sparsity=0.95)  # the 784x300 kernel ends up 99.65% zeros
+    tf_selopt.strip_pruning(model)
+    report = export_tflite(model, tmp_path / "s95.tflite", mode="sparse_float32")
+    # all 3 kernels stored sparse; FULLY_CONNECTED's sparse kernel reads the first as is, the other 2 are densified
+    assert (report.sparse_tensors, report.densify_ops) == (3, 2)
+    assert report.max_abs_diff <= 1e-5 and report.zeros == int(0.95 * 266200 + 0.5)
 
 
 @pytest.mark.parametrize("mode", ["dynamic_int8", "int8"])
@@ -214,3 +226,58 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(export, verbose=False)
     assert result.failed == 0 and result.attempted > 0
+
+
+def _saved_model_cli_show(path):
+    """``saved_model_cli show --tag_set serve --signature_def serving_default``, the tool TF Serving users run."""
+    import subprocess
+    import sys
+
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    done = subprocess.run(
+        [cli, "show", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default"],
+        capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    return done.stdout
+
+
+def test_saved_model_cli_reports_the_documented_signature_and_rest_requests_match_keras(tmp_path):
+    from tf_selopt.models import small_cnn
+
+    keras.utils.set_random_seed(0)
+    model = small_cnn()
+    tf_selopt.prune(model, 0.9)
+    tf_selopt.strip_pruning(model)
+    path = export_saved_model(model, tmp_path, "mnist_cnn", 1).path
+    shown = _saved_model_cli_show(path)
+    for line in (
+        "inputs['inputs'] tensor_info:", "dtype: DT_FLOAT", "shape: (-1, 28, 28, 1)",
+        "outputs['outputs'] tensor_info:", "shape: (-1, 10)", "Method name is: tensorflow/serving/predict",
+    ):
+        assert line in shown, shown
+    assert shown.count("tensor_info:") == 2  # one input, one output
+    # TF Serving's REST API: {"instances": [...]} (row format) and {"inputs": ...} (columnar), JSON-decoded.
+    x = np.random.default_rng(3).random((4, 28, 28, 1)).astype("float32")
+    want = model.predict(x, verbose=0)
+    sig = tf.saved_model.load(path).signatures["serving_default"]
+    for body, key in (({"instances": x.tolist()}, "instances"), ({"inputs": x.tolist()}, "inputs")):
+        request = json.loads(json.dumps(body))
+        got = sig(inputs=tf.constant(request[key], dtype=tf.float32))["outputs"].numpy()
+        response = json.loads(json.dumps({"predictions": got.tolist()}))  # the row-format answer
+        np.testing.assert_allclose(np.asarray(response["predictions"]), want, rtol=0, atol=1e-5)
+
+
+def test_tflite_runtimes():
+    interpreter, resolvers, name = export.tflite_runtime("tf.lite")
+    assert name == f"tf.lite.Interpreter (tensorflow {tf.__version__})"
+    assert resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES is not None
+    with pytest.raises(ValueError, match="runtime"):
+        export.tflite_runtime("tflite")
+    try:
+        import ai_edge_litert
+    except ImportError:
+        with pytest.raises(ValueError, match="ai-edge-litert"):
+            export.tflite_runtime("ai_edge_litert")
+    else:
+        assert export.tflite_runtime()[2] == export.tflite_runtime("ai_edge_litert")[2] == (
+            f"ai_edge_litert {ai_edge_litert.__version__}")

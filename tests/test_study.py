@@ -264,3 +264,32 @@ def test_cli_export_tflite_and_saved_model(tmp_path):
                                           "--version", "3"])
     assert again.exit_code == 1 and "overwrite" in again.output
     assert keras.__version__.startswith("3.")
+
+
+def test_cli_bench_writes_the_deployment_report(tmp_path):
+    from tf_selopt import models
+
+    model = models.lenet_300_100((8, 8, 1))
+    model.save(tmp_path / "m.keras")
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(cli.main, ["bench", str(out), "--model", str(tmp_path / "m.keras"), "--sparsity", "0",
+                                           "--sparsity", "0.9", "--data", "digits", "--artifact", "float32",
+                                           "--artifact", "sparse_float32", "--runs", "5", "--warmup", "1",
+                                           "--threads", "1", "--xnnpack", "on"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "deployment.json").read_text())["rows"]
+    assert [(r["model"], r["artifact"]) for r in rows] == [
+        ("lenet_300_100-s0", "float32"), ("lenet_300_100-s0", "sparse_float32"), ("lenet_300_100-s90", "float32"),
+        ("lenet_300_100-s90", "sparse_float32")]
+    sparse90 = rows[3]
+    assert sparse90["size_bytes"] < 0.3 * rows[2]["size_bytes"] and sparse90["prunable_zeros"] == round(0.9 * 50200)
+    assert "| lenet_300_100-s90 | sparse_float32 |" in result.output
+
+
+def test_cli_bench_refuses_bad_sparsity(tmp_path):
+    from tf_selopt import models
+
+    models.lenet_300_100((8, 8, 1)).save(tmp_path / "m.keras")
+    result = CliRunner().invoke(cli.main, ["bench", str(tmp_path / "o"), "--model", str(tmp_path / "m.keras"),
+                                           "--sparsity", "1.5", "--data", "digits"])
+    assert result.exit_code == 1 and "sparsit" in result.output and not (tmp_path / "o").exists()

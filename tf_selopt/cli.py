@@ -4,7 +4,7 @@
     selopt study --config FILE        # a study from a YAML config (resumable), then figures and report
     selopt plot DIR | selopt report DIR
     selopt export MODEL.keras OUT ...
-    selopt bench ...
+    selopt bench OUT --model m.keras --sparsity 0 --sparsity 0.9   # deployment benchmark
 
 A thin front end: the work is in ``tf_selopt.study`` and ``tf_selopt.export``.
 """
@@ -142,6 +142,48 @@ def export(model_path, out, fmt, mode, name, version, representative_data, overw
         raise click.ClickException(str(e)) from None
     click.echo(f"{result.path}: {result.size_bytes:,} B (gzip {result.gzip_bytes:,} B), "
                f"max |exported - keras| = {result.max_abs_diff:.2e}, zeros {result.zeros:,} of {result.weights:,}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=pathlib.Path))
+@click.option("--model", "models", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A trained .keras model, pruned globally to each --sparsity on a copy (repeatable).")
+@click.option("--sparsity", "sparsities", multiple=True, type=float, help="Global sparsity in [0, 1) (repeatable).")
+@click.option("--saved", "paths", multiple=True, type=click.Path(exists=True),
+              help="A .keras file or SavedModel directory benchmarked as it is (repeatable).")
+@click.option("--data", type=click.Choice(["mnist", "digits"]), default="mnist", show_default=True,
+              help="Bundled data set: test split for accuracy and latency, training split for int8 calibration.")
+@click.option("--artifact", "artifacts", multiple=True, help="Artefacts to build [default: all]: saved_model, "
+              "float32, sparse_float32, dynamic_int8, int8 (repeatable).")
+@click.option("--runs", type=int, default=200, show_default=True, help="Timed batch-1 calls per configuration.")
+@click.option("--warmup", type=int, default=20, show_default=True, help="Untimed calls first.")
+@click.option("--threads", "threads", multiple=True, type=int, help="TFLite thread counts [default: 1 and 2].")
+@click.option("--xnnpack", "xnnpack", multiple=True, type=click.Choice(["on", "off"]),
+              help="XNNPack delegate settings [default: on and off].")
+@click.option("--runtime", type=click.Choice(["auto", "ai_edge_litert", "tf.lite"]), default="auto",
+              show_default=True)
+@click.option("--artifacts-dir", type=click.Path(file_okay=False, path_type=pathlib.Path), default=None,
+              help="Keep the exported files here [default: a temporary directory, removed].")
+@click.option("--overwrite", is_flag=True, help="Replace existing reports in OUT.")
+def bench(out, models, sparsities, paths, data, artifacts, runs, warmup, threads, xnnpack, runtime, artifacts_dir,
+          overwrite):
+    """Deployment benchmark: size, gzip size, TFLite and SavedModel latency, accuracy -> OUT/deployment.{json,md}."""
+    from tf_selopt import data as data_lib
+    from tf_selopt import serving
+
+    splits = data_lib.load(data)
+    try:
+        serving.deployment_benchmark(
+            out, splits.x_test, splits.y_test,
+            model=list(models) or None, sparsities=list(sparsities) or None, paths=list(paths) or None,
+            representative_data=splits.x_train, artifacts=tuple(artifacts) or serving.ARTIFACTS, runs=runs,
+            warmup=warmup, threads=tuple(threads) or (1, 2),
+            xnnpack=tuple(x == "on" for x in xnnpack) or (True, False), runtime=runtime,
+            artifacts_dir=artifacts_dir, overwrite=overwrite,
+        )
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo((out / serving.MARKDOWN_NAME).read_text())
 
 
 if __name__ == "__main__":
