@@ -93,6 +93,9 @@ BAD_ARGUMENTS = [
     (dict(seed=-1), "seed"),
     (dict(criterion="preconditioned", num_examples=None), "num_examples"),
     (dict(weight_decay=0.1), "inner optimizer"),
+    (dict(granularity="layer"), "granularity"),
+    (dict(granularity="variable", scope="per_variable"), "granularity"),
+    (dict(keep=float("nan")), "keep"),
 ]
 
 

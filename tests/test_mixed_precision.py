@@ -126,11 +126,6 @@ def test_overflow_steps_change_nothing_frozen_and_pruned_stay():
     assert int(optimizer.pruned_count) == sum(int((~m).sum()) for m in masks.values()) == 43
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SelectiveOptimizer accepts a LossScaleOptimizer as `inner`: compile then double-wraps it and the "
-    "inner one silently divides unscaled gradients by its own scale. Fix proposed for tf_selopt/optimizer.py.",
-)
 def test_loss_scale_optimizer_inside_is_refused():
     with pytest.raises(ValueError, match="LossScaleOptimizer"):
         tf_selopt.SelectiveOptimizer(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()))

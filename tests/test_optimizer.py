@@ -362,12 +362,3 @@ def test_keep_above_n_raises_at_build_and_creates_nothing():
     full.build(model.trainable_variables)
     assert full.k == n
 
-
-def test_distribution_strategy_is_refused_not_silently_wrong():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    with strategy.scope():
-        model = make_model("sequential")
-        model.compile(optimizer=selective(), loss=LOSS)
-    x, y = make_data("sequential")
-    with pytest.raises(NotImplementedError, match="tf.distribute"):
-        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)

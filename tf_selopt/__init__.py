@@ -10,6 +10,7 @@ not import Keras. Front ends: Keras 3 ``SelectiveOptimizer``, ``prune`` and the
 
 from tf_selopt import criteria, schedules, selection
 from tf_selopt.callbacks import SelectionMonitor
+from tf_selopt.freezing import DropFrozenVariables
 from tf_selopt.optimizer import SelectiveOptimizer
 from tf_selopt.pruning import GradualPruning, mask_zeros, prune, strip_pruning
 
@@ -20,6 +21,7 @@ __all__ = [
     "strip_pruning",
     "mask_zeros",
     "SelectionMonitor",
+    "DropFrozenVariables",
     "criteria",
     "schedules",
     "selection",

@@ -133,7 +133,7 @@ class SelectionMonitor(keras.callbacks.Callback):
 
     # -------------------------------------------------------------- helpers
     def _step(self) -> int:
-        return int(self.model.optimizer.iterations)
+        return int(self.model.optimizer.iterations.numpy())
 
     def _selective(self):
         optimizer = _selective_of(self.model.optimizer)

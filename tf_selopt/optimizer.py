@@ -6,9 +6,11 @@ not move at all, NaN/Inf steps skipped) lives in the TF-ops core
 creates the variables the Keras 3 way, forwards to the inner optimizer and
 (de)serializes. Entries pruned by ``tf_selopt.pruning`` are never selected.
 
-Only the TensorFlow backend is supported; ``tf.distribute`` strategies are not
-yet (the optimizer refuses to run under one rather than select different masks
-on different replicas).
+Only the TensorFlow backend is supported. Under ``tf.distribute``
+(MirroredStrategy, MultiWorkerMirroredStrategy) create the model and the
+optimizer in ``strategy.scope()``: every replica and worker selects the same
+masks, those of a single-device run on the same global batches (see
+``_apply_distributed``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
         seed: int seed for the ``random`` criterion; None draws one at
             construction (it is kept in ``get_config``).
         num_examples: N_data for ``criterion="preconditioned"``.
+        granularity: what is selected: ``"parameter"`` (single entries, exactly
+            ``k``; the note's), ``"unit"`` (whole output units: one index of
+            the last axis of each variable, i.e. a Dense unit's or a Conv
+            channel's kernel column, a bias entry; an Embedding dimension; a
+            scalar) or ``"variable"`` (whole tensors; needs ``scope="global"``).
+            ``keep`` still counts parameters: whole groups are taken greedily
+            by the sum of their entries' scores (best first, skipping a group
+            that no longer fits) so at most ``k`` parameters train
+            (``selected_count``, exact and deterministic; ``k`` smaller than
+            every group raises at ``build``). Variables left with nothing to
+            train can leave the gradient computation: see
+            ``tf_selopt.freezing.DropFrozenVariables`` and ``trainable_subset``.
         name: optimizer name.
 
     Read-outs (``tf_selopt.selective.SelectiveReadouts``): ``masks`` (bool
@@ -86,6 +100,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
         reselect_every=None,
         seed=None,
         num_examples=None,
+        granularity="parameter",
         name=None,
         **kwargs,
     ):
@@ -99,8 +114,15 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
                 f"e.g. keras.optimizers.Adam(1e-3)); received {inner!r} of type {type(inner).__name__}. "
                 "For tf_keras optimizers use tf_selopt.tf_keras.SelectiveOptimizer."
             )
+        if isinstance(inner, keras.optimizers.LossScaleOptimizer):
+            raise ValueError(
+                "`inner` must not be a LossScaleOptimizer: wrap the other way, "
+                "LossScaleOptimizer(SelectiveOptimizer(inner)) (what compile does under mixed_float16)."
+            )
         refuse_base_arguments(kwargs)
-        selective = Selective(criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples)
+        selective = Selective(
+            criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity=granularity
+        )
         super().__init__(learning_rate=0.0, name=name)
         self._selective = selective
         self.inner_optimizer = inner
@@ -134,16 +156,55 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
                 self.build(trainable_variables)
             self.built = True
         self._check_variables_are_known(trainable_variables)
-        if tf.distribute.has_strategy():
-            raise NotImplementedError("SelectiveOptimizer does not support tf.distribute strategies yet.")
         pairs = [(g, v) for g, v in zip(grads, trainable_variables) if g is not None]
-        self._selective.apply(
-            grads=[g for g, _ in pairs],
-            variables=[v for _, v in pairs],
-            indices=[self._get_variable_index(v) for _, v in pairs],
-            step=self.inner_optimizer.iterations,
-            inner_apply=self.inner_optimizer.apply,
-        )
+        grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
+        indices = [self._get_variable_index(v) for v in variables]
+        if tf.distribute.has_strategy():
+            self._apply_distributed(grads, variables, indices)
+        else:
+            inner = self.inner_optimizer
+            self._selective.apply(grads, variables, indices, inner.iterations, inner.apply)
+
+    def _apply_distributed(self, grads, variables, indices):
+        """``Selective.apply`` under a ``tf.distribute`` strategy, called per replica.
+
+        The gradients are all-reduced (summed: the global batch's gradient, as
+        Keras scales each replica's loss by 1 / replicas); the step's decisions
+        (finite check, window, selection, restore) then run once, in
+        cross-replica context (one ``merge_call``), on the first local replica's
+        copy of that sum. Variable writes there update every replica's copy, so
+        masks and scores are the same on all replicas and workers. The inner
+        optimizer runs per replica and all-reduces itself: replica 0 gives it the
+        (masked) reduced gradients, the others zeros, so its sum is exactly them.
+        """
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None:
+            raise ValueError(
+                "Under a tf.distribute strategy, SelectiveOptimizer.apply must be called in a replica "
+                "context (inside `model.fit` or `strategy.run`), as Keras optimizers are."
+            )
+        reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(g) for g in grads])
+
+        def step(strategy, reduced):
+            def inner_apply(grads, variables):
+                strategy.extended.call_for_each_replica(self._inner_apply_replica, args=(grads, variables))
+
+            first = [strategy.experimental_local_results(g)[0] for g in reduced]
+            self._selective.apply(first, variables, indices, self.inner_optimizer.iterations, inner_apply)
+
+        ctx.merge_call(step, args=(reduced,))
+
+    def _inner_apply_replica(self, grads, variables):
+        """The inner update on one replica: replica 0 contributes ``grads``, the others zeros."""
+        replica = tf.get_static_value(tf.distribute.get_replica_context().replica_id_in_sync_group)
+        if replica is None:
+            raise NotImplementedError(
+                "SelectiveOptimizer supports strategies with a static replica id (MirroredStrategy, "
+                "MultiWorkerMirroredStrategy, OneDeviceStrategy); this one has none."
+            )
+        # New tensors on this replica's device (the all-reduce places its result by the input's device).
+        grads = [tf.identity(g) if replica == 0 else tf.zeros_like(g) for g in grads]
+        self.inner_optimizer.apply(grads, variables)
 
     # ------------------------------------------------- forwarded to the inner
     @property

@@ -419,7 +419,7 @@ class GradualPruning(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._variables = prunable_variables(self.model, self.layers)
-        step = int(self.model.optimizer.iterations)
+        step = int(self.model.optimizer.iterations.numpy())
         unmasked = [v for v in self._variables if pruning_mask(v) is None]
         if step > self.schedule.begin_step and unmasked:  # resumed after pruning began: zeros are the pruned
             _apply_masks(self.model, unmasked, _zero_masks(unmasked))
@@ -427,10 +427,10 @@ class GradualPruning(keras.callbacks.Callback):
         self._last_step = step - 1
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._prune_through(int(self.model.optimizer.iterations))
+        self._prune_through(int(self.model.optimizer.iterations.numpy()))
 
     def on_train_end(self, logs=None):
-        self._prune_through(int(self.model.optimizer.iterations) - 1, reapply=True)
+        self._prune_through(int(self.model.optimizer.iterations.numpy()) - 1, reapply=True)
 
     def _prune_through(self, step: int, reapply: bool = False):
         """Prune for the schedule's steps up to ``step``; ``reapply``: re-zero the pruned weights anyway."""

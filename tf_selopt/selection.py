@@ -10,6 +10,9 @@ score, those with the lowest flat index win, where the flat index runs over the
 variables in order and row-major inside each variable. NaN scores rank below
 every number; ``-0.0`` equals ``+0.0``.
 
+Granularity: ``"parameter"`` selects entries (exactly ``k``); ``"unit"`` and
+``"variable"`` select whole groups (see ``select``), at most ``k`` parameters.
+
 This module imports TensorFlow only, never a Keras front end.
 
 Examples:
@@ -27,9 +30,21 @@ import numbers
 
 import tensorflow as tf
 
-__all__ = ["SCOPES", "resolve_count", "per_variable_counts", "sortable_key", "top_k_mask", "select"]
+__all__ = [
+    "SCOPES",
+    "GRANULARITIES",
+    "resolve_count",
+    "per_variable_counts",
+    "sortable_key",
+    "top_k_mask",
+    "group_size",
+    "group_view",
+    "greedy_groups",
+    "select",
+]
 
 SCOPES = ("global", "per_variable")
+GRANULARITIES = ("parameter", "unit", "variable")
 
 
 def resolve_count(keep, total: int, name: str = "keep") -> int:
@@ -121,8 +136,69 @@ def top_k_mask(scores, k: int):
     return tf.reshape(mask, tf.shape(scores))
 
 
-def select(scores, k: int, scope: str = "global"):
-    """Masks for a list of score tensors, exactly ``k`` True in total.
+def group_size(shape, granularity: str) -> int:
+    """Parameters per group of a variable of static ``shape`` (``"parameter"``: 1).
+
+    ``"unit"``: a group is one index of the last axis (an output unit of a Dense
+    kernel, an output channel of a Conv kernel, one entry of a bias); a scalar
+    is one group; for an Embedding table ``[vocab, dim]`` a group is one
+    embedding dimension over all tokens. ``"variable"``: the whole tensor.
+    """
+    shape = tf.TensorShape(shape)
+    if granularity == "parameter":
+        return 1
+    if granularity == "unit" and shape.rank:
+        return shape.num_elements() // shape[-1]
+    return shape.num_elements()
+
+
+def group_view(x, granularity: str):
+    """``x`` reshaped to ``[group_size, groups]``, one column per group (see ``group_size``)."""
+    return tf.reshape(x, [group_size(x.shape, granularity), -1])
+
+
+def greedy_groups(scores, costs, budget: int):
+    """Bool ``[G]``: groups taken greedily, best ``scores`` first, while they fit in ``budget``.
+
+    Groups are visited by descending score (``sortable_key`` order; ties: lowest
+    index first); a group is taken if its ``cost`` (int64, > 0) fits in what is
+    left of ``budget``, skipped otherwise (smaller ones later may still fit).
+    Groups of cost 0 are never taken. Sequential over ``G`` (a ``tf.scan``).
+    """
+    keys = sortable_key(scores)
+    order = tf.argsort(keys, direction="DESCENDING", stable=True)
+    budget = tf.constant(budget, tf.int64)
+
+    def take(total, cost):
+        return tf.where(tf.logical_and(cost > 0, total + cost <= budget), total + cost, total)
+
+    totals = tf.scan(take, tf.gather(costs, order), initializer=tf.constant(0, tf.int64))
+    taken = totals > tf.concat([tf.zeros([1], tf.int64), totals[:-1]], axis=0)
+    taken = tf.scatter_nd(order[:, None], tf.cast(taken, tf.int32), tf.shape(order))  # back to group order
+    return taken > 0
+
+
+def _select_groups(scores, k: int, scope: str, granularity: str, kept):
+    """``select`` for ``"unit"`` and ``"variable"`` granularity."""
+    views = [group_view(tf.cast(s, tf.float64), granularity) for s in scores]
+    kept_views = [
+        tf.ones(v.shape, tf.bool) if m is None else group_view(tf.convert_to_tensor(m), granularity)
+        for v, m in zip(views, kept)
+    ]
+    # float64 sums: the ranking does not depend on the summation order (XLA or not) in practice.
+    group_scores = [tf.reduce_sum(tf.where(m, v, tf.zeros_like(v)), axis=0) for v, m in zip(views, kept_views)]
+    costs = [tf.reduce_sum(tf.cast(m, tf.int64), axis=0) for m in kept_views]
+    if scope == "global":
+        taken = greedy_groups(tf.concat(group_scores, axis=0), tf.concat(costs, axis=0), k)
+        taken = tf.split(taken, [int(v.shape[1]) for v in views]) if len(views) > 1 else [taken]
+    else:
+        sizes = [int(s.shape.num_elements()) for s in scores]
+        taken = [greedy_groups(g, c, k_i) for g, c, k_i in zip(group_scores, costs, per_variable_counts(sizes, k))]
+    return [tf.reshape(tf.broadcast_to(t[None, :], v.shape), s.shape) for t, v, s in zip(taken, views, scores)]
+
+
+def select(scores, k: int, scope: str = "global", granularity: str = "parameter", kept=None):
+    """Masks for a list of score tensors: exactly ``k`` True (``"parameter"``), or whole groups.
 
     Args:
         scores: list of float tensors with static shapes (one per variable).
@@ -130,12 +206,37 @@ def select(scores, k: int, scope: str = "global"):
         scope: ``"global"``: top-k over all parameters of all variables (the
             note's setting); ``"per_variable"``: the same fraction in each
             variable, counts from ``per_variable_counts``.
+        granularity: ``"parameter"``: exactly ``k`` entries (entries that are
+            not ``kept`` rank below all others, so they are chosen only if fewer
+            than ``k`` are kept). ``"unit"`` / ``"variable"``: whole groups of
+            ``group_view``; a group's score is the sum of its kept entries'
+            scores (float64), its cost the number of its kept entries, and
+            ``greedy_groups`` takes them within ``k`` (per variable within its
+            ``per_variable_counts`` share for ``"per_variable"``, which
+            ``"variable"`` does not allow). Kept entries selected: at most
+            ``k``, exactly ``k`` whenever the greedy fill hits it (e.g. a
+            1-entry group is left that fits).
+        kept: None or a list (bool tensor of the score's shape, or None = all)
+            of the entries that may be selected (e.g. not pruned).
 
     Returns:
         list of bool tensors, the shapes of ``scores``.
     """
     if scope not in SCOPES:
         raise ValueError(f"`scope` must be one of {SCOPES}; received scope={scope!r}.")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"`granularity` must be one of {GRANULARITIES}; received granularity={granularity!r}.")
+    if granularity == "variable" and scope != "global":
+        raise ValueError(
+            f"`granularity`='variable' selects whole variables, so it needs scope='global'; received scope={scope!r}."
+        )
+    kept = [None] * len(scores) if kept is None else list(kept)
+    if granularity != "parameter":
+        return _select_groups(scores, k, scope, granularity, kept)
+    scores = [
+        s if m is None else tf.where(m, s, tf.fill(tf.shape(s), tf.constant(float("-inf"), s.dtype)))
+        for s, m in zip(scores, kept)
+    ]
     sizes = [int(s.shape.num_elements()) for s in scores]
     if scope == "per_variable":
         return [top_k_mask(s, k_i) for s, k_i in zip(scores, per_variable_counts(sizes, k))]

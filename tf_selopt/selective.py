@@ -7,7 +7,8 @@ once built, its state variables; ``apply`` runs one training step in-graph:
 * a gradient criterion accumulates the ``window`` gradients that end with the
   selection step (``warmup_steps``, then every ``reselect_every`` steps);
 * at a selection step the criterion's scores go through ``selection.select``
-  (exactly ``k`` parameters) and the window state is reset;
+  (exactly ``k`` parameters, or whole units / variables within ``k`` for
+  ``granularity`` "unit" / "variable") and the window state is reset;
 * from step ``warmup_steps`` on, only selected entries move: their gradient is
   zeroed before the inner update and their old value restored after it, so no
   inner state (momentum, Adam moments, decoupled weight decay) moves them;
@@ -19,11 +20,17 @@ order, which is the checkpoint layout), give the step counter and the inner
 update, and say which entries are pruned (``pruned_mask_of``): pruned entries are
 ranked last at selection and never move.
 
+Variables with no entry that trains (``frozen_variables``) need no gradient:
+``trainable_subset`` says which variables a step must compute gradients for, so
+a front end (``tf_selopt.freezing``) or a custom loop can leave the others out
+of the gradient computation; the updates of the trained entries are the same.
+
 This module imports TensorFlow only, never a Keras front end.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import random
 from typing import Callable
@@ -88,6 +95,7 @@ class Selective:
         reselect_every=None,
         seed=None,
         num_examples=None,
+        granularity="parameter",
     ):
         criterion = criteria_lib.get(criterion, num_examples=num_examples)
         if not (is_int(warmup_steps) and warmup_steps >= 0):
@@ -107,7 +115,16 @@ class Selective:
                 )
         if scope not in selection.SCOPES:
             raise ValueError(f"`scope` must be one of {selection.SCOPES}; received scope={scope!r}.")
-        if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or keep <= 0 or (
+        if granularity not in selection.GRANULARITIES:
+            raise ValueError(
+                f"`granularity` must be one of {selection.GRANULARITIES}; received granularity={granularity!r}."
+            )
+        if granularity == "variable" and scope != "global":
+            raise ValueError(
+                "`granularity`='variable' selects whole variables over the network, so it needs "
+                f"scope='global'; received scope={scope!r}."
+            )
+        if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or not math.isfinite(keep) or keep <= 0 or (
             not is_int(keep) and keep > 1
         ):
             raise ValueError(
@@ -123,6 +140,7 @@ class Selective:
         self.window = int(window) if criterion.uses_gradients else 0
         self.window_arg = window
         self.scope = scope
+        self.granularity = granularity
         self.reselect_every = None if reselect_every is None else int(reselect_every)
         self.seed = int(seed)
         self.variables = None
@@ -137,6 +155,7 @@ class Selective:
             "scope": self.scope,
             "reselect_every": self.reselect_every,
             "seed": self.seed,
+            "granularity": self.granularity,
         }
 
     # ----------------------------------------------------------------- build
@@ -148,6 +167,13 @@ class Selective:
         (True = kept) or None, read when ``apply`` is traced."""
         total = sum(int(v.shape.num_elements()) for v in var_list)
         self.k = selection.resolve_count(self.keep, total)  # raises before any variable exists
+        if self.granularity != "parameter":
+            smallest = min(selection.group_size(v.shape, self.granularity) for v in var_list)
+            if self.k < smallest:
+                raise ValueError(
+                    f"`keep`={self.keep!r} gives k={self.k} parameters, fewer than the smallest "
+                    f"{self.granularity} ({smallest} parameters): nothing could be selected."
+                )
         self.num_parameters = total
         self.variables = list(var_list)
         self.pruned_mask_of = pruned_mask_of or (lambda variable: None)
@@ -177,6 +203,25 @@ class Selective:
         """Parameters that train (int64): ``N`` minus pruned before selection, at most ``k`` after."""
         return tf.add_n([tf.reduce_sum(tf.cast(self.trains(i), tf.int64)) for i in range(len(self.masks))])
 
+    def frozen_indices(self):
+        """Indices (build order) of the variables with no entry that trains (eager; a list of ints)."""
+        return [i for i in range(len(self.masks)) if not bool(tf.reduce_any(self.trains(i)))]
+
+    def needs_every_variable(self, first_step: int, last_step: int) -> bool:
+        """Whether a step in ``[first_step, last_step]`` (0-based) needs every variable's gradient:
+        a warm-up step, a step of a gradient criterion's window, or a selection step."""
+        if first_step < self.warmup_steps:
+            return True
+        selection_step = self.next_selection(first_step)
+        return selection_step >= 0 and selection_step - max(self.window - 1, 0) <= last_step
+
+    def next_selection(self, step: int) -> int:
+        """0-based step of the next selection at or after ``step`` (-1: none); Python ints (``_next_selection``)."""
+        if self.reselect_every is None:
+            return self.warmup_steps if step <= self.warmup_steps else -1
+        n = self.reselect_every
+        return self.warmup_steps + (max(step - self.warmup_steps, 0) + n - 1) // n * n
+
     def pruned_count(self):
         """Parameters held at zero by pruning masks (int64)."""
         counts = [tf.constant(0, tf.int64)]
@@ -204,7 +249,7 @@ class Selective:
         self.skipped_steps.assign_add(1)
 
     def _next_selection(self, step):
-        """0-based step of the next selection at or after ``step`` (-1: none)."""
+        """0-based step of the next selection at or after ``step`` (-1: none); int64 tensors (``next_selection``)."""
         eta0 = tf.constant(self.warmup_steps, tf.int64)
         if self.reselect_every is None:
             return tf.where(step <= eta0, eta0, tf.constant(-1, tf.int64))
@@ -241,16 +286,14 @@ class Selective:
 
     def _select(self):
         count = tf.convert_to_tensor(self.window_count)
-        scores, ranked = [], []
+        scores = []
         for i, v in enumerate(self.variables):
             state = {slot: tf.convert_to_tensor(var) for slot, var in self.criterion_state[i].items()}
             seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.selections, tf.int64) * 65536 + i])
             score = self.criterion.score(state, tf.convert_to_tensor(v), count, tf.cast(seed % (2**31 - 1), tf.int32))
-            score = tf.ensure_shape(tf.cast(score, tf.float32), v.shape)
-            kept = self._kept(i)
-            scores.append(score)
-            ranked.append(score if kept is None else tf.where(kept, score, tf.fill(v.shape, float("-inf"))))
-        masks = selection.select(ranked, self.k, self.scope)
+            scores.append(tf.ensure_shape(tf.cast(score, tf.float32), v.shape))
+        kept = [self._kept(i) for i in range(len(self.variables))]
+        masks = selection.select(scores, self.k, self.scope, self.granularity, kept)
         for mask_var, score_var, mask, score in zip(self.masks, self.scores, masks, scores):
             mask_var.assign(mask)
             score_var.assign(score)
@@ -292,6 +335,10 @@ class SelectiveReadouts:
     @property
     def scope(self):
         return self._selective.scope
+
+    @property
+    def granularity(self):
+        return self._selective.granularity
 
     @property
     def reselect_every(self):
@@ -351,13 +398,52 @@ class SelectiveReadouts:
     @property
     def selected_count(self):
         """Parameters that train (int64 scalar): exactly ``k`` after selection
-        (fewer only if pruning left fewer than ``k``), N - pruned before."""
+        (fewer only if pruning left fewer than ``k``; at most ``k`` for
+        ``granularity`` "unit" / "variable"), N - pruned before."""
         return self._selective.selected_count()
 
     @property
     def pruned_count(self):
         """Parameters held at zero by pruning (int64 scalar; 0 without pruning)."""
         return self._selective.pruned_count()
+
+    @property
+    def frozen_variables(self):
+        """The model variables with no entry that trains (all frozen or pruned), in build order ([] before ``build``)."""
+        if self._selective.variables is None:
+            return []
+        return [self._selective.variables[i] for i in self._selective.frozen_indices()]
+
+    def needs_every_variable(self, steps=1) -> bool:
+        """Whether one of the next ``steps`` steps (from ``iterations`` on) needs every
+        variable's gradient: a warm-up, gradient-window or selection step (True before ``build``)."""
+        if self._selective.variables is None:
+            return True
+        step = int(self.iterations.numpy())
+        return self._selective.needs_every_variable(step, step + steps - 1)
+
+    def trainable_subset(self, variables, steps=1):
+        """The ``variables`` whose gradients the next ``steps`` steps need (from ``iterations`` on).
+
+        All of them during warm-up, a gradient window and at a selection step
+        (and if none trains); otherwise all but ``frozen_variables``. Computing gradients for this
+        subset only gives the same updates of the trained entries (the inner
+        optimizer's state of a left-out variable is not touched meanwhile).
+        Custom loop::
+
+            subset = optimizer.trainable_subset(model.trainable_variables)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            optimizer.apply_gradients(zip(tape.gradient(loss, subset), subset))
+
+        (A ``tf.function`` taking ``subset`` as an argument traces once per subset.)
+        """
+        variables = list(variables)
+        if self.needs_every_variable(steps):
+            return variables
+        frozen = {id(v) for v in self.frozen_variables}
+        subset = [v for v in variables if id(v) not in frozen]
+        return subset or variables  # nothing trains: keep the step (and its counter) going
 
     @property
     def frozen_fraction(self):

@@ -39,7 +39,10 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
     """Train only the parameters a criterion selects; freeze the rest exactly.
 
     Args: as ``tf_selopt.SelectiveOptimizer``; ``inner`` is a
-    ``tf_keras.optimizers.Optimizer`` instance.
+    ``tf_keras.optimizers.Optimizer`` instance. ``granularity`` selects the
+    same masks; fully frozen variables leave the gradient computation only in
+    custom loops (``trainable_subset``): a ``tf.Variable``'s ``trainable`` is
+    fixed, so there is no ``DropFrozenVariables`` for tf_keras ``fit``.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         reselect_every=None,
         seed=None,
         num_examples=None,
+        granularity="parameter",
         name="SelectiveOptimizer",
         **kwargs,
     ):
@@ -65,7 +69,9 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         kwargs.pop("is_legacy_optimizer", None)  # written by tf_keras serialization
         kwargs.pop("jit_compile", None)
         refuse_base_arguments(kwargs)
-        selective = Selective(criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples)
+        selective = Selective(
+            criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity=granularity
+        )
         super().__init__(name=name, jit_compile=False)
         self._selective = selective
         self.inner_optimizer = inner
