@@ -69,10 +69,11 @@ def child(mode: str, hidden: int, steps: int, criterion: str) -> dict:
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     before = _rss_bytes()
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    after = _rss_bytes()  # read before the peak, so peak >= after holds in every run
     result = {
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: KiB
         "rss_before_fit_bytes": before,
-        "rss_after_fit_bytes": _rss_bytes(),
+        "rss_after_fit_bytes": after,
         "num_parameters": model.count_params(),
     }
     if mode == "ours":
