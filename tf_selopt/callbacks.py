@@ -23,7 +23,7 @@ __all__ = ["SelectionMonitor", "QUANTILES"]
 QUANTILES = {"min": 0.0, "p10": 0.1, "p50": 0.5, "p90": 0.9, "max": 1.0}
 
 
-def _selective_of(optimizer):
+def selective_of(optimizer):
     """The ``SelectiveReadouts`` optimizer in ``optimizer``'s ``inner_optimizer`` chain, or None."""
     while optimizer is not None:
         if isinstance(optimizer, SelectiveReadouts):
@@ -136,7 +136,7 @@ class SelectionMonitor(keras.callbacks.Callback):
         return int(self.model.optimizer.iterations.numpy())
 
     def _selective(self):
-        optimizer = _selective_of(self.model.optimizer)
+        optimizer = selective_of(self.model.optimizer)
         if optimizer is None or optimizer.model_variables is None:
             return None  # not selective, or not built yet
         return optimizer

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import keras
 
-from tf_selopt.callbacks import _selective_of
-from tf_selopt.pruning import _retrace
+from tf_selopt.callbacks import selective_of
+from tf_selopt.pruning import retrace_train_step
 
 __all__ = ["DropFrozenVariables"]
 
@@ -58,7 +58,7 @@ class DropFrozenVariables(keras.callbacks.Callback):
         self._needs_all = None
 
     def on_train_begin(self, logs=None):
-        self._optimizer = _selective_of(self.model.optimizer)
+        self._optimizer = selective_of(self.model.optimizer)
         if self._optimizer is None:
             raise ValueError(
                 "DropFrozenVariables needs a model compiled with tf_selopt.SelectiveOptimizer; "
@@ -96,5 +96,5 @@ class DropFrozenVariables(keras.callbacks.Callback):
         for v in variables:
             v.trainable = False
         self.dropped = list(variables)
-        _retrace(self.model)
+        retrace_train_step(self.model)
         self.rebuilds += 1

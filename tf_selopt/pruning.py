@@ -123,8 +123,8 @@ def pruning_mask(variable):
     return constraint.mask if isinstance(constraint, PruningMask) else None
 
 
-def _retrace(model):
-    """Rebuild ``model.train_function`` (if traced) so that it reads the current constraints."""
+def retrace_train_step(model):
+    """Rebuild ``model.train_function`` (if traced) so that it reads the current constraints and trainable flags."""
     if getattr(model, "train_function", None) is not None:
         model.make_train_function(force=True)
 
@@ -286,7 +286,7 @@ def _install_masks(model, variables) -> list:
             v.constraint = PruningMask(mask, v.constraint)
             added = True
     if added:
-        _retrace(model)
+        retrace_train_step(model)
     return [pruning_mask(v) for v in variables]
 
 
@@ -460,7 +460,7 @@ def strip_pruning(model):
             v.constraint = v.constraint.inner
             removed = True
     if removed:
-        _retrace(model)
+        retrace_train_step(model)
     return model
 
 
