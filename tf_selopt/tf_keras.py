@@ -5,9 +5,9 @@ The same procedure, arguments, read-outs and guarantees as the Keras 3
 (``tf_selopt.selective``); only variable creation and the inner update differ.
 It wraps any ``tf_keras.optimizers.Optimizer`` (the v2.11+ optimizers, not
 ``tf_keras.optimizers.legacy``), for ``model.fit`` and for custom loops calling
-``apply_gradients``. It refuses ``tf.distribute`` strategies (as the Keras 3
-one does) and is meant for models with tfmot wrappers too (see
-``tf_selopt.tfmot_bridge``).
+``apply_gradients``. It refuses ``tf.distribute`` strategies (the Keras 3
+optimizer supports them; this one would need its own replica-0 inner update) and
+is meant for models with tfmot wrappers too (see ``tf_selopt.tfmot_bridge``).
 
 Examples:
     >>> import numpy as np, tf_keras
@@ -101,7 +101,10 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         if not pairs:
             return self.iterations
         if tf.distribute.has_strategy():
-            raise NotImplementedError("SelectiveOptimizer does not support tf.distribute strategies yet.")
+            raise NotImplementedError(
+                "The tf_keras SelectiveOptimizer does not support tf.distribute strategies; "
+                "the Keras 3 tf_selopt.SelectiveOptimizer does."
+            )
         variables = [v for _, v in pairs]
         with tf.init_scope():
             self.build(variables)
