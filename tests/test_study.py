@@ -293,3 +293,19 @@ def test_cli_bench_refuses_bad_sparsity(tmp_path):
     result = CliRunner().invoke(cli.main, ["bench", str(tmp_path / "o"), "--model", str(tmp_path / "m.keras"),
                                            "--sparsity", "1.5", "--data", "digits"])
     assert result.exit_code == 1 and "sparsit" in result.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_cli_demo_prints_table_and_leaves_figures_report_logs_and_export(tmp_path, monkeypatch):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.copyfile(TINY, configs / "demo.yaml")  # the demo command, on the tiny config
+    monkeypatch.setattr(cli, "CONFIGS", configs)
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(cli.main, ["demo", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = runner.read_rows(out)
+    assert report.tables(rows) in result.output and f"results in   {out.resolve()}" in result.output
+    assert (out / "figure1.png").exists() and (out / "figure2.png").exists() and (out / "report.md").exists()
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert any((out / "export").rglob("*.tflite")) and any((out / "export").rglob("saved_model.pb"))

@@ -35,12 +35,12 @@ def _finish(out_dir, rows) -> None:
     click.echo(f"results in   {pathlib.Path(out_dir).resolve()}")
 
 
-def _run(config, out_dir, quiet) -> None:
+def _run(config, out_dir, quiet, verbose=None) -> None:
     from tf_selopt.study import runner
     from tf_selopt.study.config import ConfigError
 
     try:
-        rows = runner.run_study(config, out_dir, quiet=quiet)
+        rows = runner.run_study(config, out_dir, quiet=quiet, verbose=verbose)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     _finish(out_dir, rows)
@@ -55,10 +55,11 @@ def main():
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path), default=pathlib.Path("runs/demo"),
               show_default=True, help="Output directory (re-running resumes it).")
-@click.option("--quiet", is_flag=True, help="No progress bar, no Keras progress.")
-def demo(out, quiet):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--keras-progress", is_flag=True, help="Also Keras' own progress, one line per epoch of every run.")
+def demo(out, quiet, keras_progress):
     """Short study on the bundled MNIST subset (about 10 minutes on 2 CPU cores)."""
-    _run(CONFIGS / "demo.yaml", out, quiet)
+    _run(CONFIGS / "demo.yaml", out, quiet, verbose=2 if keras_progress and not quiet else 0)
 
 
 @main.command()
