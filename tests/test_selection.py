@@ -314,3 +314,56 @@ def test_select_casts_non_float32_scores():
     scores = [tf.constant([1.0, 3.0], tf.float64), tf.constant([2.0, 3.0], tf.float16)]
     masks = select(scores, 2)
     assert_masks_equal(masks, [np.array([False, True]), np.array([False, True])])
+
+
+def _old_int64_key(x):
+    """numpy model of the int64 key: NaN -> 0, -0.0 -> +0.0, negatives reversed, shifted by 2**31."""
+    bits = x.view(np.int32).astype(np.int64)
+    bits = np.where(bits == -(2**31), 0, bits)
+    keys = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31
+    return np.where(np.isnan(x), 0, keys)
+
+
+def _random_bit_floats(n, seed):
+    """float32 from random bit patterns (every NaN payload, subnormal, sign) plus the special values."""
+    rng = np.random.default_rng(seed)
+    f32 = np.finfo(np.float32)
+    special = np.array(
+        [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, f32.max, -f32.max, f32.smallest_normal, 1e-45, -1e-45, 1e-40],
+        np.float32,
+    )
+    bits = rng.integers(-(2**31), 2**31, n, dtype=np.int64).astype(np.int32)
+    return np.concatenate([special, bits.view(np.float32), rng.choice(special, n)])
+
+
+@pytest.mark.parametrize("mode", ["eager", "fn", "jit"])
+def test_int32_key_matches_int64_key_on_all_bit_patterns(mode):
+    """The int32 key of top_k_mask is the int64 key minus 2**31 (NaN -> INT32_MIN), in every mode."""
+    from tf_selopt.selection import _sortable_key32
+
+    x = _random_bit_floats(5000, 1)
+    k32 = _run(mode, _sortable_key32, tf.constant(x)).numpy()
+    k64 = _run(mode, sortable_key, tf.constant(x)).numpy()
+    assert k32.dtype == np.int32
+    np.testing.assert_array_equal(k64, _old_int64_key(x))
+    np.testing.assert_array_equal(k32.astype(np.int64) + 2**31, k64)
+
+
+@pytest.mark.parametrize("mode", ["eager", "fn", "jit"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_top_k_mask_on_all_bit_patterns_matches_reference(mode, seed):
+    """Subnormals stay distinct, NaN last, signed zeros tie, lowest index first: same as the stable sort."""
+    x = _random_bit_floats(3000, seed)
+    for k in (1, 7, 12, x.size // 3, x.size // 2, x.size - 5, x.size - 1):
+        mask = _run(mode, lambda s, k=k: top_k_mask(s, k), tf.constant(x)).numpy()
+        np.testing.assert_array_equal(mask, _ref_top_k(x, k))
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("value", [np.nan, -np.inf, np.inf, -0.0, 0.0, -np.finfo(np.float32).max, 1e-45])
+def test_top_k_mask_constant_scores_at_key_extremes(mode, value):
+    """All-equal scores at the ends of the key range (NaN = INT32_MIN, +-inf): the first k win."""
+    x = np.full(10, value, np.float32)
+    for k in (1, 4, 9):
+        mask = _run(mode, lambda s, k=k: top_k_mask(s, k), tf.constant(x)).numpy()
+        np.testing.assert_array_equal(mask, np.arange(10) < k)

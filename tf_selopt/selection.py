@@ -1,7 +1,7 @@
 """Selection: scores -> boolean masks with exactly ``k`` ones.
 
 The threshold is found by a radix-style search over the bits of an
-order-preserving integer key of each float32 score: 32 passes, each one
+order-preserving int32 key of each float32 score: 32 passes, each one
 comparison and one sum over the ``N`` scores, so time is linear in ``N`` (no
 sort, no ``top_k``) and everything compiles under XLA.
 
@@ -83,29 +83,45 @@ def per_variable_counts(sizes, k: int) -> list[int]:
     return base
 
 
+def _sortable_key32(scores):
+    """float32 scores -> int32 keys with the same order (signed comparison).
+
+    NaN (any sign or payload) maps to ``INT32_MIN``, below every number (-inf
+    maps to ``-2**31 + 2**23 - 1``); -0.0 and +0.0 map to the same key (0).
+    Integer bits only (``tf.bitcast``): no float op that a compiler may drop or
+    that may flush subnormals to zero.
+    """
+    bits = tf.bitcast(tf.cast(scores, tf.float32), tf.int32)
+    magnitude = tf.bitwise.bitwise_and(bits, 0x7FFFFFFF)
+    # Negative floats (sign bit set): flip the magnitude bits to reverse their order;
+    # -0.0 (magnitude 0) becomes INT32_MIN ^ 0x7FFFFFFF = -1, one below +0.0's 0.
+    keys = tf.bitwise.bitwise_xor(bits, tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 31), 0x7FFFFFFF))
+    # -0.0 -> +0.0: merge on the integer bits (a magnitude of 0 is a signed zero).
+    keys = tf.where(tf.equal(magnitude, 0), tf.zeros_like(keys), keys)
+    # NaN: exponent all ones and a nonzero mantissa, i.e. magnitude > bits of +inf.
+    return tf.where(magnitude > 0x7F800000, tf.fill(tf.shape(keys), tf.int32.min), keys)
+
+
 def sortable_key(scores):
     """float32 scores -> int64 keys in [0, 2**32) with the same order.
 
-    NaN maps below -inf; -0.0 and +0.0 map to the same key.
+    NaN maps below -inf (to 0); -0.0 and +0.0 map to the same key. This is the
+    int32 key of ``top_k_mask`` shifted by ``2**31``.
     """
-    scores = tf.cast(scores, tf.float32)
-    is_nan = tf.math.is_nan(scores)
-    bits = tf.bitcast(scores, tf.int32)
-    # -0.0 (bits 0x80000000) -> +0.0 on the integer bits: no float op that a
-    # compiler may drop or that may flush subnormals to zero.
-    bits = tf.where(tf.equal(bits, tf.int32.min), tf.zeros_like(bits), bits)
-    # Negative floats: reverse their order; then shift into the unsigned range.
-    keys = tf.bitwise.bitwise_xor(bits, tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 31), 0x7FFFFFFF))
-    keys = tf.cast(keys, tf.int64) + 2**31
-    # -inf maps to 2**23 - 1 > 0, so 0 is free for NaN.
-    return tf.where(is_nan, tf.zeros_like(keys), keys)
+    return tf.cast(_sortable_key32(scores), tf.int64) + 2**31
 
 
 def _kth_largest_key(keys, k: int):
-    """Largest ``t`` with ``count(keys >= t) >= k``: the k-th largest key."""
-    t = tf.constant(0, tf.int64)
+    """Largest ``t`` with ``count(keys >= t) >= k``: the k-th largest int32 key.
+
+    Radix search from the top bit of the unsigned view ``t + 2**31``: that bit
+    is the (inverted) sign bit, so its candidate is 0; the lower 31 bits are the
+    same in both views, and setting one (still clear) bit cannot overflow.
+    Starting at ``INT32_MIN`` is safe: every key is >= it.
+    """
+    t = tf.constant(tf.int32.min, tf.int32)
     for bit in range(31, -1, -1):
-        candidate = t + (1 << bit)
+        candidate = tf.zeros_like(t) if bit == 31 else tf.bitwise.bitwise_or(t, 1 << bit)
         count = tf.reduce_sum(tf.cast(keys >= candidate, tf.int32))
         t = tf.where(count >= k, candidate, t)
     return t
@@ -126,7 +142,7 @@ def top_k_mask(scores, k: int):
         return tf.zeros(tf.shape(scores), tf.bool)
     if k == size:
         return tf.ones(tf.shape(scores), tf.bool)
-    keys = sortable_key(flat)
+    keys = _sortable_key32(flat)
     threshold = _kth_largest_key(keys, k)
     above = keys > threshold
     at = keys == threshold
