@@ -69,9 +69,11 @@ def child(mode: str, hidden: int, steps: int, criterion: str) -> dict:
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     before = _rss_bytes()
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
-    after = _rss_bytes()  # read before the peak, so peak >= after holds in every run
+    after = _rss_bytes()
+    # Linux syncs per-thread RSS counters lazily: ru_maxrss (KiB) can lag the current VmRSS by a few hundred KiB.
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, after)
     result = {
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: KiB
+        "peak_rss_bytes": peak,
         "rss_before_fit_bytes": before,
         "rss_after_fit_bytes": after,
         "num_parameters": model.count_params(),
