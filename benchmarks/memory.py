@@ -47,16 +47,10 @@ def child(mode: str, hidden: int, steps: int, criterion: str) -> dict:
     import tensorflow as tf
 
     import tf_selopt  # imported by both modes, so that both hold the same code
+    from tf_selopt import models
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((784,)),
-            keras.layers.Dense(hidden, activation="relu"),
-            keras.layers.Dense(hidden, activation="relu"),
-            keras.layers.Dense(10),
-        ]
-    )
+    model = models.mlp((hidden, hidden), input_shape=(784,))
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(steps * BATCH, 784)).astype("float32")
     y = rng.integers(0, 10, size=steps * BATCH).astype("int32")

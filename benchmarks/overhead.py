@@ -48,16 +48,7 @@ WARMUP_STEPS = 100_000  # eta0: far away, so any phase is reached by setting `it
 
 def build_model(name: str) -> keras.Model:
     """``mlp``: 784-512-512-10 (669,706 parameters); ``cnn``: tf_selopt.models.small_cnn (105,866)."""
-    if name == "mlp":
-        return keras.Sequential(
-            [
-                keras.Input((784,)),
-                keras.layers.Dense(512, activation="relu"),
-                keras.layers.Dense(512, activation="relu"),
-                keras.layers.Dense(10),
-            ]
-        )
-    return models.small_cnn()
+    return models.mlp((512, 512), input_shape=(784,)) if name == "mlp" else models.small_cnn()
 
 
 def make_step(model: keras.Model, kind: str):

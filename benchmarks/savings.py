@@ -46,23 +46,9 @@ BATCH = {"cnn": 64, "mlp": 128}
 ARMS = ("full", "masked", "dropped")
 
 
-def mlp_512(input_shape=(28, 28, 1), num_classes=10):
-    """MLP 784-512-512-10 (ReLU); logits out."""
-    return keras.Sequential(
-        [
-            keras.Input(input_shape),
-            keras.layers.Flatten(),
-            keras.layers.Dense(512, activation="relu"),
-            keras.layers.Dense(512, activation="relu"),
-            keras.layers.Dense(num_classes),
-        ],
-        name="mlp_512",
-    )
-
-
 def build(kind, seed):
     keras.utils.set_random_seed(seed)
-    return models.small_cnn() if kind == "cnn" else mlp_512()
+    return models.small_cnn() if kind == "cnn" else models.mlp((512, 512), name="mlp_512")
 
 
 class StepTimer(keras.callbacks.Callback):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["small_cnn", "lenet_300_100"]
+__all__ = ["small_cnn", "lenet_300_100", "mlp"]
 
 
 def small_cnn(input_shape=(28, 28, 1), num_classes=10, api=keras):
@@ -29,15 +29,16 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, api=keras):
     )
 
 
+def mlp(hidden, input_shape=(28, 28, 1), num_classes=10, api=keras, name="mlp"):
+    """Flatten, then ReLU Dense layers of widths ``hidden`` (e.g. ``(512, 512)``); logits out."""
+    return api.Sequential(
+        [api.Input(input_shape), api.layers.Flatten()]
+        + [api.layers.Dense(width, activation="relu") for width in hidden]
+        + [api.layers.Dense(num_classes)],
+        name=name,
+    )
+
+
 def lenet_300_100(input_shape=(28, 28, 1), num_classes=10, api=keras):
     """LeNet-300-100 MLP (784-300-100-10 on MNIST); logits out."""
-    return api.Sequential(
-        [
-            api.Input(input_shape),
-            api.layers.Flatten(),
-            api.layers.Dense(300, activation="relu"),
-            api.layers.Dense(100, activation="relu"),
-            api.layers.Dense(num_classes),
-        ],
-        name="lenet_300_100",
-    )
+    return mlp((300, 100), input_shape, num_classes, api=api, name="lenet_300_100")
