@@ -13,6 +13,11 @@ a shared machine disturb less) is reported per phase of the wrapper:
 * ``masked``: a restricted step after selection (masked gradients, restore),
 
 plus the one-off ``selection`` step (window end: scores + exact top-k).
+
+A third copy trains with ``GuardedAdam`` (Adam that skips a step with a NaN/Inf
+gradient, nothing else) in the same rounds: its ratio to Adam is the floor any
+wrapper pays for the all-or-nothing NaN guard (the update must wait for every
+gradient, so it no longer overlaps the backward pass).
 The phase is a function of ``optimizer.iterations``, which the benchmark sets
 before each block; after each block it checks the wrapper's read-outs
 (``window_count``, ``selections``) to prove the steps were in that phase.
@@ -78,15 +83,30 @@ def time_steps(steps, x, y, n: int) -> list[list[tuple[float, float]]]:
     return times
 
 
+class GuardedAdam(keras.optimizers.Adam):
+    """Adam that skips a step with a non-finite gradient (build it before the first step)."""
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        apply = super().apply
+        tf.cond(finite, lambda: (apply(grads, trainable_variables), None)[1], lambda: None)
+
+
 class Pair:
-    """The same model twice (same weights): ``plain`` with Adam, ``ours`` with SelectiveOptimizer(Adam)."""
+    """The same model three times (same weights): ``plain`` with Adam, ``ours`` with
+    SelectiveOptimizer(Adam), ``guarded`` with GuardedAdam."""
 
     def __init__(self, model_name: str, kind: str, block: int, seed: int):
         keras.utils.set_random_seed(seed)
         self.plain = build_model(model_name)
         self.ours = build_model(model_name)
+        self.guarded = build_model(model_name)
         self.ours.set_weights(self.plain.get_weights())
+        self.guarded.set_weights(self.plain.get_weights())
         self.plain.optimizer = keras.optimizers.Adam(1e-3)
+        self.guarded.optimizer = GuardedAdam(1e-3)
+        self.guarded.optimizer.build(self.guarded.trainable_variables)
         self.opt = tf_selopt.SelectiveOptimizer(
             keras.optimizers.Adam(1e-3), keep=0.1, warmup_steps=WARMUP_STEPS, window=block + 1, seed=seed
         )
@@ -95,6 +115,7 @@ class Pair:
         self.window = block + 1
         self.step_plain = make_step(self.plain, kind)
         self.step_ours = make_step(self.ours, kind)
+        self.step_guarded = make_step(self.guarded, kind)
 
     def start_of(self, phase: str) -> int:
         """First step of a block of ``window - 1`` steps that lies entirely in ``phase``."""
@@ -104,16 +125,17 @@ class Pair:
         return int(self.opt.selections), float(self.opt.window_count)
 
     def time_block(self, phase: str, x, y, n: int, ours_first: bool):
-        """``n`` steps of each model in ``phase``, alternating step by step; returns (ours, plain)
-        lists of (wall s, CPU s). Checks the read-outs say the wrapper's steps were in ``phase``."""
+        """``n`` steps of each model in ``phase``, taking turns step by step; returns (ours, plain,
+        guarded) lists of (wall s, CPU s). Checks the read-outs say the wrapper's steps were in ``phase``."""
         self.opt.iterations.assign(self.start_of(phase))
         selections, count = self.readouts()
-        steps = [self.step_ours, self.step_plain]
-        ours, plain = time_steps(steps if ours_first else steps[::-1], x, y, n)[:: 1 if ours_first else -1]
+        steps = [self.step_ours, self.step_plain, self.step_guarded]
+        order = 1 if ours_first else -1
+        ours, plain, guarded = time_steps(steps[::order], x, y, n)[::order]
         expected_count = count + n if phase == "window" else count
         if self.readouts() != (selections, expected_count) or int(self.opt.iterations) != self.start_of(phase) + n:
             raise AssertionError(f"steps were not in phase {phase!r}: {self.readouts()}, {int(self.opt.iterations)}")
-        return ours, plain
+        return ours, plain, guarded
 
     def time_selection(self, x, y) -> float:
         """Wall seconds of one selection step (step ``warmup_steps``); checks that it selected exactly k."""
@@ -144,12 +166,14 @@ def run_pair(model_name: str, kind: str, block: int, rounds: int, selections: in
 
     ours = {p: [] for p in PHASES}
     plain = {p: [] for p in PHASES}
+    guarded = {p: [] for p in PHASES}
     per_round = {p: [] for p in PHASES}
     for r in range(rounds):
         for phase in PHASES:
-            b_ours, b_plain = pair.time_block(phase, x, y, block, ours_first=r % 2 == 0)
+            b_ours, b_plain, b_guarded = pair.time_block(phase, x, y, block, ours_first=r % 2 == 0)
             ours[phase] += b_ours
             plain[phase] += b_plain
+            guarded[phase] += b_guarded
             per_round[phase].append(_median(b_ours, 0) / _median(b_plain, 0))
     selection_times = [pair.time_selection(x, y) for _ in range(selections)]
 
@@ -172,6 +196,8 @@ def run_pair(model_name: str, kind: str, block: int, rounds: int, selections: in
         result["phases"][phase] = {
             "ratio": ratio,
             "cpu_ratio": _median(ours[phase], 1) / _median(plain[phase], 1),
+            "guard_ratio": _median(guarded[phase], 0) / _median(plain[phase], 0),
+            "guard_cpu_ratio": _median(guarded[phase], 1) / _median(plain[phase], 1),
             "ours_median_ms": 1e3 * _median(ours[phase], 0),
             "plain_median_ms": 1e3 * _median(plain[phase], 0),
             "ours_cpu_median_ms": 1e3 * _median(ours[phase], 1),
@@ -204,9 +230,9 @@ def main(argv=None):
         args.models, args.kinds, args.block, args.rounds, args.selections = ["mlp"], ["fit"], 3, 2, 1
 
     runs = []
-    print("ours / Adam, median step time: wall clock (process CPU time)")
-    print("| model | step | Adam ms | warmup | window | masked | selection step |")
-    print("|---|---|---|---|---|---|---|")
+    print("ours / Adam, median step time: wall clock (process CPU time); guard = GuardedAdam / Adam (wall)")
+    print("| model | step | Adam ms | warmup | window | masked | guard | selection step |")
+    print("|---|---|---|---|---|---|---|---|")
     for model_name in args.models:
         for kind in args.kinds:
             r = run_pair(model_name, kind, args.block, args.rounds, args.selections, args.seed)
@@ -214,6 +240,7 @@ def main(argv=None):
             cells = [_cell(r["phases"][p]) for p in PHASES]
             print(
                 f"| {model_name} | {kind} | {r['plain_median_ms']:.2f} | " + " | ".join(cells)
+                + f" | {statistics.median(r['phases'][p]['guard_ratio'] for p in PHASES):.3f}"
                 + f" | {r['selection_step_ms']:.1f} ms ({r['selection_step_ratio']:.1f}x) |",
                 flush=True,
             )

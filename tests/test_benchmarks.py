@@ -67,6 +67,7 @@ def test_overhead_quick(tmp_path):
     assert sorted(run["phases"]) == ["masked", "warmup", "window"]
     for phase in run["phases"].values():
         assert phase["ratio"] > 0 and phase["cpu_ratio"] > 0 and phase["ours_median_ms"] > 0
+        assert phase["guard_ratio"] > 0 and phase["guard_cpu_ratio"] > 0
         assert phase["goal_met"] == (phase["ratio"] <= phase["goal"])
     assert run["selection_step_ms"] > 0
     assert "| mlp | fit |" in stdout

@@ -28,6 +28,25 @@ for _cls in criteria_lib.BUILTIN.values():
     keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
 
 
+#: Inner optimizers that leave an entry exactly in place when its gradient and these slots are 0
+#: (``tf_selopt.selective.motion_slots``; attribute names of Keras 3.15).
+MOTION_SLOT_ATTRIBUTES = {
+    keras.optimizers.SGD: ("momentums",),
+    keras.optimizers.Adam: ("_momentums",),
+    keras.optimizers.Adamax: ("_m",),
+    keras.optimizers.Nadam: ("_momentums",),
+    keras.optimizers.Lion: ("_momentums",),
+    keras.optimizers.RMSprop: ("_momentums",),
+    keras.optimizers.Adagrad: (),
+    keras.optimizers.Adadelta: (),
+}
+
+
+def _bare_pruning_mask(constraint) -> bool:
+    """A pruning mask with no other constraint inside: it never moves an unpruned entry."""
+    return isinstance(constraint, pruning.PruningMask) and constraint.inner is None
+
+
 @keras.saving.register_keras_serializable(package="tf_selopt")
 class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
     """Train only the parameters a criterion selects; freeze the rest exactly.
@@ -119,6 +138,12 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
                 "`inner` must not be a LossScaleOptimizer: wrap the other way, "
                 "LossScaleOptimizer(SelectiveOptimizer(inner)) (what compile does under mixed_float16)."
             )
+        if inner.gradient_accumulation_steps:
+            raise ValueError(
+                "`inner` must not accumulate gradients (its gradient_accumulation_steps="
+                f"{inner.gradient_accumulation_steps}): steps are counted by the inner optimizer's `iterations`, "
+                "which then stand still between updates, so windows and selections would repeat."
+            )
         refuse_base_arguments(kwargs)
         selective = Selective(
             criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity=granularity
@@ -139,6 +164,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
             pruned_mask_of=pruning.pruning_mask,
         )
         self.inner_optimizer.build(var_list)
+        self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES, _bare_pruning_mask)
         super().build(var_list)
 
     @property

@@ -10,8 +10,11 @@ once built, its state variables; ``apply`` runs one training step in-graph:
   (exactly ``k`` parameters, or whole units / variables within ``k`` for
   ``granularity`` "unit" / "variable") and the window state is reset;
 * from step ``warmup_steps`` on, only selected entries move: their gradient is
-  zeroed before the inner update and their old value restored after it, so no
-  inner state (momentum, Adam moments, decoupled weight decay) moves them;
+  zeroed before the inner update, and either their old value is restored after
+  it (any inner optimizer: momentum, Adam moments, decoupled weight decay do not
+  move them) or, for inner optimizers known to leave an entry with a zero
+  gradient and zero momentum exactly in place, their momentum is zeroed once at
+  the selection and no restore is needed (``motion_slots``);
 * a step with a NaN/Inf gradient changes nothing but ``skipped_steps``.
 
 Front ends (``tf_selopt.optimizer`` for Keras 3, ``tf_selopt.tf_keras``) only
@@ -144,6 +147,8 @@ class Selective:
         self.reselect_every = None if reselect_every is None else int(reselect_every)
         self.seed = int(seed)
         self.variables = None
+        self.motion_slots = None
+        self.frozen_stay_put = lambda: False
 
     def config(self) -> dict:
         """Constructor arguments (the criterion as an object; front ends serialize it)."""
@@ -186,6 +191,45 @@ class Selective:
         for slot in self.criterion.slots:
             for state, v in zip(self.criterion_state, var_list):
                 state[slot] = add_slot(v, f"criterion_{slot}")
+
+    def set_motion_slots(self, inner, attributes, constraint_allowed=lambda constraint: False):
+        """Skip the restore of frozen entries where the inner optimizer allows it (front ends, after
+        building ``inner`` on the same variables).
+
+        ``attributes``: optimizer class -> names of its per-variable slot lists that
+        must be zero for an entry with a zero gradient to stay exactly in place
+        (e.g. Adam's first moments; ``()``: none needed). Exact classes only, as a
+        subclass may change the update. The guarantee is off with weight decay,
+        EMA, gradient accumulation, RMSprop's ``centered`` (a square root of a
+        difference), a variable overwritten with its gradient, or a constraint
+        ``constraint_allowed`` does not accept; it is checked again whenever
+        ``apply`` is traced. When it holds, the slots of every entry that stops
+        training are zeroed at each selection and no restore follows the update.
+        """
+        names = attributes.get(type(inner))
+        if names is None:
+            return
+        lists = [slots for slots in (getattr(inner, name) for name in names) if slots]  # e.g. SGD without momentum
+        if any(len(slots) != len(self.variables) or any(s is None for s in slots) for slots in lists):
+            return
+        self.motion_slots = [[slots[i] for slots in lists] for i in range(len(self.variables))]
+
+        def holds():
+            if getattr(inner, "weight_decay", None) or getattr(inner, "use_ema", False):
+                return False
+            if getattr(inner, "gradient_accumulation_steps", None) or getattr(inner, "centered", False):
+                return False
+            return all(
+                not getattr(v, "overwrite_with_gradient", False)
+                and (getattr(v, "constraint", None) is None or constraint_allowed(v.constraint))
+                for v in self.variables
+            )
+
+        self.frozen_stay_put = holds
+
+    def _skips_restore(self):
+        """Whether frozen entries stay in place without a restore (read at trace time)."""
+        return self.motion_slots is not None and bool(self.frozen_stay_put())
 
     # ------------------------------------------------------------- read-outs
     def _kept(self, i):
@@ -236,14 +280,39 @@ class Selective:
         """One training step. ``grads``/``variables``: matching lists (no None),
         ``indices``: each variable's position in ``build``'s ``var_list``,
         ``step``: int64 scalar, the 0-based count of finite steps,
-        ``inner_apply(grads, variables)``: the inner optimizer's update."""
+        ``inner_apply(grads, variables)``: the inner optimizer's update.
+
+        Costs per step (measured in ``benchmarks/overhead.py``): every ``tf.cond``
+        passes each captured tensor through a switch and walks the ops of the
+        branch not taken, so the window and selection work sit in one cond of
+        their own and the update in a chain ordered by frequency (restricted,
+        full, skipped).
+        """
         values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in values])
-        tf.cond(
-            finite,
-            lambda: self._apply_finite(grads, variables, indices, step, inner_apply),
-            self._count_skipped,
-        )
+        step = tf.cast(step, tf.int64)
+        selection_step = self._next_selection(step)
+        special = tf.logical_and(selection_step >= 0, selection_step - step < max(self.window, 1))
+        restricted = step >= self.warmup_steps
+
+        def special_work():  # a finite step in a gradient window or at a selection
+            if self.criterion.uses_gradients:
+                self._accumulate(grads, variables, indices)  # every special step is in the window
+            tf.cond(tf.equal(step, selection_step), self._select, lambda: None)
+
+        def finite_step():
+            tf.cond(special, special_work, lambda: None)
+            tf.cond(
+                restricted,
+                lambda: self._restricted_update(grads, variables, indices, inner_apply),
+                lambda: self._full_update(grads, variables, inner_apply),
+            )
+
+        tf.cond(finite, finite_step, self._count_skipped)
+
+    @staticmethod
+    def _full_update(grads, variables, inner_apply):
+        inner_apply(grads, variables)  # its return value (if any) is dropped: every branch returns None
 
     def _count_skipped(self):
         self.skipped_steps.assign_add(1)
@@ -255,23 +324,6 @@ class Selective:
             return tf.where(step <= eta0, eta0, tf.constant(-1, tf.int64))
         n = tf.constant(self.reselect_every, tf.int64)
         return eta0 + (tf.maximum(step - eta0, 0) + n - 1) // n * n
-
-    def _apply_finite(self, grads, variables, indices, step, inner_apply):
-        step = tf.cast(step, tf.int64)
-        selection_step = self._next_selection(step)
-        if self.criterion.uses_gradients:
-            in_window = tf.logical_and(selection_step >= 0, selection_step - step < self.window)
-            tf.cond(in_window, lambda: self._accumulate(grads, variables, indices), lambda: None)
-        tf.cond(tf.equal(step, selection_step), self._select, lambda: None)
-        tf.cond(
-            step >= self.warmup_steps,
-            lambda: self._restricted_update(grads, variables, indices, inner_apply),
-            lambda: self._full_update(grads, variables, inner_apply),
-        )
-
-    @staticmethod
-    def _full_update(grads, variables, inner_apply):
-        inner_apply(grads, variables)  # its return value (if any) is dropped: both branches return None
 
     def _accumulate(self, grads, variables, indices):
         count = self.window_count + 1.0
@@ -294,9 +346,12 @@ class Selective:
             scores.append(tf.ensure_shape(tf.cast(score, tf.float32), v.shape))
         kept = [self._kept(i) for i in range(len(self.variables))]
         masks = selection.select(scores, self.k, self.scope, self.granularity, kept)
-        for mask_var, score_var, mask, score in zip(self.masks, self.scores, masks, scores):
+        for i, (mask_var, score_var, mask, score) in enumerate(zip(self.masks, self.scores, masks, scores)):
             mask_var.assign(mask)
             score_var.assign(score)
+            for slot in self.motion_slots[i] if self.motion_slots is not None else ():
+                trains = mask if kept[i] is None else tf.logical_and(mask, kept[i])
+                slot.assign(tf.where(trains, tf.convert_to_tensor(slot), tf.zeros((), slot.dtype)))
         for state in self.criterion_state:
             for var in state.values():
                 var.assign(tf.zeros_like(var))
@@ -307,6 +362,9 @@ class Selective:
         masks = [self.trains(i) for i in indices]
         dense = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices (Embedding) -> dense
         masked = [tf.where(m, g, tf.zeros_like(g)) for m, g in zip(masks, dense)]
+        if self._skips_restore():  # frozen entries: zero gradient, zero momentum -> exactly in place
+            inner_apply(masked, variables)
+            return
         before = [tf.identity(v) for v in variables]
         inner_apply(masked, variables)
         for v, m, old in zip(variables, masks, before):
@@ -406,6 +464,13 @@ class SelectiveReadouts:
     def pruned_count(self):
         """Parameters held at zero by pruning (int64 scalar; 0 without pruning)."""
         return self._selective.pruned_count()
+
+    @property
+    def restores_frozen(self):
+        """Whether frozen entries are restored after each inner update; False when the inner
+        optimizer leaves them exactly in place (their momentum is zeroed at selection, see
+        ``Selective.set_motion_slots``). Read after ``build``."""
+        return not self._selective._skips_restore()
 
     @property
     def frozen_variables(self):

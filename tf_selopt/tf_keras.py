@@ -34,6 +34,20 @@ for _cls in criteria_lib.BUILTIN.values():
     tf_keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
 
 
+#: Inner optimizers that leave an entry exactly in place when its gradient and these slots are 0
+#: (``tf_selopt.selective.Selective.set_motion_slots``; attribute names of tf_keras 2.21).
+MOTION_SLOT_ATTRIBUTES = {
+    tf_keras.optimizers.SGD: ("momentums",),
+    tf_keras.optimizers.Adam: ("_momentums",),
+    tf_keras.optimizers.Adamax: ("_m",),
+    tf_keras.optimizers.Nadam: ("_momentums",),
+    tf_keras.optimizers.Lion: ("momentums",),
+    tf_keras.optimizers.RMSprop: ("_momentums",),
+    tf_keras.optimizers.Adagrad: (),
+    tf_keras.optimizers.Adadelta: (),
+}
+
+
 @tf_keras.saving.register_keras_serializable(package="tf_selopt")
 class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
     """Train only the parameters a criterion selects; freeze the rest exactly.
@@ -89,6 +103,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         )
         super().build(var_list)
         self.inner_optimizer.build(var_list)
+        self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES)
         self._built = True
 
     @property
