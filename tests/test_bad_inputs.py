@@ -114,6 +114,27 @@ def test_select_k_out_of_range(scope, k):
         selection.select(scores, k, scope)
 
 
+@pytest.mark.parametrize(
+    "scores, k, kept, word",
+    [
+        ([], 1, None, "non-empty"),
+        ([np.ones(3, "float32")], 2.0, None, "`k`"),
+        ([np.ones(3, "float32")], True, None, "`k`"),
+        ([np.ones(3, "float32"), np.ones(2, "float32")], 1, [None], "`kept`"),
+    ],
+)
+def test_select_bad_arguments(scores, k, kept, word):
+    with pytest.raises(ValueError, match=word):
+        selection.select(scores, k, kept=kept)
+
+
+def test_select_takes_numpy_arrays_and_k_zero():
+    scores = [np.array([3.0, 1.0, 2.0], "float32"), np.array([[0.5, 4.0]], "float32")]
+    masks = selection.select(scores, 2)
+    assert [m.numpy().tolist() for m in masks] == [[True, False, False], [[False, True]]]
+    assert sum(int(np.sum(m)) for m in selection.select(scores, 0)) == 0
+
+
 # -------------------------------------------------------------------- export
 def _mlp():
     keras.utils.set_random_seed(0)

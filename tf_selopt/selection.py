@@ -30,6 +30,8 @@ import numbers
 
 import tensorflow as tf
 
+from tf_selopt.checks import is_int
+
 __all__ = [
     "SCOPES",
     "GRANULARITIES",
@@ -217,8 +219,8 @@ def select(scores, k: int, scope: str = "global", granularity: str = "parameter"
     """Masks for a list of score tensors: exactly ``k`` True (``"parameter"``), or whole groups.
 
     Args:
-        scores: list of float tensors with static shapes (one per variable).
-        k: total number to select, a Python int in [1, N] (see ``resolve_count``).
+        scores: list of float tensors (or arrays) with static shapes (one per variable).
+        k: total number to select, a Python int in [0, N] (0: nothing; see ``resolve_count``).
         scope: ``"global"``: top-k over all parameters of all variables (the
             note's setting); ``"per_variable"``: the same fraction in each
             variable, counts from ``per_variable_counts``.
@@ -246,7 +248,15 @@ def select(scores, k: int, scope: str = "global", granularity: str = "parameter"
         raise ValueError(
             f"`granularity`='variable' selects whole variables, so it needs scope='global'; received scope={scope!r}."
         )
-    kept = [None] * len(scores) if kept is None else list(kept)
+    scores = [tf.convert_to_tensor(s) for s in scores]  # numpy arrays and lists too
+    if not scores:
+        raise ValueError("`scores` must be a non-empty list of score tensors.")
+    total = sum(int(s.shape.num_elements()) for s in scores)
+    if not (is_int(k) and 0 <= k <= total):
+        raise ValueError(f"`k` must be an int in [0, {total}] (N, the number of scores); received k={k!r}.")
+    kept = [None] * len(scores) if kept is None else [None if m is None else tf.convert_to_tensor(m) for m in kept]
+    if len(kept) != len(scores):
+        raise ValueError(f"`kept` must have one entry per score tensor ({len(scores)}); received {len(kept)}.")
     if granularity != "parameter":
         return _select_groups(scores, k, scope, granularity, kept)
     scores = [
