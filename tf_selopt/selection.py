@@ -99,9 +99,9 @@ def _sortable_key32(scores):
     # -0.0 (magnitude 0) becomes INT32_MIN ^ 0x7FFFFFFF = -1, one below +0.0's 0.
     keys = tf.bitwise.bitwise_xor(bits, tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 31), 0x7FFFFFFF))
     # -0.0 -> +0.0: merge on the integer bits (a magnitude of 0 is a signed zero).
-    keys = tf.where(tf.equal(magnitude, 0), tf.zeros_like(keys), keys)
+    keys = tf.where(tf.equal(magnitude, 0), tf.constant(0, tf.int32), keys)
     # NaN: exponent all ones and a nonzero mantissa, i.e. magnitude > bits of +inf.
-    return tf.where(magnitude > 0x7F800000, tf.fill(tf.shape(keys), tf.int32.min), keys)
+    return tf.where(magnitude > 0x7F800000, tf.constant(tf.int32.min, tf.int32), keys)
 
 
 def sortable_key(scores):
@@ -204,7 +204,7 @@ def _select_groups(scores, k: int, scope: str, granularity: str, kept):
         for v, m in zip(views, kept)
     ]
     # float64 sums: the ranking does not depend on the summation order (XLA or not) in practice.
-    group_scores = [tf.reduce_sum(tf.where(m, v, tf.zeros_like(v)), axis=0) for v, m in zip(views, kept_views)]
+    group_scores = [tf.reduce_sum(tf.where(m, v, tf.constant(0, v.dtype)), axis=0) for v, m in zip(views, kept_views)]
     costs = [tf.reduce_sum(tf.cast(m, tf.int64), axis=0) for m in kept_views]
     if scope == "global":
         taken = greedy_groups(tf.concat(group_scores, axis=0), tf.concat(costs, axis=0), k)
@@ -260,7 +260,7 @@ def select(scores, k: int, scope: str = "global", granularity: str = "parameter"
     if granularity != "parameter":
         return _select_groups(scores, k, scope, granularity, kept)
     scores = [
-        s if m is None else tf.where(m, s, tf.fill(tf.shape(s), tf.constant(float("-inf"), s.dtype)))
+        s if m is None else tf.where(m, s, tf.constant(float("-inf"), s.dtype))
         for s, m in zip(scores, kept)
     ]
     sizes = [int(s.shape.num_elements()) for s in scores]

@@ -355,14 +355,14 @@ class Selective:
                 slot.assign(tf.where(trains, tf.convert_to_tensor(slot), tf.zeros((), slot.dtype)))
         for state in self.criterion_state:
             for var in state.values():
-                var.assign(tf.zeros_like(var))
+                var.assign(tf.math.multiply_no_nan(tf.convert_to_tensor(var), tf.constant(0, var.dtype)))
         self.window_count.assign(0.0)
         self.selections.assign_add(1)
 
     def _restricted_update(self, grads, variables, indices, inner_apply):
         masks = [self.trains(i) for i in indices]
         dense = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices (Embedding) -> dense
-        masked = [tf.where(m, g, tf.zeros_like(g)) for m, g in zip(masks, dense)]
+        masked = [tf.where(m, g, tf.constant(0, g.dtype)) for m, g in zip(masks, dense)]
         if self._skips_restore():  # frozen entries: zero gradient, zero momentum -> exactly in place
             inner_apply(masked, variables)
             return
