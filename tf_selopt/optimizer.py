@@ -90,7 +90,11 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
     ``scores`` (float32, the criterion's scores at the last selection),
     ``selected_count`` (selected and not pruned), ``pruned_count``,
     ``frozen_fraction``, ``skipped_steps`` (steps skipped for non-finite
-    gradients), ``selections`` (selections done), ``k``, ``num_parameters``.
+    gradients), ``selections`` (selections done), ``k``, ``num_parameters``,
+    ``restores_frozen`` (False when the inner optimizer is one of
+    ``MOTION_SLOT_ATTRIBUTES`` without weight decay, EMA or a constraint other
+    than a pruning mask: frozen entries then stay in place because their
+    momentum is zeroed at selection, and no restore follows each update).
 
     Pruning (``tf_selopt.pruning``): entries held at zero by a pruning mask rank
     below all others at selection and never train; if fewer than ``k`` entries
