@@ -29,7 +29,7 @@ for _cls in criteria_lib.BUILTIN.values():
 
 
 #: Inner optimizers that leave an entry exactly in place when its gradient and these slots are 0
-#: (``tf_selopt.selective.motion_slots``; attribute names of Keras 3.15).
+#: (``tf_selopt.selective.Selective.set_motion_slots``; attribute names of Keras 3.15).
 MOTION_SLOT_ATTRIBUTES = {
     keras.optimizers.SGD: ("momentums",),
     keras.optimizers.Adam: ("_momentums",),
