@@ -24,8 +24,11 @@ before each block; after each block it checks the wrapper's read-outs
 
 Step kinds: ``fit`` (Keras' compiled train function, the one ``model.fit``
 runs, via ``train_on_batch``), ``fit_xla`` (the same with
-``jit_compile=True``), ``custom_loop`` (a ``tf.function`` step with a
-GradientTape and ``apply_gradients``).
+``jit_compile=True``), ``fit_per_phase`` (``fit`` with the per-phase traces
+``tf_selopt.TracePerPhase`` makes: before each block the wrapper's step is
+rebuilt for that block's phase, as the callback does before a batch),
+``custom_loop`` (a ``tf.function`` step with a GradientTape and
+``apply_gradients``).
 
     python -m benchmarks.overhead --out results/bench_overhead.json
 """
@@ -47,7 +50,7 @@ from tf_selopt import models
 PHASES = ("warmup", "window", "masked")
 GOALS = {"warmup": 1.05, "window": 1.15, "masked": 1.05}
 MODELS = {"mlp": 128, "cnn": 64}  # model -> batch size
-KINDS = ("fit", "fit_xla", "custom_loop")
+KINDS = ("fit", "fit_xla", "fit_per_phase", "custom_loop")
 WARMUP_STEPS = 100_000  # eta0: far away, so any phase is reached by setting `iterations`
 
 
@@ -59,7 +62,7 @@ def build_model(name: str) -> keras.Model:
 def make_step(model: keras.Model, kind: str):
     """A callable ``step(x, y)`` that trains one batch and returns once the step is done."""
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if kind != "custom_loop":
+    if kind != "custom_loop":  # fit, fit_xla, fit_per_phase
         model.compile(optimizer=model.optimizer, loss=loss_fn, jit_compile=kind == "fit_xla")
         return lambda x, y: model.train_on_batch(x, y)
 
@@ -113,6 +116,7 @@ class Pair:
         self.ours.optimizer = self.opt
         self.opt.build(self.ours.trainable_variables)
         self.window = block + 1
+        self.per_phase = kind == "fit_per_phase"
         self.step_plain = make_step(self.plain, kind)
         self.step_ours = make_step(self.ours, kind)
         self.step_guarded = make_step(self.guarded, kind)
@@ -121,6 +125,14 @@ class Pair:
         """First step of a block of ``window - 1`` steps that lies entirely in ``phase``."""
         return {"warmup": 0, "window": WARMUP_STEPS - self.window + 1, "masked": WARMUP_STEPS + 1}[phase]
 
+    def trace_for(self, first_step: int, n: int):
+        """``fit_per_phase``: rebuild our step for the phase of steps ``first_step .. first_step + n - 1``
+        (what ``tf_selopt.TracePerPhase`` does before a batch); other kinds: nothing."""
+        phase = self.opt._selective.ordinary_phase(first_step, first_step + n - 1) if self.per_phase else None
+        if phase != self.opt._selective.phase:
+            self.opt._selective.phase = phase
+            tf_selopt.pruning.retrace_train_step(self.ours)
+
     def readouts(self) -> tuple[int, float]:
         return int(self.opt.selections), float(self.opt.window_count)
 
@@ -128,6 +140,7 @@ class Pair:
         """``n`` steps of each model in ``phase``, taking turns step by step; returns (ours, plain,
         guarded) lists of (wall s, CPU s). Checks the read-outs say the wrapper's steps were in ``phase``."""
         self.opt.iterations.assign(self.start_of(phase))
+        self.trace_for(self.start_of(phase), n)
         selections, count = self.readouts()
         steps = [self.step_ours, self.step_plain, self.step_guarded]
         order = 1 if ours_first else -1
@@ -140,6 +153,7 @@ class Pair:
     def time_selection(self, x, y) -> float:
         """Wall seconds of one selection step (step ``warmup_steps``); checks that it selected exactly k."""
         self.opt.iterations.assign(WARMUP_STEPS)
+        self.trace_for(WARMUP_STEPS, 1)
         selections, _ = self.readouts()
         ((seconds, _),) = time_steps([self.step_ours], x, y, 1)[0]
         if self.readouts() != (selections + 1, 0.0) or int(self.opt.selected_count) != self.opt.k:

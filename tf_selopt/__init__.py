@@ -12,6 +12,7 @@ from tf_selopt import criteria, schedules, selection
 from tf_selopt.callbacks import SelectionMonitor
 from tf_selopt.freezing import DropFrozenVariables
 from tf_selopt.optimizer import SelectiveOptimizer
+from tf_selopt.phases import TracePerPhase
 from tf_selopt.pruning import GradualPruning, mask_zeros, prune, strip_pruning
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "mask_zeros",
     "SelectionMonitor",
     "DropFrozenVariables",
+    "TracePerPhase",
     "criteria",
     "schedules",
     "selection",

@@ -32,6 +32,17 @@ def selective_of(optimizer):
     return None
 
 
+def required_selective(callback):
+    """``selective_of(callback.model.optimizer)``; ValueError naming ``callback`` if there is none."""
+    optimizer = selective_of(callback.model.optimizer)
+    if optimizer is None:
+        raise ValueError(
+            f"{type(callback).__name__} needs a model compiled with tf_selopt.SelectiveOptimizer; "
+            f"received optimizer {callback.model.optimizer!r}."
+        )
+    return optimizer
+
+
 def _path(variable):
     return getattr(variable, "path", None) or variable.name
 

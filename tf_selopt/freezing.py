@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import keras
 
-from tf_selopt.callbacks import selective_of
+from tf_selopt.callbacks import required_selective
 from tf_selopt.pruning import retrace_train_step
 
 __all__ = ["DropFrozenVariables"]
@@ -58,12 +58,7 @@ class DropFrozenVariables(keras.callbacks.Callback):
         self._needs_all = None
 
     def on_train_begin(self, logs=None):
-        self._optimizer = selective_of(self.model.optimizer)
-        if self._optimizer is None:
-            raise ValueError(
-                "DropFrozenVariables needs a model compiled with tf_selopt.SelectiveOptimizer; "
-                f"received optimizer {self.model.optimizer!r}."
-            )
+        self._optimizer = required_selective(self)
         self._needs_all = None
         self.dropped_count = 0
 

@@ -149,6 +149,7 @@ class Selective:
         self.variables = None
         self.motion_slots = None
         self.frozen_stay_put = lambda: False
+        self.phase = None  # None, or "warmup" / "masked": see ``ordinary_phase`` and ``apply``
 
     def config(self) -> dict:
         """Constructor arguments (the criterion as an object; front ends serialize it)."""
@@ -259,6 +260,16 @@ class Selective:
         selection_step = self.next_selection(first_step)
         return selection_step >= 0 and selection_step - max(self.window - 1, 0) <= last_step
 
+    def ordinary_phase(self, first_step: int, last_step: int):
+        """``"warmup"`` / ``"masked"`` if every step in ``[first_step, last_step]`` (0-based) is an
+        ordinary step of that phase (no window, no selection), else None. Python ints."""
+        selection_step = self.next_selection(first_step)
+        if selection_step >= 0 and selection_step - max(self.window - 1, 0) <= last_step:
+            return None
+        if last_step < self.warmup_steps:
+            return "warmup"
+        return "masked" if first_step >= self.warmup_steps else None
+
     def next_selection(self, step: int) -> int:
         """0-based step of the next selection at or after ``step`` (-1: none); Python ints (``_next_selection``)."""
         if self.reselect_every is None:
@@ -300,6 +311,17 @@ class Selective:
             if self.criterion.uses_gradients:
                 self._accumulate(grads, variables, indices)  # every special step is in the window
             tf.cond(tf.equal(step, selection_step), self._select, lambda: None)
+
+        if self.phase is not None:  # traced for ordinary steps of one phase only (``tf_selopt.phases``)
+            ordinary = tf.logical_and(tf.logical_not(special), tf.equal(restricted, self.phase == "masked"))
+            check = tf.debugging.Assert(ordinary, ["step", step, "is not an ordinary step of phase", self.phase])
+            with tf.control_dependencies([check]):
+                if self.phase == "masked":
+                    update = lambda: self._restricted_update(grads, variables, indices, inner_apply)  # noqa: E731
+                else:
+                    update = lambda: self._full_update(grads, variables, inner_apply)  # noqa: E731
+                tf.cond(finite, update, self._count_skipped)
+            return
 
         def finite_step():
             tf.cond(special, special_work, lambda: None)
