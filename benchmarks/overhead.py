@@ -45,7 +45,7 @@ import tensorflow as tf
 
 import tf_selopt
 from benchmarks.common import timed, write_result
-from tf_selopt import models
+from tf_selopt import models, traces
 
 PHASES = ("warmup", "window", "masked")
 GOALS = {"warmup": 1.05, "window": 1.15, "masked": 1.05}
@@ -129,9 +129,8 @@ class Pair:
         """``fit_per_phase``: rebuild our step for the phase of steps ``first_step .. first_step + n - 1``
         (what ``tf_selopt.TracePerPhase`` does before a batch); other kinds: nothing."""
         phase = self.opt._selective.ordinary_phase(first_step, first_step + n - 1) if self.per_phase else None
-        if phase != self.opt._selective.phase:
+        with traces.switching_state(self.ours):
             self.opt._selective.phase = phase
-            tf_selopt.pruning.retrace_train_step(self.ours)
 
     def readouts(self) -> tuple[int, float]:
         return int(self.opt.selections), float(self.opt.window_count)

@@ -12,9 +12,11 @@ Adam moments) is not touched while it is dropped, where masks alone would let
 it decay under zero gradients: this matters only if a reselection brings the
 variable back. Custom loops use ``optimizer.trainable_subset``.
 
-Rebuilding costs one retrace of the train step per switch (one for a single
-selection, two per ``reselect_every`` period); with ``steps_per_execution=n``
-the switch happens at the first execution that needs it.
+Each switch swaps the train step (``tf_selopt.traces``): a state seen before
+reuses its traced step, a new one is traced once (a single selection: one
+trace; with ``reselect_every``, one per distinct dropped set, not one per
+period); with ``steps_per_execution=n`` the switch happens at the first
+execution that needs it.
 
 Examples:
     >>> import keras, numpy as np, tf_selopt
@@ -33,7 +35,7 @@ from __future__ import annotations
 import keras
 
 from tf_selopt.callbacks import required_selective
-from tf_selopt.pruning import retrace_train_step
+from tf_selopt.traces import switching_state
 
 __all__ = ["DropFrozenVariables"]
 
@@ -46,8 +48,8 @@ class DropFrozenVariables(keras.callbacks.Callback):
     At the end of ``fit`` every variable it dropped is trainable again.
 
     Read-outs: ``dropped`` (the variables currently left out), ``dropped_count``
-    (the most left out at once during the last ``fit``), ``rebuilds`` (train-step
-    rebuilds so far).
+    (the most left out at once during the last ``fit``), ``switches`` (changes of the
+    dropped set so far), ``rebuilds`` (train steps built for them; the others were reused).
     """
 
     def __init__(self):
@@ -55,6 +57,7 @@ class DropFrozenVariables(keras.callbacks.Callback):
         self.dropped = []
         self.dropped_count = 0
         self.rebuilds = 0
+        self.switches = 0
         self._needs_all = None
 
     def on_train_begin(self, logs=None):
@@ -86,10 +89,11 @@ class DropFrozenVariables(keras.callbacks.Callback):
         """Make exactly ``variables`` (of the optimizer's) non-trainable; rebuild the step if that changed."""
         if [id(v) for v in variables] == [id(v) for v in self.dropped]:
             return
-        for v in self.dropped:
-            v.trainable = True
-        for v in variables:
-            v.trainable = False
+        with switching_state(self.model) as switch:
+            for v in self.dropped:
+                v.trainable = True
+            for v in variables:
+                v.trainable = False
         self.dropped = list(variables)
-        retrace_train_step(self.model)
-        self.rebuilds += 1
+        self.switches += 1
+        self.rebuilds += switch.traced

@@ -8,7 +8,9 @@ ordinary warm-up or an ordinary restricted step, has the train step rebuilt
 with only the NaN guard and that phase's update; around windows and selections
 it rebuilds the general step. Results are bit-identical to training without it
 (tested). An in-graph assertion stops a step traced for one phase from running
-in another. Each switch retraces once (three switches for a single selection).
+in another. Each phase's step is traced once per ``fit`` and reused at later
+switches (``tf_selopt.traces``): with ``reselect_every`` the cycles cost no
+further traces.
 
 Examples:
     >>> import keras, numpy as np, tf_selopt
@@ -17,8 +19,8 @@ Examples:
     >>> model.compile(optimizer=opt, loss="mse")
     >>> phases = TracePerPhase()
     >>> _ = model.fit(np.ones((16, 4)), np.ones((16, 2)), batch_size=2, callbacks=[phases], verbose=0)
-    >>> phases.rebuilds, int(opt.selections)
-    (4, 1)
+    >>> phases.switches, phases.rebuilds, int(opt.selections)
+    (4, 2, 1)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import keras
 
 from tf_selopt.callbacks import required_selective
-from tf_selopt.pruning import retrace_train_step
+from tf_selopt.traces import switching_state
 
 __all__ = ["TracePerPhase"]
 
@@ -37,12 +39,14 @@ class TracePerPhase(keras.callbacks.Callback):
     Needs a ``tf_selopt.SelectiveOptimizer``. One read of ``iterations`` per
     batch; at the end of ``fit`` the general step is restored. Read-outs:
     ``phase`` (None, ``"warmup"`` or ``"masked"``: what the current trace holds),
-    ``rebuilds`` (train-step rebuilds so far).
+    ``switches`` (changes of the traced phase so far), ``rebuilds`` (train steps built
+    for them; the others were reused).
     """
 
     def __init__(self):
         super().__init__()
         self.rebuilds = 0
+        self.switches = 0
         self._optimizer = None
 
     @property
@@ -65,6 +69,7 @@ class TracePerPhase(keras.callbacks.Callback):
     def _set_phase(self, phase):
         if phase == self.phase:
             return
-        self._optimizer._selective.phase = phase
-        retrace_train_step(self.model)
-        self.rebuilds += 1
+        with switching_state(self.model) as switch:
+            self._optimizer._selective.phase = phase
+        self.switches += 1
+        self.rebuilds += switch.traced

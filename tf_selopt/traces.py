@@ -1,0 +1,69 @@
+"""Keras 3: one traced train step per training state, swapped in when a callback changes that state.
+
+``DropFrozenVariables`` (which variables are trainable) and ``TracePerPhase``
+(which phase the wrapper's step is traced for) change what the train step
+traces. ``switching_state(model)`` wraps such a change: the step traced before
+it is kept under the old state, and afterwards the step for the new state is
+installed, reused if that state was seen before, traced once otherwise. With
+reselection the states repeat every cycle, so a fit traces each state once
+instead of at every switch. Kept per model, weakly; a recompile starts afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import weakref
+
+from tf_selopt.callbacks import selective_of
+
+__all__ = ["state_key", "switching_state"]
+
+_TRACES = weakref.WeakKeyDictionary()  # model -> {state_key: train_function}
+
+
+def state_key(model) -> tuple:
+    """What a traced train step depends on that our callbacks change: the ids of the trainable
+    variables, in order, and the ``SelectiveOptimizer``'s traced phase (None without one)."""
+    optimizer = selective_of(getattr(model, "optimizer", None))
+    phase = None if optimizer is None else optimizer._selective.phase
+    return tuple(id(v) for v in model.trainable_variables), phase
+
+
+@dataclasses.dataclass
+class Switch:
+    """What ``switching_state`` did on exit: ``traced`` (a new step was built), ``reused`` (a kept one)."""
+
+    traced: bool = False
+    reused: bool = False
+
+
+@contextlib.contextmanager
+def switching_state(model):
+    """Change the train step's state inside the block; on exit ``model.train_function`` fits the new state.
+
+    Yields a ``Switch``. A model whose step is not traced yet is left alone (``fit`` traces the
+    current state). A step that is not one this cache installed (first switch, or after
+    ``compile``) starts a new cache.
+    """
+    switch = Switch()
+    current = getattr(model, "train_function", None)
+    if current is None:
+        yield switch
+        return
+    traces = _TRACES.get(model)
+    if traces is None or not any(step is current for step in traces.values()):
+        traces = _TRACES[model] = {}
+    old = state_key(model)
+    traces[old] = current
+    yield switch
+    new = state_key(model)
+    if new == old:
+        return
+    if new in traces:
+        model.train_function = traces[new]
+        switch.reused = True
+    else:
+        model.make_train_function(force=True)
+        traces[new] = model.train_function
+        switch.traced = True
