@@ -50,9 +50,8 @@ def test_both_callbacks_trace_each_state_once_and_train_bit_identically(batches)
     assert int(opt_a.selections) == int(opt_b.selections) == (3 if batches == 20 else 7)
     assert drop.dropped_count == 2
     # weights, masks and scores bit-identical (the inner state of dropped variables is not: it does not decay)
-    for a, b in zip(
-        model_a.trainable_variables + opt_a.masks + opt_a.scores, model_b.trainable_variables + opt_b.masks + opt_b.scores
-    ):
+    state_a = model_a.trainable_variables + opt_a.masks + opt_a.scores
+    for a, b in zip(state_a, model_b.trainable_variables + opt_b.masks + opt_b.scores):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=getattr(a, "path", ""))
     # switches grow with the cycles; built and traced steps do not. Traced: the general step (twice on
     # the first call, which builds the optimizer's variables), warm-up, and masked with the kernel dropped.
@@ -69,7 +68,7 @@ def test_a_kept_step_is_reused_and_a_recompile_starts_afresh():
     selective = optimizer._selective
     with switching_state(model) as switch:
         selective.phase = "masked"
-    assert switch.traced and not switch.reused and model.train_function is not general
+    assert switch.built and not switch.reused and model.train_function is not general
     masked = model.train_function
     with switching_state(model) as switch:
         selective.phase = None
@@ -82,12 +81,12 @@ def test_a_kept_step_is_reused_and_a_recompile_starts_afresh():
     model.compile(optimizer=optimizer, loss=LOSS)  # drops the traced step
     with switching_state(model) as switch:
         selective.phase = "masked"
-    assert not (switch.traced or switch.reused) and model.train_function is None  # fit will trace this state
+    assert not (switch.built or switch.reused) and model.train_function is None  # fit will trace this state
     selective.phase = None
     model.fit(*data(8), batch_size=8, verbose=0)
     with switching_state(model) as switch:
         selective.phase = "masked"
-    assert switch.traced and model.train_function is not masked  # nothing kept from before the compile
+    assert switch.built and model.train_function is not masked  # nothing kept from before the compile
     selective.phase = None
 
 

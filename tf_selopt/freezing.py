@@ -96,4 +96,4 @@ class DropFrozenVariables(keras.callbacks.Callback):
                 v.trainable = False
         self.dropped = list(variables)
         self.switches += 1
-        self.rebuilds += switch.traced
+        self.rebuilds += switch.built

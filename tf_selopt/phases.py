@@ -4,9 +4,9 @@ A ``SelectiveOptimizer`` step decides in-graph which phase it is in (warm-up,
 gradient window, selection, restricted), and every ``tf.cond`` of that decision
 costs each step (``benchmarks/overhead.py``). ``TracePerPhase`` reads the step
 counter before each batch and, while every step of the coming execution is an
-ordinary warm-up or an ordinary restricted step, has the train step rebuilt
+ordinary warm-up or an ordinary restricted step, swaps in a train step traced
 with only the NaN guard and that phase's update; around windows and selections
-it rebuilds the general step. Results are bit-identical to training without it
+it swaps the general step back. Results are bit-identical to training without it
 (tested). An in-graph assertion stops a step traced for one phase from running
 in another. Each phase's step is traced once per ``fit`` and reused at later
 switches (``tf_selopt.traces``): with ``reselect_every`` the cycles cost no
@@ -72,4 +72,4 @@ class TracePerPhase(keras.callbacks.Callback):
         with switching_state(self.model) as switch:
             self._optimizer._selective.phase = phase
         self.switches += 1
-        self.rebuilds += switch.traced
+        self.rebuilds += switch.built

@@ -255,20 +255,21 @@ class Selective:
     def needs_every_variable(self, first_step: int, last_step: int) -> bool:
         """Whether a step in ``[first_step, last_step]`` (0-based) needs every variable's gradient:
         a warm-up step, a step of a gradient criterion's window, or a selection step."""
-        if first_step < self.warmup_steps:
-            return True
-        selection_step = self.next_selection(first_step)
-        return selection_step >= 0 and selection_step - max(self.window - 1, 0) <= last_step
+        return first_step < self.warmup_steps or self._meets_window(first_step, last_step)
 
     def ordinary_phase(self, first_step: int, last_step: int):
         """``"warmup"`` / ``"masked"`` if every step in ``[first_step, last_step]`` (0-based) is an
         ordinary step of that phase (no window, no selection), else None. Python ints."""
-        selection_step = self.next_selection(first_step)
-        if selection_step >= 0 and selection_step - max(self.window - 1, 0) <= last_step:
+        if self._meets_window(first_step, last_step):
             return None
         if last_step < self.warmup_steps:
             return "warmup"
         return "masked" if first_step >= self.warmup_steps else None
+
+    def _meets_window(self, first_step: int, last_step: int) -> bool:
+        """Whether a gradient-window or selection step lies in ``[first_step, last_step]``."""
+        selection_step = self.next_selection(first_step)
+        return selection_step >= 0 and selection_step - max(self.window - 1, 0) <= last_step
 
     def next_selection(self, step: int) -> int:
         """0-based step of the next selection at or after ``step`` (-1: none); Python ints (``_next_selection``)."""

@@ -4,7 +4,8 @@
 (which phase the wrapper's step is traced for) change what the train step
 traces. ``switching_state(model)`` wraps such a change: the step traced before
 it is kept under the old state, and afterwards the step for the new state is
-installed, reused if that state was seen before, traced once otherwise. With
+installed: reused if that state was seen before, else built (and traced at
+its first call). With
 reselection the states repeat every cycle, so a fit traces each state once
 instead of at every switch. Kept per model, weakly; a recompile starts afresh.
 """
@@ -32,9 +33,9 @@ def state_key(model) -> tuple:
 
 @dataclasses.dataclass
 class Switch:
-    """What ``switching_state`` did on exit: ``traced`` (a new step was built), ``reused`` (a kept one)."""
+    """What ``switching_state`` did: ``built`` a new step (traced at its first call) or ``reused`` a kept one."""
 
-    traced: bool = False
+    built: bool = False
     reused: bool = False
 
 
@@ -66,4 +67,4 @@ def switching_state(model):
     else:
         model.make_train_function(force=True)
         traces[new] = model.train_function
-        switch.traced = True
+        switch.built = True
