@@ -61,7 +61,6 @@ Examples:
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
 import numpy as np
@@ -69,7 +68,7 @@ import tensorflow as tf
 
 from tf_selopt import criteria as criteria_lib
 from tf_selopt import schedules, selection
-from tf_selopt.checks import is_int
+from tf_selopt.checks import fraction, is_int
 
 __all__ = [
     "SCOPES",
@@ -304,14 +303,6 @@ def _zero_masks(variables) -> list:
     return [tf.not_equal(v.value, 0) for v in variables]
 
 
-def _check_sparsity(sparsity) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not (
-        math.isfinite(sparsity) and 0.0 <= sparsity < 1.0
-    ):
-        raise ValueError(f"`sparsity` must be a float in [0, 1); received sparsity={sparsity!r}.")
-    return float(sparsity)
-
-
 def prune(model, sparsity, scope="global", criterion="magnitude", layers=None, seed=0) -> dict:
     """Zero the lowest-scoring prunable weights of ``model`` in place and keep them zero from now on.
 
@@ -340,7 +331,7 @@ def prune(model, sparsity, scope="global", criterion="magnitude", layers=None, s
     Raises:
         ValueError: for any invalid argument, before any weight or constraint changes.
     """
-    sparsity = _check_sparsity(sparsity)
+    sparsity = fraction("sparsity", sparsity)
     criterion = _check_options(scope, criterion, seed)
     variables = prunable_variables(model, layers)
     masks = _apply_masks(model, variables, _new_masks(variables, sparsity, scope, criterion, seed))

@@ -32,23 +32,12 @@ Examples:
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import tensorflow as tf
 
-from tf_selopt.checks import is_int
+from tf_selopt.checks import fraction, is_int, positive
 from tf_selopt.configurable import Configurable
 
 __all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay"]
-
-
-def _check_sparsity(cls_name: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        math.isfinite(value) and 0.0 <= value < 1.0
-    ):
-        raise ValueError(f"{cls_name}: `{name}` must be a float in [0, 1); received {name}={value!r}.")
-    return float(value)
 
 
 def _check_steps(cls_name: str, begin_step, end_step, frequency, allow_no_end: bool):
@@ -126,7 +115,7 @@ class ConstantSparsity(PruningSchedule):
     """
 
     def __init__(self, target_sparsity: float, begin_step: int, end_step: int = -1, frequency: int = 100):
-        target_sparsity = _check_sparsity("ConstantSparsity", "target_sparsity", target_sparsity)
+        target_sparsity = fraction("target_sparsity", target_sparsity, owner="ConstantSparsity: ")
         steps = _check_steps("ConstantSparsity", begin_step, end_step, frequency, allow_no_end=True)
         self.target_sparsity = target_sparsity
         self.begin_step, self.end_step, self.frequency = steps
@@ -170,11 +159,10 @@ class PolynomialDecay(PruningSchedule):
         power: float = 3,
         frequency: int = 100,
     ):
-        initial_sparsity = _check_sparsity("PolynomialDecay", "initial_sparsity", initial_sparsity)
-        final_sparsity = _check_sparsity("PolynomialDecay", "final_sparsity", final_sparsity)
+        initial_sparsity = fraction("initial_sparsity", initial_sparsity, owner="PolynomialDecay: ")
+        final_sparsity = fraction("final_sparsity", final_sparsity, owner="PolynomialDecay: ")
         steps = _check_steps("PolynomialDecay", begin_step, end_step, frequency, allow_no_end=False)
-        if isinstance(power, bool) or not isinstance(power, numbers.Real) or not (math.isfinite(power) and power > 0):
-            raise ValueError(f"PolynomialDecay: `power` must be a finite number > 0; received power={power!r}.")
+        positive("power", power, owner="PolynomialDecay: ")
         self.initial_sparsity = initial_sparsity
         self.final_sparsity = final_sparsity
         self.begin_step, self.end_step, self.frequency = steps

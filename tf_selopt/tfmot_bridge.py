@@ -77,7 +77,6 @@ Examples:
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import sys
 import typing
@@ -89,7 +88,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_selopt import selection
-from tf_selopt.checks import is_int
+from tf_selopt.checks import fraction, is_int, positive
 
 __all__ = [
     "LayerPlan",
@@ -164,15 +163,6 @@ def _check_model(model, where: str):
         )
     if not model.built:
         raise ValueError(f"{where}: `model` is not built; give it an Input or call `model.build(input_shape)`.")
-
-
-def _check_fraction(name: str, value, upper: float = 1.0, closed: bool = False) -> float:
-    inside = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    inside = inside and 0.0 <= value and (value <= upper if closed else value < upper)
-    if not inside:
-        bound = f"{upper}]" if closed else f"{upper})"
-        raise ValueError(f"`{name}` must be a float in [0, {bound}; received {name}={value!r}.")
-    return float(value)
 
 
 # ---------------------------------------------------------------- what tfmot prunes
@@ -343,7 +333,7 @@ def global_magnitude_plan(model, sparsity, layers=None) -> dict:
             or non-prunable layer name, nothing prunable, non-finite weights.
     """
     _check_model(model, "global_magnitude_plan")
-    sparsity = _check_fraction("sparsity", sparsity)
+    sparsity = fraction("sparsity", sparsity)
     return _plan(_collect(model, layers, "global_magnitude_plan"), sparsity, "global_magnitude_plan")
 
 
@@ -396,7 +386,7 @@ def prune_low_magnitude_global(
     """
     where = "prune_low_magnitude_global"
     _check_model(model, where)
-    sparsity = _check_fraction("sparsity", sparsity)
+    sparsity = fraction("sparsity", sparsity)
     if schedule not in SCHEDULES:
         raise ValueError(f"`schedule` must be one of {SCHEDULES}; received schedule={schedule!r}.")
     if not is_int(begin_step) or begin_step < 0:
@@ -410,9 +400,8 @@ def prune_low_magnitude_global(
                 f"({frequency}): tfmot prunes only at those steps, so the final sparsity is applied at end_step "
                 f"only then; received end_step={end_step!r}."
             )
-        initial_sparsity = _check_fraction("initial_sparsity", initial_sparsity, upper=sparsity, closed=True)
-        if isinstance(power, bool) or not isinstance(power, numbers.Real) or not (math.isfinite(power) and power > 0):
-            raise ValueError(f"`power` must be a finite number > 0; received power={power!r}.")
+        initial_sparsity = fraction("initial_sparsity", initial_sparsity, upper=sparsity, closed=True)
+        positive("power", power)
     else:
         first = begin_step if begin_step >= 1 else frequency  # the wrapper sees steps 1, 2, ...
         if not is_int(end_step) or not (end_step == -1 or end_step >= first):
