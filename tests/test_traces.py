@@ -100,3 +100,27 @@ def test_state_key_follows_trainable_flags_and_phase():
     optimizer._selective.phase = "warmup"
     assert state_key(model) == (key[0], "warmup")
     optimizer._selective.phase = None
+
+
+def test_with_gradual_pruning_and_both_callbacks_training_is_bit_identical():
+    """GradualPruning installs its masks (and rebuilds the step) at the start of fit and prunes eagerly between
+    steps; the kept steps must not outlive that rebuild, and pruned weights stay exactly zero. Both arms drop
+    frozen variables: with pruning the dropped set changes between selections, and a variable that comes back
+    has inner state that did not decay while dropped (documented), so plain fit is not the reference here."""
+    runs = []
+    for extra in ([], [tf_selopt.TracePerPhase()]):
+        pruning = tf_selopt.GradualPruning(tf_selopt.schedules.ConstantSparsity(0.3, begin_step=3, frequency=5))
+        drop = tf_selopt.DropFrozenVariables()
+        runs.append((*train([pruning, drop, *extra], 44), pruning, drop))
+    (model_a, opt_a, pruning_a, drop_a), (model_b, opt_b, pruning_b, drop_b) = runs
+    assert int(opt_a.selections) == int(opt_b.selections) == 7
+    assert drop_a.switches == drop_b.switches and drop_b.rebuilds < drop_b.switches
+    assert pruning_a.pruned_count == pruning_b.pruned_count > 0
+    for mask_a, mask_b in zip(pruning_a.masks.values(), pruning_b.masks.values(), strict=True):
+        np.testing.assert_array_equal(mask_a.numpy(), mask_b.numpy())
+    state_a = model_a.trainable_variables + opt_a.masks + opt_a.scores
+    for a, b in zip(state_a, model_b.trainable_variables + opt_b.masks + opt_b.scores):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=getattr(a, "path", ""))
+    for v in model_b.trainable_variables:
+        if v.path in pruning_b.masks:
+            assert np.all(np.asarray(v)[~pruning_b.masks[v.path].numpy()] == 0.0)
