@@ -8,10 +8,11 @@ with ``granularity`` "variable" and "unit":
 1. Step time, interleaved in one process: three arms of the same model are
    trained past the selection, then run in rotating order for ``--rounds``
    blocks of ``--steps`` steps each (the first block is discarded): ``full``
-   (plain Adam), ``masked`` (SelectiveOptimizer, masks only) and ``dropped``
-   (SelectiveOptimizer + DropFrozenVariables). A step is timed from the start
-   of ``on_train_batch_begin`` to ``on_train_batch_end`` (callback overhead of
-   the dropping arm included). Reported: medians, minima and ratios arm/full.
+   (plain Adam), ``masked`` (SelectiveOptimizer, masks only), ``dropped``
+   (SelectiveOptimizer + DropFrozenVariables) and ``dropped_per_phase`` (the
+   same + TracePerPhase). A step is timed from the start of
+   ``on_train_batch_begin`` to ``on_train_batch_end`` (the callbacks' overhead
+   included). Reported: medians, minima and ratios arm/full.
 2. Wall-clock training time in one ``fit`` (evaluation excluded; selection
    and the retrace of the dropping switch included) until the test accuracy,
    checked after every epoch, first reaches the full run's final accuracy
@@ -43,7 +44,7 @@ from tf_selopt.freezing import DropFrozenVariables  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 BATCH = {"cnn": 64, "mlp": 128}
-ARMS = ("full", "masked", "dropped")
+ARMS = ("full", "masked", "dropped", "dropped_per_phase")
 
 
 def build(kind, seed):
@@ -79,8 +80,10 @@ def compiled(kind, arm, granularity, frozen, warmup, window, seed, jit_compile):
             granularity=granularity,
             seed=seed,
         )
-        if arm == "dropped":
+        if arm.startswith("dropped"):
             callbacks.append(DropFrozenVariables())
+        if arm == "dropped_per_phase":
+            callbacks.append(tf_selopt.TracePerPhase())
     model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"], jit_compile=jit_compile)
     return model, optimizer, callbacks
 
@@ -130,6 +133,7 @@ def step_times(kind, granularity, frozen, splits, args):
         "min_step_ms": {a: 1e3 * m for a, m in minima.items()},
         "ratio_masked_over_full": medians["masked"] / medians["full"],
         "ratio_dropped_over_full": medians["dropped"] / medians["full"],
+        "ratio_dropped_per_phase_over_full": medians["dropped_per_phase"] / medians["full"],
         "min_ratio_dropped_over_full": minima["dropped"] / minima["full"],
         "block_ratios_dropped_over_full": [d / f for d, f in zip(block_medians["dropped"], block_medians["full"])],
         "steps_timed_per_arm": len(times["full"]),
@@ -209,6 +213,7 @@ def main():
                     f"{len(row['frozen_variables'])} variables dropped): step ms full "
                     f"{row['median_step_ms']['full']:.1f} masked {row['median_step_ms']['masked']:.1f} dropped "
                     f"{row['median_step_ms']['dropped']:.1f}; dropped/full {row['ratio_dropped_over_full']:.2f}x, "
+                    f"+ per-phase {row['ratio_dropped_per_phase_over_full']:.2f}x, "
                     f"masked/full {row['ratio_masked_over_full']:.2f}x; min-based dropped/full "
                     f"{row['min_ratio_dropped_over_full']:.2f}x",
                     flush=True,
