@@ -129,3 +129,25 @@ def test_overflow_steps_change_nothing_frozen_and_pruned_stay():
 def test_loss_scale_optimizer_inside_is_refused():
     with pytest.raises(ValueError, match="LossScaleOptimizer"):
         tf_selopt.SelectiveOptimizer(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()))
+
+
+def test_trace_per_phase_under_loss_scaling_is_bit_identical():
+    """Overflow steps do not advance ``iterations``: TracePerPhase reads it before every batch."""
+    runs = []
+    for callbacks in ([], [tf_selopt.TracePerPhase()]):
+        x, y = make_data()
+        model = make_model()
+        optimizer = selective()
+        model.compile(
+            optimizer=keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**19, dynamic_growth_steps=2),
+            loss=LOSS,
+        )
+        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=callbacks)
+        runs.append((model, optimizer, callbacks))
+    (model_a, opt_a, _), (model_b, opt_b, (phases,)) = runs
+    assert int(opt_a.iterations) == int(opt_b.iterations) < 32  # some overflow steps
+    assert int(opt_a.selections) == int(opt_b.selections) >= 3
+    assert phases.switches >= 4 and phases.rebuilds == 2
+    assert float(model_a.optimizer.dynamic_scale) == float(model_b.optimizer.dynamic_scale)
+    for a, b in zip(model_a.trainable_variables + opt_a.variables, model_b.trainable_variables + opt_b.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=getattr(a, "path", ""))
