@@ -18,6 +18,7 @@ replica's half batch on its own, so its gradients are not the global batch's.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -40,6 +41,7 @@ SCENARIOS = {
     "fit_gradient_sum_adam": dict(criterion="gradient_sum", inner="adam", pruning=False, driver="fit"),
     "fit_preconditioned_sgd": dict(criterion="preconditioned", inner="sgd_momentum", pruning=False, driver="fit"),
     "fit_gradient_sum_pruning": dict(criterion="gradient_sum", inner="adam", pruning=True, driver="fit"),
+    "fit_per_phase_pruning": dict(criterion="gradient_sum", inner="adam", pruning=True, driver="fit_per_phase"),
     "loop_gradient_sum_adam": dict(criterion="gradient_sum", inner="adam", pruning=False, driver="loop"),
     "loop_preconditioned_pruning": dict(criterion="preconditioned", inner="sgd_momentum", pruning=True, driver="loop"),
 }
@@ -83,10 +85,12 @@ def _concat(variables) -> list:
     return [np.concatenate([copies[r] for copies in per_variable]) for r in range(len(per_variable[0]))]
 
 
-def _fit(model, optimizer, x, y, pruning, snapshot):
-    """``model.fit`` on the global batches; GradualPruning prunes the kernels at step 2 (in warm-up)."""
+def _fit(model, optimizer, x, y, pruning, snapshot, per_phase=False):
+    """``model.fit`` on the global batches; GradualPruning prunes the kernels at step 2 (in warm-up);
+    ``per_phase``: with ``TracePerPhase``."""
     import keras
 
+    import tf_selopt
     from tf_selopt import pruning as pruning_lib
     from tf_selopt.schedules import ConstantSparsity
 
@@ -98,6 +102,8 @@ def _fit(model, optimizer, x, y, pruning, snapshot):
     callbacks = [Snapshot()]
     if pruning:
         callbacks.append(pruning_lib.GradualPruning(ConstantSparsity(SPARSITY, begin_step=2, frequency=100)))
+    if per_phase:
+        callbacks.append(tf_selopt.TracePerPhase())
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=callbacks)
 
 
@@ -155,7 +161,8 @@ def train(criterion: str, inner: str, pruning: bool, driver: str) -> dict:
         )
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         snapshot = []
-        {"fit": _fit, "loop": _loop}[driver](model, optimizer, x, y, pruning, snapshot)
+        drivers = {"fit": _fit, "fit_per_phase": functools.partial(_fit, per_phase=True), "loop": _loop}
+        drivers[driver](model, optimizer, x, y, pruning, snapshot)
     out = {
         "replicas": strategy.num_replicas_in_sync,
         "k": optimizer.k,
@@ -326,6 +333,13 @@ def test_mirrored_two_devices_matches_single_device(mirrored, reference, name):
     _check_matches_reference(run, reference[name])
     if SCENARIOS[name]["pruning"]:
         _check_pruning(run)
+
+
+def test_per_phase_traces_change_nothing_on_one_device(reference):
+    general, per_phase = reference["fit_gradient_sum_pruning"], reference["fit_per_phase_pruning"]
+    assert general.keys() == per_phase.keys()
+    for key, value in general.items():
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(per_phase[key]), err_msg=key)
 
 
 @pytest.mark.slow
