@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.overhead --out results/bench_overhead.json
 	$(BIN)/python -m benchmarks.selection_cost --out results/bench_selection.json
 	$(BIN)/python -m benchmarks.memory --out results/bench_memory.json
+	$(BIN)/python benchmarks/savings.py --out results/bench_savings.json
 
 deployment: $(STAMP)
 	$(BIN)/python serving/run_benchmark.py

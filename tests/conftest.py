@@ -11,6 +11,10 @@ import tensorflow as tf  # noqa: E402
 
 # Bind tf.keras to Keras 3 before any test imports tfmot (its import sets TF_USE_LEGACY_KERAS=1).
 assert tf.keras.__name__.startswith("keras")
+# Import tfmot once, through the bridge, which leaves TF_USE_LEGACY_KERAS as it was: a test that imported
+# tfmot directly first would leave it set to 1 in os.environ, and the subprocesses that later tests start
+# (test_resume, test_distributed) would then get Keras 2 as tf.keras.
+import tf_selopt.tfmot_bridge  # noqa: E402, F401
 
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)

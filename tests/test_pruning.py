@@ -501,9 +501,17 @@ def fit_gradually(schedule, scope="global", steps=24, steps_per_execution=1, opt
     return model, pruning, recorder
 
 
+class AtSteps(PolynomialDecay):
+    """A user's schedule with its own ``should_prune``: steps 3, 4 and 13 only."""
+
+    def should_prune(self, step):
+        return tf.reduce_any(tf.equal(tf.cast(step, tf.int64), tf.constant([3, 4, 13], tf.int64)))
+
+
 SCHEDULES = {
     "polynomial": PolynomialDecay(0.1, 0.7, begin_step=2, end_step=14, frequency=4),  # prunes at 2, 6, 10, 14
     "constant": ConstantSparsity(0.6, begin_step=5, end_step=17, frequency=6),  # prunes at 5, 11, 17
+    "custom": AtSteps(0.1, 0.7, begin_step=2, end_step=14, frequency=4),  # prunes at 3, 4, 13 (not 2, 6, 10, 14)
 }
 
 
@@ -519,7 +527,7 @@ def test_gradual_pruning_prunes_at_the_schedule_steps_with_exact_counts(name, sc
     assert pruning.pruned_count == final and pruning.sparsity == final / 72
     masks = {p: m.numpy() for p, m in pruning.masks.items()}
     if scope == "per_layer":
-        sparsity = float(schedule(14 if name == "polynomial" else 17)[1])
+        sparsity = float(schedule({"polynomial": 14, "constant": 17, "custom": 13}[name])[1])
         assert [int((~m).sum()) for m in masks.values()] == [k - num_kept(sparsity, k) for k in SIZES]
     for v in prunable_variables(model):
         assert pruning.masks[v.path] is pruning_mask(v)

@@ -338,19 +338,6 @@ def prune(model, sparsity, scope="global", criterion="magnitude", layers=None, s
     return {v.path: m.numpy() for v, m in zip(variables, masks)}
 
 
-def _latest_pruning_step(schedule, after: int, through: int):
-    """Largest step in ``(after, through]`` at which ``schedule`` prunes, or None.
-
-    The rule of ``PruningSchedule.should_prune``: ``begin_step <= step``,
-    ``step <= end_step`` (unless ``end_step == -1``), ``(step - begin_step) % frequency == 0``.
-    """
-    last = through if schedule.end_step < 0 else min(through, schedule.end_step)
-    if last < schedule.begin_step:
-        return None
-    step = last - (last - schedule.begin_step) % schedule.frequency
-    return step if step > after else None
-
-
 class GradualPruning(keras.callbacks.Callback):
     """Prune during ``fit`` on a schedule; pruned weights stay exactly zero.
 
@@ -373,8 +360,9 @@ class GradualPruning(keras.callbacks.Callback):
 
     Args:
         schedule: a ``tf_selopt.schedules.PruningSchedule`` (e.g.
-            ``ConstantSparsity``, ``PolynomialDecay``); its pruning steps are
-            those of ``PruningSchedule.should_prune``.
+            ``ConstantSparsity``, ``PolynomialDecay``, or a subclass with its own
+            ``should_prune`` / ``__call__``); it prunes where ``schedule(step)``
+            says so (``schedules.latest_pruning_step``).
         scope: ``"global"`` or ``"per_layer"``, as in ``prune``.
         criterion: ``"magnitude"``, ``"random"`` or a criterion object, as in ``prune``.
         layers: None or a list of layer names (checked at ``on_train_begin``).
@@ -425,7 +413,7 @@ class GradualPruning(keras.callbacks.Callback):
 
     def _prune_through(self, step: int, reapply: bool = False):
         """Prune for the schedule's steps up to ``step``; ``reapply``: re-zero the pruned weights anyway."""
-        latest = _latest_pruning_step(self.schedule, self._last_step, step)
+        latest = schedules.latest_pruning_step(self.schedule, self._last_step, step)
         self._last_step = max(self._last_step, step)
         if latest is None and not reapply:
             return

@@ -37,7 +37,7 @@ import tensorflow as tf
 from tf_selopt.checks import fraction, is_int, positive
 from tf_selopt.configurable import Configurable
 
-__all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay"]
+__all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay", "latest_pruning_step"]
 
 
 def _check_steps(cls_name: str, begin_step, end_step, frequency, allow_no_end: bool):
@@ -189,3 +189,22 @@ class PolynomialDecay(PruningSchedule):
             "power": self.power,
             "frequency": self.frequency,
         }
+
+
+def latest_pruning_step(schedule, after: int, through: int):
+    """Largest step in ``(after, through]`` (Python ints) at which ``schedule(step)`` prunes, or None.
+
+    ``ConstantSparsity`` and ``PolynomialDecay`` answer in closed form (the rule of
+    ``PruningSchedule.should_prune``); any other schedule, e.g. a user's with its own
+    ``should_prune`` or ``__call__``, is called eagerly for each step, latest first.
+    """
+    if type(schedule) in (ConstantSparsity, PolynomialDecay):
+        last = through if schedule.end_step < 0 else min(through, schedule.end_step)
+        if last < schedule.begin_step:
+            return None
+        step = last - (last - schedule.begin_step) % schedule.frequency
+        return step if step > after else None
+    for step in range(through, after, -1):
+        if bool(schedule(step)[0]):
+            return step
+    return None
