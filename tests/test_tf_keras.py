@@ -194,3 +194,19 @@ def test_distribution_strategy_is_refused_not_silently_wrong():
     x, y = make_data()
     with pytest.raises(NotImplementedError, match="tf.distribute"):
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "make_masks",
+    [
+        lambda v: {"w": tf.ones(v.shape)},  # not a variable.ref()
+        lambda v: {v.ref(): tf.ones([3])},  # wrong shape
+        lambda v: {v.ref(): 1.0},  # not a mask
+    ],
+)
+def test_watch_pruning_masks_refuses_bad_masks_before_any_change(make_masks):
+    optimizer = SelectiveOptimizer(tf_keras.optimizers.Adam(), keep=0.5, warmup_steps=2, window=1)
+    v = tf.Variable(tf.ones([2, 2]))
+    with pytest.raises(ValueError, match="`masks` must map variable.ref"):
+        optimizer.watch_pruning_masks(make_masks(v))
+    assert len(optimizer._pruning_masks) == 0

@@ -440,8 +440,27 @@ def test_one_fit_with_the_tf_keras_selective_optimizer(tmp_path):
     pruned_model.fit(x[:8], y[:8], batch_size=8, epochs=1, verbose=0, callbacks=pruning_callbacks())  # step 8 selects
     before = [v.numpy().copy() for v in pruned_model.trainable_variables]
     masks = [m.numpy() for m in optimizer.masks]
+    # tfmot's masks at the selection (its pruning step 8 runs in that step's forward pass, before our update)
+    tfmot_kept = tfmot_bridge.tfmot_masks(pruned_model)
+    assert len(tfmot_kept) == 3  # the three kernels
+    selected_pruned = 0
+    for v, m in zip(pruned_model.trainable_variables, masks):
+        if v.ref() in tfmot_kept:
+            kept = tfmot_kept[v.ref()].numpy() != 0
+            assert (~kept).sum() > 0
+            selected_pruned += int((m & ~kept).sum())
+    assert selected_pruned == 0  # no selection slot went to an entry tfmot had pruned
+    assert int(optimizer.selected_count) == optimizer.k
     pruned_model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=pruning_callbacks())  # steps 9..24
-    assert int(optimizer.selections) == 1 and int(optimizer.selected_count) == optimizer.k
+    # tfmot prunes on at steps 12 and 16: selected entries it prunes stop training (counted out, as in Keras 3)
+    tfmot_kept = {ref: mask.numpy() != 0 for ref, mask in tfmot_bridge.tfmot_masks(pruned_model).items()}
+    training = sum(
+        int((m & tfmot_kept.get(v.ref(), True)).sum()) for v, m in zip(pruned_model.trainable_variables, masks)
+    )
+    assert int(optimizer.selections) == 1 and int(optimizer.selected_count) == training < optimizer.k
+    # the watched masks are not part of the optimizer's checkpoint (refs as keys would not even save)
+    path = tf.train.Checkpoint(optimizer=optimizer).save(str(tmp_path / "ckpt"))
+    assert not any("pruning_mask" in name for name, _ in tf.train.list_variables(path))
     for b, a, m in zip(before, [v.numpy() for v in pruned_model.trainable_variables], masks):
         frozen = ~m
         assert np.all((a[frozen] == b[frozen]) | (a[frozen] == 0.0))

@@ -22,6 +22,8 @@ Examples:
 
 from __future__ import annotations
 
+import types
+
 import tensorflow as tf
 import tf_keras
 
@@ -89,6 +91,9 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         super().__init__(name=name, jit_compile=False)
         self._selective = selective
         self.inner_optimizer = inner
+        # variable.ref() -> mask (see ``watch_pruning_masks``); a read-only view, which tf.Module's attribute
+        # tracking leaves alone (a dict would be wrapped and break checkpoints: its keys are not strings)
+        self._pruning_masks = types.MappingProxyType({})
 
     def build(self, var_list):
         """Create the state in ``Selective.build``'s order (the checkpoint layout),
@@ -100,11 +105,34 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
             var_list,
             add_variable=lambda shape, dtype, init, name: self.add_variable(shape, dtype, init, name),
             add_slot=lambda v, name: self.add_variable_from_reference(v, name),
+            pruned_mask_of=self._pruning_mask_of,
         )
         super().build(var_list)
         self.inner_optimizer.build(var_list)
         self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES)
         self._built = True
+
+    def watch_pruning_masks(self, masks: dict):
+        """Pruning masks kept outside the variables, e.g. tfmot's (``tfmot_bridge.pruning_callbacks`` calls this).
+
+        ``masks``: ``{variable.ref(): mask}``, mask of the variable's shape, nonzero / True = kept. Pruned
+        entries take no selection slot and get no restricted update, as with ``tf_selopt.pruning`` masks in
+        Keras 3; keeping them at zero stays the pruning's job (tfmot's wrappers re-zero them in each forward
+        pass). Read when the train step is traced: after a change, rebuild it
+        (``model.make_train_function(force=True)``). Not saved: checkpoints keep their layout.
+        """
+        for ref, mask in dict(masks).items():
+            variable = ref.deref() if hasattr(ref, "deref") else None
+            if variable is None or tuple(getattr(mask, "shape", ())) != tuple(variable.shape):
+                raise ValueError(
+                    "`masks` must map variable.ref() to a mask of that variable's shape; received "
+                    f"{ref!r} -> mask of shape {tuple(getattr(mask, 'shape', ()))}."
+                )
+        self._pruning_masks = types.MappingProxyType(dict(masks))
+
+    def _pruning_mask_of(self, variable):
+        mask = self._pruning_masks.get(variable.ref())
+        return None if mask is None else tf.not_equal(mask, tf.zeros([], mask.dtype))
 
     @property
     def variables(self):

@@ -97,6 +97,7 @@ __all__ = [
     "prune_low_magnitude_global",
     "pruning_callbacks",
     "strip_pruning",
+    "tfmot_masks",
 ]
 
 SCHEDULES = ("polynomial", "constant")
@@ -446,10 +447,39 @@ def _check_wrappers(pruned, plan: dict, model, layers):
         raise RuntimeError(f"tfmot wraps other weights than planned: {sorted(wrapped)} vs {sorted(planned)}.")
 
 
+def tfmot_masks(model) -> dict:
+    """``{weight.ref(): mask}`` of every tfmot ``PruneLowMagnitude`` wrapper in ``model`` (mask: float 0/1,
+    1 = kept; tfmot updates it in place)."""
+    return {
+        weight.ref(): mask
+        for layer in _walk(model)
+        if isinstance(layer, _pruning_wrapper.PruneLowMagnitude)
+        for weight, mask, _ in layer.pruning_vars
+    }
+
+
+class _ShowMasksToSelection(tf_keras.callbacks.Callback):
+    """At the start of ``fit``: hand tfmot's masks to a ``tf_selopt.tf_keras.SelectiveOptimizer``, so that
+    entries tfmot pruned take no selection slot; rebuilds the train step if that changed what it reads."""
+
+    def on_train_begin(self, logs=None):
+        from tf_selopt.tf_keras import SelectiveOptimizer
+
+        optimizer = self.model.optimizer
+        if not isinstance(optimizer, SelectiveOptimizer):
+            return
+        masks = tfmot_masks(self.model)
+        if masks.keys() != optimizer._pruning_masks.keys():
+            optimizer.watch_pruning_masks(masks)
+            self.model.make_train_function(force=True)
+
+
 def pruning_callbacks(log_dir=None) -> list:
     """The callbacks tfmot pruning needs in ``fit``: ``UpdatePruningStep``, plus
-    ``PruningSummaries(log_dir)`` (per-layer sparsity and threshold, each epoch) if ``log_dir`` is given."""
-    callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
+    ``PruningSummaries(log_dir)`` (per-layer sparsity and threshold, each epoch) if ``log_dir`` is given.
+    With a ``tf_selopt.tf_keras.SelectiveOptimizer`` they also show it tfmot's masks: pruned entries take
+    no selection slot and do not train."""
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), _ShowMasksToSelection()]
     if log_dir is not None:
         callbacks.append(tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir)))
     return callbacks
