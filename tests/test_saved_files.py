@@ -1,0 +1,48 @@
+"""Files saved by an earlier release keep loading: `tests/fixtures/selective_0_1_0.keras` was written by
+tf_selopt 0.1.0 (commit 45524d5, `tests/fixtures/make_saved_by_0_1_0.py`), before the package was split
+into subpackages. Loading must give back every weight and optimizer variable bit for bit, the same
+predictions, and training that goes on with the loaded masks."""
+
+import os
+
+import keras
+import numpy as np
+
+import tf_selopt
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def test_keras_file_saved_by_0_1_0_loads_bit_for_bit_and_trains_on():
+    model = keras.saving.load_model(os.path.join(FIXTURES, "selective_0_1_0.keras"))
+    expected = np.load(os.path.join(FIXTURES, "selective_0_1_0.npz"))
+    optimizer = model.optimizer
+    assert isinstance(optimizer, tf_selopt.SelectiveOptimizer)
+    assert isinstance(optimizer.inner_optimizer, keras.optimizers.Adam)
+    assert (optimizer.keep, optimizer.warmup_steps, optimizer.window, optimizer.seed) == (0.3, 6, 3, 0)
+    weights = model.get_weights()
+    assert len(weights) == sum(1 for key in expected.files if key.startswith("weight_"))
+    for i, w in enumerate(weights):
+        np.testing.assert_array_equal(w, expected[f"weight_{i}"])
+    variables = optimizer.variables
+    assert len(variables) == sum(1 for key in expected.files if key.startswith("optimizer_"))
+    for i, v in enumerate(variables):
+        np.testing.assert_array_equal(np.asarray(v), expected[f"optimizer_{i}"])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = rng.integers(0, 3, size=64)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), expected["predictions"])
+
+    assert int(optimizer.selections) == 1 and int(optimizer.iterations) == 12
+    zeros = tf_selopt.mask_zeros(model)  # pruning masks are run-time state: re-derived from the zeros
+    assert sum(int(np.sum(w == 0)) for w in [model.layers[0].kernel.numpy(), model.layers[1].kernel.numpy()]) > 0
+    assert zeros
+    before = [v.numpy().copy() for v in optimizer.model_variables]
+    trains = [optimizer.trains(i).numpy() for i in range(len(before))]
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert int(optimizer.iterations) == 16
+    moved = 0
+    for b, v, t in zip(before, optimizer.model_variables, trains):
+        np.testing.assert_array_equal(v.numpy()[~t], b[~t])  # frozen and pruned entries: bit for bit
+        moved += int(np.sum(v.numpy()[t] != b[t]))
+    assert moved > 0
