@@ -47,7 +47,7 @@ def child(mode: str, hidden: int, steps: int, criterion: str) -> dict:
     import tensorflow as tf
 
     import tf_selopt  # imported by both modes, so that both hold the same code
-    from tf_selopt import models
+    from tf_selopt.study import models
 
     keras.utils.set_random_seed(0)
     model = models.mlp((hidden, hidden), input_shape=(784,))

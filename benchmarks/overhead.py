@@ -45,7 +45,8 @@ import tensorflow as tf
 
 import tf_selopt
 from benchmarks.common import timed, write_result
-from tf_selopt import models, traces
+from tf_selopt.study import models
+from tf_selopt.keras import traces
 
 PHASES = ("warmup", "window", "masked")
 GOALS = {"warmup": 1.05, "window": 1.15, "masked": 1.05}
@@ -55,7 +56,7 @@ WARMUP_STEPS = 100_000  # eta0: far away, so any phase is reached by setting `it
 
 
 def build_model(name: str) -> keras.Model:
-    """``mlp``: 784-512-512-10 (669,706 parameters); ``cnn``: tf_selopt.models.small_cnn (105,866)."""
+    """``mlp``: 784-512-512-10 (669,706 parameters); ``cnn``: tf_selopt.study.models.small_cnn (105,866)."""
     return models.mlp((512, 512), input_shape=(784,)) if name == "mlp" else models.small_cnn()
 
 
@@ -128,9 +129,9 @@ class Pair:
     def trace_for(self, first_step: int, n: int):
         """``fit_per_phase``: rebuild our step for the phase of steps ``first_step .. first_step + n - 1``
         (what ``tf_selopt.TracePerPhase`` does before a batch); other kinds: nothing."""
-        phase = self.opt._selective.ordinary_phase(first_step, first_step + n - 1) if self.per_phase else None
+        phase = self.opt.plan.ordinary_phase(first_step, first_step + n - 1) if self.per_phase else None
         with traces.switching_state(self.ours):
-            self.opt._selective.phase = phase
+            self.opt.phase = phase
 
     def readouts(self) -> tuple[int, float]:
         return int(self.opt.selections), float(self.opt.window_count)

@@ -1,4 +1,4 @@
-"""Benchmark 2: exact top-k selection (``tf_selopt.selection.select``) vs a full sort.
+"""Benchmark 2: exact top-k selection (``tf_selopt.core.selection.select``) vs a full sort.
 
 k = 10% of N float32 scores, split over 4 variables of 40/30/20/10% of N, for
 ``scope="global"`` and ``"per_variable"``. The reference sorts all scores
@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.common import timed, write_result
-from tf_selopt import selection
+from tf_selopt.core import selection
 
 SHARES = (0.4, 0.3, 0.2, 0.1)  # the N scores split over 4 variables
 KEEP = 0.1

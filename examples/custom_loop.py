@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_selopt
-from tf_selopt import data, models
+from tf_selopt.study import data, models
 
 
 def main():

@@ -9,7 +9,7 @@ all steps) with --events pruning events, then fine-tuning at ``s`` to the end.
 Methods (prunable weights = the kernels of Dense/Conv2D layers, for all):
 
 * ``dense``: Keras 3, no pruning (once per model and seed; reference).
-* ``global``: ours, ``tf_selopt.pruning.GradualPruning(schedule, scope="global",
+* ``global``: ours, ``tf_selopt.keras.pruning.GradualPruning(schedule, scope="global",
   criterion="magnitude")`` as a ``model.fit`` callback (the note's setting).
 * ``per_layer``: ours, ``scope="per_layer"`` (every kernel at ``s``).
 * ``random``: ours, ``scope="global", criterion="random"`` (control).
@@ -47,7 +47,7 @@ import keras  # noqa: E402  (Keras 3)
 import tf_keras  # noqa: E402
 from tensorflow_model_optimization.python.core.keras.compat import keras as tfk  # noqa: E402  (what tfmot uses)
 
-from tf_selopt import data  # noqa: E402
+from tf_selopt.study import data  # noqa: E402
 from tf_selopt.study import runs  # noqa: E402  (the training code, shared with `selopt study`)
 
 assert keras.__version__.startswith("3."), keras.__version__

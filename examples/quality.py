@@ -17,7 +17,7 @@ import statistics
 import keras
 
 import tf_selopt
-from tf_selopt import data, models
+from tf_selopt.study import data, models
 
 METHODS = ("full", "gradient_sum", "preconditioned", "fisher", "magnitude", "random")
 

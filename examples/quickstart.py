@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 import tf_selopt
-from tf_selopt import data, models
+from tf_selopt.study import data, models
 
 
 def main():
@@ -22,7 +22,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--keep", type=float, default=0.1)
-    parser.add_argument("--criterion", default="gradient_sum", choices=sorted(tf_selopt.criteria.BUILTIN))
+    parser.add_argument("--criterion", default="gradient_sum", choices=sorted(tf_selopt.core.criteria.BUILTIN))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

@@ -4,7 +4,7 @@
     .venv/bin/python serving/run_benchmark.py --runs 200 --epochs 1 --out /tmp/bench   # quicker
 
 Each model is trained with Adam 1e-3, batch 64, on the 3,500 training images,
-then ``tf_selopt.serving.deployment_benchmark`` prunes copies of it globally to
+then ``tf_selopt.deploy.benchmark.deployment_benchmark`` prunes copies of it globally to
 each sparsity (one-shot, no fine-tuning) and exports, times and scores every
 artefact on the 1,000 test images. int8 is calibrated on all 3,500 training
 images (256 were too few: test activations beyond the calibrated range were
@@ -23,7 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from tf_selopt import data, models, serving  # noqa: E402
+from tf_selopt.study import data, models  # noqa: E402
+
+from tf_selopt.deploy import benchmark as serving
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -14,7 +14,7 @@ assert tf.keras.__name__.startswith("keras")
 # Import tfmot once, through the bridge, which leaves TF_USE_LEGACY_KERAS as it was: a test that imported
 # tfmot directly first would leave it set to 1 in os.environ, and the subprocesses that later tests start
 # (test_resume, test_distributed) would then get Keras 2 as tf.keras.
-import tf_selopt.tfmot_bridge  # noqa: E402, F401
+import tf_selopt.keras2.tfmot_bridge  # noqa: E402, F401
 
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_selopt import selection
+from tf_selopt.core import selection
 
 ROOT = Path(__file__).resolve().parents[1]
 

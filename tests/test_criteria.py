@@ -1,10 +1,10 @@
-"""Tests of tf_selopt.criteria: the criterion contract, numerics vs numpy, and ``get``."""
+"""Tests of tf_selopt.core.criteria: the criterion contract, numerics vs numpy, and ``get``."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_selopt import criteria
+from tf_selopt.core import criteria
 
 N_DATA = 1000
 EPS = 1e-12

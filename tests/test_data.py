@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tf_selopt import data
+from tf_selopt.study import data
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ import traceback
 import numpy as np
 import pytest
 
-from tf_selopt.selection import resolve_count
+from tf_selopt.core.selection import resolve_count
 
 TIMEOUT = 150  # seconds per subprocess run (TF import + a few tiny fits on a shared 2-core machine)
 GLOBAL_BATCH = 16
@@ -91,8 +91,8 @@ def _fit(model, optimizer, x, y, pruning, snapshot, per_phase=False):
     import keras
 
     import tf_selopt
-    from tf_selopt import pruning as pruning_lib
-    from tf_selopt.schedules import ConstantSparsity
+    from tf_selopt.keras import pruning as pruning_lib
+    from tf_selopt.core.schedules import ConstantSparsity
 
     class Snapshot(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
@@ -113,7 +113,7 @@ def _loop(model, optimizer, x, y, pruning, snapshot):
     import keras
     import tensorflow as tf
 
-    from tf_selopt import pruning as pruning_lib
+    from tf_selopt.keras import pruning as pruning_lib
 
     strategy = tf.distribute.get_strategy()
     if pruning:
@@ -145,7 +145,7 @@ def train(criterion: str, inner: str, pruning: bool, driver: str) -> dict:
     import tensorflow as tf
 
     import tf_selopt
-    from tf_selopt import pruning as pruning_lib
+    from tf_selopt.keras import pruning as pruning_lib
 
     x, y = _data()
     strategy = tf.distribute.get_strategy()

@@ -9,13 +9,13 @@ import pytest
 import tensorflow as tf
 
 import tf_selopt
-from tf_selopt import export
-from tf_selopt.export import (
+from tf_selopt.deploy import export
+from tf_selopt.deploy.export import (
     ExportVerificationError,
     export_saved_model,
     export_tflite,
 )
-from tf_selopt.models import lenet_300_100
+from tf_selopt.study.models import lenet_300_100
 
 
 def _mlp(api=keras, seed=0):
@@ -242,7 +242,7 @@ def _saved_model_cli_show(path):
 
 
 def test_saved_model_cli_reports_the_documented_signature_and_rest_requests_match_keras(tmp_path):
-    from tf_selopt.models import small_cnn
+    from tf_selopt.study.models import small_cnn
 
     keras.utils.set_random_seed(0)
     model = small_cnn()

@@ -8,9 +8,9 @@ import tf_keras
 from conftest import make_data, make_model
 
 import tf_selopt
-from tf_selopt.freezing import DropFrozenVariables
-from tf_selopt.selection import group_size, select
-from tf_selopt.tf_keras import SelectiveOptimizer as TfKerasSelectiveOptimizer
+from tf_selopt.keras.freezing import DropFrozenVariables
+from tf_selopt.core.selection import group_size, select
+from tf_selopt.keras2 import SelectiveOptimizer as TfKerasSelectiveOptimizer
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 BATCH = 16  # 64 examples -> 4 steps per epoch
@@ -59,7 +59,7 @@ def ref_select_groups(scores, k, scope, granularity, kept=None):
     if scope == "global":
         taken = np.split(greedy(np.concatenate(group_scores), np.concatenate(costs), k), np.cumsum([g.size for g in group_scores])[:-1])
     else:
-        shares = tf_selopt.selection.per_variable_counts([s.size for s in scores], k)
+        shares = tf_selopt.core.selection.per_variable_counts([s.size for s in scores], k)
         taken = [greedy(g, c, k_i) for g, c, k_i in zip(group_scores, costs, shares)]
     return [np.broadcast_to(t[None, :], (group_size(s.shape, granularity), t.size)).reshape(s.shape) for t, s in zip(taken, scores)]
 
@@ -149,7 +149,7 @@ def test_unit_granularity_counts_only_unpruned_entries():
     tf_selopt.prune(model, 0.5)
     optimizer = selective("unit", keep=0.4)
     fit(model, optimizer, x, y, epochs=2)
-    kept = [None if tf_selopt.pruning.pruning_mask(v) is None else tf_selopt.pruning.pruning_mask(v).numpy() for v in model.trainable_variables]
+    kept = [None if tf_selopt.keras.pruning.pruning_mask(v) is None else tf_selopt.keras.pruning.pruning_mask(v).numpy() for v in model.trainable_variables]
     expected = ref_select_groups([s.numpy() for s in optimizer.scores], optimizer.k, "global", "unit", kept)
     for m, e in zip(optimizer.masks, expected):
         np.testing.assert_array_equal(m.numpy(), e)

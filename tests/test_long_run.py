@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf_selopt
-from tf_selopt.pruning import prune, pruning_mask
+from tf_selopt.keras.pruning import prune, pruning_mask
 
 BATCHES, BATCH = 3000, 16
 WARMUP, WINDOW, RESELECT = 200, 50, 400  # selections at steps 200, 600, ..., 2600

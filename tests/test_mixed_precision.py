@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import tf_selopt
-from tf_selopt.pruning import prune, pruning_mask
+from tf_selopt.keras.pruning import prune, pruning_mask
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -4,7 +4,7 @@ import keras
 import pytest
 import tf_keras
 
-from tf_selopt import models
+from tf_selopt.study import models
 
 
 @pytest.mark.parametrize("build, params", [(models.small_cnn, 105_866), (models.lenet_300_100, 266_610)])

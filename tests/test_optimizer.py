@@ -7,7 +7,7 @@ import tensorflow as tf
 from conftest import INNER, MODEL_KINDS, make_data, make_model
 
 import tf_selopt
-from tf_selopt import criteria
+from tf_selopt.core import criteria
 
 CRITERIA = ("gradient_sum", "preconditioned", "fisher", "magnitude", "random")
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -7,7 +7,8 @@ import tensorflow as tf
 from conftest import INNER
 
 import tf_selopt
-from tf_selopt.selective import Selective
+from tf_selopt.core.config import SelectionConfig
+from tf_selopt.core.plan import SelectionPlan
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -50,22 +51,22 @@ def test_bit_identical_to_the_general_step(inner, steps_per_execution, reselect_
     assert int(opt_a.selections) == int(opt_b.selections) == (1 if reselect_every is None else 4)
     for a, b in zip(model_a.trainable_variables + opt_a.variables, model_b.trainable_variables + opt_b.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=getattr(a, "path", ""))
-    assert phases.phase is None and opt_b._selective.phase is None  # the general step is back after fit
-    assert phases.switches >= (4 if steps_per_execution == 1 else 2)  # at least into and out of "masked"
-    assert phases.rebuilds == (2 if steps_per_execution == 1 else 1)  # warm-up (one step of it with 3 per call), masked
+    assert phases.phase is None and opt_b.phase is None  # the general step is back after fit
+    assert phases.switches >= (4 if steps_per_execution == 1 else 2)  # at least into and out of "restricted"
+    assert phases.rebuilds == (2 if steps_per_execution == 1 else 1)  # warm-up (one step of it with 3 per call), restricted
 
 
 def test_phases_switch_where_expected():
-    selective = Selective(keep=0.5, warmup_steps=6, window=3, reselect_every=7, seed=0)
+    plan = SelectionPlan(warmup_steps=6, window=3, reselect_every=7)
     # windows: 4..6 (selection 6), 11..13 (13), 18..20 (20)
     expected = {
         (0, 0): "warmup", (0, 3): "warmup", (3, 3): "warmup", (3, 4): None, (4, 4): None, (6, 6): None,
-        (5, 7): None, (7, 7): "masked", (7, 10): "masked", (10, 11): None, (14, 17): "masked", (17, 18): None,
+        (5, 7): None, (7, 7): "restricted", (7, 10): "restricted", (10, 11): None, (14, 17): "restricted", (17, 18): None,
     }
     for (first, last), phase in expected.items():
-        assert selective.ordinary_phase(first, last) == phase, (first, last)
-    magnitude = Selective(criterion="magnitude", keep=0.5, warmup_steps=6, seed=0)  # no window: only step 6
-    assert [magnitude.ordinary_phase(s, s) for s in (5, 6, 7, 100)] == ["warmup", None, "masked", "masked"]
+        assert plan.ordinary_phase(first, last) == phase, (first, last)
+    magnitude = SelectionConfig(criterion="magnitude", keep=0.5, warmup_steps=6, seed=0).plan  # no window: step 6
+    assert [magnitude.ordinary_phase(s, s) for s in (5, 6, 7, 100)] == ["warmup", None, "restricted", "restricted"]
 
 
 def test_a_step_traced_for_one_phase_refuses_to_run_in_another():
@@ -75,8 +76,8 @@ def test_a_step_traced_for_one_phase_refuses_to_run_in_another():
     x, y = data(n=16)
     model.train_on_batch(x[:8], y[:8])  # builds; step 0 done
     before = [v.numpy().copy() for v in model.trainable_variables + optimizer.variables]
-    optimizer._selective.phase = "masked"  # wrong: step 1 is a warm-up step
-    tf_selopt.pruning.retrace_train_step(model)
+    optimizer.phase = "restricted"  # wrong: step 1 is a warm-up step
+    tf_selopt.keras.pruning.retrace_train_step(model)
     with pytest.raises(tf.errors.InvalidArgumentError, match="is not an ordinary step of phase"):
         model.train_on_batch(x[8:], y[8:])
     for b, a in zip(before, model.trainable_variables + optimizer.variables):

@@ -1,4 +1,4 @@
-"""Tests of tf_selopt.pruning: prunable weights, exact counts and zeros, masks enforced through training,
+"""Tests of tf_selopt.keras.pruning: prunable weights, exact counts and zeros, masks enforced through training,
 gradual pruning, strip and save/load, errors."""
 
 import doctest
@@ -12,8 +12,10 @@ from conftest import INNER, MODEL_KINDS, make_data, make_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tf_selopt import criteria, pruning
-from tf_selopt.pruning import (
+from tf_selopt.core import criteria
+
+from tf_selopt.keras import pruning
+from tf_selopt.keras.pruning import (
     GradualPruning,
     PruningMask,
     mask_zeros,
@@ -22,7 +24,7 @@ from tf_selopt.pruning import (
     pruning_mask,
     strip_pruning,
 )
-from tf_selopt.schedules import ConstantSparsity, PolynomialDecay
+from tf_selopt.core.schedules import ConstantSparsity, PolynomialDecay
 
 SPARSITIES = [0.0, 0.1, 0.3, 0.5, 0.77, 0.95]
 

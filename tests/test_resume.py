@@ -69,7 +69,7 @@ def _setup():
         return model
 
     def pruning():
-        schedule = tf_selopt.schedules.PolynomialDecay(0.0, 0.5, begin_step=4, end_step=20, frequency=4)
+        schedule = tf_selopt.core.schedules.PolynomialDecay(0.0, 0.5, begin_step=4, end_step=20, frequency=4)
         return tf_selopt.GradualPruning(schedule)
 
     return tf, keras, tf_selopt, x, y, sample_weight, new_model, pruning
@@ -77,7 +77,7 @@ def _setup():
 
 def _state(model):
     """Positional snapshot: model weights, optimizer variables, pruning masks, counters."""
-    from tf_selopt.pruning import pruning_mask
+    from tf_selopt.keras.pruning import pruning_mask
 
     opt = model.optimizer
     out = {f"model/{i}": v.numpy() for i, v in enumerate(model.weights)}
@@ -268,7 +268,7 @@ def test_gradual_pruning_resumed_past_begin_step_takes_the_zeros_as_pruned(itera
     from conftest import make_model
 
     import tf_selopt
-    from tf_selopt.pruning import prunable_variables, pruning_mask
+    from tf_selopt.keras.pruning import prunable_variables, pruning_mask
 
     keras.backend.clear_session()
     model = make_model("sequential")
@@ -278,7 +278,7 @@ def test_gradual_pruning_resumed_past_begin_step_takes_the_zeros_as_pruned(itera
     model.compile(keras.optimizers.SGD(0.1), "mse")
     model.optimizer.build(model.trainable_variables)
     model.optimizer.iterations.assign(iterations)
-    pruning = tf_selopt.GradualPruning(tf_selopt.schedules.ConstantSparsity(0.5, begin_step=4))
+    pruning = tf_selopt.GradualPruning(tf_selopt.core.schedules.ConstantSparsity(0.5, begin_step=4))
     pruning.set_model(model)
     pruning.on_train_begin()
     np.testing.assert_array_equal(pruning_mask(kernel).numpy(), ~zeroed if resumed else np.ones_like(zeroed))

@@ -1,4 +1,4 @@
-"""Tests of tf_selopt.schedules: same values as tfmot's schedules, XLA, config, validation."""
+"""Tests of tf_selopt.core.schedules: same values as tfmot's schedules, XLA, config, validation."""
 
 import doctest
 import json
@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as tfmot_schedule
 
-import tf_selopt.pruning  # noqa: F401  (registers the schedules with Keras)
-from tf_selopt import schedules
-from tf_selopt.schedules import ConstantSparsity, PolynomialDecay
+import tf_selopt.keras.pruning  # noqa: F401  (registers the schedules with Keras)
+from tf_selopt.core import schedules
+from tf_selopt.core.schedules import ConstantSparsity, PolynomialDecay
 
 # (class name, kwargs): the same kwargs build ours and tfmot's.
 CASES = [

@@ -1,4 +1,4 @@
-"""Tests of tf_selopt.selection: exact-k masks, the tie rule, keys, counts."""
+"""Tests of tf_selopt.core.selection: exact-k masks, the tie rule, keys, counts."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tf_selopt.selection import per_variable_counts, resolve_count, select, sortable_key, top_k_mask
+from tf_selopt.core.selection import per_variable_counts, resolve_count, select, sortable_key, top_k_mask
 
 SCOPES = ("global", "per_variable")
 SHAPES = [(3,), (2, 4), (2, 2, 3), (1,), (5,)]
@@ -339,7 +339,7 @@ def _random_bit_floats(n, seed):
 @pytest.mark.parametrize("mode", ["eager", "fn", "jit"])
 def test_int32_key_matches_int64_key_on_all_bit_patterns(mode):
     """The int32 key of top_k_mask is the int64 key minus 2**31 (NaN -> INT32_MIN), in every mode."""
-    from tf_selopt.selection import _sortable_key32
+    from tf_selopt.core.selection import _sortable_key32
 
     x = _random_bit_floats(5000, 1)
     k32 = _run(mode, _sortable_key32, tf.constant(x)).numpy()

@@ -8,8 +8,8 @@ import tensorflow as tf
 import tf_keras
 
 import tf_selopt
-from tf_selopt import pruning
-from tf_selopt.tf_keras import SelectiveOptimizer as TfKerasSelectiveOptimizer
+from tf_selopt.keras import pruning
+from tf_selopt.keras2 import SelectiveOptimizer as TfKerasSelectiveOptimizer
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt_tests")

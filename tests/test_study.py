@@ -248,7 +248,7 @@ def test_cli_plot_report_and_export(tiny_study, tmp_path):
 def test_cli_export_tflite_and_saved_model(tmp_path):
     import keras
 
-    from tf_selopt import models
+    from tf_selopt.study import models
 
     model = models.lenet_300_100((8, 8, 1))
     model.save(tmp_path / "m.keras")
@@ -267,7 +267,7 @@ def test_cli_export_tflite_and_saved_model(tmp_path):
 
 
 def test_cli_bench_writes_the_deployment_report(tmp_path):
-    from tf_selopt import models
+    from tf_selopt.study import models
 
     model = models.lenet_300_100((8, 8, 1))
     model.save(tmp_path / "m.keras")
@@ -287,7 +287,7 @@ def test_cli_bench_writes_the_deployment_report(tmp_path):
 
 
 def test_cli_bench_refuses_bad_sparsity(tmp_path):
-    from tf_selopt import models
+    from tf_selopt.study import models
 
     models.lenet_300_100((8, 8, 1)).save(tmp_path / "m.keras")
     result = CliRunner().invoke(cli.main, ["bench", str(tmp_path / "o"), "--model", str(tmp_path / "m.keras"),

@@ -8,7 +8,7 @@ import tf_keras
 from conftest import BAD_ARGUMENTS
 
 import tf_selopt
-from tf_selopt.tf_keras import SelectiveOptimizer
+from tf_selopt.keras2 import SelectiveOptimizer
 
 CRITERIA = ("gradient_sum", "preconditioned", "fisher", "magnitude", "random")
 TF_KERAS_INNER = {

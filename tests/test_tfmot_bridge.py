@@ -1,4 +1,4 @@
-"""Tests of tf_selopt.tfmot_bridge: global plan vs numpy, tfmot's rounding, fit reaches the plan, errors."""
+"""Tests of tf_selopt.keras2.tfmot_bridge: global plan vs numpy, tfmot's rounding, fit reaches the plan, errors."""
 
 import doctest
 import glob
@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tf_selopt import tfmot_bridge
-from tf_selopt.tfmot_bridge import global_magnitude_plan, prune_low_magnitude_global, pruning_callbacks
+from tf_selopt.keras2 import tfmot_bridge
+from tf_selopt.keras2.tfmot_bridge import global_magnitude_plan, prune_low_magnitude_global, pruning_callbacks
 
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl  # isort: skip
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # isort: skip
@@ -382,7 +382,7 @@ IMPORT_CHECK = textwrap.dedent(
     import os
     import numpy as np
     import tensorflow as tf
-    from tf_selopt import tfmot_bridge
+    from tf_selopt.keras2 import tfmot_bridge
     import keras
     import tf_keras
     legacy = os.environ.get("TF_USE_LEGACY_KERAS")
@@ -426,10 +426,10 @@ def test_docstring_examples_run():
 
 
 def test_one_fit_with_the_tf_keras_selective_optimizer(tmp_path):
-    """The bridge's model trains with tf_selopt.tf_keras.SelectiveOptimizer in one fit: the plan is
+    """The bridge's model trains with tf_selopt.keras2.SelectiveOptimizer in one fit: the plan is
     reached, exactly k entries are selected, and unselected entries either keep their value or were
     pruned by tfmot to exactly zero."""
-    from tf_selopt.tf_keras import SelectiveOptimizer
+    from tf_selopt.keras2 import SelectiveOptimizer
 
     make, names, _ = MODELS["mlp"]
     pruned_model, plan = prune_low_magnitude_global(make(), 0.7, "polynomial", begin_step=0, end_step=16, frequency=4)

@@ -1,11 +1,11 @@
-"""tf_selopt.traces: one traced train step per state, reused across reselection cycles, bit-identical results."""
+"""tf_selopt.keras.traces: one traced train step per state, reused across reselection cycles, bit-identical results."""
 
 import keras
 import numpy as np
 import pytest
 
 import tf_selopt
-from tf_selopt.traces import state_key, switching_state
+from tf_selopt.keras.traces import state_key, switching_state
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -65,29 +65,28 @@ def test_both_callbacks_trace_each_state_once_and_train_bit_identically(batches)
 def test_a_kept_step_is_reused_and_a_recompile_starts_afresh():
     model, optimizer = train([], 2)
     general = model.train_function
-    selective = optimizer._selective
     with switching_state(model) as switch:
-        selective.phase = "masked"
+        optimizer.phase = "restricted"
     assert switch.built and not switch.reused and model.train_function is not general
-    masked = model.train_function
+    restricted = model.train_function
     with switching_state(model) as switch:
-        selective.phase = None
+        optimizer.phase = None
     assert switch.reused and model.train_function is general
     with switching_state(model) as switch:
-        selective.phase = "masked"
-    assert switch.reused and model.train_function is masked
+        optimizer.phase = "restricted"
+    assert switch.reused and model.train_function is restricted
 
-    selective.phase = None
+    optimizer.phase = None
     model.compile(optimizer=optimizer, loss=LOSS)  # drops the traced step
     with switching_state(model) as switch:
-        selective.phase = "masked"
+        optimizer.phase = "restricted"
     assert not (switch.built or switch.reused) and model.train_function is None  # fit will trace this state
-    selective.phase = None
+    optimizer.phase = None
     model.fit(*data(8), batch_size=8, verbose=0)
     with switching_state(model) as switch:
-        selective.phase = "masked"
-    assert switch.built and model.train_function is not masked  # nothing kept from before the compile
-    selective.phase = None
+        optimizer.phase = "restricted"
+    assert switch.built and model.train_function is not restricted  # nothing kept from before the compile
+    optimizer.phase = None
 
 
 def test_state_key_follows_trainable_flags_and_phase():
@@ -97,9 +96,9 @@ def test_state_key_follows_trainable_flags_and_phase():
     assert state_key(model) != key
     model.layers[0].kernel.trainable = True
     assert state_key(model) == key
-    optimizer._selective.phase = "warmup"
+    optimizer.phase = "warmup"
     assert state_key(model) == (key[0], "warmup")
-    optimizer._selective.phase = None
+    optimizer.phase = None
 
 
 def test_with_gradual_pruning_and_both_callbacks_training_is_bit_identical():
@@ -109,7 +108,7 @@ def test_with_gradual_pruning_and_both_callbacks_training_is_bit_identical():
     has inner state that did not decay while dropped (documented), so plain fit is not the reference here."""
     runs = []
     for extra in ([], [tf_selopt.TracePerPhase()]):
-        pruning = tf_selopt.GradualPruning(tf_selopt.schedules.ConstantSparsity(0.3, begin_step=3, frequency=5))
+        pruning = tf_selopt.GradualPruning(tf_selopt.core.schedules.ConstantSparsity(0.3, begin_step=3, frequency=5))
         drop = tf_selopt.DropFrozenVariables()
         runs.append((*train([pruning, drop, *extra], 44), pruning, drop))
     (model_a, opt_a, pruning_a, drop_a), (model_b, opt_b, pruning_b, drop_b) = runs

@@ -6,7 +6,7 @@
     selopt export MODEL.keras OUT ...
     selopt bench OUT --model m.keras --sparsity 0 --sparsity 0.9   # deployment benchmark
 
-A thin front end: the work is in ``tf_selopt.study`` and ``tf_selopt.export``.
+A thin front end: the work is in ``tf_selopt.study`` and ``tf_selopt.deploy.export``.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def export(model_path, out, fmt, mode, name, version, representative_data, overw
     import keras
 
     import tf_selopt  # noqa: F401  (registers our serializables)
-    from tf_selopt import export as export_lib
+    from tf_selopt.deploy import export as export_lib
 
     model = keras.models.load_model(model_path)
     try:
@@ -135,7 +135,7 @@ def export(model_path, out, fmt, mode, name, version, representative_data, overw
         else:
             rep = None
             if representative_data is not None:
-                from tf_selopt import data
+                from tf_selopt.study import data
 
                 rep = data.load(representative_data).x_train[:256]
             result = export_lib.export_tflite(model, out, mode=mode, representative_data=rep, overwrite=overwrite)
@@ -169,8 +169,8 @@ def export(model_path, out, fmt, mode, name, version, representative_data, overw
 def bench(out, models, sparsities, paths, data, artifacts, runs, warmup, threads, xnnpack, runtime, artifacts_dir,
           overwrite):
     """Deployment benchmark: size, gzip size, TFLite and SavedModel latency, accuracy -> OUT/deployment.{json,md}."""
-    from tf_selopt import data as data_lib
-    from tf_selopt import serving
+    from tf_selopt.study import data as data_lib
+    from tf_selopt.deploy import benchmark as serving
 
     splits = data_lib.load(data)
     try:

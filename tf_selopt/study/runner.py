@@ -22,7 +22,7 @@ import pathlib
 import platform
 import shutil
 
-from tf_selopt import data as data_lib
+from tf_selopt.study import data as data_lib
 from tf_selopt.study import runs as runs_lib
 from tf_selopt.study.config import ConfigError, StudyConfig, config_hash, load_config
 
@@ -122,7 +122,7 @@ def _prepare(config_path, config, out_dir) -> None:
 
 
 def _export(model, out_dir, spec, splits) -> dict:
-    from tf_selopt import export
+    from tf_selopt.deploy import export
 
     base = out_dir / "export"
     name = f"{spec.data}_{spec.model}_pruned{round(100 * spec.level)}"

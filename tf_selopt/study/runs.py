@@ -22,9 +22,9 @@ import time
 import keras
 import numpy as np
 
-from tf_selopt import data as data_lib
-from tf_selopt import models as models_lib
-from tf_selopt import schedules
+from tf_selopt.study import data as data_lib
+from tf_selopt.study import models as models_lib
+from tf_selopt.core import schedules
 
 __all__ = ["RunSpec", "schedule_steps", "kernel_sparsity", "train_pruned_keras3", "train_pruned_tfmot", "run"]
 
@@ -100,7 +100,7 @@ def _build(model_name, splits, api=keras):
 def train_pruned_keras3(model_name, method, level, seed, splits, epochs, batch_size, learning_rate, steps,
                         callbacks=(), verbose=0):
     """Our gradual pruning (or none for ``method="dense"``); returns (stripped model, reported sparsity)."""
-    from tf_selopt import pruning
+    from tf_selopt.keras import pruning
 
     keras.utils.set_random_seed(seed)
     model = _build(model_name, splits)
@@ -180,7 +180,7 @@ def _train_selective(spec, splits, training, selection, callbacks, verbose):
 
 def run(spec: RunSpec, training, selection=None, pruning=None, log_dir=None, verbose=0, splits=None) -> tuple:
     """Train and measure one run; returns (row dict, trained Keras model). ``log_dir``: TensorBoard, or None."""
-    from tf_selopt.callbacks import SelectionMonitor
+    from tf_selopt.keras.callbacks import SelectionMonitor
 
     splits = splits if splits is not None else data_lib.load(spec.data)
     start = time.perf_counter()

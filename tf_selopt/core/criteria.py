@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tf_selopt.checks import is_int
-from tf_selopt.configurable import Configurable
+from tf_selopt.core.checks import is_int
+from tf_selopt.core.configurable import Configurable
 
 __all__ = [
     "Criterion",
@@ -201,7 +201,7 @@ def get(identifier, num_examples=None) -> Criterion:
                 raise ValueError(
                     "criterion='preconditioned' needs N_data for H = 2S/(N_data C): pass "
                     "`num_examples` (the training-set size, an int >= 1), or "
-                    "criterion=tf_selopt.criteria.Preconditioned(num_examples=...)."
+                    "criterion=tf_selopt.core.criteria.Preconditioned(num_examples=...)."
                 )
             return Preconditioned(num_examples)
         return BUILTIN[identifier]()

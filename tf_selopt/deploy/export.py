@@ -50,7 +50,7 @@ LeNet-300-100 and the small CNN at 95% global sparsity, not at 90%); those
 
 Examples:
     >>> import keras, tf_selopt, tempfile
-    >>> from tf_selopt.export import export_saved_model, export_tflite
+    >>> from tf_selopt.deploy.export import export_saved_model, export_tflite
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> base = tempfile.mkdtemp()
     >>> report = export_saved_model(model, base, "demo", 1)
@@ -74,7 +74,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_selopt.checks import is_int
+from tf_selopt.core.checks import is_int
 
 __all__ = [
     "export_saved_model",

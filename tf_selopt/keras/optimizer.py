@@ -2,9 +2,9 @@
 
 The procedure (warm-up, window, exact top-k selection, frozen entries that do
 not move at all, NaN/Inf steps skipped) lives in the TF-ops core
-``tf_selopt.selective``, shared with the tf_keras front end; this module only
+``tf_selopt.core.selective``, shared with the tf_keras front end; this module only
 creates the variables the Keras 3 way, forwards to the inner optimizer and
-(de)serializes. Entries pruned by ``tf_selopt.pruning`` are never selected.
+(de)serializes. Entries pruned by ``tf_selopt.keras.pruning`` are never selected.
 
 Only the TensorFlow backend is supported. Under ``tf.distribute``
 (MirroredStrategy, MultiWorkerMirroredStrategy) create the model and the
@@ -18,9 +18,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_selopt import criteria as criteria_lib
-from tf_selopt import pruning
-from tf_selopt.selective import Selective, SelectiveReadouts, refuse_base_arguments
+from tf_selopt.core import criteria as criteria_lib
+from tf_selopt.keras import pruning
+from tf_selopt.core.config import SelectionConfig
+from tf_selopt.core.frontend import SelectiveReadouts
+from tf_selopt.core.selective import Selective, refuse_base_arguments
 
 __all__ = ["SelectiveOptimizer"]
 
@@ -29,7 +31,7 @@ for _cls in criteria_lib.BUILTIN.values():
 
 
 #: Inner optimizers that leave an entry exactly in place when its gradient and these slots are 0
-#: (``tf_selopt.selective.Selective.set_motion_slots``; attribute names of Keras 3.15).
+#: (``tf_selopt.core.selective.Selective.set_motion_slots``; attribute names of Keras 3.15).
 MOTION_SLOT_ATTRIBUTES = {
     keras.optimizers.SGD: ("momentums",),
     keras.optimizers.Adam: ("_momentums",),
@@ -55,7 +57,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
         inner: the Keras 3 optimizer that does the updates (SGD, Adam, AdamW, ...).
         criterion: ``"gradient_sum"`` (the note's), ``"preconditioned"`` (the
             note's, needs ``num_examples``), ``"fisher"``, ``"magnitude"``,
-            ``"random"``, or a criterion object (see ``tf_selopt.criteria``).
+            ``"random"``, or a criterion object (see ``tf_selopt.core.criteria``).
         keep: how many parameters keep training: a fraction in (0, 1] or a count
             in [1, N] (N = number of trainable parameters).
         warmup_steps: eta0, the number of full steps before the first selection
@@ -82,10 +84,10 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
             (``selected_count``, exact and deterministic; ``k`` smaller than
             every group raises at ``build``). Variables left with nothing to
             train can leave the gradient computation: see
-            ``tf_selopt.freezing.DropFrozenVariables`` and ``trainable_subset``.
+            ``tf_selopt.keras.freezing.DropFrozenVariables`` and ``trainable_subset``.
         name: optimizer name.
 
-    Read-outs (``tf_selopt.selective.SelectiveReadouts``): ``masks`` (bool
+    Read-outs (``tf_selopt.core.frontend.SelectiveReadouts``): ``masks`` (bool
     variable per trainable variable, in build order; True = selected),
     ``scores`` (float32, the criterion's scores at the last selection),
     ``selected_count`` (selected and not pruned), ``pruned_count``,
@@ -96,7 +98,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
     than a pruning mask: frozen entries then stay in place because their
     momentum is zeroed at selection, and no restore follows each update).
 
-    Pruning (``tf_selopt.pruning``): entries held at zero by a pruning mask rank
+    Pruning (``tf_selopt.keras.pruning``): entries held at zero by a pruning mask rank
     below all others at selection and never train; if fewer than ``k`` entries
     are unpruned, all of them train (``selected_count < k``).
 
@@ -135,7 +137,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
             raise ValueError(
                 "`inner` must be a Keras 3 optimizer instance (keras.optimizers.Optimizer, "
                 f"e.g. keras.optimizers.Adam(1e-3)); received {inner!r} of type {type(inner).__name__}. "
-                "For tf_keras optimizers use tf_selopt.tf_keras.SelectiveOptimizer."
+                "For tf_keras optimizers use tf_selopt.keras2.SelectiveOptimizer."
             )
         if isinstance(inner, keras.optimizers.LossScaleOptimizer):
             raise ValueError(
@@ -150,7 +152,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
             )
         refuse_base_arguments(kwargs)
         selective = Selective(
-            criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity=granularity
+            SelectionConfig(criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity)
         )
         super().__init__(learning_rate=0.0, name=name)
         self._selective = selective
@@ -193,7 +195,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
             self._apply_distributed(grads, variables, indices)
         else:
             inner = self.inner_optimizer
-            self._selective.apply(grads, variables, indices, inner.iterations, inner.apply)
+            self._selective.apply(grads, variables, indices, inner.iterations, inner.apply, self.phase)
 
     def _apply_distributed(self, grads, variables, indices):
         """``Selective.apply`` under a ``tf.distribute`` strategy, called per replica.
@@ -220,7 +222,9 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
                 strategy.extended.call_for_each_replica(self._inner_apply_replica, args=(grads, variables))
 
             first = [strategy.experimental_local_results(g)[0] for g in reduced]
-            self._selective.apply(first, variables, indices, self.inner_optimizer.iterations, inner_apply)
+            self._selective.apply(
+                first, variables, indices, self.inner_optimizer.iterations, inner_apply, self.phase
+            )
 
         ctx.merge_call(step, args=(reduced,))
 
@@ -257,7 +261,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
 
     # --------------------------------------------------------- serialization
     def get_config(self):
-        config = self._selective.config()
+        config = self._selective.config.to_dict()
         config["criterion"] = keras.saving.serialize_keras_object(config["criterion"])
         return {"name": self.name, "inner": keras.saving.serialize_keras_object(self.inner_optimizer), **config}
 

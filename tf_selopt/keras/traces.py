@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import weakref
 
-from tf_selopt.callbacks import selective_of
+from tf_selopt.keras.callbacks import selective_of
 
 __all__ = ["state_key", "switching_state"]
 
@@ -27,7 +27,7 @@ def state_key(model) -> tuple:
     """What a traced train step depends on that our callbacks change: the ids of the trainable
     variables, in order, and the ``SelectiveOptimizer``'s traced phase (None without one)."""
     optimizer = selective_of(getattr(model, "optimizer", None))
-    phase = None if optimizer is None else optimizer._selective.phase
+    phase = None if optimizer is None else optimizer.phase
     return tuple(id(v) for v in model.trainable_variables), phase
 
 

@@ -1,12 +1,12 @@
 """Keras 3 front end of pruning (beta in the note): zero the weights that matter least, keep them zero.
 
 ``prune`` is one-shot and eager: it scores the prunable weights with a
-criterion, keeps exactly the top ones (``tf_selopt.selection``: exact counts,
+criterion, keeps exactly the top ones (``tf_selopt.core.selection``: exact counts,
 ties to the lowest flat index), sets the others to exactly ``0.0`` in place and
 installs a ``PruningMask`` on each variable so that they stay ``0.0`` through
 further training. Kept weights are not touched (bit for bit).
 ``GradualPruning`` is a callback that prunes during ``fit`` on a
-``tf_selopt.schedules`` schedule (tfmot's ``ConstantSparsity`` and
+``tf_selopt.core.schedules`` schedule (tfmot's ``ConstantSparsity`` and
 ``PolynomialDecay``, tfmot's timing). ``strip_pruning`` removes the masks,
 ``mask_zeros`` re-creates them from the zeros of a loaded model.
 
@@ -66,9 +66,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_selopt import criteria as criteria_lib
-from tf_selopt import schedules, selection
-from tf_selopt.checks import fraction, is_int
+from tf_selopt.core import criteria as criteria_lib
+from tf_selopt.core import schedules, selection
+from tf_selopt.core.checks import fraction, is_int
 
 __all__ = [
     "SCOPES",
@@ -112,7 +112,7 @@ class PruningMask(keras.constraints.Constraint):
     def get_config(self):
         raise NotImplementedError(
             "PruningMask is run-time state and is not saved; after loading a pruned model call "
-            "`tf_selopt.pruning.mask_zeros(model)`."
+            "`tf_selopt.keras.pruning.mask_zeros(model)`."
         )
 
 
@@ -228,7 +228,7 @@ def _resolve_criterion(criterion):
         return criterion
     raise ValueError(
         f"Unknown `criterion`={criterion!r}; expected one of {one_shot} or an object with a "
-        "`score(state, weight, count, seed)` method (see tf_selopt.criteria)."
+        "`score(state, weight, count, seed)` method (see tf_selopt.core.criteria)."
     )
 
 
@@ -359,7 +359,7 @@ class GradualPruning(keras.callbacks.Callback):
     with its pruned entries.
 
     Args:
-        schedule: a ``tf_selopt.schedules.PruningSchedule`` (e.g.
+        schedule: a ``tf_selopt.core.schedules.PruningSchedule`` (e.g.
             ``ConstantSparsity``, ``PolynomialDecay``, or a subclass with its own
             ``should_prune`` / ``__call__``); it prunes where ``schedule(step)``
             says so (``schedules.latest_pruning_step``).
@@ -373,7 +373,7 @@ class GradualPruning(keras.callbacks.Callback):
 
     Examples:
         >>> import keras, numpy as np
-        >>> from tf_selopt.schedules import PolynomialDecay
+        >>> from tf_selopt.core.schedules import PolynomialDecay
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)])
         >>> model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
         >>> pruning = GradualPruning(PolynomialDecay(0.0, 0.75, begin_step=0, end_step=6, frequency=2))
@@ -386,7 +386,7 @@ class GradualPruning(keras.callbacks.Callback):
         super().__init__()
         if not isinstance(schedule, schedules.PruningSchedule):
             raise ValueError(
-                "`schedule` must be a tf_selopt.schedules.PruningSchedule (e.g. ConstantSparsity, "
+                "`schedule` must be a tf_selopt.core.schedules.PruningSchedule (e.g. ConstantSparsity, "
                 f"PolynomialDecay); received schedule={schedule!r}."
             )
         self._criterion = _check_options(scope, criterion, seed)

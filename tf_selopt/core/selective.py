@@ -17,7 +17,7 @@ once built, its state variables; ``apply`` runs one training step in-graph:
   the selection and no restore is needed (``motion_slots``);
 * a step with a NaN/Inf gradient changes nothing but ``skipped_steps``.
 
-Front ends (``tf_selopt.optimizer`` for Keras 3, ``tf_selopt.tf_keras``) only
+Front ends (``tf_selopt.keras.optimizer`` for Keras 3, ``tf_selopt.keras2.optimizer``) only
 create the variables with their framework's ``add_variable`` (in ``build``'s
 order, which is the checkpoint layout), give the step counter and the inner
 update, and say which entries are pruned (``pruned_mask_of``): pruned entries are
@@ -25,7 +25,7 @@ ranked last at selection and never move.
 
 Variables with no entry that trains (``frozen_variables``) need no gradient:
 ``trainable_subset`` says which variables a step must compute gradients for, so
-a front end (``tf_selopt.freezing``) or a custom loop can leave the others out
+a front end (``tf_selopt.keras.freezing``) or a custom loop can leave the others out
 of the gradient computation; the updates of the trained entries are the same.
 
 This module imports TensorFlow only, never a Keras front end.
@@ -33,38 +33,20 @@ This module imports TensorFlow only, never a Keras front end.
 
 from __future__ import annotations
 
-import math
-import numbers
-import random
 from typing import Callable
 
 import tensorflow as tf
 
-from tf_selopt import criteria as criteria_lib
-from tf_selopt import selection
-from tf_selopt.checks import is_int
+from tf_selopt.core import selection
+from tf_selopt.core.config import BASE_ARGUMENTS, SelectionConfig
+from tf_selopt.core.plan import PHASES
 
-__all__ = ["Selective", "SelectiveReadouts", "BASE_ARGUMENTS", "refuse_base_arguments"]
+__all__ = ["Selective", "BASE_ARGUMENTS", "refuse_base_arguments"]
 
 #: ``add_variable(shape, dtype, initializer, name)`` -> variable; ``initializer`` is "zeros" or "ones".
 AddVariable = Callable[[tuple, tf.DType, str, str], tf.Variable]
 #: ``add_slot(model_variable, name)`` -> a zeros variable of the model variable's shape and dtype.
 AddSlot = Callable[[tf.Variable, str], tf.Variable]
-
-
-#: Base-optimizer arguments (Keras 3 and tf_keras) a front end refuses: they belong on the inner optimizer.
-BASE_ARGUMENTS = (
-    "learning_rate",
-    "weight_decay",
-    "clipnorm",
-    "clipvalue",
-    "global_clipnorm",
-    "use_ema",
-    "ema_momentum",
-    "ema_overwrite_frequency",
-    "loss_scale_factor",
-    "gradient_accumulation_steps",
-)
 
 
 def refuse_base_arguments(kwargs: dict) -> None:
@@ -88,81 +70,14 @@ class Selective:
     front ends refuse the same inputs with the same messages.
     """
 
-    def __init__(
-        self,
-        criterion="gradient_sum",
-        keep=0.1,
-        warmup_steps=100,
-        window=20,
-        scope="global",
-        reselect_every=None,
-        seed=None,
-        num_examples=None,
-        granularity="parameter",
-    ):
-        criterion = criteria_lib.get(criterion, num_examples=num_examples)
-        if not (is_int(warmup_steps) and warmup_steps >= 0):
-            raise ValueError(f"`warmup_steps` must be an int >= 0; received warmup_steps={warmup_steps!r}.")
-        if criterion.uses_gradients and not (is_int(window) and 1 <= window <= warmup_steps):
-            raise ValueError(
-                f"`window` must be an int in [1, warmup_steps={warmup_steps}] for criterion "
-                f"{getattr(criterion, 'name', criterion)!r}; received window={window!r}."
-            )
-        if reselect_every is not None:
-            low = window if criterion.uses_gradients else 1
-            if not (is_int(reselect_every) and reselect_every >= low):
-                raise ValueError(
-                    f"`reselect_every` must be None or an int >= {low}"
-                    + (" (the window, so windows do not overlap)" if low > 1 else "")
-                    + f"; received reselect_every={reselect_every!r}."
-                )
-        if scope not in selection.SCOPES:
-            raise ValueError(f"`scope` must be one of {selection.SCOPES}; received scope={scope!r}.")
-        if granularity not in selection.GRANULARITIES:
-            raise ValueError(
-                f"`granularity` must be one of {selection.GRANULARITIES}; received granularity={granularity!r}."
-            )
-        if granularity == "variable" and scope != "global":
-            raise ValueError(
-                "`granularity`='variable' selects whole variables over the network, so it needs "
-                f"scope='global'; received scope={scope!r}."
-            )
-        if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or not math.isfinite(keep) or keep <= 0 or (
-            not is_int(keep) and keep > 1
-        ):
-            raise ValueError(
-                f"`keep` must be a fraction in (0, 1] or an int count in [1, N]; received keep={keep!r}."
-            )
-        if seed is None:
-            seed = random.SystemRandom().randrange(2**31 - 1)
-        elif not (is_int(seed) and 0 <= seed < 2**31):
-            raise ValueError(f"`seed` must be None or an int in [0, 2**31); received seed={seed!r}.")
-        self.criterion = criterion
-        self.keep = keep
-        self.warmup_steps = int(warmup_steps)
-        self.window = int(window) if criterion.uses_gradients else 0
-        self.window_arg = window
-        self.scope = scope
-        self.granularity = granularity
-        self.reselect_every = None if reselect_every is None else int(reselect_every)
-        self.seed = int(seed)
+    def __init__(self, config: SelectionConfig):
+        self.config = config
+        self.criterion = config.criterion
+        self.plan = config.plan
+        self.window = config.window_steps
         self.variables = None
         self.motion_slots = None
         self.frozen_stay_put = lambda: False
-        self.phase = None  # None, or "warmup" / "masked": see ``ordinary_phase`` and ``apply``
-
-    def config(self) -> dict:
-        """Constructor arguments (the criterion as an object; front ends serialize it)."""
-        return {
-            "criterion": self.criterion,
-            "keep": self.keep,
-            "warmup_steps": self.warmup_steps,
-            "window": self.window_arg,
-            "scope": self.scope,
-            "reselect_every": self.reselect_every,
-            "seed": self.seed,
-            "granularity": self.granularity,
-        }
 
     # ----------------------------------------------------------------- build
     def build(self, var_list, add_variable: AddVariable, add_slot: AddSlot, pruned_mask_of=None):
@@ -172,13 +87,14 @@ class Selective:
         variable (slot-major). ``pruned_mask_of(variable)`` -> bool tensor
         (True = kept) or None, read when ``apply`` is traced."""
         total = sum(int(v.shape.num_elements()) for v in var_list)
-        self.k = selection.resolve_count(self.keep, total)  # raises before any variable exists
-        if self.granularity != "parameter":
-            smallest = min(selection.group_size(v.shape, self.granularity) for v in var_list)
+        config = self.config
+        self.k = config.k(total)  # raises before any variable exists
+        if config.granularity != "parameter":
+            smallest = min(selection.group_size(v.shape, config.granularity) for v in var_list)
             if self.k < smallest:
                 raise ValueError(
-                    f"`keep`={self.keep!r} gives k={self.k} parameters, fewer than the smallest "
-                    f"{self.granularity} ({smallest} parameters): nothing could be selected."
+                    f"`keep`={config.keep!r} gives k={self.k} parameters, fewer than the smallest "
+                    f"{config.granularity} ({smallest} parameters): nothing could be selected."
                 )
         self.num_parameters = total
         self.variables = list(var_list)
@@ -252,32 +168,6 @@ class Selective:
         """Indices (build order) of the variables with no entry that trains (eager; a list of ints)."""
         return [i for i in range(len(self.masks)) if not bool(tf.reduce_any(self.trains(i)))]
 
-    def needs_every_variable(self, first_step: int, last_step: int) -> bool:
-        """Whether a step in ``[first_step, last_step]`` (0-based) needs every variable's gradient:
-        a warm-up step, a step of a gradient criterion's window, or a selection step."""
-        return first_step < self.warmup_steps or self._meets_window(first_step, last_step)
-
-    def ordinary_phase(self, first_step: int, last_step: int):
-        """``"warmup"`` / ``"masked"`` if every step in ``[first_step, last_step]`` (0-based) is an
-        ordinary step of that phase (no window, no selection), else None. Python ints."""
-        if self._meets_window(first_step, last_step):
-            return None
-        if last_step < self.warmup_steps:
-            return "warmup"
-        return "masked" if first_step >= self.warmup_steps else None
-
-    def _meets_window(self, first_step: int, last_step: int) -> bool:
-        """Whether a gradient-window or selection step lies in ``[first_step, last_step]``."""
-        selection_step = self.next_selection(first_step)
-        return selection_step >= 0 and selection_step - max(self.window - 1, 0) <= last_step
-
-    def next_selection(self, step: int) -> int:
-        """0-based step of the next selection at or after ``step`` (-1: none); Python ints (``_next_selection``)."""
-        if self.reselect_every is None:
-            return self.warmup_steps if step <= self.warmup_steps else -1
-        n = self.reselect_every
-        return self.warmup_steps + (max(step - self.warmup_steps, 0) + n - 1) // n * n
-
     def pruned_count(self):
         """Parameters held at zero by pruning masks (int64)."""
         counts = [tf.constant(0, tf.int64)]
@@ -288,11 +178,14 @@ class Selective:
         return tf.add_n(counts)
 
     # ----------------------------------------------------------------- apply
-    def apply(self, grads, variables, indices, step, inner_apply):
+    def apply(self, grads, variables, indices, step, inner_apply, phase=None):
         """One training step. ``grads``/``variables``: matching lists (no None),
         ``indices``: each variable's position in ``build``'s ``var_list``,
         ``step``: int64 scalar, the 0-based count of finite steps,
-        ``inner_apply(grads, variables)``: the inner optimizer's update.
+        ``inner_apply(grads, variables)``: the inner optimizer's update,
+        ``phase``: None (the general step) or one of ``plan.PHASES``: trace only
+        that phase's ordinary step (``tf_selopt.keras.phases``); an in-graph
+        assertion stops it from running at any other step.
 
         Per step (``benchmarks/overhead.py``): the finite check, one cond around
         the window/selection work, one choosing the full or restricted update.
@@ -301,23 +194,24 @@ class Selective:
         this nesting also keeps the warm-up bit-identical to the inner optimizer
         under XLA (tested), which flatter chains did not.
         """
+        if phase is not None and phase not in PHASES:
+            raise ValueError(f"`phase` must be None or one of {PHASES}; received phase={phase!r}.")
         values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in values])
         step = tf.cast(step, tf.int64)
-        selection_step = self._next_selection(step)
-        special = tf.logical_and(selection_step >= 0, selection_step - step < max(self.window, 1))
-        restricted = step >= self.warmup_steps
+        special = self.plan.in_window(step)
+        restricted = self.plan.restricted(step)
 
         def special_work():  # a finite step in a gradient window or at a selection
             if self.criterion.uses_gradients:
                 self._accumulate(grads, variables, indices)  # every special step is in the window
-            tf.cond(tf.equal(step, selection_step), self._select, lambda: None)
+            tf.cond(self.plan.is_selection(step), self._select, lambda: None)
 
-        if self.phase is not None:  # traced for ordinary steps of one phase only (``tf_selopt.phases``)
-            ordinary = tf.logical_and(tf.logical_not(special), tf.equal(restricted, self.phase == "masked"))
-            check = tf.debugging.Assert(ordinary, ["step", step, "is not an ordinary step of phase", self.phase])
+        if phase is not None:
+            ordinary = tf.logical_and(tf.logical_not(special), tf.equal(restricted, phase == "restricted"))
+            check = tf.debugging.Assert(ordinary, ["step", step, "is not an ordinary step of phase", phase])
             with tf.control_dependencies([check]):
-                if self.phase == "masked":
+                if phase == "restricted":
                     update = lambda: self._restricted_update(grads, variables, indices, inner_apply)  # noqa: E731
                 else:
                     update = lambda: self._full_update(grads, variables, inner_apply)  # noqa: E731
@@ -341,14 +235,6 @@ class Selective:
     def _count_skipped(self):
         self.skipped_steps.assign_add(1)
 
-    def _next_selection(self, step):
-        """0-based step of the next selection at or after ``step`` (-1: none); int64 tensors (``next_selection``)."""
-        eta0 = tf.constant(self.warmup_steps, tf.int64)
-        if self.reselect_every is None:
-            return tf.where(step <= eta0, eta0, tf.constant(-1, tf.int64))
-        n = tf.constant(self.reselect_every, tf.int64)
-        return eta0 + (tf.maximum(step - eta0, 0) + n - 1) // n * n
-
     def _accumulate(self, grads, variables, indices):
         count = self.window_count + 1.0
         for g, v, i in zip(grads, variables, indices):
@@ -365,11 +251,11 @@ class Selective:
         scores = []
         for i, v in enumerate(self.variables):
             state = {slot: tf.convert_to_tensor(var) for slot, var in self.criterion_state[i].items()}
-            seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.selections, tf.int64) * 65536 + i])
+            seed = tf.stack([tf.constant(self.config.seed, tf.int64), tf.cast(self.selections, tf.int64) * 65536 + i])
             score = self.criterion.score(state, tf.convert_to_tensor(v), count, tf.cast(seed % (2**31 - 1), tf.int32))
             scores.append(tf.ensure_shape(tf.cast(score, tf.float32), v.shape))
         kept = [self._kept(i) for i in range(len(self.variables))]
-        masks = selection.select(scores, self.k, self.scope, self.granularity, kept)
+        masks = selection.select(scores, self.k, self.config.scope, self.config.granularity, kept)
         for i, (mask_var, score_var, mask, score) in enumerate(zip(self.masks, self.scores, masks, scores)):
             mask_var.assign(mask)
             score_var.assign(score)
@@ -393,148 +279,3 @@ class Selective:
         inner_apply(masked, variables)
         for v, m, old in zip(variables, masks, before):
             v.assign(tf.where(m, tf.convert_to_tensor(v), old))
-
-
-class SelectiveReadouts:
-    """Read-outs both front ends expose; the front end sets ``self._selective``."""
-
-    @property
-    def criterion(self):
-        return self._selective.criterion
-
-    @property
-    def keep(self):
-        return self._selective.keep
-
-    @property
-    def warmup_steps(self):
-        return self._selective.warmup_steps
-
-    @property
-    def window(self):
-        return self._selective.window
-
-    @property
-    def scope(self):
-        return self._selective.scope
-
-    @property
-    def granularity(self):
-        return self._selective.granularity
-
-    @property
-    def reselect_every(self):
-        return self._selective.reselect_every
-
-    @property
-    def seed(self):
-        return self._selective.seed
-
-    @property
-    def k(self):
-        """Parameters selected at each selection (int; set by ``build``)."""
-        return self._selective.k
-
-    @property
-    def num_parameters(self):
-        """N, the number of trainable parameters (int; set by ``build``)."""
-        return self._selective.num_parameters
-
-    @property
-    def model_variables(self):
-        """The model variables the optimizer was built for, in build order (None before ``build``)."""
-        return self._selective.variables
-
-    def trains(self, i):
-        """Bool tensor: the entries of ``model_variables[i]`` that train (selected and not pruned)."""
-        return self._selective.trains(i)
-
-    @property
-    def masks(self):
-        """One bool variable per trainable variable, in build order (True = selected)."""
-        return self._selective.masks
-
-    @property
-    def scores(self):
-        """float32 variables: the criterion's scores at the last selection."""
-        return self._selective.scores
-
-    @property
-    def criterion_state(self):
-        return self._selective.criterion_state
-
-    @property
-    def skipped_steps(self):
-        """int64 variable: steps skipped because a gradient was NaN/Inf."""
-        return self._selective.skipped_steps
-
-    @property
-    def selections(self):
-        """int64 variable: selections done."""
-        return self._selective.selections
-
-    @property
-    def window_count(self):
-        return self._selective.window_count
-
-    @property
-    def selected_count(self):
-        """Parameters that train (int64 scalar): exactly ``k`` after selection
-        (fewer only if pruning left fewer than ``k``; at most ``k`` for
-        ``granularity`` "unit" / "variable"), N - pruned before."""
-        return self._selective.selected_count()
-
-    @property
-    def pruned_count(self):
-        """Parameters held at zero by pruning (int64 scalar; 0 without pruning)."""
-        return self._selective.pruned_count()
-
-    @property
-    def restores_frozen(self):
-        """Whether frozen entries are restored after each inner update; False when the inner
-        optimizer leaves them exactly in place (their momentum is zeroed at selection, see
-        ``Selective.set_motion_slots``). Read after ``build``."""
-        return not self._selective._skips_restore()
-
-    @property
-    def frozen_variables(self):
-        """The model variables with no entry that trains (all frozen or pruned), in build order ([] before ``build``)."""
-        if self._selective.variables is None:
-            return []
-        return [self._selective.variables[i] for i in self._selective.frozen_indices()]
-
-    def needs_every_variable(self, steps=1) -> bool:
-        """Whether one of the next ``steps`` steps (from ``iterations`` on) needs every
-        variable's gradient: a warm-up, gradient-window or selection step (True before ``build``)."""
-        if self._selective.variables is None:
-            return True
-        step = int(self.iterations.numpy())
-        return self._selective.needs_every_variable(step, step + steps - 1)
-
-    def trainable_subset(self, variables, steps=1):
-        """The ``variables`` whose gradients the next ``steps`` steps need (from ``iterations`` on).
-
-        All of them during warm-up, a gradient window and at a selection step
-        (and if none trains); otherwise all but ``frozen_variables``. Computing gradients for this
-        subset only gives the same updates of the trained entries (the inner
-        optimizer's state of a left-out variable is not touched meanwhile).
-        Custom loop::
-
-            subset = optimizer.trainable_subset(model.trainable_variables)
-            with tf.GradientTape() as tape:
-                loss = loss_fn(y, model(x, training=True))
-            optimizer.apply_gradients(zip(tape.gradient(loss, subset), subset))
-
-        (A ``tf.function`` taking ``subset`` as an argument traces once per subset.)
-        """
-        variables = list(variables)
-        if self.needs_every_variable(steps):
-            return variables
-        frozen = {id(v) for v in self.frozen_variables}
-        subset = [v for v in variables if id(v) not in frozen]
-        return subset or variables  # nothing trains: keep the step (and its counter) going
-
-    @property
-    def frozen_fraction(self):
-        """Fraction of parameters that do not train, pruned ones included (float32 in [0, 1])."""
-        return 1.0 - tf.cast(self.selected_count, tf.float32) / float(self.num_parameters)

@@ -12,7 +12,7 @@ Adam moments) is not touched while it is dropped, where masks alone would let
 it decay under zero gradients: this matters only if a reselection brings the
 variable back. Custom loops use ``optimizer.trainable_subset``.
 
-Each switch swaps the train step (``tf_selopt.traces``): a state seen before
+Each switch swaps the train step (``tf_selopt.keras.traces``): a state seen before
 reuses its traced step, a new one is traced once (a single selection: one
 trace; with ``reselect_every``, one per distinct dropped set, not one per
 period); with ``steps_per_execution=n`` the switch happens at the first
@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import keras
 
-from tf_selopt.callbacks import required_selective
-from tf_selopt.traces import switching_state
+from tf_selopt.keras.callbacks import required_selective
+from tf_selopt.keras.traces import switching_state
 
 __all__ = ["DropFrozenVariables"]
 

@@ -7,7 +7,7 @@ tfmot's own per-layer pruning ends at exactly the planned counts:
 
 1. ``global_magnitude_plan``: the weights tfmot would prune (its prune registry,
    or a layer's ``get_prunable_weights``) are ranked together by ``|w|`` with the
-   project's exact top-k (``tf_selopt.selection``: ties to the lowest flat index,
+   project's exact top-k (``tf_selopt.core.selection``: ties to the lowest flat index,
    the flat index running over the layers in ``model.layers`` order, nested
    models depth-first, then over each layer's prunable weights). ``N`` weights at
    sparsity ``s`` lose exactly ``floor(s * N + 0.5)``, as in ``tf_selopt.prune``.
@@ -18,7 +18,7 @@ tfmot's own per-layer pruning ends at exactly the planned counts:
    ``pruning_callbacks`` (``UpdatePruningStep``, optionally ``PruningSummaries``)
    and finish with ``strip_pruning`` (tfmot's, re-exported here). The result is
    an ordinary tf_keras model: compile it with any tf_keras optimizer, also
-   ``tf_selopt.tf_keras.SelectiveOptimizer``, and train it in one ``fit``.
+   ``tf_selopt.keras2.SelectiveOptimizer``, and train it in one ``fit``.
 
 How the per-layer float is chosen. tfmot (``pruning_impl.Pruning._update_mask``)
 keeps ``k = max(round(float32(n) * (1 - sparsity)), 1)`` weights of a tensor of
@@ -57,7 +57,7 @@ first and restores the variable afterwards, so tfmot uses tf_keras while
 
 Examples:
     >>> import numpy as np, tf_keras
-    >>> from tf_selopt import tfmot_bridge
+    >>> from tf_selopt.keras2 import tfmot_bridge
     >>> tf_keras.utils.set_random_seed(0)
     >>> model = tf_keras.Sequential([tf_keras.Input((8,)), tf_keras.layers.Dense(16, name="a"),
     ...                              tf_keras.layers.Dense(2, name="b")])
@@ -87,8 +87,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tf_selopt import selection
-from tf_selopt.checks import fraction, is_int, positive
+from tf_selopt.core import selection
+from tf_selopt.core.checks import fraction, is_int, positive
 
 __all__ = [
     "LayerPlan",
@@ -153,7 +153,7 @@ def _check_model(model, where: str):
         raise ValueError(
             f"{where}: `model` is a Keras 3 model ({type(model).__name__}); tfmot prunes tf_keras (Keras 2) "
             "models only. For Keras 3 use `tf_selopt.prune` (one-shot) or the callback "
-            "`tf_selopt.pruning.GradualPruning` (during training); or build the model with `tf_keras`."
+            "`tf_selopt.keras.pruning.GradualPruning` (during training); or build the model with `tf_keras`."
         )
     if not isinstance(model, tf_keras.Model):
         raise ValueError(f"{where}: `model` must be a tf_keras.Model; received {type(model).__name__}.")
@@ -459,11 +459,11 @@ def tfmot_masks(model) -> dict:
 
 
 class _ShowMasksToSelection(tf_keras.callbacks.Callback):
-    """At the start of ``fit``: hand tfmot's masks to a ``tf_selopt.tf_keras.SelectiveOptimizer``, so that
+    """At the start of ``fit``: hand tfmot's masks to a ``tf_selopt.keras2.SelectiveOptimizer``, so that
     entries tfmot pruned take no selection slot; rebuilds the train step if that changed what it reads."""
 
     def on_train_begin(self, logs=None):
-        from tf_selopt.tf_keras import SelectiveOptimizer
+        from tf_selopt.keras2 import SelectiveOptimizer
 
         optimizer = self.model.optimizer
         if not isinstance(optimizer, SelectiveOptimizer):
@@ -477,7 +477,7 @@ class _ShowMasksToSelection(tf_keras.callbacks.Callback):
 def pruning_callbacks(log_dir=None) -> list:
     """The callbacks tfmot pruning needs in ``fit``: ``UpdatePruningStep``, plus
     ``PruningSummaries(log_dir)`` (per-layer sparsity and threshold, each epoch) if ``log_dir`` is given.
-    With a ``tf_selopt.tf_keras.SelectiveOptimizer`` they also show it tfmot's masks: pruned entries take
+    With a ``tf_selopt.keras2.SelectiveOptimizer`` they also show it tfmot's masks: pruned entries take
     no selection slot and do not train."""
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), _ShowMasksToSelection()]
     if log_dir is not None:

@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_selopt.checks import is_int
-from tf_selopt.pruning import pruning_mask
-from tf_selopt.selective import SelectiveReadouts
+from tf_selopt.core.checks import is_int
+from tf_selopt.keras.pruning import pruning_mask
+from tf_selopt.core.frontend import SelectiveReadouts
 
 __all__ = ["SelectionMonitor", "QUANTILES"]
 

@@ -30,7 +30,7 @@ import numbers
 
 import tensorflow as tf
 
-from tf_selopt.checks import is_int
+from tf_selopt.core.checks import is_int
 
 __all__ = [
     "SCOPES",

@@ -9,7 +9,7 @@ with only the NaN guard and that phase's update; around windows and selections
 it swaps the general step back. Results are bit-identical to training without it
 (tested). An in-graph assertion stops a step traced for one phase from running
 in another. Each phase's step is traced once per ``fit`` and reused at later
-switches (``tf_selopt.traces``): with ``reselect_every`` the cycles cost no
+switches (``tf_selopt.keras.traces``): with ``reselect_every`` the cycles cost no
 further traces.
 
 Examples:
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import keras
 
-from tf_selopt.callbacks import required_selective
-from tf_selopt.traces import switching_state
+from tf_selopt.keras.callbacks import required_selective
+from tf_selopt.keras.traces import switching_state
 
 __all__ = ["TracePerPhase"]
 
@@ -38,7 +38,7 @@ class TracePerPhase(keras.callbacks.Callback):
 
     Needs a ``tf_selopt.SelectiveOptimizer``. One read of ``iterations`` per
     batch; at the end of ``fit`` the general step is restored. Read-outs:
-    ``phase`` (None, ``"warmup"`` or ``"masked"``: what the current trace holds),
+    ``phase`` (None, ``"warmup"`` or ``"restricted"``: what the current trace holds),
     ``switches`` (changes of the traced phase so far), ``rebuilds`` (train steps built
     for them; the others were reused).
     """
@@ -51,7 +51,7 @@ class TracePerPhase(keras.callbacks.Callback):
 
     @property
     def phase(self):
-        return None if self._optimizer is None else self._optimizer._selective.phase
+        return None if self._optimizer is None else self._optimizer.phase
 
     def on_train_begin(self, logs=None):
         self._optimizer = required_selective(self)
@@ -61,7 +61,8 @@ class TracePerPhase(keras.callbacks.Callback):
         if optimizer.model_variables is None:  # not built yet: the first step is traced generally
             return
         step = int(optimizer.iterations.numpy())
-        self._set_phase(optimizer._selective.ordinary_phase(step, step + int(self.model.steps_per_execution) - 1))
+        last = step + int(self.model.steps_per_execution) - 1
+        self._set_phase(optimizer.plan.ordinary_phase(step, last))
 
     def on_train_end(self, logs=None):
         self._set_phase(None)
@@ -70,6 +71,6 @@ class TracePerPhase(keras.callbacks.Callback):
         if phase == self.phase:
             return
         with switching_state(self.model) as switch:
-            self._optimizer._selective.phase = phase
+            self._optimizer.phase = phase
         self.switches += 1
         self.rebuilds += switch.built

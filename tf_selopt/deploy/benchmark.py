@@ -5,7 +5,7 @@ global sparsities (each model pruned with ``tf_selopt.prune(copy, s, scope="glob
 on a copy of the weights, no fine-tuning), or a list of saved models (``.keras``
 files or SavedModel directories with a one-input, one-output
 ``serving_default`` signature, benchmarked as they are). For each model it
-exports the artefacts (``tf_selopt.export``: a TF Serving SavedModel and the
+exports the artefacts (``tf_selopt.deploy.export``: a TF Serving SavedModel and the
 TFLite modes ``float32``, ``sparse_float32``, ``dynamic_int8``, ``int8``), each
 verified against the Keras model on the first 8 test inputs, and reports per
 artefact (row ``model``: ``<model name>-s<sparsity in %>``, e.g. ``lenet_300_100-s90``,
@@ -30,7 +30,7 @@ or the file / SavedModel name for ``paths``):
   inputs (``atol``: the export's bound), ``test_max_abs_diff``: the same over
   the whole test set;
 * zeros: ``zeros`` in the artefact, ``prunable_zeros`` of ``prunable`` weights in
-  the Keras model (``tf_selopt.pruning.prunable_variables``; None for a
+  the Keras model (``tf_selopt.keras.pruning.prunable_variables``; None for a
   SavedModel input); ``sparse_tensors`` stored sparse in a TFLite file and
   ``densify_ops`` (the runtime densifies that many of them when it loads the
   file; the others are read sparse by the op's sparse kernel).
@@ -70,8 +70,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_selopt import export, pruning
-from tf_selopt.checks import is_int
+from tf_selopt.deploy import export
+
+from tf_selopt.keras import pruning
+from tf_selopt.core.checks import is_int
 
 __all__ = [
     "deployment_benchmark",
@@ -501,13 +503,13 @@ def deployment_benchmark(
         representative_data: inputs ``[m, ...]`` from your (training) data to
             calibrate ``int8``; required when ``"int8"`` is in ``artifacts``.
         artifacts: which of ``ARTIFACTS`` to make (``"saved_model"`` and the
-            TFLite modes of ``tf_selopt.export``).
+            TFLite modes of ``tf_selopt.deploy.export``).
         runs: timed batch-1 calls per configuration (int >= 1); ``warmup``:
             untimed calls before (int >= 0).
         threads: TFLite thread counts (ints >= 1); ``xnnpack``: a list of
             True/False (default delegates on/off).
         runtime: ``"auto"``, ``"ai_edge_litert"`` or ``"tf.lite"`` (see
-            ``tf_selopt.export.tflite_runtime``).
+            ``tf_selopt.deploy.export.tflite_runtime``).
         artifacts_dir: None (artefacts in a temporary directory, removed) or a
             directory to keep them in (replaced as a whole; refused if not empty
             unless ``overwrite``).
@@ -518,7 +520,7 @@ def deployment_benchmark(
 
     Raises:
         ValueError: for any invalid argument, before anything is written.
-        tf_selopt.export.ExportVerificationError: an artefact does not reproduce
+        tf_selopt.deploy.export.ExportVerificationError: an artefact does not reproduce
             its Keras model (nothing is kept).
     """
     if not isinstance(overwrite, bool):

@@ -2,16 +2,16 @@
 
 The same procedure, arguments, read-outs and guarantees as the Keras 3
 ``tf_selopt.SelectiveOptimizer``, from the same TF-ops core
-(``tf_selopt.selective``); only variable creation and the inner update differ.
+(``tf_selopt.core.selective``); only variable creation and the inner update differ.
 It wraps any ``tf_keras.optimizers.Optimizer`` (the v2.11+ optimizers, not
 ``tf_keras.optimizers.legacy``), for ``model.fit`` and for custom loops calling
 ``apply_gradients``. It refuses ``tf.distribute`` strategies (the Keras 3
 optimizer supports them; this one would need its own replica-0 inner update) and
-is meant for models with tfmot wrappers too (see ``tf_selopt.tfmot_bridge``).
+is meant for models with tfmot wrappers too (see ``tf_selopt.keras2.tfmot_bridge``).
 
 Examples:
     >>> import numpy as np, tf_keras
-    >>> from tf_selopt.tf_keras import SelectiveOptimizer
+    >>> from tf_selopt.keras2 import SelectiveOptimizer
     >>> model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)])
     >>> opt = SelectiveOptimizer(tf_keras.optimizers.Adam(1e-3), keep=3, warmup_steps=2, window=2)
     >>> model.compile(optimizer=opt, loss="mse")
@@ -27,8 +27,10 @@ import types
 import tensorflow as tf
 import tf_keras
 
-from tf_selopt import criteria as criteria_lib
-from tf_selopt.selective import Selective, SelectiveReadouts, refuse_base_arguments
+from tf_selopt.core import criteria as criteria_lib
+from tf_selopt.core.config import SelectionConfig
+from tf_selopt.core.frontend import SelectiveReadouts
+from tf_selopt.core.selective import Selective, refuse_base_arguments
 
 __all__ = ["SelectiveOptimizer"]
 
@@ -37,7 +39,7 @@ for _cls in criteria_lib.BUILTIN.values():
 
 
 #: Inner optimizers that leave an entry exactly in place when its gradient and these slots are 0
-#: (``tf_selopt.selective.Selective.set_motion_slots``; attribute names of tf_keras 2.21).
+#: (``tf_selopt.core.selective.Selective.set_motion_slots``; attribute names of tf_keras 2.21).
 MOTION_SLOT_ATTRIBUTES = {
     tf_keras.optimizers.SGD: ("momentums",),
     tf_keras.optimizers.Adam: ("_momentums",),
@@ -86,7 +88,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         kwargs.pop("jit_compile", None)
         refuse_base_arguments(kwargs)
         selective = Selective(
-            criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity=granularity
+            SelectionConfig(criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity)
         )
         super().__init__(name=name, jit_compile=False)
         self._selective = selective
@@ -116,7 +118,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         """Pruning masks kept outside the variables, e.g. tfmot's (``tfmot_bridge.pruning_callbacks`` calls this).
 
         ``masks``: ``{variable.ref(): mask}``, mask of the variable's shape, nonzero / True = kept. Pruned
-        entries take no selection slot and get no restricted update, as with ``tf_selopt.pruning`` masks in
+        entries take no selection slot and get no restricted update, as with ``tf_selopt.keras.pruning`` masks in
         Keras 3; keeping them at zero stays the pruning's job (tfmot's wrappers re-zero them in each forward
         pass). Read when the train step is traced: after a change, rebuild it
         (``model.make_train_function(force=True)``). Not saved: checkpoints keep their layout.
@@ -158,6 +160,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
             indices=[self._index_dict[self._var_key(v)] for v in variables],
             step=inner.iterations,
             inner_apply=lambda g, v: inner.apply_gradients(zip(g, v), skip_gradients_aggregation=True),
+            phase=self.phase,
         )
         return self.iterations
 
@@ -183,7 +186,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
 
     # --------------------------------------------------------- serialization
     def get_config(self):
-        config = self._selective.config()
+        config = self._selective.config.to_dict()
         config["criterion"] = tf_keras.saving.serialize_keras_object(config["criterion"])
         return {"name": self.name, "inner": tf_keras.optimizers.serialize(self.inner_optimizer), **config}
 

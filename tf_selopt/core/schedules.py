@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tf_selopt.checks import fraction, is_int, positive
-from tf_selopt.configurable import Configurable
+from tf_selopt.core.checks import fraction, is_int, positive
+from tf_selopt.core.configurable import Configurable
 
 __all__ = ["PruningSchedule", "ConstantSparsity", "PolynomialDecay", "latest_pruning_step"]
 
@@ -82,19 +82,18 @@ class PruningSchedule(Configurable):
     end_step: int
     frequency: int
 
+    def prunes_at(self, step):
+        """The pruning-step rule (see the module doc), written once: a Python int gives a bool, an integer
+        tensor a bool tensor."""
+        in_range = (step >= self.begin_step) & ((step <= self.end_step) | (self.end_step < 0))
+        return in_range & ((step - self.begin_step) % self.frequency == 0)
+
     def should_prune(self, step):
-        """Bool scalar tensor: True at the pruning steps (see the module doc)."""
-        step = _as_step(step)
-        in_range = tf.logical_and(
-            step >= self.begin_step,
-            tf.logical_or(step <= self.end_step, tf.constant(self.end_step < 0)),
-        )
-        on_turn = tf.equal(tf.math.floormod(step - self.begin_step, self.frequency), 0)
-        return tf.logical_and(in_range, on_turn)
+        """Bool scalar tensor: True at the pruning steps (``prunes_at``)."""
+        return tf.convert_to_tensor(self.prunes_at(_as_step(step)))
 
     def __call__(self, step):
         raise NotImplementedError
-
 
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
@@ -194,16 +193,14 @@ class PolynomialDecay(PruningSchedule):
 def latest_pruning_step(schedule, after: int, through: int):
     """Largest step in ``(after, through]`` (Python ints) at which ``schedule(step)`` prunes, or None.
 
-    ``ConstantSparsity`` and ``PolynomialDecay`` answer in closed form (the rule of
-    ``PruningSchedule.should_prune``); any other schedule, e.g. a user's with its own
+    ``ConstantSparsity`` and ``PolynomialDecay`` answer in closed form (checked by
+    ``PruningSchedule.prunes_at``); any other schedule, e.g. a user's with its own
     ``should_prune`` or ``__call__``, is called eagerly for each step, latest first.
     """
-    if type(schedule) in (ConstantSparsity, PolynomialDecay):
+    if type(schedule) in (ConstantSparsity, PolynomialDecay):  # the latest step ``prunes_at`` allows
         last = through if schedule.end_step < 0 else min(through, schedule.end_step)
-        if last < schedule.begin_step:
-            return None
         step = last - (last - schedule.begin_step) % schedule.frequency
-        return step if step > after else None
+        return step if step > after and schedule.prunes_at(step) else None
     for step in range(through, after, -1):
         if bool(schedule(step)[0]):
             return step

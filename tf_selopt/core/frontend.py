@@ -1,0 +1,163 @@
+"""What the Keras 3 and tf_keras optimizer front ends share: read-outs over the core's state.
+
+The front ends (``tf_selopt.keras.optimizer``, ``tf_selopt.keras2.optimizer``)
+differ only in how they create variables, call the inner optimizer and
+(de)serialize; everything a user reads off a ``SelectiveOptimizer`` is here,
+computed from ``tf_selopt.core.selective.Selective`` and its
+``SelectionConfig``. No Keras import.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tf_selopt.core.config import FIELDS
+from tf_selopt.core.plan import PHASES
+
+__all__ = ["SelectiveReadouts"]
+
+
+class SelectiveReadouts:
+    """Read-outs both front ends expose; the front end sets ``self._selective``.
+
+    Each field of ``SelectionConfig`` (``FIELDS``: ``criterion``, ``keep``,
+    ``warmup_steps``, ...) is a read-only property; ``phase`` says which phase
+    the next traced step is specialized for (see ``tf_selopt.keras.phases``).
+    """
+
+    _phase = None
+
+    @property
+    def phase(self):
+        """None (the general step: every phase in-graph) or one of ``PHASES`` ("warmup", "restricted"):
+        the next traced step runs only that phase's ordinary steps (an in-graph assertion guards it).
+        Set it before the step is traced; ``tf_selopt.keras.phases.TracePerPhase`` does this in ``fit``."""
+        return self._phase
+
+    @phase.setter
+    def phase(self, phase):
+        if phase is not None and phase not in PHASES:
+            raise ValueError(f"`phase` must be None or one of {PHASES}; received phase={phase!r}.")
+        self._phase = phase
+
+    @property
+    def plan(self):
+        """The ``SelectionPlan``: when windows and selections happen (Python ints and tensors)."""
+        return self._selective.plan
+
+    @property
+    def k(self):
+        """Parameters selected at each selection (int; set by ``build``)."""
+        return self._selective.k
+
+    @property
+    def num_parameters(self):
+        """N, the number of trainable parameters (int; set by ``build``)."""
+        return self._selective.num_parameters
+
+    @property
+    def model_variables(self):
+        """The model variables the optimizer was built for, in build order (None before ``build``)."""
+        return self._selective.variables
+
+    def trains(self, i):
+        """Bool tensor: the entries of ``model_variables[i]`` that train (selected and not pruned)."""
+        return self._selective.trains(i)
+
+    @property
+    def masks(self):
+        """One bool variable per trainable variable, in build order (True = selected)."""
+        return self._selective.masks
+
+    @property
+    def scores(self):
+        """float32 variables: the criterion's scores at the last selection."""
+        return self._selective.scores
+
+    @property
+    def criterion_state(self):
+        return self._selective.criterion_state
+
+    @property
+    def skipped_steps(self):
+        """int64 variable: steps skipped because a gradient was NaN/Inf."""
+        return self._selective.skipped_steps
+
+    @property
+    def selections(self):
+        """int64 variable: selections done."""
+        return self._selective.selections
+
+    @property
+    def window_count(self):
+        return self._selective.window_count
+
+    @property
+    def selected_count(self):
+        """Parameters that train (int64 scalar): exactly ``k`` after selection
+        (fewer only if pruning left fewer than ``k``; at most ``k`` for
+        ``granularity`` "unit" / "variable"), N - pruned before."""
+        return self._selective.selected_count()
+
+    @property
+    def pruned_count(self):
+        """Parameters held at zero by pruning (int64 scalar; 0 without pruning)."""
+        return self._selective.pruned_count()
+
+    @property
+    def restores_frozen(self):
+        """Whether frozen entries are restored after each inner update; False when the inner
+        optimizer leaves them exactly in place (their momentum is zeroed at selection, see
+        ``Selective.set_motion_slots``). Read after ``build``."""
+        return not self._selective._skips_restore()
+
+    @property
+    def frozen_variables(self):
+        """The model variables with no entry that trains (all frozen or pruned), in build order ([] before ``build``)."""
+        if self._selective.variables is None:
+            return []
+        return [self._selective.variables[i] for i in self._selective.frozen_indices()]
+
+    def needs_every_variable(self, steps=1) -> bool:
+        """Whether one of the next ``steps`` steps (from ``iterations`` on) needs every
+        variable's gradient: a warm-up, gradient-window or selection step (True before ``build``)."""
+        if self._selective.variables is None:
+            return True
+        step = int(self.iterations.numpy())
+        return self._selective.plan.needs_every_variable(step, step + steps - 1)
+
+    def trainable_subset(self, variables, steps=1):
+        """The ``variables`` whose gradients the next ``steps`` steps need (from ``iterations`` on).
+
+        All of them during warm-up, a gradient window and at a selection step
+        (and if none trains); otherwise all but ``frozen_variables``. Computing gradients for this
+        subset only gives the same updates of the trained entries (the inner
+        optimizer's state of a left-out variable is not touched meanwhile).
+        Custom loop::
+
+            subset = optimizer.trainable_subset(model.trainable_variables)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            optimizer.apply_gradients(zip(tape.gradient(loss, subset), subset))
+
+        (A ``tf.function`` taking ``subset`` as an argument traces once per subset.)
+        """
+        variables = list(variables)
+        if self.needs_every_variable(steps):
+            return variables
+        frozen = {id(v) for v in self.frozen_variables}
+        subset = [v for v in variables if id(v) not in frozen]
+        return subset or variables  # nothing trains: keep the step (and its counter) going
+
+    @property
+    def frozen_fraction(self):
+        """Fraction of parameters that do not train, pruned ones included (float32 in [0, 1])."""
+        return 1.0 - tf.cast(self.selected_count, tf.float32) / float(self.num_parameters)
+
+
+def _config_field(name):
+    return property(lambda self: getattr(self._selective.config, name), doc=f"``{name}`` (see ``SelectionConfig``).")
+
+
+for _name in FIELDS:
+    setattr(SelectiveReadouts, _name, _config_field(_name))

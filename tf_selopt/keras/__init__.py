@@ -1,0 +1,7 @@
+"""Keras 3 front end: ``SelectiveOptimizer``, pruning (``prune``, ``GradualPruning``) and callbacks.
+
+Modules: ``optimizer`` (the wrapper), ``pruning`` (masks, ``prune``,
+``GradualPruning``, ``strip_pruning``, ``mask_zeros``), ``callbacks``
+(``SelectionMonitor``), ``freezing`` (``DropFrozenVariables``), ``phases``
+(``TracePerPhase``), ``traces`` (one traced step per training state).
+"""
