@@ -1,19 +1,23 @@
 # The two commands of the README:
 #   make demo   set up .venv (pinned), install the project, run the main job (selopt demo: the short study)
 #   make test   set up .venv if needed, run the test suite (what .ci/run calls)
+# Also: make ruff (ruff check, in CI), make lint (ruff check + ruff format --check; not in CI until the tree
+# is formatted), make docs / docs-check (regenerate docs/bad_inputs.md / fail if stale), make smoke (install + quickstart on Python 3.13),
+# make bazel-test (Bazel 4 from Debian: apt-get install bazel-bootstrap bazel-rules-java; see BUILD).
 PYTHON ?= python3.11
+SMOKE_PYTHON ?=
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test test-fast quality bench deployment clean
+.PHONY: setup demo test test-fast ruff lint docs docs-check smoke bazel-test quality bench deployment clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[all,test]'
 	touch $@
 
 demo: $(STAMP)
@@ -24,6 +28,24 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow" tests
+
+ruff: $(STAMP)
+	$(BIN)/ruff check .
+
+lint: ruff
+	$(BIN)/ruff format --check .
+
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_bad_inputs.py
+
+docs-check: $(STAMP)
+	$(BIN)/python scripts/gen_bad_inputs.py --check
+
+smoke:
+	scripts/smoke_install.sh $(SMOKE_PYTHON)
+
+bazel-test: $(STAMP)
+	bazel test //:test_layering --test_output=errors
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.overhead --out results/bench_overhead.json

@@ -6,19 +6,53 @@
     selopt export MODEL.keras OUT ...
     selopt bench OUT --model m.keras --sparsity 0 --sparsity 0.9   # deployment benchmark
 
-A thin front end: the work is in ``tf_selopt.study`` and ``tf_selopt.deploy.export``.
+A thin front end: the work is in ``tf_selopt.study`` and ``tf_selopt.deploy.export``. TensorFlow is
+imported inside the commands (``selopt --help`` does not load it), through ``_import_tensorflow``,
+which keeps TensorFlow's C++ start-up lines off the terminal.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import re
+import sys
+import tempfile
 
 import click
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CONFIGS = pathlib.Path(__file__).parent / "study" / "configs"
+
+# What `import tensorflow` prints on fd 2 from C++ even with TF_CPP_MIN_LOG_LEVEL=2 (absl logs INFO lines
+# before absl::InitializeLog, and no environment variable reaches that): the banner and INFO lines
+# (`I0000 00:00:... port.cc:153] oneDNN ...`, `cudart_stub.cc`). Warnings and errors (W/E/F) pass.
+_STARTUP_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+    r"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+)
+
+
+def _import_tensorflow() -> None:
+    """Import TensorFlow with fd 2 captured, then replay what it printed minus the start-up INFO lines."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not _STARTUP_NOISE.match(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def _finish(out_dir, rows) -> None:
@@ -46,7 +80,20 @@ def _run(config, out_dir, quiet, verbose=None) -> None:
     _finish(out_dir, rows)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as error:  # a package of an extra that is not installed: say which extra
+            from tf_selopt import missing_extra
+
+            message = missing_extra(error)
+            if message is error:
+                raise
+            raise click.ClickException(str(message)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tf_selopt")
 def main():
     """tf_selopt: selective optimization and pruning for Keras, and the study of the note."""
@@ -59,6 +106,7 @@ def main():
 @click.option("--keras-progress", is_flag=True, help="Also Keras' own progress, one line per epoch of every run.")
 def demo(out, quiet, keras_progress):
     """Short study on the bundled MNIST subset (about 10 minutes on 2 CPU cores)."""
+    _import_tensorflow()
     _run(CONFIGS / "demo.yaml", out, quiet, verbose=2 if keras_progress and not quiet else 0)
 
 
@@ -70,6 +118,7 @@ def demo(out, quiet, keras_progress):
 @click.option("--quiet", is_flag=True, help="No progress bar, no Keras progress.")
 def study(config, out, quiet):
     """Run a study from a config file, then write figures and the report."""
+    _import_tensorflow()
     if out is None:
         from tf_selopt.study.config import ConfigError, load_config
 
@@ -93,6 +142,7 @@ def _rows(directory):
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
 def plot(directory):
     """Draw figure1.png / figure2.png from the finished runs in DIRECTORY."""
+    _import_tensorflow()
     from tf_selopt.study import plots
 
     for path in plots.plot(_rows(directory), directory):
@@ -103,6 +153,7 @@ def plot(directory):
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
 def report(directory):
     """Write report.md (tables, figures, versions, config) from the finished runs in DIRECTORY."""
+    _import_tensorflow()
     from tf_selopt.study import report as report_lib
 
     click.echo(str(report_lib.write_report(_rows(directory), directory)))
@@ -123,6 +174,7 @@ def report(directory):
 @click.option("--overwrite", is_flag=True)
 def export(model_path, out, fmt, mode, name, version, representative_data, overwrite):
     """Export a .keras model: SavedModel in TF Serving layout (OUT/<name>/<version>) or a .tflite file (OUT)."""
+    _import_tensorflow()
     import keras
 
     import tf_selopt  # noqa: F401  (registers our serializables)
@@ -169,6 +221,7 @@ def export(model_path, out, fmt, mode, name, version, representative_data, overw
 def bench(out, models, sparsities, paths, data, artifacts, runs, warmup, threads, xnnpack, runtime, artifacts_dir,
           overwrite):
     """Deployment benchmark: size, gzip size, TFLite and SavedModel latency, accuracy -> OUT/deployment.{json,md}."""
+    _import_tensorflow()
     from tf_selopt.study import data as data_lib
     from tf_selopt.deploy import benchmark as serving
 
