@@ -54,7 +54,9 @@ def __getattr__(name):
     if name in _LAZY:  # the first public name imports them all, as an eager __init__ did
         _load_all()
         return globals()[name]
-    # any submodule, as an eager package would have had it imported (tf_selopt.core.criteria, .export, ...)
+    if name in _SUBMODULES:  # the core's public modules: tf_selopt.criteria, .schedules, .selection
+        return importlib.import_module(f"tf_selopt.{_SUBMODULES[name]}")
+    # any subpackage, as an eager package would have had it imported (tf_selopt.keras, .deploy, ...)
     if name.startswith("_") or importlib.util.find_spec(f"tf_selopt.{name}") is None:
         raise AttributeError(f"module 'tf_selopt' has no attribute {name!r}")
     try:

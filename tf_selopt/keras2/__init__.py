@@ -5,6 +5,11 @@ Imported on demand (``import tf_selopt.keras2``): it loads ``tf_keras``.
 ``tf_selopt.keras2.tfmot_bridge`` prunes with tfmot (global magnitude plans).
 """
 
-from tf_selopt.keras2.optimizer import MOTION_SLOT_ATTRIBUTES, SelectiveOptimizer
+try:
+    from tf_selopt.keras2.optimizer import MOTION_SLOT_ATTRIBUTES, SelectiveOptimizer
+except ModuleNotFoundError as error:  # tf_keras / tfmot come with the [tf_keras] extra
+    from tf_selopt import missing_extra
+
+    raise missing_extra(error) from error
 
 __all__ = ["SelectiveOptimizer", "MOTION_SLOT_ATTRIBUTES"]
