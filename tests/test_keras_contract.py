@@ -262,7 +262,7 @@ def test_before_selection_variants_bits(name, variant):
 
 # ===================================================================== (b) after selection
 def expected_mask(values, k):
-    """Magnitude selection: the k largest |w|, lowest index first on ties (tf_selopt.selection)."""
+    """Magnitude selection: the k largest |w|, lowest index first on ties (tf_selopt.core.selection)."""
     order = np.lexsort((np.arange(values.size), -np.abs(values)))
     mask = np.zeros(values.size, bool)
     mask[order[:k]] = True
