@@ -724,7 +724,8 @@ def test_recurrent_kernels_are_prunable_by_choice(layer):
     rnn = model.layers[0]
     assert rnn.cell.recurrent_kernel.path not in {v.path for v in prunable_variables(model)}  # default unchanged
     variables = prunable_variables(model, include_recurrent=True)
-    assert [v.path for v in variables] == [rnn.cell.kernel.path, rnn.cell.recurrent_kernel.path, model.layers[1].kernel.path]
+    want = [rnn.cell.kernel.path, rnn.cell.recurrent_kernel.path, model.layers[1].kernel.path]
+    assert [v.path for v in variables] == want
     masks = prune(model, 0.5, include_recurrent=True)
     total = sum(int(np.prod(v.shape)) for v in variables)
     assert sum(int((~m).sum()) for m in masks.values()) == total - num_kept(0.5, total)

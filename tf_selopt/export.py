@@ -141,7 +141,8 @@ class ExportReport:
     ``SAMPLE_DISTRIBUTIONS``); ``check_exercised``: False when the Keras
     model's outputs did not vary across those inputs by more than ``2 * atol``,
     so a constant artefact would have passed too: the check could not run (a
-    warning says so; see the module docstring).
+    warning says so; see the module docstring). ``batch_size``: the TFLite
+    file's fixed batch dimension, None when free.
     """
 
     path: str
@@ -159,6 +160,7 @@ class ExportReport:
     densify_ops: int = 0
     check_exercised: bool = True
     sample_source: str = "given"
+    batch_size: int | None = None
 
 
 # ---------------------------------------------------------------- model inspection
@@ -463,7 +465,39 @@ def _check_representative(batch, spec):
     return batch.astype(spec.dtype.as_numpy_dtype)
 
 
-def _convert(saved_model_dir, mode, rows) -> bytes:
+def _cyclic_batches(x, batch_size):
+    """``(batch, n)`` pairs covering the rows of ``x`` in order, each ``batch_size`` rows (the last one
+    filled up cyclically from the start of ``x``); ``n``: how many of its rows are new."""
+    if batch_size is None:
+        return [(x, len(x))]
+    return [
+        (x[np.arange(i, i + batch_size) % len(x)], min(batch_size, len(x) - i)) for i in range(0, len(x), batch_size)
+    ]
+
+
+def _run_tflite(runner, x, batch_size) -> np.ndarray:
+    outputs = [runner(**{INPUT_NAME: b})[OUTPUT_NAME][:n] for b, n in _cyclic_batches(x, batch_size)]
+    return np.concatenate(outputs).astype(np.float64)
+
+
+_NEEDS_STATIC_BATCH = "Lowering tensor list ops is failed"  # the converter's message for LSTM/GRU with a free batch
+
+
+def _convert(saved_model_dir, mode, rows, batch_size=None) -> bytes:
+    try:
+        return _convert_once(saved_model_dir, mode, rows, batch_size)
+    except Exception as error:  # tf.lite's ConverterError lives in a private module
+        if batch_size is None and _NEEDS_STATIC_BATCH in str(error):
+            raise ValueError(
+                "batch_size: the TFLite converter cannot lower this model's tensor-list ops (LSTM, GRU, RNN loops) "
+                "with a free batch dimension; pass batch_size=1 (or your serving batch) to export_tflite for a file "
+                "with a fixed batch that runs on TFLite's builtin ops (the converter's own advice, SELECT_TF_OPS, "
+                "needs the Flex delegate, which the LiteRT and tf.lite interpreters do not include)"
+            ) from error
+        raise
+
+
+def _convert_once(saved_model_dir, mode, rows, batch_size) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE_KEY])
     if mode == "sparse_float32":
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
@@ -471,7 +505,8 @@ def _convert(saved_model_dir, mode, rows) -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([r] for r in rows)
+        data = np.concatenate(rows)
+        converter.representative_dataset = lambda: ([b] for b, _ in _cyclic_batches(data, batch_size or 1))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
 
@@ -553,7 +588,14 @@ def _flatbuffer_zeros(content: bytes) -> tuple[int, int, int, int]:
 
 
 def export_tflite(
-    model, path, mode="float32", representative_data=None, overwrite=False, sample_inputs=None, atol=None
+    model,
+    path,
+    mode="float32",
+    representative_data=None,
+    overwrite=False,
+    sample_inputs=None,
+    atol=None,
+    batch_size=None,
 ) -> ExportReport:
     """Convert ``model`` to a TFLite file at ``path`` with ``tf.lite.TFLiteConverter`` and verify it.
 
@@ -569,6 +611,16 @@ def export_tflite(
     required: an array of inputs or an iterable of input batches from your data,
     used one row at a time). ``atol`` defaults to ``FLOAT_ATOL`` for the float
     modes and to ``INT8_RTOL * max|keras output|`` for the int8 modes.
+
+    ``batch_size``: None (the file's batch dimension is free) or an int >= 1:
+    the file takes exactly that many rows (``interpreter.resize_tensor_input``
+    does not help: its loops are shaped for it). Recurrent layers (LSTM, GRU,
+    SimpleRNN) need it: with a free batch the converter cannot lower their
+    tensor-list ops, and its suggested way out (``SELECT_TF_OPS``) produces a
+    file that needs the Flex delegate, which the LiteRT and ``tf.lite``
+    interpreters do not ship; ``export_tflite`` then raises a ValueError that
+    says to pass ``batch_size``. The check runs the sample inputs through the
+    file ``batch_size`` rows at a time (the last batch filled up cyclically).
     Raises ValueError for bad arguments (before writing) and
     ExportVerificationError when the check fails (no file is left).
     """
@@ -579,6 +631,9 @@ def export_tflite(
     _check_overwrite(overwrite)
     if atol is not None and not (isinstance(atol, (int, float)) and not isinstance(atol, bool) and atol >= 0):
         raise ValueError(f"atol must be None or a non-negative number, got {atol!r}")
+    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
+        raise ValueError(f"batch_size must be None (free) or an int >= 1, got {batch_size!r}")
+    batch_size = None if batch_size is None else int(batch_size)
     spec = serving_input_spec(model)
     rows = None
     if representative_data is not None:
@@ -609,14 +664,17 @@ def export_tflite(
     tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
     try:
         saved = os.path.join(tmp_dir, "saved_model")
-        _write_saved_model(model, spec, saved)
-        content = _convert(saved, mode, rows)
+        file_spec = spec
+        if batch_size is not None:
+            file_spec = tf.TensorSpec((batch_size,) + tuple(spec.shape[1:]), spec.dtype, name=INPUT_NAME)
+        _write_saved_model(model, file_spec, saved)
+        content = _convert(saved, mode, rows, batch_size)
         tmp_file = os.path.join(tmp_dir, "model.tflite")
         with open(tmp_file, "wb") as f:
             f.write(content)
         interpreter, runtime = _interpreter(content)
         runner = interpreter.get_signature_runner(SIGNATURE_KEY)
-        got = np.asarray(runner(**{INPUT_NAME: x})[OUTPUT_NAME], dtype=np.float64)
+        got = _run_tflite(runner, x, batch_size)
         want = _keras_outputs(model, x)
         diff = float(np.max(np.abs(got - want)))
         bound = bound_for(want)
@@ -648,4 +706,5 @@ def export_tflite(
         densify_ops=densify,
         check_exercised=exercised,
         sample_source=source,
+        batch_size=batch_size,
     )

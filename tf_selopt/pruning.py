@@ -172,7 +172,9 @@ def _check_layers(layers):
 
 def _check_include_recurrent(include_recurrent):
     if not isinstance(include_recurrent, bool):
-        raise ValueError(f"`include_recurrent` must be True or False; received include_recurrent={include_recurrent!r}.")
+        raise ValueError(
+            f"`include_recurrent` must be True or False; received include_recurrent={include_recurrent!r}."
+        )
 
 
 def _check_min_kept(min_kept_per_variable):
