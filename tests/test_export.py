@@ -281,3 +281,74 @@ def test_tflite_runtimes():
     else:
         assert export.tflite_runtime()[2] == export.tflite_runtime("ai_edge_litert")[2] == (
             f"ai_edge_litert {ai_edge_litert.__version__}")
+
+
+def _relu_threshold_model():
+    """relu(0.01 * sum(x) - 1): 0 on every standard-normal or uniform(0,1) row of 6 features, varies on 0..255."""
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2, activation="relu")])
+    model.layers[0].set_weights([np.full((6, 2), 0.01, "float32"), np.full((2,), -1.0, "float32")])
+    return model
+
+
+def _constant_model():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    model.layers[0].set_weights([np.zeros((6, 3), "float32"), np.array([0.5, -1.0, 2.0], "float32")])
+    return model
+
+
+def test_check_moves_to_inputs_that_exercise_the_model(tmp_path, recwarn):
+    # Before: the check ran on standard-normal rows only, where this model outputs 0 for every row (max diff 0).
+    model = _relu_threshold_model()
+    for report in (
+        export_saved_model(model, tmp_path, "relu", 1),
+        export_tflite(model, tmp_path / "relu.tflite"),
+    ):
+        assert report.sample_source == "uniform(0,255)"
+        assert report.check_exercised is True
+    assert not [w for w in recwarn if "check could not run" in str(w.message)]
+
+
+@pytest.mark.parametrize("fmt", ["saved_model", "tflite"])
+def test_constant_model_check_says_it_could_not_run(tmp_path, fmt):
+    model = _constant_model()
+    tried = "standard_normal, uniform\\(0,1\\), uniform\\(0,255\\)"
+    with pytest.warns(UserWarning, match="export check could not run.*" + tried):
+        if fmt == "saved_model":
+            report = export_saved_model(model, tmp_path, "const", 1)
+        else:
+            report = export_tflite(model, tmp_path / "const.tflite")
+    assert report.check_exercised is False
+    assert report.max_abs_diff <= report.atol  # the artefact is still written and compared
+    assert os.path.exists(report.path)
+
+
+def test_given_constant_inputs_warn_and_are_kept(tmp_path):
+    model = _mlp()
+    x = np.ones((4, 6), "float32")  # four equal rows: equal outputs
+    with pytest.warns(UserWarning, match="export check could not run.*\\(given: "):
+        report = export_saved_model(model, tmp_path, "mlp", 1, sample_inputs=x)
+    assert (report.check_exercised, report.sample_source) == (False, "given")
+    report = export_saved_model(model, tmp_path, "mlp", 2, sample_inputs=_x())
+    assert (report.check_exercised, report.sample_source) == (True, "given")
+
+
+def test_default_sample_inputs_refuses_unknown_distribution():
+    spec = tf.TensorSpec((None, 6), tf.float32)
+    with pytest.raises(ValueError, match="distribution must be one of"):
+        export.default_sample_inputs(spec, distribution="laplace")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_tflite_refuses_bad_batch_size_before_writing(tmp_path, bad):
+    with pytest.raises(ValueError, match="batch_size must be None \\(free\\) or an int >= 1"):
+        export_tflite(_mlp(), tmp_path / "m.tflite", batch_size=bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tflite_fixed_batch_checks_every_row(tmp_path):
+    model = _mlp()
+    report = export_tflite(model, tmp_path / "m.tflite", batch_size=3, sample_inputs=_x(7))  # 3 + 3 + 1 (filled up)
+    assert report.batch_size == 3 and report.max_abs_diff <= 1e-5
+    interpreter, _, _ = export.tflite_runtime()
+    inputs = interpreter(model_path=report.path).get_signature_runner("serving_default").get_input_details()
+    assert list(inputs["inputs"]["shape"]) == [3, 6]

@@ -263,6 +263,11 @@ BAD = [
     (dict(sparsity=0.5, seed=-1), "seed"),
     (dict(sparsity=0.5, seed=2**31), "seed"),
     (dict(sparsity=0.5, seed=1.5), "seed"),
+    (dict(sparsity=0.5, min_kept_per_variable=-1), "min_kept_per_variable"),
+    (dict(sparsity=0.5, min_kept_per_variable=1.5), "min_kept_per_variable"),
+    (dict(sparsity=0.5, min_kept_per_variable=True), "min_kept_per_variable"),
+    (dict(sparsity=0.5, include_recurrent="yes"), "include_recurrent"),
+    (dict(sparsity=0.99, min_kept_per_variable=10**6), "min_kept_per_variable"),
 ]
 
 
@@ -579,6 +584,8 @@ def test_gradual_pruning_rezeroes_after_ema_finalization():
         (dict(seed=-1), "seed"),
         (dict(seed=0.5), "seed"),
         (dict(layers="dense"), "layers"),
+        (dict(min_kept_per_variable=-1), "min_kept_per_variable"),
+        (dict(include_recurrent=1), "include_recurrent"),
     ],
 )
 def test_gradual_pruning_rejects_bad_arguments(kwargs, message):
@@ -632,3 +639,100 @@ def test_gradual_pruning_on_an_already_trained_model_retraces():
     model.fit(*data, batch_size=8, verbose=0, callbacks=[pruning, count])
     assert int(model.optimizer.iterations) == 16 and pruning.pruned_count == 36
     assert zeros == [36] * 8
+
+
+def _two_scales(seed=0):
+    """Dense(8)->Dense(8)->Dense(2) whose middle kernel is 100x smaller: global pruning takes it first."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, name="a"), keras.layers.Dense(8, name="tiny"), keras.layers.Dense(2)]
+    )
+    tiny = model.get_layer("tiny").kernel
+    tiny.assign(tiny.value * 0.01)
+    return model
+
+
+def test_global_pruning_warns_naming_the_variables_it_zeroes_entirely():
+    model = _two_scales()
+    tiny = model.get_layer("tiny").kernel
+    with pytest.warns(UserWarning, match=r"zeroes 1 of 3 prunable variables entirely.*\['" + tiny.path + r"'\]"):
+        masks = prune(model, 0.7)  # 112 weights, 78 pruned: the 64 tiny ones and 14 more
+    assert not masks[tiny.path].any()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # already empty: not reported again
+        prune(model, 0.75)
+
+
+@pytest.mark.parametrize("floor", [1, 3])
+def test_min_kept_per_variable_keeps_the_best_of_each_and_the_total_exact(floor):
+    model = _two_scales()
+    variables = prunable_variables(model)
+    before = [np.abs(v.numpy()) for v in variables]
+    total = sum(b.size for b in before)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no variable zeroed entirely
+        masks = prune(model, 0.7, min_kept_per_variable=floor)
+    kept = [masks[v.path] for v in variables]
+    assert sum(int(k.sum()) for k in kept) == num_kept(0.7, total)  # the floor comes out of the same budget
+    tiny = [i for i, v in enumerate(variables) if v.path == model.get_layer("tiny").kernel.path][0]
+    assert int(kept[tiny].sum()) == floor
+    # the floor keeps the tiny kernel's largest entries; the rest is the global top among the others
+    floor_mask = ref_top([before[tiny]], floor)[0]
+    np.testing.assert_array_equal(kept[tiny], floor_mask)
+    others = [b for i, b in enumerate(before) if i != tiny]
+    want = ref_top(others, num_kept(0.7, total) - floor)
+    for got, ref in zip([k for i, k in enumerate(kept) if i != tiny], want):
+        np.testing.assert_array_equal(got, ref)
+    for v, k in zip(variables, kept):
+        assert np.all(v.numpy()[~k] == 0) and np.all(v.numpy()[k] != 0)
+
+
+def test_min_kept_per_variable_zero_is_todays_behaviour_bit_for_bit():
+    a, b = _two_scales(), _two_scales()
+    with pytest.warns(UserWarning):
+        ma = prune(a, 0.7)
+    with pytest.warns(UserWarning):
+        mb = prune(b, 0.7, min_kept_per_variable=0)
+    assert len(ma) == len(mb) == 3
+    for ka, kb in zip(ma.values(), mb.values()):
+        np.testing.assert_array_equal(ka, kb)
+    for va, vb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(bits(va.numpy()), bits(vb.numpy()))
+
+
+def test_min_kept_per_variable_per_layer_floor_wins():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2), keras.layers.Dense(8)])
+    masks = prune(model, 0.9, scope="per_layer", min_kept_per_variable=2)
+    assert [int(m.sum()) for m in masks.values()] == [2, 2]  # 4 -> floor 2 (count says 0); 16 -> 2 (count says 2)
+
+
+def test_gradual_pruning_min_kept_per_variable():
+    model = _two_scales()
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    pruning_cb = GradualPruning(ConstantSparsity(0.7, begin_step=0), min_kept_per_variable=2)
+    model.fit(np.ones((8, 4)), np.ones((8, 2)), batch_size=4, epochs=1, callbacks=[pruning_cb], verbose=0)
+    assert pruning_cb.pruned_count == 112 - num_kept(0.7, 112)
+    assert int(pruning_cb.masks[model.get_layer("tiny").kernel.path].numpy().sum()) == 2
+
+
+@pytest.mark.parametrize("layer", [keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN])
+def test_recurrent_kernels_are_prunable_by_choice(layer):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5, 3)), layer(4), keras.layers.Dense(2)])
+    rnn = model.layers[0]
+    assert rnn.cell.recurrent_kernel.path not in {v.path for v in prunable_variables(model)}  # default unchanged
+    variables = prunable_variables(model, include_recurrent=True)
+    want = [rnn.cell.kernel.path, rnn.cell.recurrent_kernel.path, model.layers[1].kernel.path]
+    assert [v.path for v in variables] == want
+    masks = prune(model, 0.5, include_recurrent=True)
+    total = sum(int(np.prod(v.shape)) for v in variables)
+    assert sum(int((~m).sum()) for m in masks.values()) == total - num_kept(0.5, total)
+    recurrent = rnn.cell.recurrent_kernel
+    assert np.all(recurrent.numpy()[~masks[recurrent.path]] == 0)
+    model.compile(keras.optimizers.Adam(0.1), "mse")
+    model.fit(np.ones((4, 5, 3)), np.ones((4, 2)), verbose=0)
+    assert np.all(recurrent.numpy()[~masks[recurrent.path]] == 0)  # stays zero through fit

@@ -31,6 +31,19 @@ for ``dynamic_int8`` and ``int8`` it is ``INT8_RTOL = 0.1`` times the largest
 ``|output|`` of the Keras model on those inputs (a coarse bound that catches a
 broken conversion; it says nothing about accuracy, measure that on your data).
 
+A check on inputs that do not exercise the model proves nothing: an untrained
+``keras.applications.MobileNetV2(weights=None)`` gives the same output (to
+1e-8) for every input in inference mode, so any artefact returning that
+constant would pass. The check therefore needs the Keras outputs to vary
+across its inputs by more than ``2 * atol`` in some output (then no constant
+passes). Without ``sample_inputs``/``representative_data`` the inputs are
+drawn from ``SAMPLE_DISTRIBUTIONS`` in order (``standard_normal``, then
+``uniform(0,1)``, then ``uniform(0,255)``, all seed 0; integer inputs only
+{0, 1}) and the first that exercises the model is used. When none does, or
+the given inputs do not, the export still compares and writes, but warns
+(``UserWarning``) that the check could not run and sets
+``ExportReport.check_exercised = False``: pass inputs from your data.
+
 Zeros: ``model_zeros`` counts exact zeros in the model's floating-point weights;
 ``zeros`` counts them in the artefact. SavedModel: in the reloaded variables.
 TFLite: in the constant tensors of the file (those with a data buffer, read
@@ -91,6 +104,7 @@ __all__ = [
     "TFLITE_MODES",
     "FLOAT_ATOL",
     "INT8_RTOL",
+    "SAMPLE_DISTRIBUTIONS",
 ]
 
 INPUT_NAME = "inputs"
@@ -100,6 +114,7 @@ TFLITE_MODES = ("float32", "sparse_float32", "dynamic_int8", "int8")
 TFLITE_RUNTIMES = ("auto", "ai_edge_litert", "tf.lite")
 FLOAT_ATOL = 1e-5
 INT8_RTOL = 0.1
+SAMPLE_DISTRIBUTIONS = ("standard_normal", "uniform(0,1)", "uniform(0,255)")
 _DEFAULT_ROWS = 8
 
 
@@ -121,6 +136,13 @@ class ExportReport:
     ``runtime``: what ran the check; ``sparse_tensors``: TFLite constant
     tensors stored sparse, ``densify_ops``: TFLite ``DENSIFY`` ops (sparse
     weights densified at load); both 0 for a SavedModel.
+    ``sample_source``: where the check's inputs came from (``"given"``:
+    ``sample_inputs`` or ``representative_data``, else one of
+    ``SAMPLE_DISTRIBUTIONS``); ``check_exercised``: False when the Keras
+    model's outputs did not vary across those inputs by more than ``2 * atol``,
+    so a constant artefact would have passed too: the check could not run (a
+    warning says so; see the module docstring). ``batch_size``: the TFLite
+    file's fixed batch dimension, None when free.
     """
 
     path: str
@@ -136,6 +158,9 @@ class ExportReport:
     runtime: str
     sparse_tensors: int = 0
     densify_ops: int = 0
+    check_exercised: bool = True
+    sample_source: str = "given"
+    batch_size: int | None = None
 
 
 # ---------------------------------------------------------------- model inspection
@@ -183,14 +208,21 @@ def _serve_fn(model):
     return serve
 
 
-def default_sample_inputs(spec: tf.TensorSpec, rows: int = _DEFAULT_ROWS) -> np.ndarray:
-    """``rows`` deterministic inputs for ``spec``: standard normal (seed 0) for floats, {0, 1} for integers."""
+def default_sample_inputs(spec: tf.TensorSpec, rows: int = _DEFAULT_ROWS, distribution="standard_normal") -> np.ndarray:
+    """``rows`` deterministic inputs for ``spec`` (seed 0): floats from ``distribution`` (one of
+    ``SAMPLE_DISTRIBUTIONS``), integers uniform in {0, 1}."""
+    if distribution not in SAMPLE_DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {SAMPLE_DISTRIBUTIONS}, got {distribution!r}")
     if any(d is None for d in spec.shape[1:]):
         raise ValueError(f"sample_inputs is required: the input shape {spec.shape} has free dimensions")
     shape = (rows,) + tuple(spec.shape[1:])
     rng = np.random.default_rng(0)
     if spec.dtype.is_floating:
-        return rng.standard_normal(shape).astype(spec.dtype.as_numpy_dtype)
+        if distribution == "standard_normal":
+            x = rng.standard_normal(shape)
+        else:
+            x = rng.uniform(0.0, 1.0 if distribution == "uniform(0,1)" else 255.0, shape)
+        return x.astype(spec.dtype.as_numpy_dtype)
     if spec.dtype.is_integer or spec.dtype.is_bool:
         return rng.integers(0, 2, shape).astype(spec.dtype.as_numpy_dtype)
     raise ValueError(f"sample_inputs is required for input dtype {spec.dtype.name}")
@@ -205,6 +237,41 @@ def _check_sample(sample_inputs, spec) -> np.ndarray:
 
 def _keras_outputs(model, x) -> np.ndarray:
     return np.asarray(model(tf.constant(x), training=False), dtype=np.float64)
+
+
+def _exercised(want, bound) -> bool:
+    """True when no constant output is within ``bound`` of every row of ``want`` (the check can fail)."""
+    return len(want) > 1 and float(np.max(np.ptp(want.reshape(len(want), -1), axis=0))) > 2 * bound
+
+
+def _check_inputs(model, spec, given, bound_for) -> tuple[np.ndarray, str, bool]:
+    """The check's inputs ``(x, source, exercised)``: ``given`` if not None, else the first of
+    ``SAMPLE_DISTRIBUTIONS`` whose Keras outputs vary by more than ``2 * bound_for(outputs)``.
+    Warns when the chosen inputs do not exercise the model."""
+    if given is not None:
+        candidates = [("given", given)]
+    elif spec.dtype.is_floating:
+        candidates = [(d, default_sample_inputs(spec, distribution=d)) for d in SAMPLE_DISTRIBUTIONS]
+    else:
+        candidates = [("integers {0,1}", default_sample_inputs(spec))]
+    spread = 0.0
+    for source, x in candidates:
+        want = _keras_outputs(model, x)
+        bound = bound_for(want)
+        spread = max(spread, float(np.max(np.ptp(want.reshape(len(want), -1), axis=0))) if len(want) else 0.0)
+        if _exercised(want, bound):
+            return x, source, True
+    source, x = candidates[0]
+    tried = ", ".join(name for name, _ in candidates)
+    warnings.warn(
+        f"export check could not run: the Keras model's outputs do not vary across the check's inputs "
+        f"({tried}: largest spread {spread:.3g} <= 2 * atol = {2 * bound:.3g}), so an artefact returning a "
+        f"constant would pass as well; pass sample_inputs from your data that give different outputs "
+        f"(ExportReport.check_exercised is False)",
+        UserWarning,
+        stacklevel=3,
+    )
+    return x, source, False
 
 
 def _model_zeros(model) -> int:
@@ -320,7 +387,9 @@ def export_saved_model(
     if not (isinstance(atol, (int, float)) and not isinstance(atol, bool) and atol >= 0):
         raise ValueError(f"atol must be a non-negative number, got {atol!r}")
     spec = serving_input_spec(model)
-    x = default_sample_inputs(spec) if sample_inputs is None else _check_sample(sample_inputs, spec)
+    given = None if sample_inputs is None else _check_sample(sample_inputs, spec)
+    if given is None and any(d is None for d in spec.shape[1:]):
+        default_sample_inputs(spec)  # raises: sample_inputs is required
     base_dir = os.fspath(base_dir)
     if os.path.exists(base_dir) and not os.path.isdir(base_dir):
         raise ValueError(f"base_dir {base_dir!r} exists and is not a directory")
@@ -331,6 +400,7 @@ def export_saved_model(
     if os.path.isdir(target) and os.listdir(target) and not overwrite:
         raise ValueError(f"version {version} exists and is not empty at {target!r}: pass overwrite=True to replace it")
 
+    x, source, exercised = _check_inputs(model, spec, given, lambda want: atol)
     created = _make_parents(parent)
     tmp = tempfile.mkdtemp(prefix=f".{int(version)}.tmp-", dir=parent)
     try:
@@ -360,6 +430,8 @@ def export_saved_model(
         weights=total,
         model_zeros=_model_zeros(model),
         runtime=f"tf.saved_model.load (tensorflow {tf.__version__})",
+        check_exercised=exercised,
+        sample_source=source,
     )
 
 
@@ -393,7 +465,39 @@ def _check_representative(batch, spec):
     return batch.astype(spec.dtype.as_numpy_dtype)
 
 
-def _convert(saved_model_dir, mode, rows) -> bytes:
+def _cyclic_batches(x, batch_size):
+    """``(batch, n)`` pairs covering the rows of ``x`` in order, each ``batch_size`` rows (the last one
+    filled up cyclically from the start of ``x``); ``n``: how many of its rows are new."""
+    if batch_size is None:
+        return [(x, len(x))]
+    return [
+        (x[np.arange(i, i + batch_size) % len(x)], min(batch_size, len(x) - i)) for i in range(0, len(x), batch_size)
+    ]
+
+
+def _run_tflite(runner, x, batch_size) -> np.ndarray:
+    outputs = [runner(**{INPUT_NAME: b})[OUTPUT_NAME][:n] for b, n in _cyclic_batches(x, batch_size)]
+    return np.concatenate(outputs).astype(np.float64)
+
+
+_NEEDS_STATIC_BATCH = "Lowering tensor list ops is failed"  # the converter's message for LSTM/GRU with a free batch
+
+
+def _convert(saved_model_dir, mode, rows, batch_size=None) -> bytes:
+    try:
+        return _convert_once(saved_model_dir, mode, rows, batch_size)
+    except Exception as error:  # tf.lite's ConverterError lives in a private module
+        if batch_size is None and _NEEDS_STATIC_BATCH in str(error):
+            raise ValueError(
+                "batch_size: the TFLite converter cannot lower this model's tensor-list ops (LSTM, GRU, RNN loops) "
+                "with a free batch dimension; pass batch_size=1 (or your serving batch) to export_tflite for a file "
+                "with a fixed batch that runs on TFLite's builtin ops (the converter's own advice, SELECT_TF_OPS, "
+                "needs the Flex delegate, which the LiteRT and tf.lite interpreters do not include)"
+            ) from error
+        raise
+
+
+def _convert_once(saved_model_dir, mode, rows, batch_size) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE_KEY])
     if mode == "sparse_float32":
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
@@ -401,7 +505,8 @@ def _convert(saved_model_dir, mode, rows) -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([r] for r in rows)
+        data = np.concatenate(rows)
+        converter.representative_dataset = lambda: ([b] for b, _ in _cyclic_batches(data, batch_size or 1))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
 
@@ -483,7 +588,14 @@ def _flatbuffer_zeros(content: bytes) -> tuple[int, int, int, int]:
 
 
 def export_tflite(
-    model, path, mode="float32", representative_data=None, overwrite=False, sample_inputs=None, atol=None
+    model,
+    path,
+    mode="float32",
+    representative_data=None,
+    overwrite=False,
+    sample_inputs=None,
+    atol=None,
+    batch_size=None,
 ) -> ExportReport:
     """Convert ``model`` to a TFLite file at ``path`` with ``tf.lite.TFLiteConverter`` and verify it.
 
@@ -499,6 +611,16 @@ def export_tflite(
     required: an array of inputs or an iterable of input batches from your data,
     used one row at a time). ``atol`` defaults to ``FLOAT_ATOL`` for the float
     modes and to ``INT8_RTOL * max|keras output|`` for the int8 modes.
+
+    ``batch_size``: None (the file's batch dimension is free) or an int >= 1:
+    the file takes exactly that many rows (``interpreter.resize_tensor_input``
+    does not help: its loops are shaped for it). Recurrent layers (LSTM, GRU,
+    SimpleRNN) need it: with a free batch the converter cannot lower their
+    tensor-list ops, and its suggested way out (``SELECT_TF_OPS``) produces a
+    file that needs the Flex delegate, which the LiteRT and ``tf.lite``
+    interpreters do not ship; ``export_tflite`` then raises a ValueError that
+    says to pass ``batch_size``. The check runs the sample inputs through the
+    file ``batch_size`` rows at a time (the last batch filled up cyclically).
     Raises ValueError for bad arguments (before writing) and
     ExportVerificationError when the check fails (no file is left).
     """
@@ -509,6 +631,9 @@ def export_tflite(
     _check_overwrite(overwrite)
     if atol is not None and not (isinstance(atol, (int, float)) and not isinstance(atol, bool) and atol >= 0):
         raise ValueError(f"atol must be None or a non-negative number, got {atol!r}")
+    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
+        raise ValueError(f"batch_size must be None (free) or an int >= 1, got {batch_size!r}")
+    batch_size = None if batch_size is None else int(batch_size)
     spec = serving_input_spec(model)
     rows = None
     if representative_data is not None:
@@ -516,33 +641,43 @@ def export_tflite(
     elif mode == "int8":
         raise ValueError("representative_data is required for mode='int8' (input batches from your data)")
     if sample_inputs is not None:
-        x = _check_sample(sample_inputs, spec)
+        given = _check_sample(sample_inputs, spec)
     elif rows is not None:
-        x = np.concatenate(rows[:_DEFAULT_ROWS])
+        given = np.concatenate(rows[:_DEFAULT_ROWS])
     else:
-        x = default_sample_inputs(spec)
+        given = None
+        if any(d is None for d in spec.shape[1:]):
+            default_sample_inputs(spec)  # raises: sample_inputs is required
+
+    def bound_for(want):
+        return (FLOAT_ATOL if "float" in mode else INT8_RTOL * float(np.max(np.abs(want)))) if atol is None else atol
+
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ValueError(f"path {path!r} is a directory")
     if os.path.exists(path) and not overwrite:
         raise ValueError(f"path {path!r} exists: pass overwrite=True to replace it")
     directory = os.path.dirname(os.path.abspath(path))
+    x, source, exercised = _check_inputs(model, spec, given, bound_for)
 
     created = _make_parents(directory)
     tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
     try:
         saved = os.path.join(tmp_dir, "saved_model")
-        _write_saved_model(model, spec, saved)
-        content = _convert(saved, mode, rows)
+        file_spec = spec
+        if batch_size is not None:
+            file_spec = tf.TensorSpec((batch_size,) + tuple(spec.shape[1:]), spec.dtype, name=INPUT_NAME)
+        _write_saved_model(model, file_spec, saved)
+        content = _convert(saved, mode, rows, batch_size)
         tmp_file = os.path.join(tmp_dir, "model.tflite")
         with open(tmp_file, "wb") as f:
             f.write(content)
         interpreter, runtime = _interpreter(content)
         runner = interpreter.get_signature_runner(SIGNATURE_KEY)
-        got = np.asarray(runner(**{INPUT_NAME: x})[OUTPUT_NAME], dtype=np.float64)
+        got = _run_tflite(runner, x, batch_size)
         want = _keras_outputs(model, x)
         diff = float(np.max(np.abs(got - want)))
-        bound = (FLOAT_ATOL if "float" in mode else INT8_RTOL * float(np.max(np.abs(want)))) if atol is None else atol
+        bound = bound_for(want)
         if not diff <= bound:
             raise ExportVerificationError(
                 f"TFLite ({mode}) output differs from the Keras model by {diff:.3g} > atol={bound:.3g}"
@@ -569,4 +704,7 @@ def export_tflite(
         runtime=runtime,
         sparse_tensors=sparse,
         densify_ops=densify,
+        check_exercised=exercised,
+        sample_source=source,
+        batch_size=batch_size,
     )

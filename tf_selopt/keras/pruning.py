@@ -14,14 +14,23 @@ Prunable weights: the ``kernel`` of every layer that has one (Dense, Conv*,
 DepthwiseConv*, EinsumDense, ...) and the ``embeddings`` of Embedding layers,
 when that attribute is a floating ``keras.Variable`` (LoRA-enabled and quantized
 layers expose tensors there and are skipped). Never biases or normalization
-parameters. Order: the order of ``model.weights``.
+parameters. With ``include_recurrent=True`` also the ``recurrent_kernel`` of
+recurrent cells (LSTM, GRU, SimpleRNN; default False: unchanged). Order: the
+order of ``model.weights``.
 
 Counting (one rule everywhere): a set of ``N`` weights at sparsity ``s`` loses
 ``floor(s * N + 0.5)`` weights (``s * N`` rounded half up, in float64) and keeps
 the rest. ``scope="global"`` applies it once to all prunable weights of the
 model (the note's setting); ``scope="per_layer"`` to each prunable variable on
 its own. A variable may end up fully zeroed (global scope, or per-layer when
-``s >= 1 - 0.5 / N_i``). Masks are monotone: an entry already pruned stays
+``s >= 1 - 0.5 / N_i``): global pruning at 0.8 zeroes 10 of MobileNetV2's 53
+kernels (depthwise ones) entirely. A ``UserWarning`` names the variables each
+call zeroes entirely. ``min_kept_per_variable=m`` (default 0: none) keeps at
+least ``min(m, n_i)`` weights of each variable (its best-scoring ones still
+kept; tfmot keeps one per tensor). In global scope they come out of the same
+budget: the total pruned stays exactly ``floor(s * N + 0.5)``, other variables
+lose more (ValueError when the floors alone exceed the weights kept). In
+per-layer scope the floor wins over the count of that variable. Masks are monotone: an entry already pruned stays
 pruned (it ranks below every other), so asking for less sparsity than reached
 changes nothing, and ``prune(model, 0.0)`` re-applies the installed masks.
 
@@ -61,6 +70,7 @@ Examples:
 from __future__ import annotations
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -73,6 +83,7 @@ from tf_selopt.core.checks import fraction, is_int
 __all__ = [
     "SCOPES",
     "PRUNABLE_ATTRIBUTES",
+    "RECURRENT_ATTRIBUTES",
     "prunable_variables",
     "prune",
     "PruningMask",
@@ -84,6 +95,7 @@ __all__ = [
 
 SCOPES = ("global", "per_layer")
 PRUNABLE_ATTRIBUTES = ("kernel", "embeddings")
+RECURRENT_ATTRIBUTES = ("recurrent_kernel",)
 
 for _cls in (schedules.ConstantSparsity, schedules.PolynomialDecay):
     keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
@@ -128,10 +140,10 @@ def retrace_train_step(model):
         model.make_train_function(force=True)
 
 
-def _layer_prunables(layer) -> list:
+def _layer_prunables(layer, include_recurrent=False) -> list:
     """The prunable variables a layer owns (see the module doc)."""
     found = []
-    for attr in PRUNABLE_ATTRIBUTES:
+    for attr in PRUNABLE_ATTRIBUTES + (RECURRENT_ATTRIBUTES if include_recurrent else ()):
         try:
             value = getattr(layer, attr, None)
         except Exception:  # e.g. a property that needs a built layer
@@ -141,11 +153,11 @@ def _layer_prunables(layer) -> list:
     return found
 
 
-def _prunables_by_layer(model) -> dict:
+def _prunables_by_layer(model, include_recurrent=False) -> dict:
     """Layer name -> its prunable variables, for the model and all nested layers."""
     by_layer = {}
     for layer in model._flatten_layers(include_self=True, recursive=True):
-        variables = _layer_prunables(layer)
+        variables = _layer_prunables(layer, include_recurrent)
         if variables:
             by_layer.setdefault(layer.name, []).extend(variables)
     return by_layer
@@ -158,13 +170,30 @@ def _check_layers(layers):
         raise ValueError(f"`layers` must be None or a non-empty list of layer names; received layers={layers!r}.")
 
 
-def prunable_variables(model, layers=None) -> list:
+def _check_include_recurrent(include_recurrent):
+    if not isinstance(include_recurrent, bool):
+        raise ValueError(
+            f"`include_recurrent` must be True or False; received include_recurrent={include_recurrent!r}."
+        )
+
+
+def _check_min_kept(min_kept_per_variable):
+    if not is_int(min_kept_per_variable) or min_kept_per_variable < 0:
+        raise ValueError(
+            "`min_kept_per_variable` must be an int >= 0 (weights kept in each variable; 0: no floor); "
+            f"received min_kept_per_variable={min_kept_per_variable!r}."
+        )
+
+
+def prunable_variables(model, layers=None, include_recurrent=False) -> list:
     """The variables ``prune`` may zero, in the order of ``model.weights``.
 
     Args:
         model: a built Keras 3 model (or layer).
         layers: None (all prunable layers) or a list of layer names to
             restrict to; each must name a layer with prunable weights.
+        include_recurrent: also the ``recurrent_kernel`` of recurrent cells
+            (LSTM, GRU, SimpleRNN); default False.
 
     Returns:
         list of ``keras.Variable``, each once, with distinct paths.
@@ -174,7 +203,8 @@ def prunable_variables(model, layers=None) -> list:
             is nothing to prune (e.g. an unbuilt model).
     """
     _check_layers(layers)
-    by_layer = _prunables_by_layer(model)
+    _check_include_recurrent(include_recurrent)
+    by_layer = _prunables_by_layer(model, include_recurrent)
     if not by_layer:
         raise ValueError(
             f"Model {model.name!r} has no prunable weights (kernels or embeddings); "
@@ -246,13 +276,16 @@ def _num_pruned(sparsity: float, n: int) -> int:
     return min(n, int(math.floor(sparsity * n + 0.5)))
 
 
-def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int) -> list:
+def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int, min_kept: int = 0) -> list:
     """Keep-masks at ``sparsity`` (bool tensors of the variables' shapes), monotone in the installed ones.
 
     Entries already pruned score ``-inf`` and stay pruned, so exactly
     ``floor(sparsity * N + 0.5)`` entries are pruned (``N`` per variable or over
     all, by ``scope``) unless more already are: then the masks do not change.
-    Raises ValueError for scores of the wrong shape; changes no state.
+    ``min_kept``: each variable keeps its best ``min(min_kept, kept_i)`` entries
+    (global: out of the same total; per-layer: the floor wins). Warns naming the
+    variables that this call zeroes entirely. Raises ValueError for scores of
+    the wrong shape or floors above the total kept; changes no state.
     """
     scores, old = [], []
     for i, v in enumerate(variables):
@@ -270,10 +303,46 @@ def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int) -> 
     sizes = [int(np.prod(v.shape)) for v in variables]
     if scope == "global":
         total = sum(sizes)
-        masks = selection.select(scores, total - _num_pruned(sparsity, total), "global")
+        keep = total - _num_pruned(sparsity, total)
+        if min_kept:
+            masks = _global_masks_with_floor(scores, old, keep, min_kept, sparsity)
+        else:
+            masks = selection.select(scores, keep, "global")
     else:
-        masks = [selection.top_k_mask(s, n - _num_pruned(sparsity, n)) for s, n in zip(scores, sizes)]
-    return [tf.logical_and(m, k) for m, k in zip(masks, old)]
+        masks = [
+            selection.top_k_mask(s, max(n - _num_pruned(sparsity, n), min(min_kept, n))) for s, n in zip(scores, sizes)
+        ]
+    masks = [tf.logical_and(m, k) for m, k in zip(masks, old)]
+    emptied = [
+        v.path for v, m, k in zip(variables, masks, old) if bool(tf.reduce_any(k)) and not bool(tf.reduce_any(m))
+    ]
+    if emptied:
+        warnings.warn(
+            f"pruning at sparsity {sparsity:g} ({scope}) zeroes {len(emptied)} of {len(variables)} prunable "
+            f"variables entirely (those layers no longer pass on their input): {emptied}; pass "
+            "min_kept_per_variable=1 (or more) to keep the best weights of each (global scope: taken from the "
+            "same budget, the total stays exact)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return masks
+
+
+def _global_masks_with_floor(scores, old, keep: int, min_kept: int, sparsity: float) -> list:
+    """Global top-``keep`` masks in which each variable keeps its best ``min(min_kept, kept_i)`` entries.
+
+    The floors count toward ``keep``: the rest, ``keep - floors``, is chosen
+    globally among the other kept entries, so the total stays ``keep``.
+    """
+    counts = [min(min_kept, int(tf.reduce_sum(tf.cast(k, tf.int32)))) for k in old]
+    if sum(counts) > keep:
+        raise ValueError(
+            f"`min_kept_per_variable`={min_kept} keeps {sum(counts)} weights over {len(scores)} variables, more "
+            f"than the {keep} that sparsity={sparsity:g} keeps in total; lower one of them."
+        )
+    floors = [selection.top_k_mask(s, c) for s, c in zip(scores, counts)]
+    rest = selection.select([tf.where(f, -np.inf, s) for s, f in zip(scores, floors)], keep - sum(counts), "global")
+    return [tf.logical_or(f, r) for f, r in zip(floors, rest)]
 
 
 def _install_masks(model, variables) -> list:
@@ -303,7 +372,16 @@ def _zero_masks(variables) -> list:
     return [tf.not_equal(v.value, 0) for v in variables]
 
 
-def prune(model, sparsity, scope="global", criterion="magnitude", layers=None, seed=0) -> dict:
+def prune(
+    model,
+    sparsity,
+    scope="global",
+    criterion="magnitude",
+    layers=None,
+    seed=0,
+    min_kept_per_variable=0,
+    include_recurrent=False,
+) -> dict:
     """Zero the lowest-scoring prunable weights of ``model`` in place and keep them zero from now on.
 
     Installs (or updates, monotonically) a ``PruningMask`` on each prunable
@@ -323,6 +401,9 @@ def prune(model, sparsity, scope="global", criterion="magnitude", layers=None, s
             NaN scores may then prune more than the count.
         layers: None or a list of layer names to restrict pruning to.
         seed: int in [0, 2**31), for ``"random"``.
+        min_kept_per_variable: int >= 0; each variable keeps at least its
+            ``min(m, size)`` best weights (see the module doc; 0: no floor).
+        include_recurrent: also prune ``recurrent_kernel`` of recurrent cells.
 
     Returns:
         dict: variable path -> bool ``np.ndarray`` of the variable's shape,
@@ -333,8 +414,10 @@ def prune(model, sparsity, scope="global", criterion="magnitude", layers=None, s
     """
     sparsity = fraction("sparsity", sparsity)
     criterion = _check_options(scope, criterion, seed)
-    variables = prunable_variables(model, layers)
-    masks = _apply_masks(model, variables, _new_masks(variables, sparsity, scope, criterion, seed))
+    _check_min_kept(min_kept_per_variable)
+    variables = prunable_variables(model, layers, include_recurrent)
+    new = _new_masks(variables, sparsity, scope, criterion, seed, int(min_kept_per_variable))
+    masks = _apply_masks(model, variables, new)
     return {v.path: m.numpy() for v, m in zip(variables, masks)}
 
 
@@ -367,6 +450,9 @@ class GradualPruning(keras.callbacks.Callback):
         criterion: ``"magnitude"``, ``"random"`` or a criterion object, as in ``prune``.
         layers: None or a list of layer names (checked at ``on_train_begin``).
         seed: int in [0, 2**31), for ``"random"``.
+        min_kept_per_variable: int >= 0, as in ``prune`` (a floor above the
+            weights a step keeps raises ValueError at that step).
+        include_recurrent: also prune ``recurrent_kernel``, as in ``prune``.
 
     Read-outs: ``masks`` (dict path -> bool ``keras.Variable``, True = kept),
     ``pruned_count`` (int) and ``sparsity`` (pruned fraction of the prunable set).
@@ -382,7 +468,10 @@ class GradualPruning(keras.callbacks.Callback):
         (30, 0.75)
     """
 
-    def __init__(self, schedule, scope="global", criterion="magnitude", layers=None, seed=0):
+    def __init__(
+        self, schedule, scope="global", criterion="magnitude", layers=None, seed=0, min_kept_per_variable=0,
+        include_recurrent=False,
+    ):
         super().__init__()
         if not isinstance(schedule, schedules.PruningSchedule):
             raise ValueError(
@@ -391,13 +480,16 @@ class GradualPruning(keras.callbacks.Callback):
             )
         self._criterion = _check_options(scope, criterion, seed)
         _check_layers(layers)
+        _check_min_kept(min_kept_per_variable)
+        _check_include_recurrent(include_recurrent)
         self.schedule, self.scope, self.layers, self.seed = schedule, scope, layers, seed
+        self.min_kept_per_variable, self.include_recurrent = int(min_kept_per_variable), include_recurrent
         self.masks = {}
         self._variables = []
         self._last_step = -1
 
     def on_train_begin(self, logs=None):
-        self._variables = prunable_variables(self.model, self.layers)
+        self._variables = prunable_variables(self.model, self.layers, self.include_recurrent)
         step = int(self.model.optimizer.iterations.numpy())
         unmasked = [v for v in self._variables if pruning_mask(v) is None]
         if step > self.schedule.begin_step and unmasked:  # resumed after pruning began: zeros are the pruned
@@ -418,7 +510,9 @@ class GradualPruning(keras.callbacks.Callback):
         if latest is None and not reapply:
             return
         sparsity = 0.0 if latest is None else float(self.schedule(latest)[1])  # 0.0: the masks as they are
-        masks = _new_masks(self._variables, sparsity, self.scope, self._criterion, self.seed)
+        masks = _new_masks(
+            self._variables, sparsity, self.scope, self._criterion, self.seed, self.min_kept_per_variable
+        )
         _apply_masks(self.model, self._variables, masks)
 
     @property
@@ -443,12 +537,13 @@ def strip_pruning(model):
     return model
 
 
-def mask_zeros(model, layers=None) -> dict:
+def mask_zeros(model, layers=None, include_recurrent=False) -> dict:
     """Install masks ``w != 0`` on the prunable variables: the zeros stay zero through further training.
 
     For a pruned model after ``keras.saving.load_model`` (masks are not saved,
-    zeros are). Returns dict: variable path -> bool ``np.ndarray``, True = kept.
+    zeros are; pass the ``include_recurrent`` used for pruning). Returns dict:
+    variable path -> bool ``np.ndarray``, True = kept.
     """
-    variables = prunable_variables(model, layers)
+    variables = prunable_variables(model, layers, include_recurrent)
     masks = _apply_masks(model, variables, _zero_masks(variables))
     return {v.path: m.numpy() for v, m in zip(variables, masks)}
