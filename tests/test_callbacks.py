@@ -66,11 +66,14 @@ def test_selective_scalars_and_histograms_match_readouts(tmp_path):
     scalars, histograms = read(tmp_path)
 
     n = opt.num_parameters
-    assert [s for s, _ in scalars["selection/k"]] == [4, 8]  # step axis = optimizer.iterations, per epoch
+    # step axis = optimizer.iterations: after the step that builds the optimizer, before and at the selection
+    # (step index 2 = the 3rd step), per epoch
+    assert [s for s, _ in scalars["selection/k"]] == [1, 2, 3, 4, 8]
     assert last(scalars, "selection/selected_count") == int(opt.selected_count) == opt.k == 7
     assert last(scalars, "selection/k") == 7
     assert last(scalars, "selection/frozen_fraction") == pytest.approx(1 - 7 / n, abs=1e-6)
     assert last(scalars, "selection/selections") == 1
+    assert [s for s, _ in scalars["scores/p50"]] == [3]  # once per selection
     assert last(scalars, "selection/skipped_steps") == 0
     paths = [v.path for v in model.trainable_variables]
     for path, mask in zip(paths, opt.masks):
@@ -78,8 +81,8 @@ def test_selective_scalars_and_histograms_match_readouts(tmp_path):
     scores = np.concatenate([s.numpy().ravel() for s in opt.scores])
     expected = np.quantile(scores, list(QUANTILES.values()))
     for name, value in zip(QUANTILES, expected):
-        assert last(scalars, f"scores/{name}") == pytest.approx(float(np.float32(value)), rel=1e-6)
-    assert histograms == {f"{kind}/{p}" for p in paths for kind in ("selection_mask", "scores")}
+        assert scalars[f"scores/{name}"][-1][1] == pytest.approx(float(np.float32(value)), rel=1e-6)
+    assert histograms == {f"scores_log10/{p}" for p in paths}  # masks are fractions (scalars), not histograms
     assert not any(tag.startswith(("pruning/", "sparsity/")) for tag in scalars)
 
 
@@ -90,8 +93,9 @@ def test_update_freq_steps_and_quantiles_only_after_selection(tmp_path):
     monitor = SelectionMonitor(tmp_path, update_freq=3, histogram_freq=0)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[monitor])  # 8 steps; selection at step 5
     scalars, histograms = read(tmp_path)
-    assert [s for s, _ in scalars["selection/selected_count"]] == [3, 6]
-    assert [v for _, v in scalars["selection/selections"]] == [0, 1]
+    # after the building step (1), every 3 steps, before and at the selection in step index 5
+    assert [s for s, _ in scalars["selection/selected_count"]] == [1, 3, 5, 6]
+    assert [v for _, v in scalars["selection/selections"]] == [0, 0, 0, 1]
     assert [s for s, _ in scalars["scores/p50"]] == [6]
     assert histograms == set()
 
@@ -105,7 +109,7 @@ def test_skipped_non_finite_step_is_logged(tmp_path):
     model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[SelectionMonitor(tmp_path)])
     scalars, _ = read(tmp_path)
     assert int(opt.skipped_steps) == 1
-    assert scalars["selection/skipped_steps"] == [(3, 1.0)]  # 4 batches, 3 applied
+    assert scalars["selection/skipped_steps"][-1] == (3, 1.0)  # 4 batches, 3 applied
 
 
 def test_plain_optimizer_with_gradual_pruning_logs_pruning_only(tmp_path):
@@ -123,7 +127,7 @@ def test_plain_optimizer_with_gradual_pruning_logs_pruning_only(tmp_path):
         expected = 1 - pruning_mask(v).numpy().mean()
         assert last(scalars, f"sparsity/{v.path}") == pytest.approx(expected, abs=1e-6)
         assert expected == pytest.approx(np.mean(v.numpy() == 0), abs=1e-6)
-    assert histograms == {f"pruning_mask/{v.path}" for v in kernels}
+    assert histograms == set()  # masks are logged as counts and fractions
     assert not any(tag.startswith(("selection/", "frozen_fraction/", "scores/")) for tag in scalars)
 
 

@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tensorboard.backend.event_processing import event_accumulator
 
 from tf_selopt import cli
 from tf_selopt.study import plots, report, runner
@@ -145,6 +146,11 @@ def test_tiny_study_exports_and_logs(tiny_study):
     logs = sorted(p.name for p in (out / "tensorboard").iterdir())
     assert len(logs) == len(rows)  # one seed: every run logged
     assert all(any(p.rglob("events.out.tfevents.*")) for p in (out / "tensorboard").iterdir())
+    # Every kind of run (full, selection, ours and tfmot pruning) logs Keras' epoch_accuracy: comparable by method.
+    for p in (out / "tensorboard").iterdir():
+        acc = event_accumulator.EventAccumulator(str(p / "train"))
+        acc.Reload()
+        assert "epoch_accuracy" in acc.Tags()["tensors"] + acc.Tags()["scalars"], p.name
 
 
 @pytest.mark.slow

@@ -61,26 +61,39 @@ class SelectionMonitor(keras.callbacks.Callback):
     the pruning part is logged. Masks installed after this callback's
     ``on_train_begin`` (e.g. by a ``GradualPruning`` listed after it) are found.
 
+    **x axis.** Every tag is written at ``step = model.optimizer.iterations``
+    after a batch, i.e. the number of optimizer steps done; in a model's first
+    ``fit`` that is the step of Keras' ``TensorBoard(update_freq=n)`` ``batch_*``
+    tags (Keras' ``epoch_*`` tags use the 0-based epoch instead).
+
+    **Step functions.** Selections and pruning events are detected after every
+    batch (a read of ``selections`` and of the masks' pruned counts): at an
+    event seen at step ``s`` the state before it is written at ``s - 1`` and
+    the new state at ``s``, so a selection or pruning event shows as an exact
+    step in TensorBoard with smoothing 0. The state at the start of ``fit`` is
+    written before its first batch (after it if that batch builds the optimizer).
+
     Scalars (selective optimizer): ``selection/frozen_fraction``,
     ``selection/selected_count``, ``selection/k``, ``selection/selections``,
     ``selection/skipped_steps``, ``frozen_fraction/<variable path>`` and, once a
     selection happened, ``scores/min``, ``scores/p10``, ``scores/p50``,
     ``scores/p90``, ``scores/max`` (over the last selection's scores of all
-    variables; numpy's linear quantiles, computed once per selection).
+    variables; numpy's linear quantiles, written once per selection, at its step).
     Scalars (pruning masks present): ``pruning/pruned_count``,
     ``pruning/sparsity`` (pruned fraction of the masked weights) and
-    ``sparsity/<variable path>``.
-    Histograms: ``selection_mask/<path>`` (0/1), ``scores/<path>`` (after a
-    selection) and ``pruning_mask/<path>`` (0/1, 1 = kept).
+    ``sparsity/<variable path>``. Masks are logged as these counts and
+    fractions, not as 0/1 histograms.
+    Histograms: ``scores_log10/<path>``, log10 of the last selection's positive
+    scores (scores are heavy-tailed; zeros are left out), written at an epoch's
+    end only when a new selection happened since the last ones.
 
     Args:
         log_dir: directory of the event files (str or path-like, not empty).
         update_freq: ``"epoch"`` (scalars at each epoch's end) or an int
             ``n >= 1``: scalars whenever ``iterations`` has passed a multiple
-            of ``n`` (checked after each batch, so it costs a few small
-            reductions per variable every ``n`` steps).
-        histogram_freq: int ``>= 0``: histograms every that many epochs (at the
-            epoch's end); 0 = none.
+            of ``n``; events are written when they happen either way.
+        histogram_freq: int ``>= 0``: look for a new selection every that many
+            epochs (at the epoch's end) and write its score histograms; 0 = none.
 
     Examples:
         >>> import keras, numpy as np, tempfile, tf_selopt
@@ -93,6 +106,9 @@ class SelectionMonitor(keras.callbacks.Callback):
         >>> logged["selection/selected_count"], round(logged["selection/frozen_fraction"], 6)  # N = 10, k = 3
         (3.0, 0.7)
     """
+
+    #: Tags that change only at selections and pruning events (written again at the step before one).
+    _NOT_STEP_FUNCTIONS = ("selection/skipped_steps",)
 
     def __init__(self, log_dir, update_freq="epoch", histogram_freq=1):
         super().__init__()
@@ -113,25 +129,44 @@ class SelectionMonitor(keras.callbacks.Callback):
         self.last_scalars = {}
         self._writer = None
         self._last_step = None
+        self._written_step = None  # step of the latest scalar write
+        self._events = None  # (selections, pruned count) at the latest check
         self._quantiles = (None, None)  # (selections, {tag: value})
+        self._histogram_selections = 0  # selections whose score histograms are written
         self._warned = False
 
     # ------------------------------------------------------------ callbacks
     def on_train_begin(self, logs=None):
         self._writer = tf.summary.create_file_writer(self.log_dir)
         self._last_step = self._step()
+        self._written_step = None
+        self._events = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._events is None:  # first batch: every callback's on_train_begin has run (masks installed)
+            self._events = self._event_counts()  # None while the optimizer is not built (its first step builds it)
+            if self._events is not None:
+                self._write_scalars(self._step())
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.update_freq == "epoch":
-            return
         step = self._step()
-        if step // self.update_freq > self._last_step // self.update_freq:
+        events = self._event_counts()
+        if self._events is None:  # first point after the step that built the optimizer
+            self._events = events
+            self._write_scalars(step)
+        elif events != self._events:
+            if self._written_step is not None and step - 1 > self._written_step:
+                before = {t: v for t, v in self.last_scalars.items() if t not in self._NOT_STEP_FUNCTIONS}
+                self._write(step - 1, before)
+            self._events = events
+            self._write_scalars(step)
+        elif self.update_freq != "epoch" and step // self.update_freq > self._last_step // self.update_freq:
             self._write_scalars(step)
         self._last_step = step
 
     def on_epoch_end(self, epoch, logs=None):
         step = self._step()
-        if self.update_freq == "epoch":
+        if self.update_freq == "epoch" and step != self._written_step:
             self._write_scalars(step)
         if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
             self._write_histograms(step)
@@ -162,6 +197,21 @@ class SelectionMonitor(keras.callbacks.Callback):
                 found.append((v, mask))
         return found
 
+    def _pruned_count(self, pruned):
+        counts = [tf.reduce_sum(tf.cast(tf.logical_not(m), tf.int64)) for _, m in pruned]
+        return tf.add_n(counts)
+
+    def _event_counts(self) -> tuple:
+        """(selections, pruned count), a change means a selection or pruning event; None if not built yet."""
+        optimizer = selective_of(self.model.optimizer)
+        if optimizer is not None and optimizer.model_variables is None:
+            return None  # not built yet
+        pruned = self._pruned()
+        return (
+            int(optimizer.selections) if optimizer is not None else None,
+            int(self._pruned_count(pruned)) if pruned else None,
+        )
+
     def _score_quantiles(self, optimizer) -> dict:
         """Quantiles of the last selection's scores, recomputed only when ``selections`` changed."""
         selections = int(optimizer.selections)
@@ -183,13 +233,12 @@ class SelectionMonitor(keras.callbacks.Callback):
             for i, v in enumerate(optimizer.model_variables):
                 trains = optimizer.trains(i)
                 scalars[f"frozen_fraction/{_path(v)}"] = _fraction_false(trains)
-            if int(optimizer.selections) > 0:
-                scalars.update(self._score_quantiles(optimizer))
+            if int(optimizer.selections) > 0 and int(optimizer.selections) != self._quantiles[0]:
+                scalars.update(self._score_quantiles(optimizer))  # once per selection: they change only then
         pruned = self._pruned()
         if pruned:
-            counts = [tf.reduce_sum(tf.cast(tf.logical_not(m), tf.int64)) for _, m in pruned]
             total = sum(int(np.prod(m.shape)) for _, m in pruned)
-            count = tf.add_n(counts)
+            count = self._pruned_count(pruned)
             scalars["pruning/pruned_count"] = count
             scalars["pruning/sparsity"] = tf.cast(count, tf.float64) / total
             for v, m in pruned:
@@ -203,21 +252,24 @@ class SelectionMonitor(keras.callbacks.Callback):
             )
         return scalars
 
-    def _write_scalars(self, step: int):
-        scalars = self._scalars()
+    def _write(self, step: int, scalars: dict):
         with self._writer.as_default(step=step):
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, tf.cast(value, tf.float32))
+        self._written_step = step
+
+    def _write_scalars(self, step: int):
+        scalars = self._scalars()
+        self._write(step, scalars)
         self.last_scalars = {tag: float(np.float32(value)) for tag, value in scalars.items()}
 
     def _write_histograms(self, step: int):
         optimizer = self._selective()
+        if optimizer is None or int(optimizer.selections) == self._histogram_selections:
+            return  # no selection since the last histograms: they would repeat
+        self._histogram_selections = int(optimizer.selections)
         with self._writer.as_default(step=step):
-            if optimizer is not None:
-                selected = int(optimizer.selections) > 0
-                for v, mask, score in zip(optimizer.model_variables, optimizer.masks, optimizer.scores):
-                    tf.summary.histogram(f"selection_mask/{_path(v)}", tf.cast(tf.convert_to_tensor(mask), tf.float32))
-                    if selected:
-                        tf.summary.histogram(f"scores/{_path(v)}", tf.convert_to_tensor(score))
-            for v, mask in self._pruned():
-                tf.summary.histogram(f"pruning_mask/{_path(v)}", tf.cast(tf.convert_to_tensor(mask), tf.float32))
+            for v, score in zip(optimizer.model_variables, optimizer.scores):
+                score = tf.reshape(tf.cast(tf.convert_to_tensor(score), tf.float64), [-1])
+                positive = tf.boolean_mask(score, score > 0)
+                tf.summary.histogram(f"scores_log10/{_path(v)}", tf.math.log(positive) / np.log(10.0))

@@ -178,17 +178,24 @@ def _train_selective(spec, splits, training, selection, callbacks, verbose):
     return model, row
 
 
-def run(spec: RunSpec, training, selection=None, pruning=None, log_dir=None, verbose=0, splits=None) -> tuple:
-    """Train and measure one run; returns (row dict, trained Keras model). ``log_dir``: TensorBoard, or None."""
+def _loggers(log_dir, monitor):
+    """TensorBoard callbacks of a Keras 3 run: Keras' own (``epoch_loss``, ``epoch_accuracy`` in ``train/`` and
+    ``validation/``, at 0-based epochs, as the tfmot runs log them) and, if ``monitor``, ``SelectionMonitor``."""
     from tf_selopt.keras.callbacks import SelectionMonitor
 
+    if log_dir is None:
+        return []
+    callbacks = [keras.callbacks.TensorBoard(log_dir, write_graph=False)]
+    return callbacks + [SelectionMonitor(log_dir)] if monitor else callbacks
+
+
+def run(spec: RunSpec, training, selection=None, pruning=None, log_dir=None, verbose=0, splits=None) -> tuple:
+    """Train and measure one run; returns (row dict, trained Keras model). ``log_dir``: TensorBoard, or None."""
     splits = splits if splits is not None else data_lib.load(spec.data)
     start = time.perf_counter()
     row = dict(dataclasses.asdict(spec), id=spec.id)
     if spec.kind in ("full", "selection"):
-        callbacks = [SelectionMonitor(log_dir)] if log_dir is not None and spec.kind == "selection" else []
-        if log_dir is not None and spec.kind == "full":
-            callbacks = [keras.callbacks.TensorBoard(log_dir, write_graph=False)]
+        callbacks = _loggers(log_dir, monitor=spec.kind == "selection")
         model, extra = _train_selective(spec, splits, training, selection, callbacks, verbose)
         row |= extra
     elif spec.kind == "pruning":
@@ -201,7 +208,7 @@ def run(spec: RunSpec, training, selection=None, pruning=None, log_dir=None, ver
                                        **common)
             row["reported_sparsity"] = None
         else:
-            callbacks = [SelectionMonitor(log_dir)] if log_dir is not None else []
+            callbacks = _loggers(log_dir, monitor=True)
             model, row["reported_sparsity"] = train_pruned_keras3(spec.model, spec.method, spec.level, spec.seed,
                                                                   splits, callbacks=callbacks, **common)
         row["schedule"] = steps

@@ -1,0 +1,128 @@
+"""TensorBoard as a user sees it: tags that line up across runs, exact step functions, loss/accuracy in every run.
+
+Event files are read back with TensorBoard's own reader (``EventAccumulator``).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+import tf_selopt
+from tf_selopt.study import models
+from tf_selopt.keras.callbacks import SelectionMonitor
+from tf_selopt.keras.pruning import GradualPruning
+from tf_selopt.core.schedules import ConstantSparsity
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+#: mlp((8,)) on 8 inputs, 2 classes: 8*8 + 8 + 8*2 + 2 = 90 parameters, so keep=9 freezes exactly 0.9.
+N, KEEP, WARMUP = 90, 9, 5
+
+
+def read(log_dir):
+    """(scalars: tag -> [(step, value)], histograms: tag -> [step]) of the event files in ``log_dir``."""
+    acc = event_accumulator.EventAccumulator(
+        str(log_dir), size_guidance={k: 0 for k in event_accumulator.DEFAULT_SIZE_GUIDANCE}, purge_orphaned_data=False
+    )
+    acc.Reload()
+    scalars, histograms = {}, {}
+    for tag in acc.Tags()["tensors"]:
+        events = acc.Tensors(tag)
+        if events[0].tensor_proto.tensor_shape.dim:  # TF2 histograms: a [buckets, 3] tensor
+            histograms[tag] = [e.step for e in events]
+        else:
+            scalars[tag] = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events]
+    return scalars, histograms
+
+
+def data(n=64):
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(n, 8)).astype("float32"), rng.integers(0, 2, size=(n,)).astype("int32")
+
+
+def selective_run(log_dir, criterion="preconditioned"):
+    """mlp((8,)) built by the study's builder, SelectiveOptimizer, 2 epochs of 8 steps; selection at step 5."""
+    keras.utils.set_random_seed(0)
+    model = models.mlp((8,), input_shape=(8,), num_classes=2)
+    opt = tf_selopt.SelectiveOptimizer(
+        keras.optimizers.Adam(1e-2), criterion=criterion, keep=KEEP, warmup_steps=WARMUP, window=2,
+        num_examples=64, seed=0,
+    )
+    model.compile(opt, LOSS)
+    x, y = data()
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[SelectionMonitor(log_dir)])
+    return model, opt
+
+
+def test_same_builder_same_tags_in_two_runs(tmp_path):
+    model_a, _ = selective_run(tmp_path / "a")
+    model_b, _ = selective_run(tmp_path / "b")  # same process: Keras' automatic names would differ (dense_2, ...)
+    assert [v.path for v in model_a.weights] == [v.path for v in model_b.weights] == [
+        "mlp/dense_0/kernel", "mlp/dense_0/bias", "mlp/dense_1/kernel", "mlp/dense_1/bias"
+    ]
+    (scalars_a, hist_a), (scalars_b, hist_b) = read(tmp_path / "a"), read(tmp_path / "b")
+    assert set(scalars_a) == set(scalars_b) and set(hist_a) == set(hist_b)
+    assert "frozen_fraction/mlp/dense_0/kernel" in scalars_a
+    assert set(hist_a) == {f"scores_log10/{v.path}" for v in model_a.weights}
+
+
+def test_selection_is_an_exact_step_at_its_step(tmp_path):
+    _, opt = selective_run(tmp_path)
+    scalars, histograms = read(tmp_path)
+    # Selection in step index 5 (0-based), i.e. the 6th optimizer step: state before at x=5, after at x=6.
+    # Points: after the first step, which builds the optimizer (1), before (5), after (6), epoch ends (8, 16).
+    assert scalars["selection/frozen_fraction"] == [
+        (1, 0.0), (5, 0.0), (6, float(np.float32(0.9))), (8, float(np.float32(0.9))), (16, float(np.float32(0.9)))
+    ]
+    assert float(opt.frozen_fraction) == pytest.approx(0.9, abs=1e-7)
+    assert [v for _, v in scalars["selection/selected_count"]] == [N, N, KEEP, KEEP, KEEP]
+    assert [s for s, _ in scalars["scores/p50"]] == [6]  # once per selection
+    # Score histograms once, after the single selection (not rewritten at the second epoch's end), of log10 scores.
+    assert all(steps == [8] for steps in histograms.values())
+    acc = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    for v, score in zip(opt.model_variables, opt.scores):
+        (event,) = acc.Tensors(f"scores_log10/{v.path}")
+        buckets = tf.make_ndarray(event.tensor_proto)  # [left, right, count]
+        s = score.numpy().ravel()
+        assert buckets[:, 2].sum() == np.count_nonzero(s > 0)
+        assert buckets[0, 0] == pytest.approx(np.log10(s[s > 0].min()), rel=1e-5)
+        assert buckets[-1, 1] == pytest.approx(np.log10(s.max()), rel=1e-5)
+
+
+def test_pruning_event_is_an_exact_step(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = models.mlp((8,), input_shape=(8,), num_classes=2)
+    model.compile(keras.optimizers.Adam(1e-2), LOSS)
+    x, y = data()
+    pruning = GradualPruning(ConstantSparsity(0.5, begin_step=3, frequency=100))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[pruning, SelectionMonitor(tmp_path)])
+    scalars, histograms = read(tmp_path)
+    steps = [s for s, _ in scalars["pruning/sparsity"]]
+    points = scalars["pruning/sparsity"]
+    (event,) = [s for (s, v), (_, before) in zip(points[1:], points) if v != before]
+    assert points[steps.index(event) - 1] == (event - 1, 0.0)  # the step before the event, then the event
+    assert dict(points)[event] == 0.5
+    assert scalars["pruning/sparsity"][-1] == (8, 0.5)
+    assert histograms == {}  # masks are counts and fractions, never 0/1 histograms
+
+
+@pytest.mark.parametrize(
+    "kind, method", [("selection", "gradient_sum"), ("pruning", "global")], ids=["selection", "pruning"]
+)
+def test_study_runs_log_loss_and_accuracy_too(tmp_path, kind, method):
+    """Selection and our pruning runs log Keras' epoch_loss/epoch_accuracy like the full and tfmot runs."""
+    from tf_selopt.study import data
+    from tf_selopt.study import config, runs
+
+    spec = runs.RunSpec(kind, "digits", "lenet_300_100", method, 0.9, 0)
+    training = config.Training(epochs=2, batch_size=256)
+    runs.run(spec, training, config.Selection(window=2), config.Pruning(begin_epochs=0, end_fraction=0.5, events=1),
+             log_dir=tmp_path, splits=data.load("digits"))
+    train, _ = read(tmp_path / "train")
+    assert [s for s, _ in train["epoch_accuracy"]] == [0, 1] and [s for s, _ in train["epoch_loss"]] == [0, 1]
+    ours, _ = read(tmp_path)
+    tag = "selection/frozen_fraction" if kind == "selection" else "pruning/sparsity"
+    assert ours[tag][-1][1] == pytest.approx(0.9, abs=1e-3)
+    assert "frozen_fraction/lenet_300_100/dense_0/kernel" in ours or "sparsity/lenet_300_100/dense_0/kernel" in ours
