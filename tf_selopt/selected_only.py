@@ -37,8 +37,15 @@ entries get the slot's initial value (zero, or e.g. Adagrad's
 
 Units: ``state_bytes`` counts bytes held by this state (values, positions,
 offsets and the k-sized slots handed in); divide by N for bytes per model
-parameter. No XLA support for ``select`` and ``apply`` (dynamic slices by
-``offsets``); see the module's tests and ``benchmarks/selected_only.py``.
+parameter. With Adam: 16 B per selected entry (values 4, position 4, m 4, v 4),
+0.16 B per model parameter at keep 1%, 1.6 at keep 10%.
+
+Cost per step: a gather of k gradient entries and k values, the inner update on
+k entries, a scatter of k entries (TensorFlow's CPU ``ResourceScatterNdUpdate``
+writes entry by entry and bounds the step at keep 10%; under ``jit_compile=True``
+XLA's scatter is several times faster). ``apply`` compiles with
+``jit_compile=True`` (the slices by ``offsets`` are bounded by k); ``select``
+uses ``tf.where`` (dynamic shapes): run it outside XLA.
 
 This module imports TensorFlow only; the Keras 3 adapter is
 ``tf_selopt.selected_only_keras``.
