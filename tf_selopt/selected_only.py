@@ -1,0 +1,286 @@
+"""Selected-only state and update: the restricted phase on the k selected entries only (issue 16).
+
+After a selection (granularity "parameter": bool masks with at most ``k`` True in
+total), the masked path (``tf_selopt.selective.Selective._restricted_update``)
+still runs the inner optimizer on all N entries. ``SelectedOnly`` instead keeps,
+for each dtype of the model variables (a *group*), one flat buffer of the
+selected entries and runs the inner optimizer on that buffer only.
+
+State per group (created once in ``build``; shapes static, so a traced step
+never retraces at a reselection):
+
+* ``values``: (k,) of the group's dtype, the selected entries' values (what the
+  inner optimizer updates; refreshed from the model variables every step, so a
+  write to a model variable between steps is seen);
+* ``positions``: (k,) int32 (int64 if a variable of the group has >= 2**31
+  entries), the flat (row-major) index of each entry in its own variable;
+* ``offsets``: (m + 1,) int32 for the group's m variables: the entries of
+  variable ``i`` are buffer slots ``offsets[i] .. offsets[i+1]-1``, sorted by
+  variable (build order) then position. Slots from ``offsets[m]`` to ``k - 1``
+  are padding (fewer than k selected, e.g. pruned entries): they get a zero
+  gradient and are never written back.
+
+A step (``apply``): gather the selected gradient entries into a (k,) tensor
+(dense gradients by a flat gather; ``tf.IndexedSlices`` without densifying to N:
+duplicate rows are summed with ``unsorted_segment_sum`` in order of occurrence,
+as ``tf.convert_to_tensor`` sums them), refresh ``values`` from the model
+variables, run ``inner_apply(grads, values)`` (the inner optimizer built on the
+buffers), scatter the updated values back. Frozen entries are never written.
+
+Selection (``select``): new positions/offsets from the masks; the inner
+optimizer's per-entry slots (``SlotLink``) are carried over: from the N-sized
+warm-up slots (``from_full``, the first selection) by a gather, or from the
+previous k-sized slots (a reselection) by matching each new entry to its old
+buffer slot (``searchsorted`` on the sorted global positions); newly selected
+entries get the slot's initial value (zero, or e.g. Adagrad's
+``initial_accumulator_value``).
+
+Units: ``state_bytes`` counts bytes held by this state (values, positions,
+offsets and the k-sized slots handed in); divide by N for bytes per model
+parameter. With Adam: 16 B per selected entry (values 4, position 4, m 4, v 4),
+0.16 B per model parameter at keep 1%, 1.6 at keep 10%.
+
+Cost per step: a gather of k gradient entries and k values, the inner update on
+k entries, a scatter of k entries (TensorFlow's CPU ``ResourceScatterNdUpdate``
+writes entry by entry and bounds the step at keep 10%; under ``jit_compile=True``
+XLA's scatter is several times faster). ``apply`` compiles with
+``jit_compile=True`` (the slices by ``offsets`` are bounded by k); ``select``
+uses ``tf.where`` (dynamic shapes): run it outside XLA.
+
+This module imports TensorFlow only; the Keras 3 adapter is
+``tf_selopt.selected_only_keras``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import tensorflow as tf
+
+__all__ = ["SelectedOnly", "SlotLink", "index_dtype_for"]
+
+#: ``add_variable(shape, dtype, initializer, name)`` -> variable; ``initializer`` is "zeros".
+AddVariable = Callable[[tuple, tf.DType, str, str], tf.Variable]
+
+_INT32_LIMIT = 2**31
+
+
+def index_dtype_for(num_entries) -> tf.DType:
+    """int32 for flat indices of a variable with fewer than 2**31 entries, else int64."""
+    return tf.int32 if int(num_entries) < _INT32_LIMIT else tf.int64
+
+
+@dataclasses.dataclass
+class SlotLink:
+    """One per-entry slot of the inner optimizer for one group.
+
+    ``small``: the (k,) slot variable of the optimizer built on the group's
+    buffer; ``full``: the N-sized slots of the group's model variables (one per
+    variable, in the group's order) to take the state from at the first
+    selection, or None; ``initial``: the value a newly selected entry starts from
+    (None: the entry's current value, as for an EMA).
+    """
+
+    small: object
+    full: list | None
+    initial: float | None = 0.0
+
+
+def _num(v) -> int:
+    return int(v.shape.num_elements())
+
+
+class _Group:
+    """The selected entries of the model variables of one dtype."""
+
+    def __init__(self, dtype, members, variables, k, add_variable, index_dtype=None):
+        self.dtype = dtype
+        self.members = members  # indices into the model variable list
+        self.variables = variables
+        self.k = k
+        self.index_dtype = index_dtype or index_dtype_for(max(_num(v) for v in variables))
+        # global position of a variable's entry 0 within the group (for matching at reselection)
+        sizes = [_num(v) for v in variables]
+        self.bases = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.padding_key = sum(sizes)
+        name = dtype.name
+        self.values = add_variable((k,), dtype, "zeros", f"selected_values_{name}")
+        self.positions = add_variable((k,), self.index_dtype, "zeros", f"selected_positions_{name}")
+        self.offsets = add_variable((len(variables) + 1,), tf.int32, "zeros", f"selected_offsets_{name}")
+
+    # ------------------------------------------------------------ indices
+    def new_indices(self, masks):
+        """(positions (k,), offsets (m+1,)) from bool masks of the group's variables."""
+        parts = [tf.cast(tf.where(tf.reshape(m, [-1]))[:, 0], self.index_dtype) for m in masks]
+        sizes = tf.stack([tf.shape(p, out_type=tf.int32)[0] for p in parts])
+        count = tf.reduce_sum(sizes)
+        check = tf.debugging.assert_less_equal(count, self.k, message="more entries selected than the capacity k")
+        with tf.control_dependencies([check]):
+            flat = tf.concat(parts + [tf.zeros([self.k - count], self.index_dtype)], 0)
+        positions = tf.ensure_shape(flat, (self.k,))
+        offsets = tf.concat([[0], tf.cumsum(sizes)], 0)
+        return positions, offsets
+
+    def keys(self, positions, offsets):
+        """Sorted int64 global positions of the buffer slots (padding: ``padding_key``)."""
+        counts = offsets[1:] - offsets[:-1]
+        owner = tf.repeat(tf.range(len(self.variables), dtype=tf.int32), counts)
+        owner = tf.concat([owner, tf.fill([self.k - offsets[-1]], len(self.variables))], 0)
+        bases = tf.constant(self.bases + [self.padding_key], tf.int64)
+        is_padding = tf.range(self.k, dtype=tf.int32) >= offsets[-1]
+        keys = tf.gather(bases, owner) + tf.cast(positions, tf.int64)
+        return tf.where(is_padding, tf.constant(self.padding_key, tf.int64), keys)
+
+    def slices(self, tensor, offsets=None):
+        """``tensor`` (k,) cut into the group's variables' parts (dynamic sizes)."""
+        offsets = tf.convert_to_tensor(self.offsets) if offsets is None else offsets
+        return [tensor[offsets[i] : offsets[i + 1]] for i in range(len(self.variables))]
+
+    # -------------------------------------------------------------- steps
+    def gather_full(self, tensors, positions, offsets):
+        """(k,) tensor: each N-sized ``tensors[i]``'s entries at the selected positions, padding 0."""
+        parts = [
+            tf.gather(tf.reshape(tf.convert_to_tensor(t), [-1]), p)
+            for t, p in zip(tensors, self.slices(positions, offsets))
+        ]
+        return self._pad(parts, offsets)
+
+    def _pad(self, parts, offsets):
+        flat = tf.concat(parts + [tf.zeros([self.k - offsets[-1]], self.dtype)], 0)
+        return tf.ensure_shape(flat, (self.k,))
+
+    def gather_gradients(self, grads):
+        offsets = tf.convert_to_tensor(self.offsets)
+        positions = self.slices(tf.convert_to_tensor(self.positions), offsets)
+        parts = []
+        for g, v, p in zip(grads, self.variables, positions):
+            if g is None:
+                parts.append(tf.zeros(tf.shape(p), self.dtype))
+            elif isinstance(g, tf.IndexedSlices):
+                parts.append(_gather_indexed_slices(g, v.shape, p))
+            else:
+                parts.append(tf.gather(tf.reshape(g, [-1]), p))
+        return self._pad(parts, offsets)
+
+    def scatter(self, values):
+        offsets = tf.convert_to_tensor(self.offsets)
+        positions = self.slices(tf.convert_to_tensor(self.positions), offsets)
+        for v, p, x in zip(self.variables, positions, self.slices(values, offsets)):
+            _tf_variable(v).scatter_nd_update(_unravel(p, v.shape), x)
+
+
+def _unravel(positions, shape):
+    """(n, rank) indices of flat row-major ``positions`` in ``shape`` (``tf.unravel_index`` refuses n = 0)."""
+    coords, rest = [], positions
+    for size in reversed(shape.as_list()[1:]):
+        coords.append(rest % size)
+        rest = rest // size
+    return tf.stack([rest] + coords[::-1], axis=1)
+
+
+def _tf_variable(v):
+    """The ``tf.Variable`` behind a Keras 3 variable (``.value``), or ``v`` itself."""
+    return v if isinstance(v, tf.Variable) else v.value
+
+
+def _gather_indexed_slices(g, shape, positions):
+    """Entries at flat ``positions`` of the dense equivalent of ``g`` (rows of a variable of ``shape``),
+    without building it: duplicate rows are summed in order of occurrence, as ``tf.convert_to_tensor``
+    (``unsorted_segment_sum``) sums them."""
+    row_size = int(shape[1:].num_elements()) if shape.rank > 1 else 1
+    rows, which = tf.unique(tf.cast(g.indices, tf.int64))
+    summed = tf.math.unsorted_segment_sum(tf.reshape(g.values, [-1, row_size]), which, tf.shape(rows)[0])
+    summed = tf.concat([tf.reshape(summed, [-1]), tf.zeros([1], summed.dtype)], 0)  # a 0 for "not found"
+    order = tf.argsort(rows)
+    sorted_rows = tf.concat([tf.gather(rows, order), [tf.int64.max]], 0)  # sentinel: never a row
+    positions = tf.cast(positions, tf.int64)
+    want_row = positions // row_size
+    at = tf.searchsorted(sorted_rows, want_row)
+    found = tf.gather(sorted_rows, at) == want_row
+    order = tf.cast(tf.concat([order, [0]], 0), tf.int64)
+    flat = tf.gather(order, at) * row_size + positions % row_size
+    return tf.gather(summed, tf.where(found, flat, tf.size(summed, tf.int64) - 1))
+
+
+class SelectedOnly:
+    """k-sized values, indices and (through ``SlotLink``) inner state; see the module docstring.
+
+    Usage: ``build(var_list, k, add_variable)``; build the inner optimizer on
+    ``buffers`` and hand its slots in with ``links``; ``select(masks, links)``
+    at each selection; ``apply(grads, inner_apply)`` each restricted step.
+    """
+
+    def __init__(self):
+        self.groups = []
+        self.variables = None
+
+    def build(self, var_list, k, add_variable: AddVariable, index_dtype=None):
+        """One group per dtype, in order of first appearance; each holds capacity ``k``."""
+        self.variables = list(var_list)
+        self.k = int(k)
+        self.num_parameters = sum(_num(v) for v in self.variables)
+        by_dtype = {}
+        for i, v in enumerate(self.variables):
+            by_dtype.setdefault(tf.as_dtype(v.dtype), []).append(i)
+        self.groups = [
+            _Group(dtype, members, [self.variables[i] for i in members], self.k, add_variable, index_dtype)
+            for dtype, members in by_dtype.items()
+        ]
+
+    @property
+    def buffers(self):
+        """The (k,) value variables, one per group: what the inner optimizer is built on."""
+        return [g.values for g in self.groups]
+
+    def select(self, masks, links=None):
+        """Take the entries where ``masks`` (bool, one per model variable) are True.
+
+        ``links``: per group, a list of ``SlotLink``; slots are carried over as the
+        module docstring says (from the full slots if ``full`` is given, else from
+        the previous selection's k-sized state)."""
+        links = links or [[] for _ in self.groups]
+        for group, group_links in zip(self.groups, links):
+            positions, offsets = group.new_indices([masks[i] for i in group.members])
+            old_keys = group.keys(tf.convert_to_tensor(group.positions), tf.convert_to_tensor(group.offsets))
+            new_keys = group.keys(positions, offsets)
+            at = tf.minimum(tf.searchsorted(old_keys, new_keys), self.k - 1)
+            kept = tf.logical_and(tf.gather(old_keys, at) == new_keys, new_keys != group.padding_key)
+            values = group.gather_full(group.variables, positions, offsets)
+            for link in group_links:
+                initial = values if link.initial is None else tf.constant(link.initial, link.small.dtype)
+                if link.full is not None:
+                    new = group.gather_full(link.full, positions, offsets)
+                    new = tf.where(tf.range(self.k) < offsets[-1], new, initial)
+                else:
+                    new = tf.where(kept, tf.gather(tf.convert_to_tensor(link.small), at), initial)
+                link.small.assign(new)
+            group.positions.assign(positions)
+            group.offsets.assign(offsets)
+            group.values.assign(values)
+
+    def gather_gradients(self, grads):
+        """(k,) gradient per group from ``grads`` (one per model variable; dense, IndexedSlices or None)."""
+        return [g.gather_gradients([grads[i] for i in g.members]) for g in self.groups]
+
+    def apply(self, grads, inner_apply):
+        """One restricted step: ``inner_apply(small_grads, buffers)`` updates the buffers in place."""
+        small = self.gather_gradients(grads)
+        for group in self.groups:
+            offsets = tf.convert_to_tensor(group.offsets)
+            group.values.assign(
+                group.gather_full(group.variables, tf.convert_to_tensor(group.positions), offsets)
+            )
+        inner_apply(small, self.buffers)
+        for group in self.groups:
+            group.scatter(tf.convert_to_tensor(group.values))
+
+    def selected_count(self):
+        """Entries held (int32 scalar), at most k per group."""
+        return tf.add_n([g.offsets[-1] for g in self.groups])
+
+    def state_bytes(self, extra_variables=()) -> int:
+        """Bytes of this state (values, positions, offsets) plus ``extra_variables`` (the inner
+        optimizer's k-sized slots and counters); divide by ``num_parameters`` for B/param."""
+        variables = [v for g in self.groups for v in (g.values, g.positions, g.offsets)] + list(extra_variables)
+        return sum(_num(v) * tf.as_dtype(v.dtype).size for v in variables)
