@@ -9,7 +9,7 @@ MLP 784-2048-2048-10 (5,824,522 parameters), Adam(1e-3), keep 1% and 10%
 * ``masked``: ``tf_selopt.SelectiveOptimizer(Adam)`` after its selection (today's
   restricted step: masked gradients; Adam without a restore);
 * ``selected_only``: Adam warmed up on the full model, then
-  ``tf_selopt.selected_only_keras.KerasSelectedOnly`` with the masked copy's
+  ``tf_selopt.keras.selected_only.KerasSelectedOnly`` with the masked copy's
   masks (gather the selected gradients, Adam on the (k,) buffer, scatter back);
 * the same three with ``jit_compile=True`` (``*_xla``; ratios to ``adam_xla``):
   TensorFlow's CPU kernel of ``ResourceScatterNdUpdate`` writes one entry at a
@@ -39,8 +39,8 @@ import tensorflow as tf
 
 import tf_selopt
 from benchmarks.common import timed, write_result
-from tf_selopt import models
-from tf_selopt.selected_only_keras import KerasSelectedOnly
+from tf_selopt.study import models
+from tf_selopt.keras.selected_only import KerasSelectedOnly
 
 VARIANTS = ("adam", "masked", "selected_only", "adam_xla", "masked_xla", "selected_only_xla")
 GOALS = {0.01: 0.9, 0.1: 1.0}  # keep -> selected_only / adam step time

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 import tf_selopt
-from tf_selopt.selected_only import SelectedOnly, index_dtype_for
-from tf_selopt.selected_only_keras import KerasSelectedOnly, supports_selected_only
+from tf_selopt.core.selected_only import SelectedOnly, index_dtype_for
+from tf_selopt.keras.selected_only import KerasSelectedOnly, supports_selected_only
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt_tests")

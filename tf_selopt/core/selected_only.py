@@ -1,7 +1,7 @@
 """Selected-only state and update: the restricted phase on the k selected entries only (issue 16).
 
 After a selection (granularity "parameter": bool masks with at most ``k`` True in
-total), the masked path (``tf_selopt.selective.Selective._restricted_update``)
+total), the masked path (``tf_selopt.core.selective.Selective._restricted_update``)
 still runs the inner optimizer on all N entries. ``SelectedOnly`` instead keeps,
 for each dtype of the model variables (a *group*), one flat buffer of the
 selected entries and runs the inner optimizer on that buffer only.
@@ -48,7 +48,7 @@ XLA's scatter is several times faster). ``apply`` compiles with
 uses ``tf.where`` (dynamic shapes): run it outside XLA.
 
 This module imports TensorFlow only; the Keras 3 adapter is
-``tf_selopt.selected_only_keras``.
+``tf_selopt.keras.selected_only``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Keras 3 adapter of ``tf_selopt.selected_only``: a Keras inner optimizer on the k selected entries.
+"""Keras 3 adapter of ``tf_selopt.core.selected_only``: a Keras inner optimizer on the k selected entries.
 
 ``KerasSelectedOnly(inner, var_list, k)`` builds ``SelectedOnly`` on the model
 variables and, per dtype group, a clone of ``inner`` (``from_config(get_config())``)
@@ -7,7 +7,7 @@ the selected entries over (the first time from ``inner``'s N-sized slots, then
 from the previous k-sized ones) and continues ``iterations``; ``apply(grads)``
 runs one restricted step. Only the elementwise optimizers of ``SLOT_ATTRIBUTES``
 qualify (``supports_selected_only``): there the selected entries' values equal
-the masked path's (``tf_selopt.selective``) bit for bit (``tests/test_selected_only.py``).
+the masked path's (``tf_selopt.core.selective``) bit for bit (``tests/test_selected_only.py``).
 
 Exactness (tested against ``tf_selopt.SelectiveOptimizer`` with the same inner
 optimizer and masks, eager): bit-identical for SGD (plain, momentum, Nesterov),
@@ -36,7 +36,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_selopt.selected_only import SelectedOnly, SlotLink
+from tf_selopt.core.selected_only import SelectedOnly, SlotLink
 
 __all__ = ["KerasSelectedOnly", "SLOT_ATTRIBUTES", "supports_selected_only"]
 
