@@ -28,7 +28,7 @@ from tf_selopt.core import selection
 from tf_selopt.core.checks import is_int
 from tf_selopt.core.plan import SelectionPlan
 
-__all__ = ["SelectionConfig", "FIELDS", "BASE_ARGUMENTS"]
+__all__ = ["SelectionConfig", "FIELDS", "BASE_ARGUMENTS", "BASE_DEFAULTS"]
 
 #: Base-optimizer arguments (Keras 3 and tf_keras) the front ends refuse: they belong on the inner optimizer.
 BASE_ARGUMENTS = (
@@ -43,6 +43,10 @@ BASE_ARGUMENTS = (
     "loss_scale_factor",
     "gradient_accumulation_steps",
 )
+
+#: The base arguments' defaults that are not None / False (Keras 3 and tf_keras alike): a config that carries
+#: them (as ``keras.optimizers.Optimizer(...).get_config()`` does) loads.
+BASE_DEFAULTS = {"ema_momentum": 0.99}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,7 @@ from typing import Callable
 import tensorflow as tf
 
 from tf_selopt.core import selection
-from tf_selopt.core.config import BASE_ARGUMENTS, SelectionConfig
+from tf_selopt.core.config import BASE_ARGUMENTS, BASE_DEFAULTS, SelectionConfig
 from tf_selopt.core.plan import PHASES
 
 __all__ = ["Selective", "BASE_ARGUMENTS", "refuse_base_arguments"]
@@ -50,9 +50,11 @@ AddSlot = Callable[[tf.Variable, str], tf.Variable]
 
 
 def refuse_base_arguments(kwargs: dict) -> None:
-    """Raise for any set base-optimizer argument or unknown keyword in a front end's ``**kwargs``."""
+    """Raise for any base-optimizer argument set to other than its default, or unknown keyword, in a front end's
+    ``**kwargs``."""
     for arg in BASE_ARGUMENTS:
-        if kwargs.pop(arg, None) not in (None, False):  # (0 == False: an explicit 0 is "unset")
+        value = kwargs.pop(arg, None)
+        if value not in (None, False) and value != BASE_DEFAULTS.get(arg):  # (0 == False: an explicit 0 is "unset")
             raise ValueError(f"SelectiveOptimizer does not take `{arg}`: set it on the inner optimizer.")
     if kwargs:
         raise ValueError(f"SelectiveOptimizer got unknown arguments: {sorted(kwargs)}.")
@@ -77,6 +79,7 @@ class Selective:
         self.window = config.window_steps
         self.variables = None
         self.motion_slots = None
+        self.averages = None  # the inner optimizer's EMA of each variable (``set_averages``)
         self.frozen_stay_put = lambda: False
 
     # ----------------------------------------------------------------- build
@@ -143,6 +146,16 @@ class Selective:
             )
 
         self.frozen_stay_put = holds
+
+    def set_averages(self, averages):
+        """The inner optimizer's moving averages (``use_ema``), one per variable in build order (None: none).
+
+        A frozen entry's average is kept equal to its value (set at each restore):
+        the inner optimizer's EMA reads it after weight decay moved it, and
+        ``finalize_variable_values`` (end of ``fit``) writes the averages into the
+        model, so frozen entries stay bit-identical through both.
+        """
+        self.averages = None if averages is None else list(averages)
 
     def _skips_restore(self):
         """Whether frozen entries stay in place without a restore (read at trace time)."""
@@ -238,7 +251,7 @@ class Selective:
     def _accumulate(self, grads, variables, indices):
         count = self.window_count + 1.0
         for g, v, i in zip(grads, variables, indices):
-            g = tf.convert_to_tensor(g)  # IndexedSlices (Embedding) -> dense
+            g = tf.cast(tf.convert_to_tensor(g), v.dtype)  # IndexedSlices -> dense; cast as Keras' update steps do
             state = self.criterion_state[i]
             current = {slot: tf.convert_to_tensor(state[slot]) for slot in self.criterion.slots}
             new = self.criterion.update(current, g, tf.convert_to_tensor(v), count)
@@ -277,5 +290,18 @@ class Selective:
             return
         before = [tf.identity(v) for v in variables]
         inner_apply(masked, variables)
-        for v, m, old in zip(variables, masks, before):
+        for v, i, m, old in zip(variables, indices, masks, before):
             v.assign(tf.where(m, tf.convert_to_tensor(v), old))
+            average = None if self.averages is None else self.averages[i]
+            if average is not None:  # a frozen entry's average is its value (``set_averages``)
+                average.assign(tf.where(m, tf.convert_to_tensor(average), old))
+
+    def keep_frozen(self, finalize):
+        """Run ``finalize()`` (the inner ``finalize_variable_values``) and put frozen entries back (eager)."""
+        if self.variables is None:
+            return finalize()
+        before = [tf.identity(v) for v in self.variables]
+        finalize()
+        for i, (v, old) in enumerate(zip(self.variables, before)):
+            v.assign(tf.where(self.trains(i), tf.convert_to_tensor(v), old))
+

@@ -44,6 +44,14 @@ MOTION_SLOT_ATTRIBUTES = {
 }
 
 
+def _moving_averages(inner, variables):
+    """``inner``'s EMA variable of each of ``variables`` (None without ``use_ema``; Keras 3.15's private
+    ``_model_variables_moving_average``, indexed like the inner's variables)."""
+    if not inner.use_ema:
+        return None
+    return [inner._model_variables_moving_average[inner._get_variable_index(v)] for v in variables]
+
+
 def _bare_pruning_mask(constraint) -> bool:
     """A pruning mask with no other constraint inside: it never moves an unpruned entry."""
     return isinstance(constraint, pruning.PruningMask) and constraint.inner is None
@@ -97,6 +105,18 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
     ``MOTION_SLOT_ATTRIBUTES`` without weight decay, EMA or a constraint other
     than a pruning mask: frozen entries then stay in place because their
     momentum is zeroed at selection, and no restore follows each update).
+
+    Keras' contract (README, "What SelectiveOptimizer forwards"): ``learning_rate``,
+    ``iterations``, ``loss_scale_factor``, ``exclude_from_weight_decay`` and
+    ``finalize_variable_values`` go to the inner optimizer; ``get_weights`` /
+    ``set_weights`` cover its state too; None gradients are handled as Keras
+    does; ``overwrite_with_gradient`` variables (float8) are overwritten and are
+    no parameters. With the inner optimizer's ``use_ema``, a frozen entry's
+    moving average is kept equal to its value and ``finalize_variable_values``
+    leaves frozen entries alone: they stay bit-identical through ``fit``.
+    Clipping (the inner's ``clipnorm`` / ``global_clipnorm`` / ``clipvalue``)
+    clips the gradient the inner optimizer applies: after a selection the
+    masked one, as if frozen entries were constants.
 
     Pruning (``tf_selopt.keras.pruning``): entries held at zero by a pruning mask rank
     below all others at selection and never train; if fewer than ``k`` entries
@@ -160,24 +180,63 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
 
     def build(self, var_list):
         """Create the state in ``Selective.build``'s order (the checkpoint layout),
-        after ``iterations`` and ``learning_rate``, then the inner optimizer's."""
+        after ``iterations`` and ``learning_rate``, then the inner optimizer's.
+
+        Variables Keras overwrites with their gradient (``overwrite_with_gradient``:
+        float8 scales and amax histories after ``model.quantize("float8")``) are
+        no parameters: they are left out of the selection (N, ``k``, masks,
+        ``num_parameters``) and overwritten as Keras does."""
         if self.built:
             return
+        var_list = list(var_list)
+        parameters = [v for v in var_list if not self._overwrite_variable_with_gradient(v)]
         self._selective.build(
-            var_list,
+            parameters,
             add_variable=lambda shape, dtype, init, name: self.add_variable(shape, init, dtype.name, name=name),
             add_slot=lambda v, name: self.add_variable_from_reference(v, name=name),
             pruned_mask_of=pruning.pruning_mask,
         )
+        self._parameter_index = {self._var_key(v): i for i, v in enumerate(parameters)}
         self.inner_optimizer.build(var_list)
         self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES, _bare_pruning_mask)
+        self._selective.set_averages(_moving_averages(self.inner_optimizer, parameters))
         super().build(var_list)
 
     @property
     def variables(self):
         return self._variables + self.inner_optimizer.variables
 
+    def get_weights(self):
+        """The values of ``variables`` (own state, then the inner optimizer's), as numpy arrays."""
+        return [v.numpy() for v in self.variables]
+
+    def set_weights(self, weights):
+        """Set ``variables`` (own state, then the inner optimizer's) from ``get_weights``' list."""
+        if not self.built:
+            raise ValueError("Call `optimizer.build(trainable_variables)` before `set_weights`.")
+        weights = list(weights)
+        if len(weights) != len(self.variables):
+            raise ValueError(
+                f"`weights` must hold {len(self.variables)} arrays (optimizer.variables); received {len(weights)}."
+            )
+        for variable, weight in zip(self.variables, weights):
+            if tuple(variable.shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"`weights`: optimizer variable {variable.path} has shape {tuple(variable.shape)}, "
+                    f"received {tuple(weight.shape)}."
+                )
+        for variable, weight in zip(self.variables, weights):
+            variable.assign(weight)
+
+    def apply_gradients(self, grads_and_vars):
+        grads, trainable_variables = zip(*grads_and_vars)
+        return self.apply(grads, trainable_variables)
+
     def apply(self, grads, trainable_variables=None):
+        """Apply one step as Keras does (a None gradient is filtered with a warning, all None raise); returns
+        ``iterations`` (the inner optimizer's)."""
+        if len(grads) == 0:  # a no-op, as in Keras
+            return self.iterations
         if trainable_variables is None:
             if not self.built:
                 raise ValueError("Call `optimizer.build(trainable_variables)` before `apply` without variables.")
@@ -188,14 +247,17 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
                 self.build(trainable_variables)
             self.built = True
         self._check_variables_are_known(trainable_variables)
-        pairs = [(g, v) for g, v in zip(grads, trainable_variables) if g is not None]
-        grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
-        indices = [self._get_variable_index(v) for v in variables]
-        if tf.distribute.has_strategy():
+        grads, variables = self._filter_empty_gradients(grads, trainable_variables)
+        grads, variables = self._overwrite_variables_directly_with_gradients(grads, variables)
+        indices = [self._parameter_index[self._var_key(v)] for v in variables]
+        if not variables:  # only overwritten variables (float8 scales): the inner step counts as Keras' does
+            self.inner_optimizer.iterations.assign_add(1)
+        elif tf.distribute.has_strategy():
             self._apply_distributed(grads, variables, indices)
         else:
             inner = self.inner_optimizer
             self._selective.apply(grads, variables, indices, inner.iterations, inner.apply, self.phase)
+        return self.iterations
 
     def _apply_distributed(self, grads, variables, indices):
         """``Selective.apply`` under a ``tf.distribute`` strategy, called per replica.
@@ -253,11 +315,30 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
     def iterations(self):
         return self.inner_optimizer.iterations
 
+    @property
+    def loss_scale_factor(self):
+        inner = getattr(self, "inner_optimizer", None)
+        return None if inner is None else inner.loss_scale_factor
+
+    @loss_scale_factor.setter
+    def loss_scale_factor(self, factor):
+        # Keras' LossScaleOptimizer turns its inner optimizer's scaling off with `loss_scale_factor = None`:
+        # it must reach the optimizer that unscales. (The base constructor sets None before `inner_optimizer`.)
+        inner = getattr(self, "inner_optimizer", None)
+        if inner is not None:
+            inner.loss_scale_factor = factor
+
     def scale_loss(self, loss):
         return self.inner_optimizer.scale_loss(loss)
 
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Forwarded to the inner optimizer (which applies the weight decay); call before ``build``."""
+        self.inner_optimizer.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
+
     def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(var_list)
+        """The inner optimizer's (with ``use_ema``: the model takes the moving averages), frozen entries
+        excepted: they keep their values bit for bit (``Selective.set_averages``)."""
+        self._selective.keep_frozen(lambda: self.inner_optimizer.finalize_variable_values(var_list))
 
     # --------------------------------------------------------- serialization
     def get_config(self):

@@ -26,6 +26,7 @@ import types
 
 import tensorflow as tf
 import tf_keras
+from tf_keras.src.optimizers import utils as tf_keras_optimizer_utils  # filter_empty_gradients, as tf_keras' own
 
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core.config import SelectionConfig
@@ -50,6 +51,14 @@ MOTION_SLOT_ATTRIBUTES = {
     tf_keras.optimizers.Adagrad: (),
     tf_keras.optimizers.Adadelta: (),
 }
+
+
+def _moving_averages(inner, variables):
+    """``inner``'s EMA variable of each of ``variables`` (None without ``use_ema``; tf_keras 2.21's private
+    ``_model_variables_moving_average``, indexed by its ``_index_dict``)."""
+    if not inner.use_ema:
+        return None
+    return [inner._model_variables_moving_average[inner._index_dict[inner._var_key(v)]] for v in variables]
 
 
 @tf_keras.saving.register_keras_serializable(package="tf_selopt")
@@ -112,6 +121,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         super().build(var_list)
         self.inner_optimizer.build(var_list)
         self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES)
+        self._selective.set_averages(_moving_averages(self.inner_optimizer, var_list))
         self._built = True
 
     def watch_pruning_masks(self, masks: dict):
@@ -142,9 +152,10 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
 
     def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs):
         """Apply one step; returns the step counter (the inner's ``iterations``)."""
-        pairs = [(g, v) for g, v in grads_and_vars if g is not None]
+        pairs = list(grads_and_vars)
         if not pairs:
             return self.iterations
+        pairs = tf_keras_optimizer_utils.filter_empty_gradients(pairs)  # warns for None, raises if all are None
         if tf.distribute.has_strategy():
             raise NotImplementedError(
                 "The tf_keras SelectiveOptimizer does not support tf.distribute strategies; "
@@ -181,8 +192,35 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
     def learning_rate(self, learning_rate):
         self.inner_optimizer.learning_rate = learning_rate
 
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Forwarded to the inner optimizer (which applies the weight decay); call before ``build``."""
+        self.inner_optimizer.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
+
+    def get_weights(self):
+        """The values of ``variables`` (own state, then the inner optimizer's), as numpy arrays."""
+        return [v.numpy() for v in self.variables]
+
+    def set_weights(self, weights):
+        """Set ``variables`` (own state, then the inner optimizer's) from ``get_weights``' list."""
+        weights = list(weights)
+        if not getattr(self, "_built", False) or len(weights) != len(self.variables):
+            raise ValueError(
+                f"`weights` must hold one array per optimizer variable ({len(self.variables)}, after `build`); "
+                f"received {len(weights)}."
+            )
+        for variable, weight in zip(self.variables, weights):
+            if tuple(variable.shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"`weights`: optimizer variable {variable.name} has shape {tuple(variable.shape)}, "
+                    f"received {tuple(weight.shape)}."
+                )
+        for variable, weight in zip(self.variables, weights):
+            variable.assign(weight)
+
     def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(var_list)
+        """The inner optimizer's (with ``use_ema``: the model takes the moving averages), frozen entries
+        excepted: they keep their values bit for bit (``Selective.set_averages``)."""
+        self._selective.keep_frozen(lambda: self.inner_optimizer.finalize_variable_values(var_list))
 
     # --------------------------------------------------------- serialization
     def get_config(self):
