@@ -62,7 +62,7 @@ def breakdown(alpha: float, size: int, seed: int) -> dict:
     variables = model.trainable_variables
     optimizer = model.optimizer
     optimizer.build(variables)
-    selective = optimizer._selective  # the shared core (tf_selopt.selective.Selective)
+    selective = optimizer._selective  # the shared core (tf_selopt.core.selective.Selective)
     grads = [tf.ones_like(v) * 1e-3 for v in variables]
     indices = list(range(len(variables)))
     inner = optimizer.inner_optimizer

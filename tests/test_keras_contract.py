@@ -28,8 +28,10 @@ Every supported inner optimizer runs through the wrapper in two variants:
       ``||w|| / ||update||``) sees the frozen entries where they are, the plain run sees them where
       its momentum moved them; only the frozen half of the contract is asserted for it.
 
-Cases that fail because of the known defects of issue 14 are marked
-``xfail(strict=True, reason="issue 14 defect: ...")``: flip them when the fixes are merged.
+The defects this suite found first (issue 14: EMA moving frozen entries, the loss scale applied twice,
+silent None gradients, float8 ``overwrite_with_gradient`` variables counted, float64 variables, the
+inner state missing from ``set_weights``, ``exclude_from_weight_decay`` not forwarded, ``apply``'s
+return value, configs with Keras' base defaults) are fixed; their cases are ordinary tests here.
 
 Both update paths of the wrapper are exercised: without weight decay, EMA or ``centered``, SGD, Adam,
 Adamax, Nadam, Lion, RMSprop, Adagrad and Adadelta leave frozen entries in place by themselves (their
@@ -60,9 +62,6 @@ O = keras.optimizers  # noqa: E741
 #: ``warmup_steps`` that is never reached in these tests: variant (a).
 NEVER = 10**6
 
-
-def issue14(what):
-    return pytest.mark.xfail(strict=True, reason=f"issue 14 defect: {what}")
 
 
 def wrap(inner, **kwargs):
@@ -269,19 +268,11 @@ def expected_mask(values, k):
     return mask
 
 
-# issue 14 defect 1: where EMA is on and frozen entries move inside the inner update (momentum, weight
-# decay) or the EMA is written back into the variables (overwrite, finalize), frozen entries move.
-EMA_DEFECT = issue14("EMA moves frozen entries (moving average read before the restore; overwrite/finalize)")
-
-
 def after_selection_params():
     params = []
     for name in sorted(CASES):
         for variant in VARIANTS:
-            marks = []
-            if variant == "ema_overwrite":
-                marks = [EMA_DEFECT]
-            params.append(pytest.param(name, variant, marks=marks, id=f"{name}-{variant}"))
+            params.append(pytest.param(name, variant, id=f"{name}-{variant}"))
     return params
 
 
@@ -349,7 +340,6 @@ def test_apply_without_variables_equals_apply_gradients():
     assert int(opt1.iterations) == 3 and int(opt1.selected_count) == 2
 
 
-@issue14("apply_gradients returns the wrapper's own unused counter (0), not `iterations`")
 def test_apply_gradients_returns_iterations():
     v = keras.Variable([1.0, 2.0])
     opt = wrap(O.SGD(0.1))
@@ -358,14 +348,12 @@ def test_apply_gradients_returns_iterations():
 
 
 # Adapts optimizer_test.py::test_empty_gradients.
-@issue14("an all-None gradient list does not raise 'No gradients provided for any variable.'")
 def test_empty_gradients_raise():
     v = keras.Variable([[3.0, 4.0], [5.0, 6.0]])
     with pytest.raises(ValueError, match="No gradients provided for any variable"):
         wrap(O.SGD(1.0)).apply_gradients([(None, v)])
 
 
-@issue14("a None gradient is dropped without Keras' warning")
 def test_none_gradient_warns_and_is_filtered():
     v = keras.Variable([[3.0, 4.0], [5.0, 6.0]])
     v2 = keras.Variable([[3.0, 4.0], [5.0, 6.0]])
@@ -467,7 +455,6 @@ def test_ema_with_model_fit():
     np.testing.assert_allclose(model.trainable_variables[0].numpy(), [[0.891, 0.891]], atol=1e-5)
 
 
-@EMA_DEFECT
 def test_ema_fit_keeps_frozen_entries():
     """issue 14 defect 1 as a user meets it: AdamW + EMA, fit, finalize at the end of fit."""
     keras.utils.set_random_seed(0)
@@ -490,7 +477,6 @@ def test_set_weights_before_build_raises():
         wrap(O.Adam()).set_weights([])
 
 
-@issue14("set_weights assigns only the wrapper's own variables, not the inner optimizer's state")
 def test_set_weights():
     x = keras.Variable([[1.0, 2.0], [3.0, 4.0]])
     opt1 = wrap(O.Adam(), warmup_steps=1, keep=2)
@@ -518,7 +504,7 @@ def test_gradient_accumulation_refused():
     [
         pytest.param(NEVER, id="before"),
         pytest.param(
-            0, id="after", marks=issue14("overwrite_with_gradient variables are counted in N and masked/frozen")
+            0, id="after"
         ),
     ],
 )
@@ -541,7 +527,7 @@ def test_overwrite_with_gradient(warmup_steps):
     "warmup_steps",
     [
         pytest.param(NEVER, id="before"),
-        pytest.param(1, id="after", marks=issue14("float64 variable with a float32 gradient crashes in the criterion")),
+        pytest.param(1, id="after"),
     ],
 )
 def test_float64_variable_float32_gradient(warmup_steps):
@@ -562,7 +548,7 @@ def test_float64_variable_float32_gradient(warmup_steps):
     "how",
     [
         pytest.param("inner", id="on_inner"),
-        pytest.param("wrapper", id="on_wrapper", marks=issue14("exclude_from_weight_decay on the wrapper is ignored")),
+        pytest.param("wrapper", id="on_wrapper"),
     ],
 )
 @pytest.mark.parametrize("cls", [O.SGD, O.Adam, O.AdamW, O.Lion], ids=lambda c: c.__name__)
@@ -596,7 +582,6 @@ def test_config_round_trip(name):
 
 
 # Adapts loss_scale_optimizer_test.py::test_deserialization_backwards_compatibility.
-@issue14("a config carrying Keras' base-optimizer defaults (ema_momentum=0.99, ...) is refused")
 def test_config_with_base_defaults_loads():
     config = wrap(O.SGD(0.5)).get_config()
     config.update(
@@ -739,7 +724,6 @@ def test_lso_finite_step(with_vars):
 
 
 # Adapts loss_scale_optimizer_test.py::test_finite_step_with_inner_loss_scale.
-@issue14("loss scale applied twice: LossScaleOptimizer sets loss_scale_factor=None on the wrapper, not on its inner")
 def test_lso_finite_step_with_inner_loss_scale():
     opt = lso(wrap(O.SGD(learning_rate=0.5, loss_scale_factor=100)))
     v = keras.Variable([1.0, 2.0, 3.0, 4.0])
