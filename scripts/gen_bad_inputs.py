@@ -42,6 +42,10 @@ SECTIONS = {
         "test_bad_inputs.py::test_selective_optimizer_keep_at_build",
         "test_optimizer.py::test_keep_above_n_raises_at_build_and_creates_nothing",
         "test_tf_keras.py::test_keep_above_n_raises_at_build_and_creates_nothing",
+        "test_optimizer_contract_fixes.py::test_none_gradient_warns_and_all_none_raise_as_keras",
+        "test_optimizer_contract_fixes.py::test_none_gradient_tf_keras",
+        "test_optimizer_contract_fixes.py::test_get_and_set_weights_cover_the_inner_state",
+        "test_optimizer_contract_fixes.py::test_config_with_keras_base_defaults_loads",
     ],
     "SelectiveOptimizer (Keras 3)": [
         "test_mixed_precision.py::test_loss_scale_optimizer_inside_is_refused",
@@ -87,6 +91,8 @@ SECTIONS = {
     "export.export_tflite": [
         "test_export.py::test_tflite_bad_arguments_write_nothing",
         "test_export.py::test_tflite_refuses_existing_file",
+        "test_export.py::test_tflite_refuses_bad_batch_size_before_writing",
+        "test_export.py::test_default_sample_inputs_refuses_unknown_distribution",
         "test_bad_inputs.py::test_export_tflite",
     ],
     "tfmot_bridge.prune_low_magnitude_global / global_magnitude_plan": [
