@@ -45,8 +45,8 @@ import tensorflow as tf
 
 import tf_selopt
 from benchmarks.common import timed, write_result
-from tf_selopt.study import models
 from tf_selopt.keras import traces
+from tf_selopt.study import models
 
 PHASES = ("warmup", "window", "masked")
 GOALS = {"warmup": 1.05, "window": 1.15, "masked": 1.05}

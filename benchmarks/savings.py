@@ -39,8 +39,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import tf_selopt  # noqa: E402
-from tf_selopt.study import data, models  # noqa: E402
 from tf_selopt.keras.freezing import DropFrozenVariables  # noqa: E402
+from tf_selopt.study import data, models  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 BATCH = {"cnn": 64, "mlp": 128}

@@ -39,8 +39,8 @@ import tensorflow as tf
 
 import tf_selopt
 from benchmarks.common import timed, write_result
-from tf_selopt.study import models
 from tf_selopt.keras.selected_only import KerasSelectedOnly
+from tf_selopt.study import models
 
 VARIANTS = ("adam", "masked", "selected_only", "adam_xla", "masked_xla", "selected_only_xla")
 GOALS = {0.01: 0.9, 0.1: 1.0}  # keep -> selected_only / adam step time

@@ -119,7 +119,9 @@ def main(argv=None):
         "jit_compile": bool(model.jit_compile),
         "first_fit_s": times,
         "median_first_fit_s": {k: statistics.median(v) for k, v in times.items()},
-        "ratio_selective_over_plain": round(statistics.median(times["selective"]) / statistics.median(times["plain"]), 2),
+        "ratio_selective_over_plain": round(
+            statistics.median(times["selective"]) / statistics.median(times["plain"]), 2
+        ),
     }
     if not args.no_load:
         result["first_fit_after_load_model_s"] = loaded

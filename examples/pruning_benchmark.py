@@ -47,8 +47,10 @@ import keras  # noqa: E402  (Keras 3)
 import tf_keras  # noqa: E402
 from tensorflow_model_optimization.python.core.keras.compat import keras as tfk  # noqa: E402  (what tfmot uses)
 
-from tf_selopt.study import data  # noqa: E402
-from tf_selopt.study import runs  # noqa: E402  (the training code, shared with `selopt study`)
+from tf_selopt.study import (
+    data,  # noqa: E402
+    runs,  # noqa: E402  (the training code, shared with `selopt study`)
+)
 
 assert keras.__version__.startswith("3."), keras.__version__
 assert tfk.Model is tf_keras.Model, tfk  # tfmot's models are tf_keras (Keras 2) models

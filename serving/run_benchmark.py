@@ -23,9 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from tf_selopt.study import data, models  # noqa: E402
-
 from tf_selopt.deploy import benchmark as serving
+from tf_selopt.study import data, models  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -11,10 +11,10 @@ from conftest import make_model
 
 import tf_selopt
 from tf_selopt.core import criteria, selection
-from tf_selopt.deploy import export
-from tf_selopt.keras.pruning import GradualPruning, mask_zeros, pruning_mask
 from tf_selopt.core.schedules import ConstantSparsity
 from tf_selopt.core.selective import BASE_ARGUMENTS
+from tf_selopt.deploy import export
+from tf_selopt.keras.pruning import GradualPruning, mask_zeros, pruning_mask
 from tf_selopt.keras2 import SelectiveOptimizer as TfKerasSelectiveOptimizer
 
 DEFAULTS = dict(keep=0.2, warmup_steps=4, window=3, seed=0)

@@ -7,9 +7,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 import tf_selopt
+from tf_selopt.core.schedules import ConstantSparsity
 from tf_selopt.keras.callbacks import QUANTILES, SelectionMonitor
 from tf_selopt.keras.pruning import GradualPruning, pruning_mask
-from tf_selopt.core.schedules import ConstantSparsity
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -91,8 +91,8 @@ def _fit(model, optimizer, x, y, pruning, snapshot, per_phase=False):
     import keras
 
     import tf_selopt
-    from tf_selopt.keras import pruning as pruning_lib
     from tf_selopt.core.schedules import ConstantSparsity
+    from tf_selopt.keras import pruning as pruning_lib
 
     class Snapshot(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):

@@ -8,8 +8,8 @@ import tf_keras
 from conftest import make_data, make_model
 
 import tf_selopt
-from tf_selopt.keras.freezing import DropFrozenVariables
 from tf_selopt.core.selection import group_size, select
+from tf_selopt.keras.freezing import DropFrozenVariables
 from tf_selopt.keras2 import SelectiveOptimizer as TfKerasSelectiveOptimizer
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

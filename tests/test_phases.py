@@ -53,7 +53,7 @@ def test_bit_identical_to_the_general_step(inner, steps_per_execution, reselect_
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=getattr(a, "path", ""))
     assert phases.phase is None and opt_b.phase is None  # the general step is back after fit
     assert phases.switches >= (4 if steps_per_execution == 1 else 2)  # at least into and out of "restricted"
-    assert phases.rebuilds == (2 if steps_per_execution == 1 else 1)  # warm-up (one step of it with 3 per call), restricted
+    assert phases.rebuilds == (2 if steps_per_execution == 1 else 1)  # warm-up (1 step with 3 per call), restricted
 
 
 def test_phases_switch_where_expected():
@@ -61,7 +61,8 @@ def test_phases_switch_where_expected():
     # windows: 4..6 (selection 6), 11..13 (13), 18..20 (20)
     expected = {
         (0, 0): "warmup", (0, 3): "warmup", (3, 3): "warmup", (3, 4): None, (4, 4): None, (6, 6): None,
-        (5, 7): None, (7, 7): "restricted", (7, 10): "restricted", (10, 11): None, (14, 17): "restricted", (17, 18): None,
+        (5, 7): None, (7, 7): "restricted", (7, 10): "restricted", (10, 11): None, (14, 17): "restricted",
+        (17, 18): None,
     }
     for (first, last), phase in expected.items():
         assert plan.ordinary_phase(first, last) == phase, (first, last)

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tf_selopt
-from tf_selopt.deploy import export
 from tf_selopt.core import schedules, selection
+from tf_selopt.deploy import export
 from tf_selopt.keras.pruning import mask_zeros, prunable_variables, prune, pruning_mask
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

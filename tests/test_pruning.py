@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tf_selopt.core import criteria
-
+from tf_selopt.core.schedules import ConstantSparsity, PolynomialDecay
 from tf_selopt.keras import pruning
 from tf_selopt.keras.pruning import (
     GradualPruning,
@@ -24,7 +24,6 @@ from tf_selopt.keras.pruning import (
     pruning_mask,
     strip_pruning,
 )
-from tf_selopt.core.schedules import ConstantSparsity, PolynomialDecay
 
 SPARSITIES = [0.0, 0.1, 0.3, 0.5, 0.77, 0.95]
 

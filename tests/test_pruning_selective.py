@@ -6,8 +6,8 @@ import pytest
 from conftest import make_data, make_model
 
 import tf_selopt
-from tf_selopt.keras.pruning import GradualPruning, prunable_variables, prune, pruning_mask
 from tf_selopt.core.schedules import ConstantSparsity, PolynomialDecay
+from tf_selopt.keras.pruning import GradualPruning, prunable_variables, prune, pruning_mask
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

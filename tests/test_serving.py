@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 
 import tf_selopt
-from tf_selopt.study import data
-from tf_selopt.deploy import export, benchmark as serving
+from tf_selopt.deploy import benchmark as serving
+from tf_selopt.deploy import export
 from tf_selopt.deploy.benchmark import deployment_benchmark
+from tf_selopt.study import data
 
 FIELDS = {
     "model", "source", "target_sparsity", "prunable", "prunable_zeros", "sparsity", "artifact", "format", "path",

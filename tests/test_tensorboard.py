@@ -10,10 +10,10 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 import tf_selopt
-from tf_selopt.study import models
+from tf_selopt.core.schedules import ConstantSparsity
 from tf_selopt.keras.callbacks import SelectionMonitor
 from tf_selopt.keras.pruning import GradualPruning
-from tf_selopt.core.schedules import ConstantSparsity
+from tf_selopt.study import models
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 #: mlp((8,)) on 8 inputs, 2 classes: 8*8 + 8 + 8*2 + 2 = 90 parameters, so keep=9 freezes exactly 0.9.
@@ -113,8 +113,7 @@ def test_pruning_event_is_an_exact_step(tmp_path):
 )
 def test_study_runs_log_loss_and_accuracy_too(tmp_path, kind, method):
     """Selection and our pruning runs log Keras' epoch_loss/epoch_accuracy like the full and tfmot runs."""
-    from tf_selopt.study import data
-    from tf_selopt.study import config, runs
+    from tf_selopt.study import config, data, runs
 
     spec = runs.RunSpec(kind, "digits", "lenet_300_100", method, 0.9, 0)
     training = config.Training(epochs=2, batch_size=256)

@@ -222,8 +222,8 @@ def bench(out, models, sparsities, paths, data, artifacts, runs, warmup, threads
           overwrite):
     """Deployment benchmark: size, gzip size, TFLite and SavedModel latency, accuracy -> OUT/deployment.{json,md}."""
     _import_tensorflow()
-    from tf_selopt.study import data as data_lib
     from tf_selopt.deploy import benchmark as serving
+    from tf_selopt.study import data as data_lib
 
     splits = data_lib.load(data)
     try:

@@ -113,7 +113,8 @@ class SelectiveReadouts:
 
     @property
     def frozen_variables(self):
-        """The model variables with no entry that trains (all frozen or pruned), in build order ([] before ``build``)."""
+        """The model variables with no entry that trains (all frozen or pruned), in build order ([] before
+        ``build``)."""
         if self._selective.variables is None:
             return []
         return [self._selective.variables[i] for i in self._selective.frozen_indices()]

@@ -70,10 +70,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_selopt.deploy import export
-
-from tf_selopt.keras import pruning
 from tf_selopt.core.checks import is_int
+from tf_selopt.deploy import export
+from tf_selopt.keras import pruning
 
 __all__ = [
     "deployment_benchmark",

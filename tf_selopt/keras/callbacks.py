@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_selopt.core.checks import is_int
-from tf_selopt.keras.pruning import pruning_mask
 from tf_selopt.core.frontend import SelectiveReadouts
+from tf_selopt.keras.pruning import pruning_mask
 
 __all__ = ["SelectionMonitor", "QUANTILES"]
 

@@ -19,10 +19,10 @@ import keras
 import tensorflow as tf
 
 from tf_selopt.core import criteria as criteria_lib
-from tf_selopt.keras import pruning
 from tf_selopt.core.config import SelectionConfig
 from tf_selopt.core.frontend import SelectiveReadouts
 from tf_selopt.core.selective import Selective, refuse_base_arguments
+from tf_selopt.keras import pruning
 
 __all__ = ["SelectiveOptimizer"]
 
@@ -172,7 +172,9 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
             )
         refuse_base_arguments(kwargs)
         selective = Selective(
-            SelectionConfig(criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity)
+            SelectionConfig(
+                criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity
+            )
         )
         super().__init__(learning_rate=0.0, name=name)
         self._selective = selective

@@ -97,7 +97,9 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         kwargs.pop("jit_compile", None)
         refuse_base_arguments(kwargs)
         selective = Selective(
-            SelectionConfig(criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity)
+            SelectionConfig(
+                criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity
+            )
         )
         super().__init__(name=name, jit_compile=False)
         self._selective = selective

@@ -22,9 +22,9 @@ import time
 import keras
 import numpy as np
 
+from tf_selopt.core import schedules
 from tf_selopt.study import data as data_lib
 from tf_selopt.study import models as models_lib
-from tf_selopt.core import schedules
 
 __all__ = ["RunSpec", "schedule_steps", "kernel_sparsity", "train_pruned_keras3", "train_pruned_tfmot", "run"]
 
