@@ -2,7 +2,8 @@
 #   make demo   set up .venv (pinned), install the project, run the main job (selopt demo: the short study)
 #   make test   set up .venv if needed, run the test suite (what .ci/run calls)
 # Also: make ruff (ruff check, in CI), make lint (ruff check + ruff format --check; not in CI until the tree
-# is formatted), make docs / docs-check (regenerate docs/bad_inputs.md / fail if stale), make smoke (install + quickstart on Python 3.13),
+# is formatted), make docs / docs-check (regenerate docs/bad_inputs.md / fail if stale), make docs-site (the mkdocs site
+# with the API reference, into site/; warnings are errors), make smoke (install + quickstart on Python 3.13),
 # make bazel-test (Bazel 4 from Debian: apt-get install bazel-bootstrap bazel-rules-java; see BUILD).
 PYTHON ?= python3.11
 SMOKE_PYTHON ?=
@@ -11,13 +12,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test test-fast ruff lint docs docs-check smoke bazel-test quality bench deployment clean
+.PHONY: setup demo test test-fast ruff lint docs docs-check docs-site smoke bazel-test quality bench deployment clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[all,test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[all,test,docs]'
 	touch $@
 
 demo: $(STAMP)
@@ -41,6 +42,9 @@ docs: $(STAMP)
 docs-check: $(STAMP)
 	$(BIN)/python scripts/gen_bad_inputs.py --check
 
+docs-site: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 smoke:
 	scripts/smoke_install.sh $(SMOKE_PYTHON)
 
@@ -60,4 +64,4 @@ quality: $(STAMP)
 	$(BIN)/python examples/quality.py --out results/quality.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
