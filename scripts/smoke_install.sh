@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 PIP=("$TMP/venv/bin/pip" install --quiet --disable-pip-version-check -c "$ROOT/requirements.lock")
 # build from a copy: a non-editable install leaves build/ and *.egg-info behind
 mkdir "$TMP/src"
-tar -C "$ROOT" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./runs --exclude='*.egg-info' -cf - . \
+tar -C "$ROOT" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./runs --exclude=./site --exclude='*.egg-info' -cf - . \
     | tar -C "$TMP/src" -xf -
 "${PIP[@]}" "$TMP/src"
 cd "$TMP"   # not the checkout: import the installed package
