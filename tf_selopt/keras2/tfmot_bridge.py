@@ -76,7 +76,6 @@ Examples:
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import typing
@@ -279,7 +278,7 @@ def _plan(found: dict, sparsity: float, where: str) -> dict:
             raise ValueError(f"{where}: weight {w.name!r} of layer {name!r} has NaN or infinite values.")
     sizes = [int(v.size) for v in values]
     total = sum(sizes)
-    n_pruned = min(total, int(math.floor(sparsity * total + 0.5)))
+    n_pruned = selection.count_of(sparsity, total)
     keep = total - n_pruned
     if keep < len(values):
         raise ValueError(
