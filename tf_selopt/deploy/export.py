@@ -86,7 +86,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_selopt.core.checks import is_int
-from tf_selopt.deploy import _files
+from tf_selopt.deploy import _compat, _files
 
 __all__ = [
     "export_saved_model",
@@ -513,10 +513,8 @@ def _flatbuffer_zeros(content: bytes) -> tuple[int, int, int, int]:
     """(zeros, values, sparse tensors, DENSIFY ops) over the float/int8 constant tensors of the file.
 
     Sparse tensors count at their dense size."""
-    from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
-    from tensorflow.lite.tools import flatbuffer_utils  # noqa: PLC0415
-
-    fb = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    schema = _compat.schema()
+    fb = _compat.read_model(content)
     types = {
         schema.TensorType.FLOAT32: np.float32,
         schema.TensorType.FLOAT16: np.float16,

@@ -78,6 +78,7 @@ import tensorflow as tf
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core import schedules, selection
 from tf_selopt.core.checks import fraction, is_int
+from tf_selopt.keras import _compat
 
 __all__ = [
     "SCOPES",
@@ -155,7 +156,7 @@ def _layer_prunables(layer, include_recurrent=False) -> list:
 def _prunables_by_layer(model, include_recurrent=False) -> dict:
     """Layer name -> its prunable variables, for the model and all nested layers."""
     by_layer = {}
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in _compat.flatten_layers(model):
         variables = _layer_prunables(layer, include_recurrent)
         if variables:
             by_layer.setdefault(layer.name, []).extend(variables)
@@ -212,7 +213,7 @@ def prunable_variables(model, layers=None, include_recurrent=False) -> list:
     if layers is None:
         wanted = [v for vs in by_layer.values() for v in vs]
     else:
-        all_names = {layer.name for layer in model._flatten_layers(include_self=True, recursive=True)}
+        all_names = {layer.name for layer in _compat.flatten_layers(model)}
         wanted = []
         for name in layers:
             if name not in by_layer:
@@ -281,7 +282,8 @@ def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int, min
             masks = selection.select(scores, keep, "global")
     else:
         masks = [
-            selection.top_k_mask(s, max(n - selection.count_of(sparsity, n), min(min_kept, n))) for s, n in zip(scores, sizes)
+            selection.top_k_mask(s, max(n - selection.count_of(sparsity, n), min(min_kept, n)))
+            for s, n in zip(scores, sizes)
         ]
     masks = [tf.logical_and(m, k) for m, k in zip(masks, old)]
     emptied = [
