@@ -20,6 +20,26 @@ def check_overwrite(overwrite):
         raise ValueError(f"overwrite must be True or False, got {overwrite!r}")
 
 
+def check_directory(path, label, overwrite=None, occupied=None):
+    """Refuse a non-directory at ``path`` (where a directory goes) and, when ``overwrite`` is False, a
+    non-empty directory (``overwrite`` None: not checked). ``label`` starts the messages; ``occupied``
+    replaces the default "<label> <path> is not empty"."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{label} {path!r} exists and is not a directory")
+    if overwrite is False and os.path.isdir(path) and os.listdir(path):
+        refuse_existing(occupied or f"{label} {path!r} is not empty")
+
+
+def check_file(path, overwrite, occupied):
+    """Refuse an existing ``path`` unless ``overwrite``; ``occupied`` says what is in the way."""
+    if os.path.exists(path) and not overwrite:
+        refuse_existing(occupied)
+
+
+def refuse_existing(occupied):
+    raise ValueError(f"{occupied}: pass overwrite=True to replace it")
+
+
 def make_parents(directory) -> list:
     """Create ``directory`` and its missing parents; return those created (outermost first)."""
     created = []

@@ -135,11 +135,9 @@ def _check_out(out_dir, overwrite):
     if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
         raise ValueError(f"out_dir must be a directory path, got {out_dir!r}")
     out_dir = os.fspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"out_dir {out_dir!r} exists and is not a directory")
+    _files.check_directory(out_dir, "out_dir")
     for name in (JSON_NAME, MARKDOWN_NAME):
-        if os.path.exists(os.path.join(out_dir, name)) and not overwrite:
-            raise ValueError(f"out_dir already holds {name}: pass overwrite=True to replace it")
+        _files.check_file(os.path.join(out_dir, name), overwrite, f"out_dir already holds {name}")
     return out_dir
 
 
@@ -149,11 +147,7 @@ def _check_artifacts_dir(artifacts_dir, overwrite):
     if not isinstance(artifacts_dir, (str, os.PathLike)) or not os.fspath(artifacts_dir):
         raise ValueError(f"artifacts_dir must be None or a directory path, got {artifacts_dir!r}")
     artifacts_dir = os.fspath(artifacts_dir)
-    if os.path.exists(artifacts_dir):
-        if not os.path.isdir(artifacts_dir):
-            raise ValueError(f"artifacts_dir {artifacts_dir!r} exists and is not a directory")
-        if os.listdir(artifacts_dir) and not overwrite:
-            raise ValueError(f"artifacts_dir {artifacts_dir!r} is not empty: pass overwrite=True to replace it")
+    _files.check_directory(artifacts_dir, "artifacts_dir", overwrite)
     return artifacts_dir
 
 

@@ -365,14 +365,10 @@ def export_saved_model(
     if given is None and any(d is None for d in spec.shape[1:]):
         default_sample_inputs(spec)  # raises: sample_inputs is required
     base_dir = os.fspath(base_dir)
-    if os.path.exists(base_dir) and not os.path.isdir(base_dir):
-        raise ValueError(f"base_dir {base_dir!r} exists and is not a directory")
+    _files.check_directory(base_dir, "base_dir")
     parent = os.path.join(base_dir, model_name)
     target = os.path.join(parent, str(int(version)))
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise ValueError(f"version: {target!r} exists and is not a directory")
-    if os.path.isdir(target) and os.listdir(target) and not overwrite:
-        raise ValueError(f"version {version} exists and is not empty at {target!r}: pass overwrite=True to replace it")
+    _files.check_directory(target, "version:", overwrite, f"version {version} exists and is not empty at {target!r}")
 
     x, source, exercised = _check_inputs(model, spec, given, lambda want: atol)
     with _files.staging(target) as tmp:
@@ -615,8 +611,7 @@ def export_tflite(
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ValueError(f"path {path!r} is a directory")
-    if os.path.exists(path) and not overwrite:
-        raise ValueError(f"path {path!r} exists: pass overwrite=True to replace it")
+    _files.check_file(path, overwrite, f"path {path!r} exists")
     x, source, exercised = _check_inputs(model, spec, given, bound_for)
 
     with _files.staging(path) as tmp_dir:
