@@ -350,3 +350,41 @@ def test_no_internal_module_imported_outside_the_compat_modules():
                 names = [node.module]
             found += [f"{path.relative_to(PACKAGE)}: {n}" for n in names if n.startswith(INTERNAL_MODULES)]
     assert not found, f"internal modules imported outside the _compat modules: {found}"
+
+
+def _inherited_private(path, library) -> list:
+    """``self._name`` in a class deriving from a ``library`` optimizer / callback / layer / constraint, where an
+    instance of that base has ``_name``."""
+    optimizer = library.optimizers.SGD(momentum=0.9)
+    optimizer.build([tf.Variable(np.ones(2, "float32"))])  # built: its build-time attributes count too
+    bases = {
+        "optimizers": optimizer,
+        "callbacks": library.callbacks.Callback(),
+        "layers": library.layers.Layer(),
+        "constraints": library.constraints.NonNeg(),
+    }
+    found = []
+    for cls in [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ClassDef)]:
+        instances = [b for kind, b in bases.items() for base in cls.bases if f".{kind}." in ast.unparse(base)]
+        for node in ast.walk(cls):
+            if (
+                isinstance(node, ast.Attribute)
+                and getattr(node.value, "id", None) == "self"
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and any(hasattr(b, node.attr) for b in instances)
+            ):
+                found.append(f"{path.name}:{node.lineno} {cls.name}: self.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("layer", ["keras", "keras2"])
+def test_no_inherited_private_attribute_outside_the_compat_modules(layer):
+    """A subclass of a Keras / tf_keras class (optimizer, callback, layer, constraint) uses no private attribute
+    it inherits (``self._variables``, ``self._var_key``, ...): those go through the ``_compat`` module too."""
+    library = keras if layer == "keras" else tf_keras
+    found = []
+    for path in sorted((PACKAGE / layer).glob("*.py")):
+        if not path.name.startswith(("_compat", "_tfmot_compat")):
+            found += _inherited_private(path, library)
+    assert not found, f"inherited private API outside the _compat modules: {found}"
