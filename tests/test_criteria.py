@@ -191,6 +191,21 @@ def test_get_unknown_raises(identifier):
         criteria.get(identifier)
 
 
+def test_get_one_shot_is_the_pruning_resolution():
+    """One home for resolving a criterion: pruning asks ``get(..., one_shot=True)`` (no gradient window)."""
+    assert criteria.ONE_SHOT == ("magnitude", "random")
+    assert type(criteria.get("random", one_shot=True)) is criteria.Random
+    user = criteria.Magnitude()
+    assert criteria.get(user, one_shot=True) is user
+    for name in ("gradient_sum", "fisher", "preconditioned"):
+        with pytest.raises(ValueError, match="training window"):
+            criteria.get(name, one_shot=True)
+    with pytest.raises(ValueError, match="uses gradients"):
+        criteria.get(MaxAbs(), one_shot=True)
+    with pytest.raises(ValueError, match="Unknown `criterion`"):
+        criteria.get("nope", one_shot=True)
+
+
 def test_get_preconditioned_without_num_examples_raises():
     with pytest.raises(ValueError, match="num_examples"):
         criteria.get("preconditioned")

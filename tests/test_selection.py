@@ -1,5 +1,7 @@
 """Tests of tf_selopt.core.selection: exact-k masks, the tie rule, keys, counts."""
 
+import pathlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tf_selopt.core.selection import per_variable_counts, resolve_count, select, sortable_key, top_k_mask
+from tf_selopt.core import selection as selection_module
+from tf_selopt.core.selection import count_of, per_variable_counts, resolve_count, select, sortable_key, top_k_mask
 
 SCOPES = ("global", "per_variable")
 SHAPES = [(3,), (2, 4), (2, 2, 3), (1,), (5,)]
@@ -218,6 +221,25 @@ def test_per_variable_counts_rejects_k_out_of_range(k):
 def test_resolve_count_valid(keep, total, expected):
     got = resolve_count(keep, total)
     assert got == expected and type(got) is int
+
+
+@pytest.mark.parametrize(
+    "fraction, total, expected",
+    [(0.5, 9, 5), (0.25, 2, 1), (0.04, 10, 0), (0.0, 3, 0), (1.0, 7, 7), (0.75, 40, 30), (0.8, 5, 4)],
+)
+def test_count_of_rounds_half_up(fraction, total, expected):
+    """The one rounding rule: floor(s * N + 0.5), at most N; selection adds max(1, .) on top."""
+    got = count_of(fraction, total)
+    assert got == expected and type(got) is int
+
+
+def test_count_of_is_the_only_rounding_rule():
+    """No other module of the package writes ``floor(... + 0.5)`` itself (one home: ``count_of``)."""
+    package = pathlib.Path(selection_module.__file__).parents[1]
+    for path in package.rglob("*.py"):
+        code = [line.split("#")[0] for line in path.read_text().splitlines() if not line.lstrip().startswith(">>>")]
+        offending = [line for line in code if "math.floor(" in line and "0.5" in line]
+        assert path.name == "selection.py" or not offending, f"{path}: {offending}"
 
 
 @settings(max_examples=100, deadline=None)

@@ -41,6 +41,7 @@ __all__ = [
     "Magnitude",
     "Random",
     "BUILTIN",
+    "ONE_SHOT",
     "get",
 ]
 
@@ -188,13 +189,21 @@ class Random(Criterion):
 BUILTIN = {c.name: c for c in (GradientSum, Preconditioned, Fisher, Magnitude, Random)}
 
 
-def get(identifier, num_examples=None) -> Criterion:
+#: Built-in criteria that score without a gradient window (all pruning can use).
+ONE_SHOT = tuple(name for name, c in BUILTIN.items() if not c.uses_gradients)
+
+
+def get(identifier, num_examples=None, one_shot=False) -> Criterion:
     """Return a criterion from a built-in name or a criterion object.
 
     ``num_examples`` is passed to ``Preconditioned`` when it is named by string.
     Any object with ``slots``, ``uses_gradients``, ``update`` and ``score`` is
-    accepted as a user criterion.
+    accepted as a user criterion. ``one_shot=True`` (pruning, which has no
+    gradient window): only ``ONE_SHOT`` names, or an object with a ``score``
+    method and ``uses_gradients`` False.
     """
+    if one_shot:
+        return _get_one_shot(identifier)
     if isinstance(identifier, str) and identifier in BUILTIN:
         if identifier == Preconditioned.name:
             if num_examples is None:
@@ -212,4 +221,27 @@ def get(identifier, num_examples=None) -> Criterion:
     raise ValueError(
         f"Unknown `criterion`={identifier!r}; expected one of {sorted(BUILTIN)} "
         "or an instance of an object with `slots`, `uses_gradients`, `update` and `score`."
+    )
+
+
+def _get_one_shot(criterion) -> Criterion:
+    """``get(criterion, one_shot=True)``: a criterion that needs no gradient window."""
+    if isinstance(criterion, str):
+        if criterion in ONE_SHOT:
+            return BUILTIN[criterion]()
+        if criterion in BUILTIN:
+            raise ValueError(
+                f"criterion={criterion!r} scores gradients over a training window; pruning "
+                f"supports {ONE_SHOT} or a criterion object with uses_gradients=False."
+            )
+    elif not isinstance(criterion, type) and callable(getattr(criterion, "score", None)):
+        if getattr(criterion, "uses_gradients", False):
+            raise ValueError(
+                f"criterion={criterion!r} uses gradients (uses_gradients=True); pruning has no "
+                f"gradient window: use {ONE_SHOT} or a criterion with uses_gradients=False."
+            )
+        return criterion
+    raise ValueError(
+        f"Unknown `criterion`={criterion!r}; expected one of {ONE_SHOT} or an object with a "
+        "`score(state, weight, count, seed)` method (see tf_selopt.core.criteria)."
     )

@@ -35,6 +35,7 @@ from tf_selopt.core.checks import is_int
 __all__ = [
     "SCOPES",
     "GRANULARITIES",
+    "count_of",
     "resolve_count",
     "per_variable_counts",
     "sortable_key",
@@ -47,6 +48,13 @@ __all__ = [
 
 SCOPES = ("global", "per_variable")
 GRANULARITIES = ("parameter", "unit", "variable")
+
+
+def count_of(fraction: float, total: int) -> int:
+    """The count of ``total`` items at ``fraction``: ``floor(fraction * total + 0.5)`` (rounded half up, in
+    float64), at most ``total``. The one rounding rule of the package: parameters selected
+    (``resolve_count``), weights pruned (``tf_selopt.keras.pruning``, ``tf_selopt.keras2.tfmot_bridge``)."""
+    return min(total, int(math.floor(fraction * total + 0.5)))
 
 
 def resolve_count(keep, total: int, name: str = "keep") -> int:
@@ -64,7 +72,7 @@ def resolve_count(keep, total: int, name: str = "keep") -> int:
         return int(keep)
     if not (math.isfinite(keep) and 0.0 < keep <= 1.0):
         raise ValueError(f"`{name}` as a fraction must be in (0, 1]; received {name}={keep!r}.")
-    return max(1, min(total, int(math.floor(keep * total + 0.5))))
+    return max(1, count_of(keep, total))
 
 
 def per_variable_counts(sizes, k: int) -> list[int]:

@@ -62,7 +62,6 @@ import functools
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 
@@ -71,7 +70,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_selopt.core.checks import is_int
-from tf_selopt.deploy import export
+from tf_selopt.deploy import _files, export
 from tf_selopt.keras import pruning
 
 __all__ = [
@@ -136,11 +135,9 @@ def _check_out(out_dir, overwrite):
     if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
         raise ValueError(f"out_dir must be a directory path, got {out_dir!r}")
     out_dir = os.fspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"out_dir {out_dir!r} exists and is not a directory")
+    _files.check_directory(out_dir, "out_dir")
     for name in (JSON_NAME, MARKDOWN_NAME):
-        if os.path.exists(os.path.join(out_dir, name)) and not overwrite:
-            raise ValueError(f"out_dir already holds {name}: pass overwrite=True to replace it")
+        _files.check_file(os.path.join(out_dir, name), overwrite, f"out_dir already holds {name}")
     return out_dir
 
 
@@ -150,11 +147,7 @@ def _check_artifacts_dir(artifacts_dir, overwrite):
     if not isinstance(artifacts_dir, (str, os.PathLike)) or not os.fspath(artifacts_dir):
         raise ValueError(f"artifacts_dir must be None or a directory path, got {artifacts_dir!r}")
     artifacts_dir = os.fspath(artifacts_dir)
-    if os.path.exists(artifacts_dir):
-        if not os.path.isdir(artifacts_dir):
-            raise ValueError(f"artifacts_dir {artifacts_dir!r} exists and is not a directory")
-        if os.listdir(artifacts_dir) and not overwrite:
-            raise ValueError(f"artifacts_dir {artifacts_dir!r} is not empty: pass overwrite=True to replace it")
+    _files.check_directory(artifacts_dir, "artifacts_dir", overwrite)
     return artifacts_dir
 
 
@@ -326,43 +319,6 @@ def _latency_stats(times_ns) -> dict:
     }
 
 
-# ---------------------------------------------------------------- writing
-
-
-@contextlib.contextmanager
-def _staged_dir(target):
-    """A temporary directory next to ``target``, moved onto ``target`` by ``commit``; else removed with any
-    parent directories it had to create."""
-    parent = os.path.dirname(os.path.abspath(target))
-    created = export._make_parents(parent)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(target))}.tmp-", dir=parent)
-    committed = []
-
-    def commit():
-        if os.path.isdir(target):
-            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
-            os.replace(target, os.path.join(old, "d"))
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-        committed.append(True)
-
-    try:
-        yield tmp, commit
-    finally:
-        if not committed:
-            shutil.rmtree(tmp, ignore_errors=True)
-            export._remove_empty(created)
-
-
-def _write_atomic(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _cell(entry) -> str:
     if entry is None:
         return ""
@@ -522,8 +478,7 @@ def deployment_benchmark(
         tf_selopt.deploy.export.ExportVerificationError: an artefact does not reproduce
             its Keras model (nothing is kept).
     """
-    if not isinstance(overwrite, bool):
-        raise ValueError(f"overwrite must be True or False, got {overwrite!r}")
+    _files.check_overwrite(overwrite)
     out_dir = _check_out(out_dir, overwrite)
     artifacts_dir = _check_artifacts_dir(artifacts_dir, overwrite)
     x, y = _check_test_data(x_test, y_test)
@@ -561,9 +516,9 @@ def deployment_benchmark(
     configs = [{"threads": t, "xnnpack": b} for t in threads for b in xnnpack]
     with contextlib.ExitStack() as stack:
         if artifacts_dir is None:
-            work, commit = stack.enter_context(tempfile.TemporaryDirectory(prefix="deployment-")), None
+            work = stack.enter_context(tempfile.TemporaryDirectory(prefix="deployment-"))
         else:
-            work, commit = stack.enter_context(_staged_dir(artifacts_dir))
+            work = stack.enter_context(_files.staging(artifacts_dir))
         for variant in variants:
             keras_outputs = _predictions(functools.partial(variant.model, training=False), x)
             for artifact in artifacts:
@@ -583,8 +538,8 @@ def deployment_benchmark(
         for row in rows:
             row["latency"].sort(key=lambda e: order.index((e["threads"], e["xnnpack"])))
         _add_ratios(rows)
-        if commit is not None:
-            commit()
+        if artifacts_dir is not None:
+            _files.replace(work, artifacts_dir)
     result = {
         "runtime": {
             "tflite": runtime_name,
@@ -607,8 +562,8 @@ def deployment_benchmark(
         "rows": rows,
     }
     os.makedirs(out_dir, exist_ok=True)
-    _write_atomic(os.path.join(out_dir, JSON_NAME), json.dumps(result, indent=1) + "\n")
-    _write_atomic(os.path.join(out_dir, MARKDOWN_NAME), markdown_table(result))
+    _files.write_text(os.path.join(out_dir, JSON_NAME), json.dumps(result, indent=1) + "\n")
+    _files.write_text(os.path.join(out_dir, MARKDOWN_NAME), markdown_table(result))
     return rows
 
 

@@ -13,7 +13,7 @@ for the row format); the TFLite file has the same signature key and names.
 
 Nothing half-written: an artefact is written into a temporary directory or
 file next to the target, reloaded and checked there, and only then moved into
-place (``os.replace``). Argument errors raise ``ValueError`` naming the argument
+place (``os.replace``, ``tf_selopt.deploy._files``). Argument errors raise ``ValueError`` naming the argument
 before anything is written; a failed check raises ``ExportVerificationError``
 and leaves no files behind (directories created for the target are removed
 again when empty).
@@ -78,9 +78,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
-import shutil
 import sys
-import tempfile
 import warnings
 
 import keras
@@ -88,6 +86,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_selopt.core.checks import is_int
+from tf_selopt.deploy import _compat, _files
 
 __all__ = [
     "export_saved_model",
@@ -297,31 +296,6 @@ def _tree_sizes(path) -> tuple[int, int]:
     return size, gz
 
 
-def _make_parents(directory) -> list:
-    """Create ``directory`` and its missing parents; return those created (deepest last)."""
-    created = []
-    d = os.path.abspath(directory)
-    while not os.path.exists(d):
-        created.append(d)
-        d = os.path.dirname(d)
-    for c in reversed(created):
-        os.mkdir(c)
-    return list(reversed(created))
-
-
-def _remove_empty(created):
-    for d in reversed(created):
-        try:
-            os.rmdir(d)
-        except OSError:
-            break
-
-
-def _check_overwrite(overwrite):
-    if not isinstance(overwrite, bool):
-        raise ValueError(f"overwrite must be True or False, got {overwrite!r}")
-
-
 # ---------------------------------------------------------------- SavedModel
 
 
@@ -383,7 +357,7 @@ def export_saved_model(
         raise ValueError(f"model_name must be a non-empty name without path separators, got {model_name!r}")
     if not is_int(version) or version < 0:
         raise ValueError(f"version must be a non-negative integer, got {version!r}")
-    _check_overwrite(overwrite)
+    _files.check_overwrite(overwrite)
     if not (isinstance(atol, (int, float)) and not isinstance(atol, bool) and atol >= 0):
         raise ValueError(f"atol must be a non-negative number, got {atol!r}")
     spec = serving_input_spec(model)
@@ -391,33 +365,17 @@ def export_saved_model(
     if given is None and any(d is None for d in spec.shape[1:]):
         default_sample_inputs(spec)  # raises: sample_inputs is required
     base_dir = os.fspath(base_dir)
-    if os.path.exists(base_dir) and not os.path.isdir(base_dir):
-        raise ValueError(f"base_dir {base_dir!r} exists and is not a directory")
+    _files.check_directory(base_dir, "base_dir")
     parent = os.path.join(base_dir, model_name)
     target = os.path.join(parent, str(int(version)))
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise ValueError(f"version: {target!r} exists and is not a directory")
-    if os.path.isdir(target) and os.listdir(target) and not overwrite:
-        raise ValueError(f"version {version} exists and is not empty at {target!r}: pass overwrite=True to replace it")
+    _files.check_directory(target, "version:", overwrite, f"version {version} exists and is not empty at {target!r}")
 
     x, source, exercised = _check_inputs(model, spec, given, lambda want: atol)
-    created = _make_parents(parent)
-    tmp = tempfile.mkdtemp(prefix=f".{int(version)}.tmp-", dir=parent)
-    try:
+    with _files.staging(target) as tmp:
         _write_saved_model(model, spec, tmp)
         diff, zeros, total = _verify_saved_model(tmp, model, x, atol)
         size, gz = _tree_sizes(tmp)
-        if os.path.isdir(target):
-            old = tempfile.mkdtemp(prefix=f".{int(version)}.old-", dir=parent)
-            os.replace(target, os.path.join(old, "v"))
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_empty(created)
-        raise
+        _files.replace(tmp, target)
     return ExportReport(
         path=target,
         format="saved_model",
@@ -551,10 +509,8 @@ def _flatbuffer_zeros(content: bytes) -> tuple[int, int, int, int]:
     """(zeros, values, sparse tensors, DENSIFY ops) over the float/int8 constant tensors of the file.
 
     Sparse tensors count at their dense size."""
-    from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
-    from tensorflow.lite.tools import flatbuffer_utils  # noqa: PLC0415
-
-    fb = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    schema = _compat.schema()
+    fb = _compat.read_model(content)
     types = {
         schema.TensorType.FLOAT32: np.float32,
         schema.TensorType.FLOAT16: np.float16,
@@ -628,7 +584,7 @@ def export_tflite(
         raise ValueError(f"path must be a file path, got {path!r}")
     if mode not in TFLITE_MODES:
         raise ValueError(f"mode must be one of {TFLITE_MODES}, got {mode!r}")
-    _check_overwrite(overwrite)
+    _files.check_overwrite(overwrite)
     if atol is not None and not (isinstance(atol, (int, float)) and not isinstance(atol, bool) and atol >= 0):
         raise ValueError(f"atol must be None or a non-negative number, got {atol!r}")
     if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
@@ -655,14 +611,10 @@ def export_tflite(
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ValueError(f"path {path!r} is a directory")
-    if os.path.exists(path) and not overwrite:
-        raise ValueError(f"path {path!r} exists: pass overwrite=True to replace it")
-    directory = os.path.dirname(os.path.abspath(path))
+    _files.check_file(path, overwrite, f"path {path!r} exists")
     x, source, exercised = _check_inputs(model, spec, given, bound_for)
 
-    created = _make_parents(directory)
-    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
-    try:
+    with _files.staging(path) as tmp_dir:
         saved = os.path.join(tmp_dir, "saved_model")
         file_spec = spec
         if batch_size is not None:
@@ -684,12 +636,7 @@ def export_tflite(
             )
         zeros, total, sparse, densify = _flatbuffer_zeros(content)
         size, gz = _tree_sizes(tmp_file)
-        os.replace(tmp_file, path)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        _remove_empty(created)
-        raise
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+        _files.replace(tmp_file, path)
     return ExportReport(
         path=path,
         format="tflite",

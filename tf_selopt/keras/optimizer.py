@@ -22,34 +22,13 @@ from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core.config import SelectionConfig
 from tf_selopt.core.frontend import SelectiveReadouts
 from tf_selopt.core.selective import Selective, refuse_base_arguments
-from tf_selopt.keras import pruning
+from tf_selopt.keras import _compat, pruning
+from tf_selopt.keras._compat import MOTION_SLOT_ATTRIBUTES
 
 __all__ = ["SelectiveOptimizer"]
 
 for _cls in criteria_lib.BUILTIN.values():
     keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
-
-
-#: Inner optimizers that leave an entry exactly in place when its gradient and these slots are 0
-#: (``tf_selopt.core.selective.Selective.set_motion_slots``; attribute names of Keras 3.15).
-MOTION_SLOT_ATTRIBUTES = {
-    keras.optimizers.SGD: ("momentums",),
-    keras.optimizers.Adam: ("_momentums",),
-    keras.optimizers.Adamax: ("_m",),
-    keras.optimizers.Nadam: ("_momentums",),
-    keras.optimizers.Lion: ("_momentums",),
-    keras.optimizers.RMSprop: ("_momentums",),
-    keras.optimizers.Adagrad: (),
-    keras.optimizers.Adadelta: (),
-}
-
-
-def _moving_averages(inner, variables):
-    """``inner``'s EMA variable of each of ``variables`` (None without ``use_ema``; Keras 3.15's private
-    ``_model_variables_moving_average``, indexed like the inner's variables)."""
-    if not inner.use_ema:
-        return None
-    return [inner._model_variables_moving_average[inner._get_variable_index(v)] for v in variables]
 
 
 def _bare_pruning_mask(constraint) -> bool:
@@ -191,22 +170,22 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
         if self.built:
             return
         var_list = list(var_list)
-        parameters = [v for v in var_list if not self._overwrite_variable_with_gradient(v)]
+        parameters = [v for v in var_list if not _compat.overwrites_with_gradient(self, v)]
         self._selective.build(
             parameters,
             add_variable=lambda shape, dtype, init, name: self.add_variable(shape, init, dtype.name, name=name),
             add_slot=lambda v, name: self.add_variable_from_reference(v, name=name),
             pruned_mask_of=pruning.pruning_mask,
         )
-        self._parameter_index = {self._var_key(v): i for i, v in enumerate(parameters)}
+        self._parameter_index = {_compat.variable_key(self, v): i for i, v in enumerate(parameters)}
         self.inner_optimizer.build(var_list)
         self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES, _bare_pruning_mask)
-        self._selective.set_averages(_moving_averages(self.inner_optimizer, parameters))
+        self._selective.set_averages(_compat.moving_averages(self.inner_optimizer, parameters))
         super().build(var_list)
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return super().variables + self.inner_optimizer.variables
 
     def get_weights(self):
         """The values of ``variables`` (own state, then the inner optimizer's), as numpy arrays."""
@@ -242,16 +221,16 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
         if trainable_variables is None:
             if not self.built:
                 raise ValueError("Call `optimizer.build(trainable_variables)` before `apply` without variables.")
-            trainable_variables = self._trainable_variables
+            trainable_variables = _compat.built_variables(self)
         trainable_variables = list(trainable_variables)
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True
-        self._check_variables_are_known(trainable_variables)
-        grads, variables = self._filter_empty_gradients(grads, trainable_variables)
-        grads, variables = self._overwrite_variables_directly_with_gradients(grads, variables)
-        indices = [self._parameter_index[self._var_key(v)] for v in variables]
+        _compat.check_variables_are_known(self, trainable_variables)
+        grads, variables = _compat.filter_empty_gradients(self, grads, trainable_variables)
+        grads, variables = _compat.overwrite_variables_with_gradients(self, grads, variables)
+        indices = [self._parameter_index[_compat.variable_key(self, v)] for v in variables]
         if not variables:  # only overwritten variables (float8 scales): the inner step counts as Keras' does
             self.inner_optimizer.iterations.assign_add(1)
         elif tf.distribute.has_strategy():

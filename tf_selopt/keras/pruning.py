@@ -69,7 +69,6 @@ Examples:
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import keras
@@ -79,6 +78,7 @@ import tensorflow as tf
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core import schedules, selection
 from tf_selopt.core.checks import fraction, is_int
+from tf_selopt.keras import _compat
 
 __all__ = [
     "SCOPES",
@@ -156,7 +156,7 @@ def _layer_prunables(layer, include_recurrent=False) -> list:
 def _prunables_by_layer(model, include_recurrent=False) -> dict:
     """Layer name -> its prunable variables, for the model and all nested layers."""
     by_layer = {}
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in _compat.flatten_layers(model):
         variables = _layer_prunables(layer, include_recurrent)
         if variables:
             by_layer.setdefault(layer.name, []).extend(variables)
@@ -213,7 +213,7 @@ def prunable_variables(model, layers=None, include_recurrent=False) -> list:
     if layers is None:
         wanted = [v for vs in by_layer.values() for v in vs]
     else:
-        all_names = {layer.name for layer in model._flatten_layers(include_self=True, recursive=True)}
+        all_names = {layer.name for layer in _compat.flatten_layers(model)}
         wanted = []
         for name in layers:
             if name not in by_layer:
@@ -239,41 +239,13 @@ def prunable_variables(model, layers=None, include_recurrent=False) -> list:
     return ordered
 
 
-def _resolve_criterion(criterion):
-    one_shot = ("magnitude", "random")
-    if isinstance(criterion, str):
-        if criterion in one_shot:
-            return criteria_lib.BUILTIN[criterion]()
-        if criterion in criteria_lib.BUILTIN:
-            raise ValueError(
-                f"criterion={criterion!r} scores gradients over a training window; pruning "
-                f"supports {one_shot} or a criterion object with uses_gradients=False."
-            )
-    elif not isinstance(criterion, type) and callable(getattr(criterion, "score", None)):
-        if getattr(criterion, "uses_gradients", False):
-            raise ValueError(
-                f"criterion={criterion!r} uses gradients (uses_gradients=True); pruning has no "
-                f"gradient window: use {one_shot} or a criterion with uses_gradients=False."
-            )
-        return criterion
-    raise ValueError(
-        f"Unknown `criterion`={criterion!r}; expected one of {one_shot} or an object with a "
-        "`score(state, weight, count, seed)` method (see tf_selopt.core.criteria)."
-    )
-
-
 def _check_options(scope, criterion, seed):
     """Validate ``scope``, ``criterion`` and ``seed``; returns the criterion object."""
     if scope not in SCOPES:
         raise ValueError(f"`scope` must be one of {SCOPES}; received scope={scope!r}.")
     if not is_int(seed) or not 0 <= seed < 2**31:
         raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
-    return _resolve_criterion(criterion)
-
-
-def _num_pruned(sparsity: float, n: int) -> int:
-    """Weights zeroed out of ``n`` at ``sparsity``: ``floor(sparsity * n + 0.5)``."""
-    return min(n, int(math.floor(sparsity * n + 0.5)))
+    return criteria_lib.get(criterion, one_shot=True)
 
 
 def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int, min_kept: int = 0) -> list:
@@ -303,14 +275,15 @@ def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int, min
     sizes = [int(np.prod(v.shape)) for v in variables]
     if scope == "global":
         total = sum(sizes)
-        keep = total - _num_pruned(sparsity, total)
+        keep = total - selection.count_of(sparsity, total)
         if min_kept:
             masks = _global_masks_with_floor(scores, old, keep, min_kept, sparsity)
         else:
             masks = selection.select(scores, keep, "global")
     else:
         masks = [
-            selection.top_k_mask(s, max(n - _num_pruned(sparsity, n), min(min_kept, n))) for s, n in zip(scores, sizes)
+            selection.top_k_mask(s, max(n - selection.count_of(sparsity, n), min(min_kept, n)))
+            for s, n in zip(scores, sizes)
         ]
     masks = [tf.logical_and(m, k) for m, k in zip(masks, old)]
     emptied = [

@@ -26,9 +26,8 @@ decaying (Adam's v, RMSprop's, Adagrad's accumulators), so there it differs.
 Under ``jit_compile=True`` the step equals the masked path compiled the same way
 (SGD momentum, Adam, AdamW, Lion tested; RMSprop centered 1 ulp off).
 
-Keras 3.15 internals used (one place each): the slot attribute names below,
-``Optimizer._get_variable_index`` (``_slot_of``) and ``Optimizer._use_weight_decay``
-(``_decays``).
+Keras internals used (slot attribute names, ``Optimizer._get_variable_index``,
+``Optimizer._use_weight_decay``) come from ``tf_selopt.keras._compat``.
 """
 
 from __future__ import annotations
@@ -37,29 +36,16 @@ import keras
 import tensorflow as tf
 
 from tf_selopt.core.selected_only import SelectedOnly, SlotLink
+from tf_selopt.keras import _compat
+from tf_selopt.keras._compat import SCALAR_ATTRIBUTES, SLOT_ATTRIBUTES
 
 __all__ = ["KerasSelectedOnly", "SLOT_ATTRIBUTES", "supports_selected_only"]
 
-#: Elementwise Keras 3 optimizers (exact classes) -> attribute names of their per-variable slot lists.
-SLOT_ATTRIBUTES = {
-    keras.optimizers.SGD: ("momentums",),
-    keras.optimizers.Adam: ("_momentums", "_velocities", "_velocity_hats"),
-    keras.optimizers.AdamW: ("_momentums", "_velocities", "_velocity_hats"),
-    keras.optimizers.Adamax: ("_m", "_u"),
-    keras.optimizers.Nadam: ("_momentums", "_velocities"),
-    keras.optimizers.Lion: ("_momentums",),
-    keras.optimizers.RMSprop: ("_velocities", "_momentums", "_average_gradients"),
-    keras.optimizers.Adagrad: ("_accumulators",),
-    keras.optimizers.Adadelta: ("_accumulated_grads", "_accumulated_delta_vars"),
-}
 #: Elementwise but not bit-exact on a buffer: the reason (``supports_selected_only``).
 NOT_EXACT = {
     keras.optimizers.Ftrl: "Ftrl's pow(accumulator, -lr_power) rounds differently in vectorized and scalar "
     "lanes, so an entry's update depends on its position in the tensor (1-ulp differences)",
 }
-#: Per-optimizer scalar state (not per variable) the clone continues from ``inner``.
-SCALAR_ATTRIBUTES = {keras.optimizers.Nadam: ("_u_product",)}
-_EMA = "_model_variables_moving_average"
 
 
 def supports_selected_only(inner, variables=()) -> tuple[bool, str]:
@@ -87,16 +73,6 @@ def supports_selected_only(inner, variables=()) -> tuple[bool, str]:
         if getattr(v, "overwrite_with_gradient", False):
             return False, f"variable {v.path if hasattr(v, 'path') else v.name} is overwritten with its gradient"
     return True, ""
-
-
-def _slot_of(optimizer, slots, variable):
-    """``optimizer``'s slot of ``variable`` in the per-variable list ``slots`` (Keras private index)."""
-    return slots[optimizer._get_variable_index(variable)]
-
-
-def _decays(optimizer, variable) -> bool:
-    """Whether ``optimizer`` applies weight decay to ``variable`` (Keras private, honours exclusions)."""
-    return bool(optimizer.weight_decay) and optimizer._use_weight_decay(variable)
 
 
 class KerasSelectedOnly:
@@ -129,9 +105,9 @@ class KerasSelectedOnly:
             self.clones.append(clone)
         # the value a newly selected entry's slot starts from (0, or e.g. Adagrad's initial accumulator)
         self._initial = {
-            name: float(getattr(self.clones[0], name)[0].numpy()[0])
+            name: float(_compat.state(self.clones[0], name)[0].numpy()[0])
             for name in SLOT_ATTRIBUTES[type(inner)]
-            if getattr(self.clones[0], name, None)
+            if _compat.state(self.clones[0], name)
         }
         self._selected = False
 
@@ -139,16 +115,17 @@ class KerasSelectedOnly:
     def _links(self, from_full):
         links = []
         for group, clone in zip(self.core.groups, self.clones):
-            names = list(SLOT_ATTRIBUTES[type(self.inner)]) + ([_EMA] if self.inner.use_ema else [])
+            names = list(SLOT_ATTRIBUTES[type(self.inner)]) + ([_compat.EMA_ATTRIBUTE] if self.inner.use_ema else [])
             group_links = []
             for name in names:
-                small = getattr(clone, name, None)
+                small = _compat.state(clone, name)
                 if not small:
                     continue
                 full = None
                 if from_full:
-                    full = [_slot_of(self.inner, getattr(self.inner, name), v) for v in group.variables]
-                initial = None if name == _EMA else self._initial[name]
+                    slots = _compat.state(self.inner, name)
+                    full = [slots[_compat.variable_index(self.inner, v)] for v in group.variables]
+                initial = None if name == _compat.EMA_ATTRIBUTE else self._initial[name]
                 group_links.append(SlotLink(small[0], full, initial))
             links.append(group_links)
         return links
@@ -165,13 +142,13 @@ class KerasSelectedOnly:
             for clone in self.clones:
                 clone.iterations.assign(self.inner.iterations)
                 for name in SCALAR_ATTRIBUTES.get(type(self.inner), ()):
-                    getattr(clone, name).assign(getattr(self.inner, name))
+                    _compat.state(clone, name).assign(_compat.state(self.inner, name))
         self.core.select(masks, self._links(from_full))
         self._selected = True
 
     def apply(self, grads):
         """One restricted step with ``grads`` (one per variable of ``var_list``; dense, IndexedSlices or None)."""
-        flags = [_decays(self.inner, v) for v in self.var_list]
+        flags = [_compat.decays(self.inner, v) for v in self.var_list]
 
         def inner_apply(small_grads, buffers):
             for group, clone, g, buffer in zip(self.core.groups, self.clones, small_grads, buffers):

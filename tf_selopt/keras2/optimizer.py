@@ -26,39 +26,18 @@ import types
 
 import tensorflow as tf
 import tf_keras
-from tf_keras.src.optimizers import utils as tf_keras_optimizer_utils  # filter_empty_gradients, as tf_keras' own
 
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core.config import SelectionConfig
 from tf_selopt.core.frontend import SelectiveReadouts
 from tf_selopt.core.selective import Selective, refuse_base_arguments
+from tf_selopt.keras2 import _compat
+from tf_selopt.keras2._compat import MOTION_SLOT_ATTRIBUTES
 
 __all__ = ["SelectiveOptimizer"]
 
 for _cls in criteria_lib.BUILTIN.values():
     tf_keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
-
-
-#: Inner optimizers that leave an entry exactly in place when its gradient and these slots are 0
-#: (``tf_selopt.core.selective.Selective.set_motion_slots``; attribute names of tf_keras 2.21).
-MOTION_SLOT_ATTRIBUTES = {
-    tf_keras.optimizers.SGD: ("momentums",),
-    tf_keras.optimizers.Adam: ("_momentums",),
-    tf_keras.optimizers.Adamax: ("_m",),
-    tf_keras.optimizers.Nadam: ("_momentums",),
-    tf_keras.optimizers.Lion: ("momentums",),
-    tf_keras.optimizers.RMSprop: ("_momentums",),
-    tf_keras.optimizers.Adagrad: (),
-    tf_keras.optimizers.Adadelta: (),
-}
-
-
-def _moving_averages(inner, variables):
-    """``inner``'s EMA variable of each of ``variables`` (None without ``use_ema``; tf_keras 2.21's private
-    ``_model_variables_moving_average``, indexed by its ``_index_dict``)."""
-    if not inner.use_ema:
-        return None
-    return [inner._model_variables_moving_average[inner._index_dict[inner._var_key(v)]] for v in variables]
 
 
 @tf_keras.saving.register_keras_serializable(package="tf_selopt")
@@ -111,7 +90,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
     def build(self, var_list):
         """Create the state in ``Selective.build``'s order (the checkpoint layout),
         after ``iteration``, then the inner optimizer's."""
-        if getattr(self, "_built", False):
+        if _compat.is_built(self):
             return
         var_list = list(var_list)
         self._selective.build(
@@ -123,8 +102,8 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         super().build(var_list)
         self.inner_optimizer.build(var_list)
         self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES)
-        self._selective.set_averages(_moving_averages(self.inner_optimizer, var_list))
-        self._built = True
+        self._selective.set_averages(_compat.moving_averages(self.inner_optimizer, var_list))
+        _compat.mark_built(self)
 
     def watch_pruning_masks(self, masks: dict):
         """Pruning masks kept outside the variables, e.g. tfmot's (``tfmot_bridge.pruning_callbacks`` calls this).
@@ -150,14 +129,14 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return list(self._variables) + list(self.inner_optimizer.variables)
+        return list(super().variables) + list(self.inner_optimizer.variables)
 
     def apply_gradients(self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs):
         """Apply one step; returns the step counter (the inner's ``iterations``)."""
         pairs = list(grads_and_vars)
         if not pairs:
             return self.iterations
-        pairs = tf_keras_optimizer_utils.filter_empty_gradients(pairs)  # warns for None, raises if all are None
+        pairs = _compat.filter_empty_gradients(pairs)  # warns for None, raises if all are None
         if tf.distribute.has_strategy():
             raise NotImplementedError(
                 "The tf_keras SelectiveOptimizer does not support tf.distribute strategies; "
@@ -170,7 +149,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
         self._selective.apply(
             grads=[g for g, _ in pairs],
             variables=variables,
-            indices=[self._index_dict[self._var_key(v)] for v in variables],
+            indices=[_compat.variable_index(self, v) for v in variables],
             step=inner.iterations,
             inner_apply=lambda g, v: inner.apply_gradients(zip(g, v), skip_gradients_aggregation=True),
             phase=self.phase,
@@ -205,7 +184,7 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
     def set_weights(self, weights):
         """Set ``variables`` (own state, then the inner optimizer's) from ``get_weights``' list."""
         weights = list(weights)
-        if not getattr(self, "_built", False) or len(weights) != len(self.variables):
+        if not _compat.is_built(self) or len(weights) != len(self.variables):
             raise ValueError(
                 f"`weights` must hold one array per optimizer variable ({len(self.variables)}, after `build`); "
                 f"received {len(weights)}."

@@ -53,7 +53,8 @@ first imported; if ``tf.keras`` has not been resolved yet, that switches
 ``tf.keras`` to tf_keras for the whole process. This module resolves ``tf.keras``
 first and restores the variable afterwards, so tfmot uses tf_keras while
 ``import keras`` and ``tf.keras`` stay Keras 3. No environment variable needed.
-(If tfmot was imported before this module, that switch has already happened.)
+(If tfmot was imported before this module, that switch has already happened; see
+``tf_selopt.keras2._tfmot_compat``, the home of every private tfmot API used here.)
 
 Examples:
     >>> import numpy as np, tf_keras
@@ -76,9 +77,6 @@ Examples:
 
 from __future__ import annotations
 
-import math
-import os
-import sys
 import typing
 import warnings
 
@@ -89,6 +87,7 @@ import tf_keras
 
 from tf_selopt.core import selection
 from tf_selopt.core.checks import fraction, is_int, positive
+from tf_selopt.keras2 import _compat, _tfmot_compat
 
 __all__ = [
     "LayerPlan",
@@ -103,29 +102,7 @@ __all__ = [
 SCHEDULES = ("polynomial", "constant")
 
 
-def _import_tfmot():
-    """Import tfmot without switching ``tf.keras`` or leaving ``TF_USE_LEGACY_KERAS`` set."""
-    if "tensorflow_model_optimization.python.core.keras.compat" in sys.modules:
-        import tensorflow_model_optimization as module  # already imported: nothing to protect
-
-        return module
-    before = os.environ.get("TF_USE_LEGACY_KERAS")
-    getattr(tf.keras, "version", None)  # resolve the lazy tf.keras under the user's own setting
-    try:
-        import tensorflow_model_optimization as module
-    finally:
-        if before is None:
-            os.environ.pop("TF_USE_LEGACY_KERAS", None)
-        else:
-            os.environ["TF_USE_LEGACY_KERAS"] = before
-    return module
-
-
-tfmot = _import_tfmot()
-
-from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer as _prunable_layer  # noqa: E402
-from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry as _prune_registry  # noqa: E402
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _pruning_wrapper  # noqa: E402
+tfmot = _tfmot_compat.tfmot
 
 #: tfmot's ``strip_pruning``: the trained model without the wrappers (the masked weights stay zero).
 strip_pruning = tfmot.sparsity.keras.strip_pruning
@@ -157,7 +134,7 @@ def _check_model(model, where: str):
         )
     if not isinstance(model, tf_keras.Model):
         raise ValueError(f"{where}: `model` must be a tf_keras.Model; received {type(model).__name__}.")
-    if not (isinstance(model, tf_keras.Sequential) or getattr(model, "_is_graph_network", False)):
+    if not (isinstance(model, tf_keras.Sequential) or _compat.is_functional(model)):
         raise ValueError(
             f"{where}: `model` must be a tf_keras Sequential or functional model (tfmot cannot wrap the layers "
             f"of a subclassed model); received {type(model).__name__}."
@@ -169,33 +146,12 @@ def _check_model(model, where: str):
 # ---------------------------------------------------------------- what tfmot prunes
 
 
-def _registry_weights(layer) -> list:
-    """The weights ``PruneRegistry.make_prunable`` would expose, without modifying the layer."""
-    registry = _prune_registry.PruneRegistry
-    if registry._is_rnn_layer(layer):
-        weights = []
-        for cell in registry._get_rnn_cells(layer):
-            if cell.__class__ in registry._RNN_CELLS_WEIGHTS_MAP:
-                weights.extend(getattr(cell, name) for name in registry._RNN_CELLS_WEIGHTS_MAP[cell.__class__])
-            else:
-                weights.extend(cell.get_prunable_weights())
-        return weights
-    weights = []
-    for name in registry._weight_names(layer):
-        owner = layer
-        *path, attribute = name.split(".")
-        for part in path:
-            owner = getattr(owner, part)
-        weights.append(getattr(owner, attribute))
-    return weights
-
-
 def _prunable_weights(layer):
     """What tfmot's ``PruneLowMagnitude(layer)`` masks, or None when it cannot wrap the layer."""
-    if isinstance(layer, _prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
+    if isinstance(layer, tfmot.sparsity.keras.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
         return list(layer.get_prunable_weights())
-    if _prune_registry.PruneRegistry.supports(layer):
-        return _registry_weights(layer)
+    if _tfmot_compat.registry_supports(layer):
+        return _tfmot_compat.registry_weights(layer)
     return None
 
 
@@ -279,7 +235,7 @@ def _plan(found: dict, sparsity: float, where: str) -> dict:
             raise ValueError(f"{where}: weight {w.name!r} of layer {name!r} has NaN or infinite values.")
     sizes = [int(v.size) for v in values]
     total = sum(sizes)
-    n_pruned = min(total, int(math.floor(sparsity * total + 0.5)))
+    n_pruned = selection.count_of(sparsity, total)
     keep = total - n_pruned
     if keep < len(values):
         raise ValueError(
@@ -440,8 +396,8 @@ def _check_wrappers(pruned, plan: dict, model, layers):
     expected = {name: [w.ref() for w in ws] for name, ws in _collect(model, layers, "").items()}
     wrapped = {}
     for layer in _walk(pruned):
-        if isinstance(layer, _pruning_wrapper.PruneLowMagnitude):
-            wrapped[layer.layer.name] = [w.ref() for w, _, _ in layer.pruning_vars]
+        if _tfmot_compat.is_pruning_wrapper(layer):
+            wrapped[layer.layer.name] = [w.ref() for w, _ in _tfmot_compat.wrapper_masks(layer)]
     planned = {name: expected[name] for name, entry in plan.items() if entry.pruned}
     if wrapped != planned:
         raise RuntimeError(f"tfmot wraps other weights than planned: {sorted(wrapped)} vs {sorted(planned)}.")
@@ -453,8 +409,8 @@ def tfmot_masks(model) -> dict:
     return {
         weight.ref(): mask
         for layer in _walk(model)
-        if isinstance(layer, _pruning_wrapper.PruneLowMagnitude)
-        for weight, mask, _ in layer.pruning_vars
+        if _tfmot_compat.is_pruning_wrapper(layer)
+        for weight, mask in _tfmot_compat.wrapper_masks(layer)
     }
 
 

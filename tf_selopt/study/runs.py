@@ -125,7 +125,10 @@ def train_pruned_tfmot(model_name, method, level, seed, splits, epochs, batch_si
                        log_dir=None, verbose=0):
     """tfmot's ``prune_low_magnitude`` on tf_keras (or none for ``method="dense_tf_keras"``); stripped model."""
     import tensorflow_model_optimization as tfmot
-    from tensorflow_model_optimization.python.core.keras.compat import keras as tfk  # what tfmot uses
+
+    from tf_selopt.keras2 import _tfmot_compat
+
+    tfk = _tfmot_compat.keras_module()  # what tfmot uses
 
     tfk.utils.set_random_seed(seed)
     model = _build(model_name, splits, api=tfk)

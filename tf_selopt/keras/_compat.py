@@ -1,0 +1,123 @@
+"""Every private Keras 3 API tf_selopt relies on, in one place (checked against Keras 3.15.1).
+
+Each function names what it relies on; ``tests/test_compat.py`` checks each of
+them against the installed Keras and fails with "Keras X.Y changed <name>:
+update tf_selopt/keras/_compat.py" when an upgrade changes one. No other module
+of ``tf_selopt.keras`` touches a private attribute of Keras (``tests/test_compat.py``
+greps for it).
+"""
+
+from __future__ import annotations
+
+import keras
+
+#: The Keras version the private names below were read from.
+CHECKED_VERSION = "3.15.1"
+
+# ---------------------------------------------------------------- optimizer slot tables
+# Private per-variable slot lists of the built-in optimizers (lists of one variable per model variable,
+# in ``build`` order, each of the model variable's shape; ``momentums`` of SGD is public).
+
+#: Inner optimizers that leave an entry exactly in place when its gradient and these slots are 0
+#: (``tf_selopt.core.selective.Selective.set_motion_slots``). Exact classes.
+MOTION_SLOT_ATTRIBUTES = {
+    keras.optimizers.SGD: ("momentums",),
+    keras.optimizers.Adam: ("_momentums",),
+    keras.optimizers.Adamax: ("_m",),
+    keras.optimizers.Nadam: ("_momentums",),
+    keras.optimizers.Lion: ("_momentums",),
+    keras.optimizers.RMSprop: ("_momentums",),
+    keras.optimizers.Adagrad: (),
+    keras.optimizers.Adadelta: (),
+}
+
+#: Elementwise optimizers (exact classes) -> all their per-variable slot lists (``tf_selopt.keras.selected_only``).
+SLOT_ATTRIBUTES = {
+    keras.optimizers.SGD: ("momentums",),
+    keras.optimizers.Adam: ("_momentums", "_velocities", "_velocity_hats"),
+    keras.optimizers.AdamW: ("_momentums", "_velocities", "_velocity_hats"),
+    keras.optimizers.Adamax: ("_m", "_u"),
+    keras.optimizers.Nadam: ("_momentums", "_velocities"),
+    keras.optimizers.Lion: ("_momentums",),
+    keras.optimizers.RMSprop: ("_velocities", "_momentums", "_average_gradients"),
+    keras.optimizers.Adagrad: ("_accumulators",),
+    keras.optimizers.Adadelta: ("_accumulated_grads", "_accumulated_delta_vars"),
+}
+
+#: Per-optimizer scalar state (a variable of shape ()), not per variable (``tf_selopt.keras.selected_only``).
+SCALAR_ATTRIBUTES = {keras.optimizers.Nadam: ("_u_product",)}
+
+#: ``Optimizer.build``'s list of moving averages with ``use_ema`` (a slot list like the ones above).
+EMA_ATTRIBUTE = "_model_variables_moving_average"
+
+
+def state(optimizer, name):
+    """``optimizer``'s private state ``name`` from the tables above: a per-variable slot list (empty, e.g.
+    SGD's ``momentums`` without momentum) or a scalar variable; None if it has no such attribute."""
+    return getattr(optimizer, name, None)
+
+
+def variable_index(optimizer, variable) -> int:
+    """Position of ``variable`` in the list ``optimizer`` was built on: the index into its slot lists
+    (``Optimizer._get_variable_index``)."""
+    return optimizer._get_variable_index(variable)
+
+
+def moving_averages(optimizer, variables):
+    """``optimizer``'s EMA variable of each of ``variables`` (None without ``use_ema``)."""
+    if not optimizer.use_ema:
+        return None
+    averages = state(optimizer, EMA_ATTRIBUTE)
+    return [averages[variable_index(optimizer, v)] for v in variables]
+
+
+def decays(optimizer, variable) -> bool:
+    """Whether ``optimizer`` applies weight decay to ``variable``, honouring ``exclude_from_weight_decay``
+    (``Optimizer._use_weight_decay``)."""
+    return bool(optimizer.weight_decay) and optimizer._use_weight_decay(variable)
+
+
+# ---------------------------------------------------------------- the base Optimizer, for a wrapper
+
+
+def variable_key(optimizer, variable):
+    """The key ``optimizer`` indexes ``variable`` by (``Optimizer._var_key``)."""
+    return optimizer._var_key(variable)
+
+
+def built_variables(optimizer) -> list:
+    """The variables ``optimizer`` was built on (``Optimizer._trainable_variables``; ``apply`` without
+    variables uses them)."""
+    return optimizer._trainable_variables
+
+
+def check_variables_are_known(optimizer, variables):
+    """Raise Keras' ValueError for a variable ``optimizer`` was not built on (``_check_variables_are_known``)."""
+    optimizer._check_variables_are_known(variables)
+
+
+def filter_empty_gradients(optimizer, grads, variables):
+    """Drop None gradients as Keras does (warns; raises if all are None): ``(grads, variables)``
+    (``Optimizer._filter_empty_gradients``)."""
+    return optimizer._filter_empty_gradients(grads, variables)
+
+
+def overwrites_with_gradient(optimizer, variable) -> bool:
+    """Whether Keras overwrites ``variable`` with its gradient (float8 scales and amax histories;
+    ``Optimizer._overwrite_variable_with_gradient``)."""
+    return optimizer._overwrite_variable_with_gradient(variable)
+
+
+def overwrite_variables_with_gradients(optimizer, grads, variables):
+    """Overwrite the ``overwrite_with_gradient`` variables with their gradients, as Keras does; returns the
+    other ``(grads, variables)`` (``Optimizer._overwrite_variables_directly_with_gradients``)."""
+    return optimizer._overwrite_variables_directly_with_gradients(grads, variables)
+
+
+# ---------------------------------------------------------------- layers
+
+
+def flatten_layers(model):
+    """``model`` itself and every layer nested in it, depth-first (``Layer._flatten_layers``; Keras has no
+    public recursive listing: ``model.layers`` is one level)."""
+    return model._flatten_layers(include_self=True, recursive=True)
