@@ -1,10 +1,12 @@
-"""What the Keras 3 and tf_keras optimizer front ends share: read-outs over the core's state.
+"""What the Keras 3 and tf_keras optimizer front ends share: ``SelectiveFrontEnd``.
 
 The front ends (``tf_selopt.keras.optimizer``, ``tf_selopt.keras2.optimizer``)
-differ only in how they create variables, call the inner optimizer and
-(de)serialize; everything a user reads off a ``SelectiveOptimizer`` is here,
-computed from ``tf_selopt.core.selective.Selective`` and its
-``SelectionConfig``. No Keras import.
+differ only in how they create variables, call the inner optimizer and which
+framework (de)serializes (four class attributes: ``_serialize``,
+``_deserialize``, ``_serialize_inner``, ``_deserialize_inner``). Everything a
+user reads off a ``SelectiveOptimizer`` and everything it forwards to the
+inner optimizer is here, computed from ``tf_selopt.core.selective.Selective``
+and its ``SelectionConfig``. No Keras import.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import tensorflow as tf
 from tf_selopt.core.config import FIELDS
 from tf_selopt.core.plan import PHASES
 
-__all__ = ["SelectiveReadouts"]
+__all__ = ["SelectiveFrontEnd"]
 
 
-class SelectiveReadouts:
-    """Read-outs both front ends expose; the front end sets ``self._selective``.
+class SelectiveFrontEnd:
+    """The part of ``SelectiveOptimizer`` both front ends share (a mixin before the framework's optimizer class);
+    the front end sets ``self._selective`` and ``self.inner_optimizer``.
 
     Each field of ``SelectionConfig`` (``FIELDS``: ``criterion``, ``keep``,
     ``warmup_steps``, ...) is a read-only property; ``phase`` says which phase
@@ -156,9 +159,65 @@ class SelectiveReadouts:
         return 1.0 - tf.cast(self.selected_count, tf.float32) / float(self.num_parameters)
 
 
+    # ------------------------------------------------- forwarded to the inner
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Forwarded to the inner optimizer (which applies the weight decay); call before ``build``."""
+        self.inner_optimizer.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
+
+    def finalize_variable_values(self, var_list):
+        """The inner optimizer's (with ``use_ema``: the model takes the moving averages), frozen entries
+        excepted: they keep their values bit for bit (``Selective.set_averages``)."""
+        self._selective.keep_frozen(lambda: self.inner_optimizer.finalize_variable_values(var_list))
+
+    def get_weights(self):
+        """The values of ``variables`` (own state, then the inner optimizer's), as numpy arrays."""
+        return [v.numpy() for v in self.variables]
+
+    def set_weights(self, weights):
+        """Set ``variables`` (own state, then the inner optimizer's) from ``get_weights``' list; checked
+        (count, then every shape) before any variable changes."""
+        if self._selective.variables is None:
+            raise ValueError("Call `optimizer.build(trainable_variables)` before `set_weights`.")
+        weights = list(weights)
+        variables = self.variables
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"`weights` must hold {len(variables)} arrays (optimizer.variables); received {len(weights)}."
+            )
+        for variable, weight in zip(variables, weights):
+            if tuple(variable.shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"`weights`: optimizer variable {getattr(variable, 'path', variable.name)} has shape "
+                    f"{tuple(variable.shape)}, received {tuple(weight.shape)}."
+                )
+        for variable, weight in zip(variables, weights):
+            variable.assign(weight)
+
+    # --------------------------------------------------------- serialization
+    def get_config(self):
+        """``name``, the serialized ``inner`` optimizer and the ``SelectionConfig`` fields."""
+        config = self._selective.config.to_dict()
+        config["criterion"] = self._serialize(config["criterion"])
+        return {"name": self.name, "inner": self._serialize_inner(self.inner_optimizer), **config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["inner"] = cls._deserialize_inner(config["inner"], custom_objects=custom_objects)
+        config["criterion"] = cls._deserialize(config["criterion"], custom_objects=custom_objects)
+        return cls(**config)
+
 def _config_field(name):
     return property(lambda self: getattr(self._selective.config, name), doc=f"``{name}`` (see ``SelectionConfig``).")
 
 
 for _name in FIELDS:
-    setattr(SelectiveReadouts, _name, _config_field(_name))
+    setattr(SelectiveFrontEnd, _name, _config_field(_name))

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_selopt.core.checks import is_int
-from tf_selopt.core.frontend import SelectiveReadouts
+from tf_selopt.core.frontend import SelectiveFrontEnd
 from tf_selopt.keras.pruning import pruning_mask
 
 __all__ = ["SelectionMonitor", "QUANTILES"]
@@ -24,9 +24,9 @@ QUANTILES = {"min": 0.0, "p10": 0.1, "p50": 0.5, "p90": 0.9, "max": 1.0}
 
 
 def selective_of(optimizer):
-    """The ``SelectiveReadouts`` optimizer in ``optimizer``'s ``inner_optimizer`` chain, or None."""
+    """The ``SelectiveFrontEnd`` optimizer in ``optimizer``'s ``inner_optimizer`` chain, or None."""
     while optimizer is not None:
-        if isinstance(optimizer, SelectiveReadouts):
+        if isinstance(optimizer, SelectiveFrontEnd):
             return optimizer
         optimizer = getattr(optimizer, "inner_optimizer", None)
     return None

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core.config import SelectionConfig
-from tf_selopt.core.frontend import SelectiveReadouts
+from tf_selopt.core.frontend import SelectiveFrontEnd
 from tf_selopt.core.selective import Selective, refuse_base_arguments
 from tf_selopt.keras import _compat, pruning
 from tf_selopt.keras._compat import MOTION_SLOT_ATTRIBUTES
@@ -37,7 +37,7 @@ def _bare_pruning_mask(constraint) -> bool:
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt")
-class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
+class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
     """Train only the parameters a criterion selects; freeze the rest exactly.
 
     Args:
@@ -74,7 +74,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
             ``tf_selopt.keras.freezing.DropFrozenVariables`` and ``trainable_subset``.
         name: optimizer name.
 
-    Read-outs (``tf_selopt.core.frontend.SelectiveReadouts``): ``masks`` (bool
+    Read-outs (``tf_selopt.core.frontend.SelectiveFrontEnd``): ``masks`` (bool
     variable per trainable variable, in build order; True = selected),
     ``scores`` (float32, the criterion's scores at the last selection),
     ``selected_count`` (selected and not pruned), ``pruned_count``,
@@ -85,7 +85,7 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
     than a pruning mask: frozen entries then stay in place because their
     momentum is zeroed at selection, and no restore follows each update).
 
-    Keras' contract (README, "What SelectiveOptimizer forwards"): ``learning_rate``,
+    Keras' contract (docs/guides/selection.md, "What SelectiveOptimizer forwards"): ``learning_rate``,
     ``iterations``, ``loss_scale_factor``, ``exclude_from_weight_decay`` and
     ``finalize_variable_values`` go to the inner optimizer; ``get_weights`` /
     ``set_weights`` cover its state too; None gradients are handled as Keras
@@ -187,28 +187,6 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
     def variables(self):
         return super().variables + self.inner_optimizer.variables
 
-    def get_weights(self):
-        """The values of ``variables`` (own state, then the inner optimizer's), as numpy arrays."""
-        return [v.numpy() for v in self.variables]
-
-    def set_weights(self, weights):
-        """Set ``variables`` (own state, then the inner optimizer's) from ``get_weights``' list."""
-        if not self.built:
-            raise ValueError("Call `optimizer.build(trainable_variables)` before `set_weights`.")
-        weights = list(weights)
-        if len(weights) != len(self.variables):
-            raise ValueError(
-                f"`weights` must hold {len(self.variables)} arrays (optimizer.variables); received {len(weights)}."
-            )
-        for variable, weight in zip(self.variables, weights):
-            if tuple(variable.shape) != tuple(weight.shape):
-                raise ValueError(
-                    f"`weights`: optimizer variable {variable.path} has shape {tuple(variable.shape)}, "
-                    f"received {tuple(weight.shape)}."
-                )
-        for variable, weight in zip(self.variables, weights):
-            variable.assign(weight)
-
     def apply_gradients(self, grads_and_vars):
         grads, trainable_variables = zip(*grads_and_vars)
         return self.apply(grads, trainable_variables)
@@ -285,14 +263,6 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
 
     # ------------------------------------------------- forwarded to the inner
     @property
-    def learning_rate(self):
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.inner_optimizer.learning_rate = learning_rate
-
-    @property
     def iterations(self):
         return self.inner_optimizer.iterations
 
@@ -312,24 +282,8 @@ class SelectiveOptimizer(SelectiveReadouts, keras.optimizers.Optimizer):
     def scale_loss(self, loss):
         return self.inner_optimizer.scale_loss(loss)
 
-    def exclude_from_weight_decay(self, var_list=None, var_names=None):
-        """Forwarded to the inner optimizer (which applies the weight decay); call before ``build``."""
-        self.inner_optimizer.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
-
-    def finalize_variable_values(self, var_list):
-        """The inner optimizer's (with ``use_ema``: the model takes the moving averages), frozen entries
-        excepted: they keep their values bit for bit (``Selective.set_averages``)."""
-        self._selective.keep_frozen(lambda: self.inner_optimizer.finalize_variable_values(var_list))
-
-    # --------------------------------------------------------- serialization
-    def get_config(self):
-        config = self._selective.config.to_dict()
-        config["criterion"] = keras.saving.serialize_keras_object(config["criterion"])
-        return {"name": self.name, "inner": keras.saving.serialize_keras_object(self.inner_optimizer), **config}
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["inner"] = keras.saving.deserialize_keras_object(config["inner"], custom_objects=custom_objects)
-        config["criterion"] = keras.saving.deserialize_keras_object(config["criterion"], custom_objects=custom_objects)
-        return cls(**config)
+    # --------------------------------------------------------- serialization (``SelectiveFrontEnd``)
+    _serialize = staticmethod(keras.saving.serialize_keras_object)
+    _deserialize = staticmethod(keras.saving.deserialize_keras_object)
+    _serialize_inner = staticmethod(keras.saving.serialize_keras_object)
+    _deserialize_inner = staticmethod(keras.saving.deserialize_keras_object)

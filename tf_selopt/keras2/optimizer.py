@@ -29,7 +29,7 @@ import tf_keras
 
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core.config import SelectionConfig
-from tf_selopt.core.frontend import SelectiveReadouts
+from tf_selopt.core.frontend import SelectiveFrontEnd
 from tf_selopt.core.selective import Selective, refuse_base_arguments
 from tf_selopt.keras2 import _compat
 from tf_selopt.keras2._compat import MOTION_SLOT_ATTRIBUTES
@@ -41,7 +41,7 @@ for _cls in criteria_lib.BUILTIN.values():
 
 
 @tf_keras.saving.register_keras_serializable(package="tf_selopt")
-class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
+class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
     """Train only the parameters a criterion selects; freeze the rest exactly.
 
     Args: as ``tf_selopt.SelectiveOptimizer``; ``inner`` is a
@@ -165,57 +165,11 @@ class SelectiveOptimizer(SelectiveReadouts, tf_keras.optimizers.Optimizer):
     def iterations(self, variable):
         self.inner_optimizer.iterations = variable
 
-    @property
-    def learning_rate(self):
-        return self.inner_optimizer.learning_rate
+    # --------------------------------------------------------- serialization (``SelectiveFrontEnd``)
+    _serialize = staticmethod(tf_keras.saving.serialize_keras_object)
+    _deserialize = staticmethod(tf_keras.saving.deserialize_keras_object)
+    _serialize_inner = staticmethod(tf_keras.optimizers.serialize)
 
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.inner_optimizer.learning_rate = learning_rate
-
-    def exclude_from_weight_decay(self, var_list=None, var_names=None):
-        """Forwarded to the inner optimizer (which applies the weight decay); call before ``build``."""
-        self.inner_optimizer.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
-
-    def get_weights(self):
-        """The values of ``variables`` (own state, then the inner optimizer's), as numpy arrays."""
-        return [v.numpy() for v in self.variables]
-
-    def set_weights(self, weights):
-        """Set ``variables`` (own state, then the inner optimizer's) from ``get_weights``' list."""
-        weights = list(weights)
-        if not _compat.is_built(self) or len(weights) != len(self.variables):
-            raise ValueError(
-                f"`weights` must hold one array per optimizer variable ({len(self.variables)}, after `build`); "
-                f"received {len(weights)}."
-            )
-        for variable, weight in zip(self.variables, weights):
-            if tuple(variable.shape) != tuple(weight.shape):
-                raise ValueError(
-                    f"`weights`: optimizer variable {variable.name} has shape {tuple(variable.shape)}, "
-                    f"received {tuple(weight.shape)}."
-                )
-        for variable, weight in zip(self.variables, weights):
-            variable.assign(weight)
-
-    def finalize_variable_values(self, var_list):
-        """The inner optimizer's (with ``use_ema``: the model takes the moving averages), frozen entries
-        excepted: they keep their values bit for bit (``Selective.set_averages``)."""
-        self._selective.keep_frozen(lambda: self.inner_optimizer.finalize_variable_values(var_list))
-
-    # --------------------------------------------------------- serialization
-    def get_config(self):
-        config = self._selective.config.to_dict()
-        config["criterion"] = tf_keras.saving.serialize_keras_object(config["criterion"])
-        return {"name": self.name, "inner": tf_keras.optimizers.serialize(self.inner_optimizer), **config}
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["inner"] = tf_keras.optimizers.deserialize(
-            config["inner"], custom_objects=custom_objects, use_legacy_optimizer=False
-        )
-        config["criterion"] = tf_keras.saving.deserialize_keras_object(
-            config["criterion"], custom_objects=custom_objects
-        )
-        return cls(**config)
+    @staticmethod
+    def _deserialize_inner(config, custom_objects=None):
+        return tf_keras.optimizers.deserialize(config, custom_objects=custom_objects, use_legacy_optimizer=False)
