@@ -112,7 +112,12 @@ class Pair:
         self.guarded.optimizer = GuardedAdam(1e-3)
         self.guarded.optimizer.build(self.guarded.trainable_variables)
         self.opt = tf_selopt.SelectiveOptimizer(
-            keras.optimizers.Adam(1e-3), keep=0.1, warmup_steps=WARMUP_STEPS, window=block + 1, seed=seed
+            keras.optimizers.Adam(1e-3),
+            keep=0.1,
+            warmup_steps=WARMUP_STEPS,
+            window=block + 1,
+            seed=seed,
+            update="masked",  # this benchmark's restricted phase; the selected-only one: benchmarks/selected_only.py
         )
         self.ours.optimizer = self.opt
         self.opt.build(self.ours.trainable_variables)

@@ -6,11 +6,11 @@ MLP 784-2048-2048-10 (5,824,522 parameters), Adam(1e-3), keep 1% and 10%
 ``tf.function`` custom step (GradientTape, same batch, no XLA):
 
 * ``adam``: plain ``keras.optimizers.Adam``;
-* ``masked``: ``tf_selopt.SelectiveOptimizer(Adam)`` after its selection (today's
-  restricted step: masked gradients; Adam without a restore);
-* ``selected_only``: Adam warmed up on the full model, then
-  ``tf_selopt.keras.selected_only.KerasSelectedOnly`` with the masked copy's
-  masks (gather the selected gradients, Adam on the (k,) buffer, scatter back);
+* ``masked``: ``tf_selopt.SelectiveOptimizer(Adam, update="masked")`` after its
+  selection (masked gradients; Adam without a restore);
+* ``selected_only``: ``tf_selopt.SelectiveOptimizer(Adam)`` (``update="auto"``:
+  the selected-only path) after its selection and ``release_warmup_state`` (gather
+  the selected gradients, Adam on the (k,) buffer, scatter back);
 * the same three with ``jit_compile=True`` (``*_xla``; ratios to ``adam_xla``):
   TensorFlow's CPU kernel of ``ResourceScatterNdUpdate`` writes one entry at a
   time, XLA's scatter is several times faster (the bound at keep 10%).
@@ -18,10 +18,10 @@ MLP 784-2048-2048-10 (5,824,522 parameters), Adam(1e-3), keep 1% and 10%
 Repetitions are interleaved (the order rotates each round); each block of
 ``--steps`` steps is timed (wall and process CPU) after a host read-back, and
 the median per-step time over rounds is reported with the ratio to ``adam``.
-Bytes: the optimizer variables each one holds (``optimizer.variables``;
-``KerasSelectedOnly.state_bytes``: values, positions, offsets, Adam's k-sized
-slots and counters) over the model's parameter count; a front end that keeps
-the bool masks adds 1 B/param to ``selected_only``.
+Bytes: everything each optimizer holds (``optimizer.variables``: for
+``selected_only`` after the release the bool masks, 1 B/param, values,
+positions, offsets, Adam's k-sized slots and counters) over the model's
+parameter count.
 
     python -m benchmarks.selected_only --out results/bench_selected_only.json
 """
@@ -39,7 +39,6 @@ import tensorflow as tf
 
 import tf_selopt
 from benchmarks.common import timed, write_result
-from tf_selopt.keras.selected_only import KerasSelectedOnly
 from tf_selopt.study import models
 
 VARIANTS = ("adam", "masked", "selected_only", "adam_xla", "masked_xla", "selected_only_xla")
@@ -79,43 +78,32 @@ def setup(keep, batch, seed=0):
         return step
 
     runs = {}
-    k = None
-    masks = None
+    held = {}
     for xla in (False, True):
         suffix = "_xla" if xla else ""
         model = model_copy()
         adam = keras.optimizers.Adam(1e-3)
         runs["adam" + suffix] = gradient_step(model, lambda g, m=model, o=adam: o.apply(g, m.trainable_variables), xla)
-        if not xla:
-            plain = adam
-        model = model_copy()
-        selective = tf_selopt.SelectiveOptimizer(
-            keras.optimizers.Adam(1e-3), keep=keep, warmup_steps=2, window=1, seed=0
-        )
-        step = gradient_step(model, lambda g, m=model, o=selective: o.apply(g, m.trainable_variables), xla)
-        for _ in range(3):  # warm-up, selection at step 2
-            step()
-        assert int(selective.selections) == 1 and int(selective.selected_count) == selective.k
-        runs["masked" + suffix] = step
-        if masks is None:
-            masks = [selective.trains(i) for i in range(len(model.trainable_variables))]
+        held.setdefault("adam", adam)
+        for update in ("masked", "selected_only"):
+            model = model_copy()
+            selective = tf_selopt.SelectiveOptimizer(
+                keras.optimizers.Adam(1e-3), keep=keep, warmup_steps=2, window=1, seed=0, update=update
+            )
+            step = gradient_step(model, lambda g, m=model, o=selective: o.apply(g, m.trainable_variables), xla)
+            for _ in range(3):  # warm-up, selection at step 1, one restricted step
+                step()
+            assert int(selective.selections) == 1 and int(selective.selected_count) == selective.k
+            assert selective.update_path == update
+            if update == "selected_only":
+                selective.release_warmup_state()  # what TracePerPhase does in fit
+                step = gradient_step(model, lambda g, m=model, o=selective: o.apply(g, m.trainable_variables), xla)
+            runs[update + suffix] = step
+            held.setdefault(update, selective)
             k = selective.k
-            masked_variables = selective.variables
-        model = model_copy()
-        inner = keras.optimizers.Adam(1e-3)
-        warm = gradient_step(model, lambda g, m=model, o=inner: o.apply(g, m.trainable_variables), xla)
-        for _ in range(2):
-            warm()
-        so = KerasSelectedOnly(inner, model.trainable_variables, k)
-        so.select(masks)
-        runs["selected_only" + suffix] = gradient_step(model, so.apply, xla)
     num = template.count_params()
     runs["adam"]()  # builds Adam
-    bytes_per_param = {
-        "adam": _bytes(plain.variables) / num,
-        "masked": _bytes(masked_variables) / num,
-        "selected_only": so.state_bytes() / num,
-    }
+    bytes_per_param = {name: _bytes(optimizer.variables) / num for name, optimizer in held.items()}
     return runs, bytes_per_param, num, k
 
 

@@ -51,11 +51,14 @@ SECTIONS = {
         "test_mixed_precision.py::test_loss_scale_optimizer_inside_is_refused",
         "test_stay_put.py::test_an_inner_optimizer_that_accumulates_gradients_is_refused",
         "test_optimizer.py::test_inner_must_be_a_keras3_optimizer",
+        "test_selected_only_fit.py::test_selected_only_where_it_is_not_exact_raises_at_build_before_any_state",
+        "test_selected_only_fit.py::test_release_where_it_cannot_raises_and_changes_nothing",
     ],
     "SelectiveOptimizer (tf_keras)": [
         "test_tf_keras.py::test_distribution_strategy_is_refused_not_silently_wrong",
         "test_tf_keras.py::test_inner_must_be_a_tf_keras_optimizer",
         "test_tf_keras.py::test_watch_pruning_masks_refuses_bad_masks_before_any_change",
+        "test_selected_only_fit.py::test_tf_keras_front_end_refuses_selected_only",
     ],
     "prune": [
         "test_pruning.py::test_bad_inputs_raise_before_any_weight_changes",
@@ -103,6 +106,7 @@ SECTIONS = {
     "DropFrozenVariables / TracePerPhase (Keras 3 callbacks, checked at the start of `fit`)": [
         "test_granularity.py::test_drop_callback_needs_a_selective_optimizer",
         "test_phases.py::test_needs_a_selective_optimizer",
+        "test_selected_only_fit.py::test_trace_per_phase_checks_its_arguments",
     ],
 }
 

@@ -100,6 +100,7 @@ BAD_ARGUMENTS = [
     (dict(granularity="layer"), "granularity"),
     (dict(granularity="variable", scope="per_variable"), "granularity"),
     (dict(keep=float("nan")), "keep"),
+    (dict(update="fast"), "update"),
 ]
 
 

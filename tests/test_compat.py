@@ -19,6 +19,7 @@ import tensorflow as tf
 import tf_keras
 
 import tf_selopt
+from tf_selopt.core import _compat as core_compat
 from tf_selopt.deploy import _compat as tflite_compat
 from tf_selopt.keras import _compat as keras_compat
 from tf_selopt.keras2 import _compat as tf_keras_compat
@@ -34,6 +35,7 @@ def _changed(library, name):
         "tf_keras": ("tf_keras", "tf_selopt/keras2/_compat.py"),
         "tfmot": ("tensorflow_model_optimization", "tf_selopt/keras2/_tfmot_compat.py"),
         "TensorFlow": ("tensorflow", "tf_selopt/deploy/_compat.py"),
+        "TensorFlow (core)": ("tensorflow", "tf_selopt/core/_compat.py"),
     }
     module, path = where[library]
     return f"{library} {sys.modules[module].__version__} changed {name}: update {path}"
@@ -155,6 +157,34 @@ def test_keras_overwrite_with_gradient():
     assert np.all(b.numpy() == 7.0) and np.all(a.numpy() == 1.0), _changed(
         "Keras", "_overwrite_variables_directly_with_gradients"
     )
+
+
+@pytest.mark.parametrize("learning_rate", ["float", "variable", "schedule", "lambda"])
+def test_keras_clone_copies_the_configuration_and_shares_a_schedule(learning_rate):
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 2, 0.5)
+    rate = {"float": 0.1, "variable": 0.1, "schedule": schedule, "lambda": lambda: 0.25}[learning_rate]
+    optimizer = keras.optimizers.Adam(rate, beta_1=0.8, amsgrad=True)
+    copy = keras_compat.clone(optimizer)
+    assert type(copy) is keras.optimizers.Adam and not copy.built
+    assert copy.beta_1 == 0.8 and copy.amsgrad
+    assert float(copy.learning_rate) == float(optimizer.learning_rate), _changed("Keras", "_learning_rate")
+    if learning_rate in ("schedule", "lambda"):
+        assert copy._learning_rate is optimizer._learning_rate, _changed("Keras", "_learning_rate")
+
+
+def test_core_in_xla_context():
+    seen = []
+
+    def probe():
+        seen.append(core_compat.in_xla_context())
+        return tf.constant(0)
+
+    probe()
+    tf.function(probe)()
+    tf.function(probe, jit_compile=True)()
+    tf.function(lambda: tf.cond(tf.constant(True), probe, probe), jit_compile=True)()
+    message = _changed("TensorFlow (core)", "control_flow_util.GraphOrParentsInXlaContext")
+    assert seen == [False, False, True, True, True], message
 
 
 def test_keras_flatten_layers_yields_nested_layers():

@@ -103,7 +103,7 @@ def _fit(model, optimizer, x, y, pruning, snapshot, per_phase=False):
     if pruning:
         callbacks.append(pruning_lib.GradualPruning(ConstantSparsity(SPARSITY, begin_step=2, frequency=100)))
     if per_phase:
-        callbacks.append(tf_selopt.TracePerPhase())
+        callbacks.append(tf_selopt.TracePerPhase(keep_scores=True))
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=callbacks)
 
 

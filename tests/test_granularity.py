@@ -294,7 +294,10 @@ def test_config_round_trip_and_unchanged_checkpoint_layout(granularity):
     optimizer.build(model.trainable_variables)
     plain = selective("parameter")
     plain.build(model.trainable_variables)
-    assert [(v.name, v.shape, v.dtype) for v in optimizer.variables] == [(v.name, v.shape, v.dtype) for v in plain.variables]
+    def layout(o):  # the k-sized slots are named after the wrapper's (unique) name
+        return [(v.name.replace(o.name, "<name>"), v.shape, v.dtype) for v in o.variables]
+
+    assert layout(optimizer) == layout(plain)
 
 
 @pytest.mark.parametrize("granularity", GROUPED)

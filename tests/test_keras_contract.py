@@ -878,7 +878,9 @@ def test_multi_optimizer_stateful_apply():
 
 def test_multi_optimizer_fit_keeps_frozen_entries():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense_1"), keras.layers.Dense(1)])
+    # the head is named: an automatic name can be dense_1 too, and the map would then take it
+    layers = [keras.Input((3,)), keras.layers.Dense(2, name="dense_1"), keras.layers.Dense(1, name="head")]
+    model = keras.Sequential(layers)
     sel = wrap(O.Adam(0.1), warmup_steps=1, keep=2)
     multi = O.MultiOptimizer(O.OptimizerMap(default_optimizer=O.SGD(0.01), optimizer_map={".*dense_1/.*": sel}))
     model.compile(loss="mse", optimizer=multi)

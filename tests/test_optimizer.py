@@ -324,19 +324,32 @@ def test_tf_checkpoint_round_trip(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_variable_order_is_the_checkpoint_layout():
+@pytest.mark.parametrize("update", ["masked", "selected_only"])
+def test_variable_order_is_the_checkpoint_layout(update):
     model = make_model("sequential")
-    optimizer = selective("adam", criterion="preconditioned")
+    optimizer = selective("adam", criterion="preconditioned", update=update)
     optimizer.build(model.trainable_variables)
+    assert optimizer.update_path == update
     names = [v.name for v in optimizer.variables]
     n = len(model.trainable_variables)
     head = ["iteration", "learning_rate", "skipped_steps", "selections", "window_count"]
     assert names[:5] == head
     assert all(name.endswith("_mask") for name in names[5 : 5 + n])
+    if update == "selected_only":  # one dtype group: values, positions, offsets; released last-in first-out
+        group = ["selected_values_float32", "selected_positions_float32", "selected_offsets_float32"]
+        assert names[5 + n : 8 + n] == group
+        names = names[:5 + n] + names[8 + n :]
     assert all(name.endswith("_score") for name in names[5 + n : 5 + 2 * n])
     assert all(name.endswith("criterion_mean") for name in names[5 + 2 * n : 5 + 3 * n])
     assert all(name.endswith("criterion_m2") for name in names[5 + 3 * n : 5 + 4 * n])
-    assert names[5 + 4 * n :] == [v.name for v in optimizer.inner_optimizer.variables]
+    inner = [v.name for v in optimizer.inner_optimizer.variables]
+    assert names[5 + 4 * n : 5 + 4 * n + len(inner)] == inner
+    clones = names[5 + 4 * n + len(inner) :]
+    if update == "masked":
+        assert clones == []
+    else:  # the k-sized inner optimizer: its counters and one slot per Adam moment
+        assert clones[:2] == ["iteration", "learning_rate"]
+        assert [name.rsplit("_", 1)[1] for name in clones[2:]] == ["momentum", "velocity"]
 
 
 # -------------------------------------------------------------- bad input

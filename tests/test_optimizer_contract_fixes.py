@@ -204,7 +204,9 @@ def test_get_and_set_weights_cover_the_inner_state():
     model.compile(optimizer=optimizer, loss="mse")
     model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     weights = optimizer.get_weights()
-    assert len(weights) == len(optimizer._variables) + len(optimizer.inner_optimizer.variables)
+    k_sized = [v for clone in optimizer._selected_only_clones for v in clone.variables]
+    assert optimizer.update_path == "selected_only" and k_sized
+    assert len(weights) == len(optimizer._variables) + len(optimizer.inner_optimizer.variables) + len(k_sized)
     other = tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(0.01), **ARGS)
     other.build(model.trainable_variables)
     other.set_weights(weights)

@@ -72,7 +72,8 @@ def test_config_is_frozen_and_rebuilds_from_its_fields():
     config = SelectionConfig(criterion="preconditioned", num_examples=100, keep=0.2, warmup_steps=5, window=2, seed=3)
     with pytest.raises(AttributeError):
         config.keep = 0.5
-    assert FIELDS == ("criterion", "keep", "warmup_steps", "window", "scope", "reselect_every", "seed", "granularity")
+    names = ("criterion", "keep", "warmup_steps", "window", "scope", "reselect_every", "seed", "granularity", "update")
+    assert FIELDS == names
     again = SelectionConfig(**config.to_dict())
     for field in FIELDS[1:]:
         assert getattr(again, field) == getattr(config, field), field

@@ -19,6 +19,8 @@ def test_keras_file_saved_by_0_1_0_loads_bit_for_bit_and_trains_on():
     optimizer = model.optimizer
     assert isinstance(optimizer, tf_selopt.SelectiveOptimizer)
     assert isinstance(optimizer.inner_optimizer, keras.optimizers.Adam)
+    # saved before `update` existed: the file holds the masked path's layout, so it loads on that path
+    assert optimizer.update_path == "masked" and optimizer.get_config()["update"] == "masked"
     assert (optimizer.keep, optimizer.warmup_steps, optimizer.window, optimizer.seed) == (0.3, 6, 3, 0)
     weights = model.get_weights()
     assert len(weights) == sum(1 for key in expected.files if key.startswith("weight_"))

@@ -96,7 +96,7 @@ def test_frozen_entries_never_move_with_or_without_the_restore(inner):
 
 @pytest.mark.parametrize("inner", ["adam", "sgd_momentum", "rmsprop_momentum", "lion"])
 def test_momentum_of_entries_that_stop_training_is_zeroed_at_each_selection(inner):
-    optimizer = tf_selopt.SelectiveOptimizer(STAYS_PUT[inner](), **KWARGS)
+    optimizer = tf_selopt.SelectiveOptimizer(STAYS_PUT[inner](), update="masked", **KWARGS)
     variables = keras_variables()
     for step, grads in enumerate(gradients(12)):
         optimizer.apply_gradients(zip(grads, variables))

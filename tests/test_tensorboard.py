@@ -125,3 +125,20 @@ def test_study_runs_log_loss_and_accuracy_too(tmp_path, kind, method):
     tag = "selection/frozen_fraction" if kind == "selection" else "pruning/sparsity"
     assert ours[tag][-1][1] == pytest.approx(0.9, abs=1e-3)
     assert "frozen_fraction/lenet_300_100/dense_0/kernel" in ours or "sparsity/lenet_300_100/dense_0/kernel" in ours
+
+
+@pytest.mark.parametrize("keep_scores", [False, True])
+def test_monitor_with_the_release_of_the_warmup_state(tmp_path, keep_scores):
+    """TracePerPhase releases the scores after the selection's batch: the monitor has read them by then
+    (quantiles and histograms at the selection), so both runs write the same tags."""
+    keras.utils.set_random_seed(0)
+    model = models.mlp((8,), input_shape=(8,), num_classes=2)
+    opt = tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(1e-2), keep=KEEP, warmup_steps=WARMUP, window=2, seed=0)
+    model.compile(opt, LOSS)
+    x, y = data()
+    phases = tf_selopt.TracePerPhase(keep_scores=keep_scores)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[phases, SelectionMonitor(tmp_path)])
+    assert opt.warmup_state_released and (opt.scores is not None) == keep_scores
+    scalars, histograms = read(tmp_path)
+    assert set(histograms) == {f"scores_log10/{v.path}" for v in model.weights}
+    assert any(tag.startswith("scores/") for tag in scalars)

@@ -28,7 +28,12 @@ from tf_selopt.core import selection
 from tf_selopt.core.checks import is_int
 from tf_selopt.core.plan import SelectionPlan
 
-__all__ = ["SelectionConfig", "FIELDS", "BASE_ARGUMENTS", "BASE_DEFAULTS"]
+__all__ = ["SelectionConfig", "FIELDS", "UPDATES", "BASE_ARGUMENTS", "BASE_DEFAULTS"]
+
+#: How the restricted phase updates (``update``): ``"auto"`` (selected-only wherever it is exact, else
+#: masked), ``"selected_only"`` (the inner optimizer on the k selected entries only; an error where it is
+#: not exact), ``"masked"`` (the inner optimizer on all N entries with a masked gradient).
+UPDATES = ("auto", "selected_only", "masked")
 
 #: Base-optimizer arguments (Keras 3 and tf_keras) the front ends refuse: they belong on the inner optimizer.
 BASE_ARGUMENTS = (
@@ -59,7 +64,7 @@ class SelectionConfig:
     ``scope`` (``selection.SCOPES``), ``reselect_every`` (None or an int >=
     window), ``seed`` (None draws one; int in [0, 2**31)), ``num_examples``
     (N_data for ``"preconditioned"``; only used to resolve the criterion), and
-    ``granularity`` (``selection.GRANULARITIES``).
+    ``granularity`` (``selection.GRANULARITIES``) and ``update`` (``UPDATES``).
     """
 
     criterion: object = "gradient_sum"
@@ -71,6 +76,7 @@ class SelectionConfig:
     seed: int | None = None
     num_examples: int | None = None
     granularity: str = "parameter"
+    update: str = "auto"
 
     def __post_init__(self):
         criterion = criteria_lib.get(self.criterion, num_examples=self.num_examples)
@@ -96,6 +102,8 @@ class SelectionConfig:
             raise ValueError(
                 f"`granularity` must be one of {selection.GRANULARITIES}; received granularity={self.granularity!r}."
             )
+        if self.update not in UPDATES:
+            raise ValueError(f"`update` must be one of {UPDATES}; received update={self.update!r}.")
         if self.granularity == "variable" and self.scope != "global":
             raise ValueError(
                 "`granularity`='variable' selects whole variables over the network, so it needs "

@@ -108,11 +108,21 @@ class SelectiveFrontEnd:
         return self._selective.pruned_count()
 
     @property
+    def update_path(self):
+        """How the restricted phase updates: ``"selected_only"`` (the inner optimizer on the k selected
+        entries only) or ``"masked"`` (on all N entries, masked gradient); None before ``build``. Why a
+        masked path runs: ``masked_reason``."""
+        if self._selective.variables is None:
+            return None
+        return "masked" if self._selective.updater is None else "selected_only"
+
+    @property
     def restores_frozen(self):
-        """Whether frozen entries are restored after each inner update; False when the inner
+        """Whether frozen entries are restored after each inner update (masked path); False when the inner
         optimizer leaves them exactly in place (their momentum is zeroed at selection, see
-        ``Selective.set_motion_slots``). Read after ``build``."""
-        return not self._selective._skips_restore()
+        ``Selective.set_motion_slots``) and on the selected-only path (frozen entries are never written).
+        Read after ``build``."""
+        return self._selective.updater is None and not self._selective._skips_restore()
 
     @property
     def frozen_variables(self):
@@ -211,6 +221,7 @@ class SelectiveFrontEnd:
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        config.setdefault("update", "masked")  # saved before `update` existed: the masked path's layout
         config["inner"] = cls._deserialize_inner(config["inner"], custom_objects=custom_objects)
         config["criterion"] = cls._deserialize(config["criterion"], custom_objects=custom_objects)
         return cls(**config)

@@ -43,9 +43,13 @@ parameter. With Adam: 16 B per selected entry (values 4, position 4, m 4, v 4),
 Cost per step: a gather of k gradient entries and k values, the inner update on
 k entries, a scatter of k entries (TensorFlow's CPU ``ResourceScatterNdUpdate``
 writes entry by entry and bounds the step at keep 10%; under ``jit_compile=True``
-XLA's scatter is several times faster). ``apply`` compiles with
-``jit_compile=True`` (the slices by ``offsets`` are bounded by k); ``select``
-uses ``tf.where`` (dynamic shapes): run it outside XLA.
+XLA's scatter is several times faster). ``apply`` and ``select`` compile with
+``jit_compile=True`` (the slices by ``offsets`` are bounded by k; ``select``
+uses static shapes only).
+
+Pruning: ``apply(..., kept=...)`` takes each variable's pruning mask (True =
+kept): a selected entry that is pruned gets a zero gradient and keeps its
+value (0), as on the masked path.
 
 This module imports TensorFlow only; the Keras 3 adapter is
 ``tf_selopt.keras.selected_only``.
@@ -57,6 +61,8 @@ import dataclasses
 from typing import Callable
 
 import tensorflow as tf
+
+from tf_selopt.core import _compat
 
 __all__ = ["SelectedOnly", "SlotLink", "index_dtype_for"]
 
@@ -111,24 +117,34 @@ class _Group:
 
     # ------------------------------------------------------------ indices
     def new_indices(self, masks):
-        """(positions (k,), offsets (m+1,)) from bool masks of the group's variables."""
-        parts = [tf.cast(tf.where(tf.reshape(m, [-1]))[:, 0], self.index_dtype) for m in masks]
-        sizes = tf.stack([tf.shape(p, out_type=tf.int32)[0] for p in parts])
-        count = tf.reduce_sum(sizes)
-        check = tf.debugging.assert_less_equal(count, self.k, message="more entries selected than the capacity k")
+        """(positions (k,), offsets (m+1,)) from bool masks of the group's variables.
+
+        Static shapes only (XLA compiles it): each True entry's rank among the
+        group's True entries (a cumulative sum over the concatenated masks) is
+        its buffer slot, filled by one scatter of the entries' group positions;
+        Trues past the capacity ``k`` raise."""
+        flat = tf.concat([tf.reshape(tf.convert_to_tensor(m), [-1]) for m in masks], 0)
+        key_dtype = tf.int32 if self.padding_key < _INT32_LIMIT else tf.int64
+        rank = tf.cumsum(tf.cast(flat, key_dtype)) - 1
+        check = tf.debugging.assert_less_equal(
+            rank[-1], tf.constant(self.k - 1, key_dtype), message="more entries selected than the capacity k"
+        )
         with tf.control_dependencies([check]):
-            flat = tf.concat(parts + [tf.zeros([self.k - count], self.index_dtype)], 0)
-        positions = tf.ensure_shape(flat, (self.k,))
-        offsets = tf.concat([[0], tf.cumsum(sizes)], 0)
-        return positions, offsets
+            slot = tf.where(flat, rank, tf.constant(self.k, key_dtype))  # slot k: a dump, dropped below
+        keys = tf.scatter_nd(slot[:, None], tf.range(self.padding_key, dtype=key_dtype), [self.k + 1])[: self.k]
+        count = tf.cast(rank[-1] + 1, tf.int32)
+        keys = tf.where(tf.range(self.k) < count, keys, tf.constant(self.padding_key, key_dtype))
+        bounds = tf.constant(self.bases + [self.padding_key], key_dtype)
+        offsets = tf.cast(tf.searchsorted(keys, bounds, side="left"), tf.int32)
+        owner = tf.clip_by_value(tf.searchsorted(bounds, keys, side="right") - 1, 0, len(self.variables) - 1)
+        positions = tf.where(keys < self.padding_key, keys - tf.gather(bounds, owner), tf.zeros((), key_dtype))
+        return tf.cast(positions, self.index_dtype), offsets
 
     def keys(self, positions, offsets):
         """Sorted int64 global positions of the buffer slots (padding: ``padding_key``)."""
-        counts = offsets[1:] - offsets[:-1]
-        owner = tf.repeat(tf.range(len(self.variables), dtype=tf.int32), counts)
-        owner = tf.concat([owner, tf.fill([self.k - offsets[-1]], len(self.variables))], 0)
+        owner = tf.searchsorted(offsets[1:], tf.range(self.k, dtype=offsets.dtype), side="right")  # m: padding
         bases = tf.constant(self.bases + [self.padding_key], tf.int64)
-        is_padding = tf.range(self.k, dtype=tf.int32) >= offsets[-1]
+        is_padding = tf.range(self.k, dtype=offsets.dtype) >= offsets[-1]
         keys = tf.gather(bases, owner) + tf.cast(positions, tf.int64)
         return tf.where(is_padding, tf.constant(self.padding_key, tf.int64), keys)
 
@@ -140,18 +156,36 @@ class _Group:
     # -------------------------------------------------------------- steps
     def gather_full(self, tensors, positions, offsets):
         """(k,) tensor: each N-sized ``tensors[i]``'s entries at the selected positions, padding 0."""
+        if _compat.in_xla_context():
+            return self.gather_static(tensors, positions, offsets)
         parts = [
             tf.gather(tf.reshape(tf.convert_to_tensor(t), [-1]), p)
             for t, p in zip(tensors, self.slices(positions, offsets))
         ]
         return self._pad(parts, offsets)
 
+    def gather_static(self, tensors, positions, offsets):
+        """``gather_full`` with static shapes only (XLA compiles it; m gathers of k entries, for ``select``)."""
+        owner = tf.searchsorted(offsets[1:], tf.range(self.k, dtype=offsets.dtype), side="right")
+        result = None
+        for i, t in enumerate(tensors):
+            flat = tf.reshape(tf.convert_to_tensor(t), [-1])
+            part = tf.gather(flat, tf.clip_by_value(positions, 0, tf.cast(tf.size(flat) - 1, positions.dtype)))
+            result = tf.where(owner == i, part, tf.zeros((), part.dtype) if result is None else result)
+        return result
+
     def _pad(self, parts, offsets):
-        flat = tf.concat(parts + [tf.zeros([self.k - offsets[-1]], self.dtype)], 0)
+        flat = tf.concat(parts + [tf.zeros([self.k - offsets[-1]], parts[0].dtype)], 0)
         return tf.ensure_shape(flat, (self.k,))
 
     def gather_gradients(self, grads):
         offsets = tf.convert_to_tensor(self.offsets)
+        if _compat.in_xla_context():  # static shapes: densify IndexedSlices, m gathers of k entries
+            dense = [
+                tf.zeros(v.shape, self.dtype) if g is None else tf.convert_to_tensor(g)
+                for g, v in zip(grads, self.variables)
+            ]
+            return self.gather_static(dense, tf.convert_to_tensor(self.positions), offsets)
         positions = self.slices(tf.convert_to_tensor(self.positions), offsets)
         parts = []
         for g, v, p in zip(grads, self.variables, positions):
@@ -165,9 +199,27 @@ class _Group:
 
     def scatter(self, values):
         offsets = tf.convert_to_tensor(self.offsets)
+        if _compat.in_xla_context():
+            return self._scatter_static(values, offsets)
         positions = self.slices(tf.convert_to_tensor(self.positions), offsets)
         for v, p, x in zip(self.variables, positions, self.slices(values, offsets)):
             _tf_variable(v).scatter_nd_update(_unravel(p, v.shape), x)
+
+    def _scatter_static(self, values, offsets):
+        """``scatter`` with static shapes (XLA): each variable gets all k slots; a slot of another variable
+        repeats the variable's first selected entry (or, with none, rewrites its entry 0 unchanged), so
+        duplicate indices always carry equal values."""
+        positions = tf.convert_to_tensor(self.positions)
+        owner = tf.searchsorted(offsets[1:], tf.range(self.k, dtype=offsets.dtype), side="right")
+        for i, v in enumerate(self.variables):
+            first = tf.minimum(offsets[i], self.k - 1)
+            has = offsets[i + 1] > offsets[i]
+            flat = tf.reshape(tf.convert_to_tensor(v), [-1])
+            anchor_position = tf.where(has, positions[first], tf.zeros((), positions.dtype))
+            anchor_value = tf.where(has, values[first], flat[0])
+            mine = owner == i
+            index = tf.where(mine, positions, anchor_position)
+            _tf_variable(v).scatter_nd_update(_unravel(index, v.shape), tf.where(mine, values, anchor_value))
 
 
 def _unravel(positions, shape):
@@ -233,27 +285,29 @@ class SelectedOnly:
         """The (k,) value variables, one per group: what the inner optimizer is built on."""
         return [g.values for g in self.groups]
 
-    def select(self, masks, links=None):
+    def select(self, masks, links=None, first=True):
         """Take the entries where ``masks`` (bool, one per model variable) are True.
 
-        ``links``: per group, a list of ``SlotLink``; slots are carried over as the
-        module docstring says (from the full slots if ``full`` is given, else from
-        the previous selection's k-sized state)."""
+        ``links``: per group, a list of ``SlotLink``; ``first`` (bool, or a bool tensor decided in-graph):
+        whether this is the first selection, where slots come from the links' N-sized ``full`` slots;
+        otherwise from the previous selection's k-sized state (entries that stay keep theirs, new ones start
+        from ``initial``)."""
         links = links or [[] for _ in self.groups]
+        first = tf.convert_to_tensor(first, tf.bool)
         for group, group_links in zip(self.groups, links):
             positions, offsets = group.new_indices([masks[i] for i in group.members])
             old_keys = group.keys(tf.convert_to_tensor(group.positions), tf.convert_to_tensor(group.offsets))
             new_keys = group.keys(positions, offsets)
             at = tf.minimum(tf.searchsorted(old_keys, new_keys), self.k - 1)
             kept = tf.logical_and(tf.gather(old_keys, at) == new_keys, new_keys != group.padding_key)
-            values = group.gather_full(group.variables, positions, offsets)
+            kept = tf.logical_and(kept, tf.logical_not(first))
+            values = group.gather_static(group.variables, positions, offsets)
             for link in group_links:
                 initial = values if link.initial is None else tf.constant(link.initial, link.small.dtype)
+                new = tf.where(kept, tf.gather(tf.convert_to_tensor(link.small), at), initial)
                 if link.full is not None:
-                    new = group.gather_full(link.full, positions, offsets)
-                    new = tf.where(tf.range(self.k) < offsets[-1], new, initial)
-                else:
-                    new = tf.where(kept, tf.gather(tf.convert_to_tensor(link.small), at), initial)
+                    taken = group.gather_static(link.full, positions, offsets)
+                    new = tf.where(tf.logical_and(first, tf.range(self.k) < offsets[-1]), taken, new)
                 link.small.assign(new)
             group.positions.assign(positions)
             group.offsets.assign(offsets)
@@ -263,17 +317,36 @@ class SelectedOnly:
         """(k,) gradient per group from ``grads`` (one per model variable; dense, IndexedSlices or None)."""
         return [g.gather_gradients([grads[i] for i in g.members]) for g in self.groups]
 
-    def apply(self, grads, inner_apply):
-        """One restricted step: ``inner_apply(small_grads, buffers)`` updates the buffers in place."""
+    def apply(self, grads, inner_apply, kept=None):
+        """One restricted step: ``inner_apply(small_grads, buffers)`` updates the buffers in place.
+
+        ``kept``: None or one bool tensor (True = kept) or None per model variable: the pruning masks;
+        selected entries that are pruned get a zero gradient and keep their value."""
         small = self.gather_gradients(grads)
-        for group in self.groups:
+        live = [None] * len(self.groups)
+        before = [None] * len(self.groups)
+        for j, group in enumerate(self.groups):
             offsets = tf.convert_to_tensor(group.offsets)
-            group.values.assign(
-                group.gather_full(group.variables, tf.convert_to_tensor(group.positions), offsets)
-            )
+            values = group.gather_full(group.variables, tf.convert_to_tensor(group.positions), offsets)
+            group.values.assign(values)
+            masks = [None if kept is None else kept[i] for i in group.members]
+            if any(m is not None for m in masks):
+                masks = [tf.ones(v.shape, tf.bool) if m is None else m for m, v in zip(masks, group.variables)]
+                live[j] = group.gather_full(masks, tf.convert_to_tensor(group.positions), offsets)
+                small[j] = tf.where(live[j], small[j], tf.zeros((), small[j].dtype))
+                before[j] = values
         inner_apply(small, self.buffers)
-        for group in self.groups:
-            group.scatter(tf.convert_to_tensor(group.values))
+        for j, group in enumerate(self.groups):
+            values = tf.convert_to_tensor(group.values)
+            if live[j] is not None:
+                values = tf.where(live[j], values, before[j])
+            group.scatter(values)
+
+    def scatter_into_variables(self, tensors):
+        """Write ``tensors`` (one (k,) tensor per group, e.g. the inner optimizer's moving averages of the
+        buffers) into the model variables at the selected entries."""
+        for group, values in zip(self.groups, tensors):
+            group.scatter(tf.convert_to_tensor(values))
 
     def selected_count(self):
         """Entries held (int32 scalar), at most k per group."""

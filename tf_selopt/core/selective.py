@@ -40,6 +40,7 @@ import tensorflow as tf
 from tf_selopt.core import selection
 from tf_selopt.core.config import BASE_ARGUMENTS, BASE_DEFAULTS, SelectionConfig
 from tf_selopt.core.plan import PHASES
+from tf_selopt.core.selected_only import SelectedOnly
 
 __all__ = ["Selective", "BASE_ARGUMENTS", "refuse_base_arguments"]
 
@@ -81,14 +82,20 @@ class Selective:
         self.motion_slots = None
         self.averages = None  # the inner optimizer's EMA of each variable (``set_averages``)
         self.frozen_stay_put = lambda: False
+        self.selected_state = None  # ``SelectedOnly`` (built when the restricted phase updates selected entries only)
+        self.updater = None  # the front end's inner optimizer on ``selected_state`` (``use_selected_only``)
+        self.released = False
 
     # ----------------------------------------------------------------- build
-    def build(self, var_list, add_variable: AddVariable, add_slot: AddSlot, pruned_mask_of=None):
+    def build(self, var_list, add_variable: AddVariable, add_slot: AddSlot, pruned_mask_of=None, selected_only=False):
         """Create the state, in this order (the checkpoint layout): counters
         ``skipped_steps``, ``selections``, ``window_count``; one bool mask per
-        variable; one float32 score per variable; each criterion slot for each
-        variable (slot-major). ``pruned_mask_of(variable)`` -> bool tensor
-        (True = kept) or None, read when ``apply`` is traced."""
+        variable; with ``selected_only``, the ``SelectedOnly`` buffers (values,
+        positions, offsets per dtype); one float32 score per variable; each
+        criterion slot for each variable (slot-major). Scores and criterion slots
+        come last so that ``release`` drops a tail of the layout.
+        ``pruned_mask_of(variable)`` -> bool tensor (True = kept) or None, read
+        when ``apply`` is traced."""
         total = sum(int(v.shape.num_elements()) for v in var_list)
         config = self.config
         self.k = config.k(total)  # raises before any variable exists
@@ -106,6 +113,9 @@ class Selective:
         self.selections = add_variable((), tf.int64, "zeros", "selections")
         self.window_count = add_variable((), tf.float32, "zeros", "window_count")
         self.masks = [add_variable(v.shape, tf.bool, "ones", _variable_name(v, "mask")) for v in var_list]
+        if selected_only:
+            self.selected_state = SelectedOnly()
+            self.selected_state.build(var_list, self.k, add_variable)
         self.scores = [add_variable(v.shape, tf.float32, "zeros", _variable_name(v, "score")) for v in var_list]
         self.criterion_state = [{} for _ in var_list]
         for slot in self.criterion.slots:
@@ -156,6 +166,35 @@ class Selective:
         model, so frozen entries stay bit-identical through both.
         """
         self.averages = None if averages is None else list(averages)
+
+    def use_selected_only(self, updater):
+        """Run the restricted phase on ``selected_state`` with ``updater`` (the front end's inner optimizer on
+        the k-sized buffers): an object with ``select(masks)`` (at each selection, the bool masks of the
+        entries that train, one per variable), ``apply(grads, kept)`` (``grads``: one per variable, None for a
+        variable without one; ``kept``: pruning masks or None) and ``finalize()``."""
+        self.updater = updater
+        self.motion_slots = None  # the N-sized inner state is not used after a selection
+
+    def release(self, keep_scores=False):
+        """Forget the warm-up's state: the window state, the scores (unless ``keep_scores``) and the inner
+        optimizer's moving averages; the front end drops the variables. Only after a selection of a run
+        without ``reselect_every``, on the selected-only path (a ValueError names what is missing). Returns
+        the released variables of this object (the tail of ``build``'s layout: scores, then criterion
+        slots). Every later ``apply`` traces the restricted update only."""
+        if self.updater is None:
+            raise ValueError(
+                "Only the selected-only path (`update_path` 'selected_only') can release the warm-up state."
+            )
+        if self.plan.reselect_every is not None:
+            raise ValueError("With `reselect_every` set, the warm-up state is needed for every reselection.")
+        released = [] if keep_scores else list(self.scores)
+        released += [var for state in self.criterion_state for var in state.values()]
+        if not keep_scores:
+            self.scores = None
+        self.criterion_state = [{} for _ in self.variables]
+        self.averages = None
+        self.released = True
+        return released
 
     def _skips_restore(self):
         """Whether frozen entries stay in place without a restore (read at trace time)."""
@@ -209,6 +248,8 @@ class Selective:
         """
         if phase is not None and phase not in PHASES:
             raise ValueError(f"`phase` must be None or one of {PHASES}; received phase={phase!r}.")
+        if self.released:  # every later step is an ordinary restricted one; the warm-up state is gone
+            phase = "restricted"
         values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in values])
         step = tf.cast(step, tf.int64)
@@ -275,6 +316,9 @@ class Selective:
             for slot in self.motion_slots[i] if self.motion_slots is not None else ():
                 trains = mask if kept[i] is None else tf.logical_and(mask, kept[i])
                 slot.assign(tf.where(trains, tf.convert_to_tensor(slot), tf.zeros((), slot.dtype)))
+        if self.updater is not None:
+            trains = [m if k is None else tf.logical_and(m, k) for m, k in zip(masks, kept)]
+            self.updater.select(trains, tf.equal(self.selections, 0))
         for state in self.criterion_state:
             for var in state.values():
                 var.assign(tf.math.multiply_no_nan(tf.convert_to_tensor(var), tf.constant(0, var.dtype)))
@@ -282,6 +326,12 @@ class Selective:
         self.selections.assign_add(1)
 
     def _restricted_update(self, grads, variables, indices, inner_apply):
+        if self.updater is not None:
+            every = [None] * len(self.variables)
+            for g, i in zip(grads, indices):
+                every[i] = g
+            self.updater.apply(every, [self._kept(i) for i in range(len(self.variables))])
+            return
         masks = [self.trains(i) for i in indices]
         dense = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices (Embedding) -> dense
         masked = [tf.where(m, g, tf.constant(0, g.dtype)) for m, g in zip(masks, dense)]
@@ -301,7 +351,10 @@ class Selective:
         if self.variables is None:
             return finalize()
         before = [tf.identity(v) for v in self.variables]
-        finalize()
+        if not self.released:
+            finalize()
         for i, (v, old) in enumerate(zip(self.variables, before)):
             v.assign(tf.where(self.trains(i), tf.convert_to_tensor(v), old))
+        if self.updater is not None and int(self.selections) > 0:
+            self.updater.finalize()  # the selected entries' averages live in the k-sized state
 

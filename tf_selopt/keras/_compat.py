@@ -57,6 +57,37 @@ def state(optimizer, name):
     return getattr(optimizer, name, None)
 
 
+def clone(optimizer):
+    """A new, unbuilt optimizer of ``optimizer``'s class and configuration. A learning-rate schedule or
+    callable is shared, not serialized (a lambda does not survive ``from_config``); a variable learning
+    rate starts at its current value (``Optimizer._learning_rate``)."""
+    config = optimizer.get_config()
+    if not isinstance(optimizer._learning_rate, keras.Variable):
+        config["learning_rate"] = optimizer._learning_rate
+    return type(optimizer).from_config(config)
+
+
+def release(optimizer, variables, slot_names=()):
+    """Drop ``variables`` from what ``optimizer`` holds (``variables``, ``get_weights``, a checkpoint, a
+    ``.keras`` file) and empty its slot lists ``slot_names``, so nothing of Keras references them.
+
+    ``Optimizer._variables`` is a ``ListWrapper`` that TensorFlow refuses to checkpoint once an element is
+    deleted, so it is replaced by a new list of the kept variables, with Keras' ``Tracker`` store pointed at
+    it (``_tracker.config`` / ``stored_ids``); the slot lists are replaced by empty ones."""
+    from keras.src.utils import tracking
+
+    gone = {id(v) for v in variables}
+    kept = [v for v in optimizer._variables if id(v) not in gone]
+    with tracking.DotNotTrackScope():
+        optimizer._variables = kept
+        for name in slot_names:
+            if getattr(optimizer, name, None) is not None:
+                setattr(optimizer, name, [])
+    accepts, _ = optimizer._tracker.config["variables"]
+    optimizer._tracker.config["variables"] = (accepts, optimizer._variables)
+    optimizer._tracker.stored_ids["variables"] -= gone
+
+
 def variable_index(optimizer, variable) -> int:
     """Position of ``variable`` in the list ``optimizer`` was built on: the index into its slot lists
     (``Optimizer._get_variable_index``)."""

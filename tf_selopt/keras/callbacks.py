@@ -138,6 +138,7 @@ class SelectionMonitor(keras.callbacks.Callback):
     # ------------------------------------------------------------ callbacks
     def on_train_begin(self, logs=None):
         self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._kept_scores = None
         self._last_step = self._step()
         self._written_step = None
         self._events = None
@@ -155,6 +156,11 @@ class SelectionMonitor(keras.callbacks.Callback):
             self._events = events
             self._write_scalars(step)
         elif events != self._events:
+            optimizer = self._selective()
+            releasable = optimizer is not None and optimizer.update_path == "selected_only"
+            if self.histogram_freq and releasable and optimizer.reselect_every is None and optimizer.scores is not None:
+                # a host copy for the epoch's histograms: TracePerPhase may release the scores before then
+                self._kept_scores = (int(optimizer.selections), [s.numpy() for s in optimizer.scores])
             if self._written_step is not None and step - 1 > self._written_step:
                 before = {t: v for t, v in self.last_scalars.items() if t not in self._NOT_STEP_FUNCTIONS}
                 self._write(step - 1, before)
@@ -215,6 +221,8 @@ class SelectionMonitor(keras.callbacks.Callback):
     def _score_quantiles(self, optimizer) -> dict:
         """Quantiles of the last selection's scores, recomputed only when ``selections`` changed."""
         selections = int(optimizer.selections)
+        if self._quantiles[0] != selections and optimizer.scores is None:
+            return {}  # released (``release_warmup_state``) before this selection's quantiles were read
         if self._quantiles[0] != selections:
             scores = np.concatenate([np.ravel(s.numpy()) for s in optimizer.scores])
             values = np.quantile(scores, list(QUANTILES.values()))
@@ -267,9 +275,21 @@ class SelectionMonitor(keras.callbacks.Callback):
         optimizer = self._selective()
         if optimizer is None or int(optimizer.selections) == self._histogram_selections:
             return  # no selection since the last histograms: they would repeat
+        scores = optimizer.scores
+        if scores is None:  # released by ``release_warmup_state`` (TracePerPhase) after the copy at the selection
+            selections, scores = self._kept_scores or (None, None)
+            if selections != int(optimizer.selections):
+                self._histogram_selections = int(optimizer.selections)
+                warnings.warn(
+                    "SelectionMonitor: no score histograms for this selection: the scores were released "
+                    "(release_warmup_state) before the monitor saw them; TracePerPhase(keep_scores=True) keeps them.",
+                    stacklevel=2,
+                )
+                return
+        self._kept_scores = None
         self._histogram_selections = int(optimizer.selections)
         with self._writer.as_default(step=step):
-            for v, score in zip(optimizer.model_variables, optimizer.scores):
+            for v, score in zip(optimizer.model_variables, scores):
                 score = tf.reshape(tf.cast(tf.convert_to_tensor(score), tf.float64), [-1])
                 positive = tf.boolean_mask(score, score > 0)
                 tf.summary.histogram(f"scores_log10/{_path(v)}", tf.math.log(positive) / np.log(10.0))

@@ -11,6 +11,12 @@ Only the TensorFlow backend is supported. Under ``tf.distribute``
 optimizer in ``strategy.scope()``: every replica and worker selects the same
 masks, those of a single-device run on the same global batches (see
 ``_apply_distributed``).
+
+The restricted phase updates the selected entries only (``update``, read-out
+``update_path``): the inner optimizer runs on k-sized buffers of the selected
+values (``tf_selopt.keras.selected_only``), wherever that equals the masked path
+bit for bit; otherwise (other inner optimizers, clipnorm, constraints,
+tf.distribute) on all N entries with a masked gradient.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from tf_selopt.core.config import SelectionConfig
 from tf_selopt.core.frontend import SelectiveFrontEnd
 from tf_selopt.core.selective import Selective, refuse_base_arguments
 from tf_selopt.keras import _compat, pruning
-from tf_selopt.keras._compat import MOTION_SLOT_ATTRIBUTES
+from tf_selopt.keras._compat import MOTION_SLOT_ATTRIBUTES, SLOT_ATTRIBUTES
+from tf_selopt.keras.selected_only import KerasSelectedOnly, supports_selected_only
 
 __all__ = ["SelectiveOptimizer"]
 
@@ -72,6 +79,20 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             every group raises at ``build``). Variables left with nothing to
             train can leave the gradient computation: see
             ``tf_selopt.keras.freezing.DropFrozenVariables`` and ``trainable_subset``.
+        update: how the restricted phase updates. ``"auto"`` (default):
+            ``"selected_only"`` wherever it is exact, else ``"masked"``.
+            ``"selected_only"``: the inner optimizer runs on the k selected
+            entries only (k-sized values, int32 indices and inner state; frozen
+            entries are never written; the selected entries' values equal the
+            masked path's bit for bit): the elementwise optimizers SGD, Adam,
+            AdamW, Adamax, Nadam and Lion (exact classes); RMSprop, Adagrad and
+            Adadelta only when asked for (1 ulp off in a ``tf.function``:
+            ``tf_selopt.keras.selected_only.GRAPH_ROUNDING``); not with
+            clipnorm / global_clipnorm, variable constraints other than a pruning
+            mask, or a tf.distribute strategy (a ValueError at ``build``).
+            ``"masked"``: the inner optimizer on all N entries with
+            a masked gradient. After the last selection (no ``reselect_every``)
+            ``release_warmup_state`` drops the N-sized warm-up state.
         name: optimizer name.
 
     Read-outs (``tf_selopt.core.frontend.SelectiveFrontEnd``): ``masks`` (bool
@@ -80,6 +101,8 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
     ``selected_count`` (selected and not pruned), ``pruned_count``,
     ``frozen_fraction``, ``skipped_steps`` (steps skipped for non-finite
     gradients), ``selections`` (selections done), ``k``, ``num_parameters``,
+    ``update_path`` (``"selected_only"`` or ``"masked"``; ``masked_reason`` says
+    why a masked path runs),
     ``restores_frozen`` (False when the inner optimizer is one of
     ``MOTION_SLOT_ATTRIBUTES`` without weight decay, EMA or a constraint other
     than a pruning mask: frozen entries then stay in place because their
@@ -125,6 +148,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
         seed=None,
         num_examples=None,
         granularity="parameter",
+        update="auto",
         name=None,
         **kwargs,
     ):
@@ -152,12 +176,23 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
         refuse_base_arguments(kwargs)
         selective = Selective(
             SelectionConfig(
-                criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity
+                criterion,
+                keep,
+                warmup_steps,
+                window,
+                scope,
+                reselect_every,
+                seed,
+                num_examples,
+                granularity,
+                update,
             )
         )
         super().__init__(learning_rate=0.0, name=name)
         self._selective = selective
         self.inner_optimizer = inner
+        self._selected_only_clones = []  # the k-sized inner optimizers, one per dtype (selected-only path)
+        self.masked_reason = None  # set at build
 
     def build(self, var_list):
         """Create the state in ``Selective.build``'s order (the checkpoint layout),
@@ -171,21 +206,140 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             return
         var_list = list(var_list)
         parameters = [v for v in var_list if not _compat.overwrites_with_gradient(self, v)]
+        self.masked_reason = self._masked_reason(parameters)  # raises for update="selected_only" where not exact
+        selected_only = not self.masked_reason
         self._selective.build(
             parameters,
             add_variable=lambda shape, dtype, init, name: self.add_variable(shape, init, dtype.name, name=name),
             add_slot=lambda v, name: self.add_variable_from_reference(v, name=name),
             pruned_mask_of=pruning.pruning_mask,
+            selected_only=selected_only,
         )
         self._parameter_index = {_compat.variable_key(self, v): i for i, v in enumerate(parameters)}
         self.inner_optimizer.build(var_list)
-        self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES, _bare_pruning_mask)
+        if selected_only:
+            with tf.init_scope():  # `build` may run while the first step traces; the clones read the config eagerly
+                updater = KerasSelectedOnly(
+                    self.inner_optimizer,
+                    parameters,
+                    self._selective.k,
+                    core=self._selective.selected_state,
+                    constraint_allowed=_bare_pruning_mask,
+                )
+            self._selected_only_clones = updater.clones  # tracked: checkpoints hold their state
+            self._selective.use_selected_only(updater)
+        else:
+            self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES, _bare_pruning_mask)
         self._selective.set_averages(_compat.moving_averages(self.inner_optimizer, parameters))
         super().build(var_list)
 
+    def _masked_reason(self, parameters) -> str:
+        """Why the restricted phase runs masked ("" for selected-only); a ValueError if ``update`` asks for
+        selected-only where it is not exact."""
+        update = self._selective.config.update
+        if update == "masked":
+            return "update='masked'"
+        if not parameters:
+            return "no parameters to select (every variable is overwritten with its gradient)"
+        if tf.distribute.has_strategy():
+            supported, reason = False, "under a tf.distribute strategy the restricted phase runs masked"
+        else:
+            supported, reason = supports_selected_only(
+                self.inner_optimizer,
+                parameters,
+                _bare_pruning_mask,
+                exact=update == "auto",
+                reselects=self._selective.config.reselect_every is not None,
+            )
+        if supported:
+            return ""
+        if update == "selected_only":
+            raise ValueError(
+                f"`update`='selected_only' is not exact here: {reason}. Use update='auto' (selected-only "
+                "wherever it is exact) or 'masked'."
+            )
+        return reason
+
+    def release_warmup_state(self, keep_scores=False) -> int:
+        """Drop the N-sized state the restricted phase no longer reads; returns the bytes released.
+
+        After the selection of a run without ``reselect_every`` on the selected-only path
+        (``update_path``), the warm-up's inner optimizer slots (e.g. Adam's two moments, its moving
+        averages) and the criterion's window state leave ``variables``, checkpoints and ``.keras`` files,
+        and with them memory once nothing else references them (a traced train step does:
+        ``tf_selopt.keras.TracePerPhase`` calls this and drops the steps traced before). The scores go too
+        unless ``keep_scores`` (TensorBoard histograms read them). The masks (1 B/param) and the k-sized
+        state stay. Every later step is traced as a restricted one. Calling it again does nothing.
+
+        Resuming: a ``.keras`` file or ``get_weights`` list with the released layout loads into a fresh
+        optimizer as is (``load_own_variables`` releases first); for ``tf.train.Checkpoint``, restore
+        (``read(...)``), then call this, then ``assert_existing_objects_matched()``.
+
+        Example:
+            >>> import keras, numpy as np, tf_selopt
+            >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
+            >>> opt = tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(1e-3), keep=4, warmup_steps=2, window=1)
+            >>> model.compile(optimizer=opt, loss="mse")
+            >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 8)), batch_size=2, verbose=0)
+            >>> before = len(opt.variables)
+            >>> opt.release_warmup_state()  # Adam's m and v of the kernel and bias, scores, window sums
+            640
+            >>> before - len(opt.variables), opt.scores
+            (8, None)
+        """
+        if self._selective.released:
+            return 0
+        if not self.built:
+            raise ValueError("`release_warmup_state` needs a built optimizer after its selection; it is not built.")
+        if self.update_path != "selected_only":
+            raise ValueError(
+                "`release_warmup_state` needs `update_path` 'selected_only'; this optimizer runs masked "
+                f"({self.masked_reason}), where the inner optimizer's N-sized state is what it updates."
+            )
+        if int(self.selections) == 0:
+            raise ValueError("`release_warmup_state` must follow the selection: `selections` is 0.")
+        return self._release(keep_scores)
+
+    def _release(self, keep_scores):
+        inner = self.inner_optimizer
+        names = [n for n in SLOT_ATTRIBUTES[type(inner)]] + ([_compat.EMA_ATTRIBUTE] if inner.use_ema else [])
+        slots = [v for name in names for v in (_compat.state(inner, name) or ()) if v is not None]
+        own = self._selective.release(keep_scores)  # raises with reselect_every
+        released = own + slots
+        _compat.release(self, own)
+        _compat.release(inner, slots, names)
+        return sum(int(v.shape.num_elements()) * tf.as_dtype(v.dtype).size for v in released)
+
+    def _released_layout_sizes(self) -> dict:
+        """Number of ``variables`` after ``release_warmup_state(keep_scores)``, for each ``keep_scores``."""
+        inner = self.inner_optimizer
+        names = list(SLOT_ATTRIBUTES.get(type(inner), ())) + ([_compat.EMA_ATTRIBUTE] if inner.use_ema else [])
+        slots = sum(len(_compat.state(inner, name) or ()) for name in names)
+        window = sum(len(state) for state in self._selective.criterion_state)
+        total = len(self.variables) - slots - window
+        return {True: total, False: total - len(self._selective.scores)}
+
+    def load_own_variables(self, store):
+        """Keras' loading, after releasing the warm-up state when ``store`` holds a released layout."""
+        if self.built and not self._selective.released and self.update_path == "selected_only":
+            if self._selective.config.reselect_every is None and len(store.keys()) != len(self.variables):
+                for keep_scores, size in self._released_layout_sizes().items():
+                    if len(store.keys()) == size:
+                        self._release(keep_scores)
+                        break
+        super().load_own_variables(store)
+
+    @property
+    def warmup_state_released(self) -> bool:
+        """Whether ``release_warmup_state`` ran (then ``scores`` is None unless kept)."""
+        return self._selective.released
+
     @property
     def variables(self):
-        return super().variables + self.inner_optimizer.variables
+        """Everything the optimizer holds and a checkpoint saves: its own state, the inner optimizer's, and on
+        the selected-only path the k-sized inner state."""
+        clones = [v for c in self._selected_only_clones for v in c.variables]
+        return super().variables + self.inner_optimizer.variables + clones
 
     def apply_gradients(self, grads_and_vars):
         grads, trainable_variables = zip(*grads_and_vars)

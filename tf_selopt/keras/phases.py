@@ -10,7 +10,9 @@ it swaps the general step back. Results are bit-identical to training without it
 (tested). An in-graph assertion stops a step traced for one phase from running
 in another. Each phase's step is traced once per ``fit`` and reused at later
 switches (``tf_selopt.keras.traces``): with ``reselect_every`` the cycles cost no
-further traces.
+further traces. Without it, on the selected-only path, the switch to the
+restricted phase releases the warm-up's N-sized state
+(``SelectiveOptimizer.release_warmup_state``) and drops the steps traced before.
 
 Examples:
     >>> import keras, numpy as np, tf_selopt
@@ -20,7 +22,9 @@ Examples:
     >>> phases = TracePerPhase()
     >>> _ = model.fit(np.ones((16, 4)), np.ones((16, 2)), batch_size=2, callbacks=[phases], verbose=0)
     >>> phases.switches, phases.rebuilds, int(opt.selections)
-    (4, 2, 1)
+    (4, 3, 1)
+    >>> opt.warmup_state_released, phases.released_bytes  # Adam's m and v, scores, window sums of 10 params
+    (True, 160)
 """
 
 from __future__ import annotations
@@ -37,14 +41,28 @@ class TracePerPhase(keras.callbacks.Callback):
     """During ``fit``, trace ordinary warm-up and restricted steps without the other phases' code.
 
     Needs a ``tf_selopt.SelectiveOptimizer``. One read of ``iterations`` per
-    batch; at the end of ``fit`` the general step is restored. Read-outs:
+    batch; at the end of ``fit`` the general step is restored.
+
+    ``release_warmup_state``: at the switch to the restricted phase on the
+    selected-only path without ``reselect_every``, call the optimizer's
+    ``release_warmup_state(keep_scores)`` and drop every step traced before (they
+    hold the released variables), so the warm-up's N-sized state leaves memory.
+    ``released_bytes`` says how much it released. Read-outs:
     ``phase`` (None, ``"warmup"`` or ``"restricted"``: what the current trace holds),
     ``switches`` (changes of the traced phase so far), ``rebuilds`` (train steps built
     for them; the others were reused).
     """
 
-    def __init__(self):
+    def __init__(self, release_warmup_state=True, keep_scores=False):
         super().__init__()
+        if not isinstance(release_warmup_state, bool) or not isinstance(keep_scores, bool):
+            raise ValueError(
+                "`release_warmup_state` and `keep_scores` must be True or False; received "
+                f"release_warmup_state={release_warmup_state!r}, keep_scores={keep_scores!r}."
+            )
+        self.release_warmup_state = release_warmup_state
+        self.keep_scores = keep_scores
+        self.released_bytes = 0
         self.rebuilds = 0
         self.switches = 0
         self._optimizer = None
@@ -62,7 +80,24 @@ class TracePerPhase(keras.callbacks.Callback):
             return
         step = int(optimizer.iterations.numpy())
         last = step + int(self.model.steps_per_execution) - 1
-        self._set_phase(optimizer.plan.ordinary_phase(step, last))
+        phase = optimizer.plan.ordinary_phase(step, last)
+        if phase == "restricted" and self._can_release(optimizer):
+            with switching_state(self.model, forget_others=True) as switch:
+                self.released_bytes = optimizer.release_warmup_state(self.keep_scores)
+                optimizer.phase = phase
+            self.switches += 1
+            self.rebuilds += switch.built
+            return
+        self._set_phase(phase)
+
+    def _can_release(self, optimizer) -> bool:
+        return (
+            self.release_warmup_state
+            and not optimizer.warmup_state_released
+            and optimizer.update_path == "selected_only"
+            and optimizer.reselect_every is None
+            and int(optimizer.selections) > 0
+        )
 
     def on_train_end(self, logs=None):
         self._set_phase(None)

@@ -37,9 +37,9 @@ import tensorflow as tf
 
 from tf_selopt.core.selected_only import SelectedOnly, SlotLink
 from tf_selopt.keras import _compat
-from tf_selopt.keras._compat import SCALAR_ATTRIBUTES, SLOT_ATTRIBUTES
+from tf_selopt.keras._compat import MOTION_SLOT_ATTRIBUTES, SCALAR_ATTRIBUTES, SLOT_ATTRIBUTES
 
-__all__ = ["KerasSelectedOnly", "SLOT_ATTRIBUTES", "supports_selected_only"]
+__all__ = ["KerasSelectedOnly", "GRAPH_ROUNDING", "SLOT_ATTRIBUTES", "supports_selected_only"]
 
 #: Elementwise but not bit-exact on a buffer: the reason (``supports_selected_only``).
 NOT_EXACT = {
@@ -48,16 +48,45 @@ NOT_EXACT = {
 }
 
 
-def supports_selected_only(inner, variables=()) -> tuple[bool, str]:
+#: Bit-exact eagerly but 1 ulp off in a ``tf.function``: Grappler's arithmetic optimizer rewrites their
+#: ``x / sqrt(y)`` as ``x * rsqrt(y)``, whose vectorized and scalar lanes round differently, so an entry's
+#: update depends on its position in the tensor. ``update="auto"`` keeps them on the masked path;
+#: ``update="selected_only"`` takes them (equal to the masked path up to that rounding).
+GRAPH_ROUNDING = {
+    cls: "in a tf.function Grappler rewrites its x / sqrt(y) as x * rsqrt(y), which rounds by lane (1 ulp)"
+    for cls in (keras.optimizers.RMSprop, keras.optimizers.Adagrad, keras.optimizers.Adadelta)
+}
+
+
+def supports_selected_only(
+    inner, variables=(), constraint_allowed=lambda constraint: False, exact=True, reselects=False
+) -> tuple[bool, str]:
     """Whether ``inner`` (and the model ``variables``) can train on the selected entries only, exactly.
 
-    Returns ``(True, "")`` or ``(False, reason)``. Exact classes of ``SLOT_ATTRIBUTES`` only (a subclass
-    may change the update); no ``clipnorm`` / ``global_clipnorm`` (a norm over the k entries sums in
-    another order than over N with zeros: equal to rounding only), no gradient accumulation, no
-    variable constraint and no ``overwrite_with_gradient`` variable (both act on whole tensors).
+    Returns ``(True, "")`` or ``(False, reason)``. Exact classes of ``SLOT_ATTRIBUTES`` only (a
+    subclass may change the update); with ``exact`` (a ``tf.function`` must be exact too) not those of
+    ``GRAPH_ROUNDING``, and with ``exact`` and ``reselects`` (a ``reselect_every``) only where the
+    masked path zeroes every slot of an entry that stops training (SGD, Lion; not with weight decay),
+    as the selected-only path starts newly selected entries from zero. No ``clipnorm`` /
+    ``global_clipnorm`` (a norm over the k entries sums in another order than over N with zeros:
+    equal to rounding only), no gradient accumulation, no variable constraint that
+    ``constraint_allowed`` does not accept (the front end accepts a bare pruning mask, whose effect
+    ``apply``'s ``kept`` reproduces) and no ``overwrite_with_gradient``
+    variable (both act on whole tensors).
     """
     if type(inner) in NOT_EXACT:
         return False, NOT_EXACT[type(inner)]
+    if exact and type(inner) in GRAPH_ROUNDING:
+        return False, f"{type(inner).__name__}: {GRAPH_ROUNDING[type(inner)]}"
+    if exact and reselects and _compat.SLOT_ATTRIBUTES.get(type(inner)):
+        zeroed = set(MOTION_SLOT_ATTRIBUTES.get(type(inner), ()))
+        slots = set(SLOT_ATTRIBUTES[type(inner)])
+        if inner.weight_decay or not slots <= zeroed or getattr(inner, "centered", False):
+            return False, (
+                f"reselect_every with {type(inner).__name__}: the masked path keeps updating frozen entries' "
+                f"slots {sorted(slots - zeroed) or sorted(slots)} with zero gradients, the selected-only path "
+                "starts newly selected entries from the initial value"
+            )
     if type(inner) not in SLOT_ATTRIBUTES:
         return False, (
             f"{type(inner).__name__} is not one of the elementwise optimizers "
@@ -68,7 +97,8 @@ def supports_selected_only(inner, variables=()) -> tuple[bool, str]:
     if inner.gradient_accumulation_steps:
         return False, "gradient_accumulation_steps is set"
     for v in variables:
-        if getattr(v, "constraint", None) is not None:
+        constraint = getattr(v, "constraint", None)
+        if constraint is not None and not constraint_allowed(constraint):
             return False, f"variable {v.path if hasattr(v, 'path') else v.name} has a constraint"
         if getattr(v, "overwrite_with_gradient", False):
             return False, f"variable {v.path if hasattr(v, 'path') else v.name} is overwritten with its gradient"
@@ -79,27 +109,30 @@ class KerasSelectedOnly:
     """The restricted phase of ``inner`` on the k selected entries of ``var_list`` (see module docstring).
 
     ``inner`` must be built on ``var_list`` (its warm-up state is read at the first ``select``); it is
-    not changed except for ``iterations``, which follows the clones'.
+    not changed except for ``iterations``: the step count, which each step starts the clones from and
+    advances by one.
     """
 
-    def __init__(self, inner, var_list, k):
-        supported, reason = supports_selected_only(inner, var_list)
+    def __init__(self, inner, var_list, k, core=None, constraint_allowed=lambda constraint: False):
+        supported, reason = supports_selected_only(inner, var_list, constraint_allowed, exact=False)
         if not supported:
             raise ValueError(f"`inner` cannot train the selected entries only: {reason}.")
         self.inner = inner
         self.var_list = list(var_list)
-        self.core = SelectedOnly()
-        self.core.build(
-            self.var_list,
-            k,
-            lambda shape, dtype, init, name: keras.Variable(
-                tf.zeros(shape, dtype), dtype=dtype.name, trainable=False, name=name
-            ),
-        )
+        if core is None:  # standalone (benchmarks, tests): own variables
+            core = SelectedOnly()
+            core.build(
+                self.var_list,
+                k,
+                lambda shape, dtype, init, name: keras.Variable(
+                    tf.zeros(shape, dtype), dtype=dtype.name, trainable=False, name=name
+                ),
+            )
+        self.core = core
         self.weight_decay = inner.weight_decay
         self.clones = []
         for buffer in self.core.buffers:
-            clone = type(inner).from_config(inner.get_config())
+            clone = _compat.clone(inner)
             clone.weight_decay = None  # applied per entry in ``apply`` (honours exclusions)
             clone.build([buffer])
             self.clones.append(clone)
@@ -107,12 +140,12 @@ class KerasSelectedOnly:
         self._initial = {
             name: float(_compat.state(self.clones[0], name)[0].numpy()[0])
             for name in SLOT_ATTRIBUTES[type(inner)]
-            if _compat.state(self.clones[0], name)
+            if self.clones and _compat.state(self.clones[0], name)
         }
         self._selected = False
 
     # ------------------------------------------------------------------ state
-    def _links(self, from_full):
+    def _links(self):
         links = []
         for group, clone in zip(self.core.groups, self.clones):
             names = list(SLOT_ATTRIBUTES[type(self.inner)]) + ([_compat.EMA_ATTRIBUTE] if self.inner.use_ema else [])
@@ -121,10 +154,8 @@ class KerasSelectedOnly:
                 small = _compat.state(clone, name)
                 if not small:
                     continue
-                full = None
-                if from_full:
-                    slots = _compat.state(self.inner, name)
-                    full = [slots[_compat.variable_index(self.inner, v)] for v in group.variables]
+                slots = _compat.state(self.inner, name)  # empty once released (``release_full_state``)
+                full = [slots[_compat.variable_index(self.inner, v)] for v in group.variables] if slots else None
                 initial = None if name == _compat.EMA_ATTRIBUTE else self._initial[name]
                 group_links.append(SlotLink(small[0], full, initial))
             links.append(group_links)
@@ -135,40 +166,56 @@ class KerasSelectedOnly:
         """Every variable the clones hold (iterations, learning rate, k-sized slots, ...)."""
         return [v for clone in self.clones for v in clone.variables]
 
-    def select(self, masks):
-        """Train the entries where ``masks`` are True from now on (the first call takes ``inner``'s state)."""
-        from_full = not self._selected
-        if from_full:
-            for clone in self.clones:
-                clone.iterations.assign(self.inner.iterations)
-                for name in SCALAR_ATTRIBUTES.get(type(self.inner), ()):
-                    _compat.state(clone, name).assign(_compat.state(self.inner, name))
-        self.core.select(masks, self._links(from_full))
+    def select(self, masks, first=None):
+        """Train the entries where ``masks`` are True from now on. ``first`` (bool or bool tensor; default: the
+        first call in Python): the first selection takes ``inner``'s state (counters and N-sized slots)."""
+        if first is None:
+            first = not self._selected
+        first = tf.convert_to_tensor(first, tf.bool)
+        for clone in self.clones:
+            clone.iterations.assign(tf.where(first, self.inner.iterations, clone.iterations))
+            for name in SCALAR_ATTRIBUTES.get(type(self.inner), ()):
+                small, full = _compat.state(clone, name), _compat.state(self.inner, name)
+                small.assign(tf.where(first, tf.convert_to_tensor(full), tf.convert_to_tensor(small)))
+        self.core.select(masks, self._links(), first)
         self._selected = True
 
-    def apply(self, grads):
-        """One restricted step with ``grads`` (one per variable of ``var_list``; dense, IndexedSlices or None)."""
+    def apply(self, grads, kept=None):
+        """One restricted step with ``grads`` (one per variable of ``var_list``; dense, IndexedSlices or None;
+        None: no gradient, its selected entries step with a zero one) and ``kept`` (None, or a pruning mask
+        or None per variable: pruned entries keep their value)."""
         flags = [_compat.decays(self.inner, v) for v in self.var_list]
 
         def inner_apply(small_grads, buffers):
             for group, clone, g, buffer in zip(self.core.groups, self.clones, small_grads, buffers):
                 if isinstance(self.inner.learning_rate, keras.Variable):
                     clone.learning_rate.assign(self.inner.learning_rate)
+                clone.loss_scale_factor = self.inner.loss_scale_factor
+                clone.iterations.assign(self.inner.iterations)  # the step count is the inner's (users may set it)
                 if self.weight_decay:
                     self._decay(group, clone, buffer, [flags[i] for i in group.members])
                 clone.apply([g], [buffer])
             self.inner.iterations.assign(self.clones[0].iterations)
 
-        self.core.apply(grads, inner_apply)
+        self.core.apply(grads, inner_apply, kept)
+
+    def finalize(self):
+        """With ``use_ema``: write the selected entries' moving averages into the model variables (what the
+        inner ``finalize_variable_values`` does for all entries on the masked path)."""
+        if self.inner.use_ema:
+            self.core.scatter_into_variables([_compat.state(clone, _compat.EMA_ATTRIBUTE)[0] for clone in self.clones])
 
     def _decay(self, group, clone, buffer, flags):
-        """Keras' decoupled decay ``v -= v * wd * lr`` on the entries whose variable it applies to."""
+        """Keras' decoupled decay ``v -= v * wd * lr`` on the entries whose variable it applies to.
+
+        Written as Keras writes it, with scalar ``wd`` and ``lr``: in a ``tf.function`` Grappler's
+        arithmetic optimizer reorders the chain to ``v * (wd * lr)`` (fewer broadcasts) for both paths alike."""
         dtype = buffer.dtype
         offsets = tf.convert_to_tensor(group.offsets)
-        counts = tf.concat([offsets[1:] - offsets[:-1], [group.k - offsets[-1]]], 0)
-        on = tf.repeat(tf.constant(flags + [False]), counts)
+        owner = tf.searchsorted(offsets[1:], tf.range(group.k, dtype=offsets.dtype), side="right")  # m: padding
+        on = tf.gather(tf.constant(flags + [False]), owner)  # static shape (XLA)
         lr = tf.cast(clone.learning_rate, dtype)
-        wd = tf.where(on, tf.cast(self.weight_decay, dtype), tf.zeros((), dtype))
+        wd = tf.cast(self.weight_decay, dtype)
         buffer.assign(tf.where(on, buffer - buffer * wd * lr, buffer))
 
     def state_bytes(self) -> int:

@@ -40,12 +40,13 @@ class Switch:
 
 
 @contextlib.contextmanager
-def switching_state(model):
+def switching_state(model, forget_others=False):
     """Change the train step's state inside the block; on exit ``model.train_function`` fits the new state.
 
     Yields a ``Switch``. A model whose step is not traced yet is left alone (``fit`` traces the
     current state). A step that is not one this cache installed (first switch, or after
-    ``compile``) starts a new cache.
+    ``compile``) starts a new cache. ``forget_others``: drop every kept step (they hold variables
+    the block released) and build the new one.
     """
     switch = Switch()
     current = getattr(model, "train_function", None)
@@ -59,7 +60,10 @@ def switching_state(model):
     traces[old] = current
     yield switch
     new = state_key(model)
-    if new == old:
+    if forget_others:
+        traces.clear()
+        model.train_function = None
+    elif new == old:
         return
     if new in traces:
         model.train_function = traces[new]

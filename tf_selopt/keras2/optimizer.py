@@ -49,6 +49,9 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
     same masks; fully frozen variables leave the gradient computation only in
     custom loops (``trainable_subset``): a ``tf.Variable``'s ``trainable`` is
     fixed, so there is no ``DropFrozenVariables`` for tf_keras ``fit``.
+    ``update``: ``"auto"`` and ``"masked"`` run the masked path (all N entries,
+    masked gradient); ``"selected_only"`` raises: that path is built on Keras 3
+    optimizers only.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
         seed=None,
         num_examples=None,
         granularity="parameter",
+        update="auto",
         name="SelectiveOptimizer",
         **kwargs,
     ):
@@ -77,10 +81,26 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
         refuse_base_arguments(kwargs)
         selective = Selective(
             SelectionConfig(
-                criterion, keep, warmup_steps, window, scope, reselect_every, seed, num_examples, granularity
+                criterion,
+                keep,
+                warmup_steps,
+                window,
+                scope,
+                reselect_every,
+                seed,
+                num_examples,
+                granularity,
+                update,
             )
         )
+        if update == "selected_only":
+            raise ValueError(
+                "`update`='selected_only' is not available in the tf_keras front end: it runs the masked path "
+                "(the selected-only path is built on Keras 3 optimizers). Use update='auto' or 'masked', or "
+                "tf_selopt.SelectiveOptimizer (Keras 3)."
+            )
         super().__init__(name=name, jit_compile=False)
+        self.masked_reason = "the tf_keras front end runs the masked path"
         self._selective = selective
         self.inner_optimizer = inner
         # variable.ref() -> mask (see ``watch_pruning_masks``); a read-only view, which tf.Module's attribute
