@@ -211,9 +211,7 @@ class KerasSelectedOnly:
         Written as Keras writes it, with scalar ``wd`` and ``lr``: in a ``tf.function`` Grappler's
         arithmetic optimizer reorders the chain to ``v * (wd * lr)`` (fewer broadcasts) for both paths alike."""
         dtype = buffer.dtype
-        offsets = tf.convert_to_tensor(group.offsets)
-        owner = tf.searchsorted(offsets[1:], tf.range(group.k, dtype=offsets.dtype), side="right")  # m: padding
-        on = tf.gather(tf.constant(flags + [False]), owner)  # static shape (XLA)
+        on = tf.gather(tf.constant(flags + [False]), group.owners())  # static shape (XLA)
         lr = tf.cast(clone.learning_rate, dtype)
         wd = tf.cast(self.weight_decay, dtype)
         buffer.assign(tf.where(on, buffer - buffer * wd * lr, buffer))
