@@ -418,3 +418,8 @@ def test_no_inherited_private_attribute_outside_the_compat_modules(layer):
         if not path.name.startswith(("_compat", "_tfmot_compat")):
             found += _inherited_private(path, library)
     assert not found, f"inherited private API outside the _compat modules: {found}"
+
+
+def test_core_return_freed_memory_trims_the_c_heap():
+    """glibc (this image's libc) has ``malloc_trim``: the call runs and says so."""
+    assert core_compat.return_freed_memory() is True, _changed("TensorFlow (core)", "libc malloc_trim")

@@ -125,6 +125,8 @@ class _Group:
         Trues past the capacity ``k`` raise."""
         flat = tf.concat([tf.reshape(tf.convert_to_tensor(m), [-1]) for m in masks], 0)
         key_dtype = tf.int32 if self.padding_key < _INT32_LIMIT else tf.int64
+        if not _compat.in_xla_context():  # k-sized temporaries: the True entries' positions, padded
+            return self._new_indices_dynamic(flat, key_dtype)
         taken = tf.concat([tf.zeros([1], key_dtype), tf.cumsum(tf.cast(flat, key_dtype))], 0)  # (N+1,)
         rank = taken[1:] - 1
         check = tf.debugging.assert_less_equal(
@@ -138,6 +140,21 @@ class _Group:
         bounds = tf.constant(self.bases + [self.padding_key], key_dtype)
         offsets = tf.cast(tf.gather(taken, bounds), tf.int32)  # True entries before each variable's first
         owner = _owners(offsets, self.k)  # m for padding: bounds[m] is padding_key
+        positions = tf.where(keys < self.padding_key, keys - tf.gather(bounds, owner), tf.zeros((), key_dtype))
+        return tf.cast(positions, self.index_dtype), offsets
+
+    def _new_indices_dynamic(self, flat, key_dtype):
+        """``new_indices`` outside XLA: ``tf.where`` lists the True entries (no N-sized int temporaries,
+        which the static version needs three of: 240 MB at N = 20M)."""
+        found = tf.cast(tf.where(flat)[:, 0], key_dtype)  # sorted
+        count = tf.shape(found)[0]
+        check = tf.debugging.assert_less_equal(count, self.k, message="more entries selected than the capacity k")
+        with tf.control_dependencies([check]):
+            keys = tf.concat([found, tf.fill([self.k - count], tf.constant(self.padding_key, key_dtype))], 0)
+        keys = tf.ensure_shape(keys, (self.k,))
+        bounds = tf.constant(self.bases + [self.padding_key], key_dtype)
+        offsets = tf.cast(tf.searchsorted(keys, bounds, side="left"), tf.int32)
+        owner = _owners(offsets, self.k)
         positions = tf.where(keys < self.padding_key, keys - tf.gather(bounds, owner), tf.zeros((), key_dtype))
         return tf.cast(positions, self.index_dtype), offsets
 

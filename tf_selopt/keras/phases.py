@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import keras
 
+from tf_selopt.core import _compat
 from tf_selopt.keras.callbacks import required_selective
 from tf_selopt.keras.traces import switching_state
 
@@ -85,6 +86,7 @@ class TracePerPhase(keras.callbacks.Callback):
             with switching_state(self.model, forget_others=True) as switch:
                 self.released_bytes = optimizer.release_warmup_state(self.keep_scores)
                 optimizer.phase = phase
+            _compat.return_freed_memory()  # the old traces are gone: the released variables with them
             self.switches += 1
             self.rebuilds += switch.built
             return
