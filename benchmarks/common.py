@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 
-__all__ = ["timed", "machine_info", "write_result"]
+__all__ = ["MIB", "timed", "rss_bytes", "machine_info", "write_result"]
+
+MIB = 2**20
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -24,6 +26,14 @@ def timed(fn, *args) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     fn(*args)
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (bytes; Linux ``/proc/self/status`` VmRSS)."""
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def machine_info() -> dict:

@@ -24,20 +24,11 @@ import statistics
 import subprocess
 import sys
 
-from benchmarks.common import ROOT, write_result
+from benchmarks.common import MIB, ROOT, rss_bytes, write_result
 
 MODES = ("adam", "ours")
 CRITERIA = ("gradient_sum", "preconditioned", "fisher", "magnitude", "random")
 BATCH = 128
-MIB = 2**20
-
-
-def _rss_bytes() -> int:
-    """Current resident set size of this process (bytes)."""
-    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def child(mode: str, hidden: int, steps: int, criterion: str) -> dict:
@@ -61,9 +52,9 @@ def child(mode: str, hidden: int, steps: int, criterion: str) -> dict:
             num_examples=len(x), seed=0,
         )
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = _rss_bytes()
+    before = rss_bytes()
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
-    after = _rss_bytes()
+    after = rss_bytes()
     # Linux syncs per-thread RSS counters lazily: ru_maxrss (KiB) can lag the current VmRSS by a few hundred KiB.
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, after)
     result = {

@@ -34,19 +34,11 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import ROOT, write_result
+from benchmarks.common import MIB, ROOT, rss_bytes, write_result
 
 MODES = ("adam", "masked", "selected_only")
 MODELS = ("mlp", "embedding")
 BATCH = 128
-MIB = 2**20
-
-
-def _rss_bytes() -> int:
-    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def build(name: str, steps: int, seed: int = 0):
@@ -95,10 +87,10 @@ def child(mode: str, model_name: str, steps: int, keep: float) -> dict:
 
     class Sample(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            samples.append(_rss_bytes())
+            samples.append(rss_bytes())
 
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = _rss_bytes()
+    before = rss_bytes()
     start = time.perf_counter()
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=callbacks + [Sample()])
     seconds = time.perf_counter() - start
