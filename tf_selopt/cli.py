@@ -5,6 +5,7 @@
     selopt plot DIR | selopt report DIR
     selopt export MODEL.keras OUT ...
     selopt bench OUT --model m.keras --sparsity 0 --sparsity 0.9   # deployment benchmark
+    selopt finetune --out results/finetune   # transfer benchmark: calibrate + SelectiveOptimizer vs full, LoRA
 
 A thin front end: the work is in ``tf_selopt.study`` and ``tf_selopt.deploy.export``. TensorFlow is
 imported inside the commands (``selopt --help`` does not load it), through ``_import_tensorflow``,
@@ -238,6 +239,35 @@ def bench(out, models, sparsities, paths, data, artifacts, runs, warmup, threads
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo((out / serving.MARKDOWN_NAME).read_text())
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path), default=pathlib.Path("runs/finetune"),
+              show_default=True, help="Output directory: finetune.json, finetune.md, finetune.png, pretrained/ "
+              "(the pretrained weights, reused when present).")
+@click.option("--quick", is_flag=True, help="Test-sized: LeNet only, 50 examples, 1 seed, 5 steps, no RSS processes.")
+@click.option("--model", "models", multiple=True, type=click.Choice(["small_cnn", "lenet_300_100"]),
+              help="Models [default: both] (repeatable).")
+@click.option("--size", "sizes", multiple=True, type=click.IntRange(min=5, max=1500),
+              help="Labelled fine-tuning examples [default: 50, 200, 1000] (repeatable).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Seeds per arm [default: 3].")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Fine-tuning steps per arm [default: 150].")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def finetune(out, quick, models, sizes, seeds, steps, quiet):
+    """Transfer benchmark (MNIST 0-4 -> 5-9): full, last layer, Keras LoRA and calibrate + SelectiveOptimizer
+    at equal trainable parameters -> OUT/finetune.{json,md,png}."""
+    _import_tensorflow()
+    import dataclasses
+
+    from tf_selopt.study import finetune as finetune_lib
+
+    config = finetune_lib.FinetuneConfig.quick() if quick else finetune_lib.FinetuneConfig()
+    changes = {"models": tuple(models), "sizes": tuple(sizes), "seeds": tuple(range(seeds)) if seeds else (),
+               "steps": steps}
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v})
+    finetune_lib.run_finetune(out, config, quiet=quiet)
+    click.echo((out / "finetune.md").read_text())
+    click.echo(f"results in   {out.resolve()}")
 
 
 if __name__ == "__main__":
