@@ -251,7 +251,7 @@ def bench(out, models, sparsities, paths, data, artifacts, runs, warmup, threads
 @click.option("--size", "sizes", multiple=True, type=click.IntRange(min=5, max=1500),
               help="Labelled fine-tuning examples [default: 50, 200, 1000] (repeatable).")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="Seeds per arm [default: 3].")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Fine-tuning steps per arm [default: 150].")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Fine-tuning steps per arm [default: 80].")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def finetune(out, quick, models, sizes, seeds, steps, quiet):
     """Transfer benchmark (MNIST 0-4 -> 5-9): full, last layer, Keras LoRA and calibrate + SelectiveOptimizer

@@ -17,8 +17,9 @@ The set-up (issue 17, items 3 and 4; ``selopt finetune`` runs it):
   size), trained by ``SelectiveOptimizer(Adam, masks=masks)`` from step 0; and ``<criterion>@0.5%``
   (``small_keep``) for ``small_criteria``.
 * **Learning rate per family** (full, last_layer, lora, ours): the best validation accuracy over
-  ``learning_rates`` with seed 0, per (model, data size); the "ours" family is tuned with its first
-  criterion at keep = P and the rate is used for every criterion and budget of ours.
+  ``learning_rates`` with seed 0, per model, at ``tune_at`` examples (None: per data size); the
+  "ours" family is tuned with its first criterion at keep = P and the rate is used for every
+  criterion and budget of ours.
 * **Measures per arm**: test accuracy (``seeds`` seeds); optimizer bytes (the optimizer's variables
   after training, bytes summed); step time (median over timed ``train_on_batch`` steps, every arm of a
   model in one process, interleaved round by round); peak RSS: each arm once more, at the largest
@@ -33,8 +34,8 @@ Examples:
     >>> from tf_selopt.study.finetune import FinetuneConfig, arms
     >>> [a.name for a in arms(FinetuneConfig(criteria=("fisher", "random"), small_criteria=("fisher",)))]
     ['full', 'last_layer', 'lora_r4', 'fisher', 'random', 'fisher@0.5%']
-    >>> FinetuneConfig.quick().sizes
-    (50,)
+    >>> FinetuneConfig.quick().sizes, [a.name for a in arms(FinetuneConfig.quick())][3:]
+    ((50,), ['fisher', 'preconditioned', 'fisher@0.5%'])
 """
 
 from __future__ import annotations
@@ -68,24 +69,27 @@ class FinetuneConfig:
     models: tuple = ("small_cnn", "lenet_300_100")
     sizes: tuple = (50, 200, 1000)
     seeds: tuple = (0, 1, 2)
-    steps: int = 150
+    steps: int = 80
     batch_size: int = 32
     pretrain_epochs: int = 5
     lora_rank: int = 4
     criteria: tuple = ("fisher", "gradient_sum", "preconditioned", "magnitude", "random")
     small_keep: float = 0.005
     small_criteria: tuple = ("fisher",)
-    calibrate_steps: int = 16
-    learning_rates: tuple = (1e-4, 1e-3, 1e-2)
+    calibrate_steps: int = 8
+    steps_per_execution: int = 10  # fit's steps per call of the compiled train function (less Python per step)
+    learning_rates: tuple = (1e-3, 3e-3, 1e-2)
+    tune_at: int | None = 200  # the data size the learning rates are chosen at (None: at every size)
     timing_rounds: int = 5
     timing_steps: int = 10
     rss: str = "subprocess"  # "subprocess" (one fresh process per arm) or "none"
 
     @classmethod
     def quick(cls) -> FinetuneConfig:
-        """One model, one size and seed, a few steps, one learning rate, no RSS subprocesses."""
+        """One model, size and seed, two criteria, a few steps, one learning rate, no RSS subprocesses."""
         return cls(models=("lenet_300_100",), sizes=(50,), seeds=(0,), steps=5, pretrain_epochs=1,
-                   calibrate_steps=2, learning_rates=(1e-3,), timing_rounds=2, timing_steps=2, rss="none")
+                   criteria=("fisher", "preconditioned"), calibrate_steps=2, learning_rates=(1e-3,), timing_rounds=1,
+                   timing_steps=2, rss="none", steps_per_execution=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +238,7 @@ def build_arm(model_name, weights, arm, x, y, *, lr, seed, P, config):
     else:
         optimizer = inner
         info["trainable"] = _count(model.trainable_variables)
-    model.compile(optimizer=optimizer, loss=_loss())
+    model.compile(optimizer=optimizer, loss=_loss(), steps_per_execution=config.steps_per_execution)
     return model, optimizer, info
 
 
@@ -244,17 +248,20 @@ def _dataset(x, y, seed, batch_size):
     return tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=seed).repeat().batch(batch_size)
 
 
-def _optimizer_bytes(optimizer) -> int:
-    return int(sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in optimizer.variables))
+def _optimizer_bytes(optimizer) -> tuple[int, int]:
+    """(bytes of all the optimizer's variables, of its bool ones: SelectiveOptimizer's masks)."""
+    sizes = [(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize, v.dtype == "bool") for v in optimizer.variables]
+    return sum(b for b, _ in sizes), sum(b for b, is_bool in sizes if is_bool)
 
 
 def train_arm(model_name, weights, arm, x, y, *, lr, seed, P, config):
     """Build, fine-tune for ``config.steps`` steps; return (model, optimizer, info)."""
     model, optimizer, info = build_arm(model_name, weights, arm, x, y, lr=lr, seed=seed, P=P, config=config)
     start = time.perf_counter()
-    model.fit(_dataset(x, y, seed, config.batch_size), steps_per_epoch=config.steps, epochs=1, verbose=0)
+    model.fit(_dataset(x, y, seed, config.batch_size), steps_per_epoch=config.steps, epochs=1, verbose=0,
+              shuffle=False)
     info["fit_seconds"] = time.perf_counter() - start
-    info["optimizer_bytes"] = _optimizer_bytes(optimizer)
+    info["optimizer_bytes"], info["optimizer_mask_bytes"] = _optimizer_bytes(optimizer)
     if arm.family == "ours":
         info["selected_count"] = int(optimizer.selected_count)
         info["update_path"] = optimizer.update_path
@@ -383,8 +390,12 @@ def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False) -> 
         entry = {"pretrain": pre, "N": N, "P": P, "learning_rates": {}, "step_seconds": {}, "rss": {}}
         result["models"][model_name] = entry
         timed = {}  # the models of the first seed at the largest size, for the step times
+        tuned = None
+        if config.tune_at is not None:
+            tuned = _tune(model_name, weights, arm_list, data, config.tune_at, P, config, log)
+            entry["learning_rates"][f"tuned at n={config.tune_at}"] = tuned
         for size in config.sizes:
-            lrs = _tune(model_name, weights, arm_list, data, size, P, config, log)
+            lrs = tuned or _tune(model_name, weights, arm_list, data, size, P, config, log)
             entry["learning_rates"][str(size)] = lrs
             for seed in config.seeds:
                 x, y = subset(data["pool"], size, seed)
@@ -400,6 +411,8 @@ def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False) -> 
                         f"P={info['trainable']:,} opt {info['optimizer_bytes']:,} B")
         size = max(config.sizes)
         lr_of = {f: v["chosen"] for f, v in entry["learning_rates"][str(size)].items()}
+        rss_arms = [a for a in arm_list if a.family in ("full", "lora") or (a.criterion in GRADIENT_CRITERIA
+                                                                            and a.keep is None)]
         x, y = subset(data["pool"], size, config.seeds[0])
         entry["step_seconds"] = measure_step_times(timed, x[: config.batch_size], y[: config.batch_size], config)
         del timed
@@ -407,7 +420,7 @@ def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False) -> 
             with tempfile.TemporaryDirectory() as tmp:
                 data_path = pathlib.Path(tmp) / "finetune_data.npz"
                 np.savez(data_path, x=x, y=y)
-                for arm in arm_list:
+                for arm in rss_arms:
                     rss = measure_rss(model_name, weights, arm, data_path, lr_of[arm.family], P, config)
                     entry["rss"][arm.name] = rss
                     log(f"  rss {model_name} {arm.name}: peak {rss['peak_rss_bytes'] / MIB:.1f} MiB, arm growth "
@@ -440,6 +453,7 @@ def summarize(result) -> dict:
             per[arm["name"]] = {
                 "trainable": rows[0]["trainable"],
                 "optimizer_bytes": max(r["optimizer_bytes"] for r in rows),
+                "optimizer_mask_bytes": max(r["optimizer_mask_bytes"] for r in rows),
                 "step_ms": 1e3 * entry["step_seconds"][arm["name"]] if arm["name"] in entry["step_seconds"] else None,
                 "peak_rss_mib": rss["peak_rss_bytes"] / MIB if rss else None,
                 "arm_rss_growth_mib": (rss["arm_peak_rss_bytes"] - rss["rss_start_bytes"]) / MIB if rss else None,
@@ -516,9 +530,11 @@ def markdown(result) -> str:
             lines.append(f"| {name} | {s['trainable']:,} | " + " | ".join(accs)
                          + f" | {s['optimizer_bytes']:,} | {step} | {rss} | {growth} |")
         lr = entry["learning_rates"]
+        tuned = [(n, fam) for n, fam in lr.items() if not n.isdigit()] or [(f"n={n}", fam) for n, fam in lr.items()]
         lines.append("")
-        lines.append("Learning rates (validation, seed 0): " + "; ".join(
-            f"n={n}: " + ", ".join(f"{f} {v['chosen']:g}" for f, v in fam.items()) for n, fam in lr.items()))
+        lines.append(f"Learning rates (best validation accuracy of {', '.join(f'{v:g}' for v in c['learning_rates'])}"
+                     f", seed 0): " + "; ".join(f"{n}: " + ", ".join(f"{f} {v['chosen']:g}" for f, v in fam.items())
+                                                for n, fam in tuned))
     if result["goals"]:
         lines += ["", "| model | goal | ours | reference | met |", "|---|---|---:|---:|---|"]
         for g in result["goals"]:
