@@ -20,7 +20,8 @@ def quick_run(tmp_path_factory):
 
 def test_quick_writes_json_table_figure_and_cached_weights(quick_run):
     out, result, output = quick_run
-    assert {"config", "arms", "data", "models", "runs", "summary", "goals", "versions"} <= set(result)
+    keys = {"command", "commit", "config", "arms", "data", "models", "runs", "summary", "goals", "versions"}
+    assert keys <= set(result)
     assert (out / "finetune.png").stat().st_size > 0
     assert (out / "pretrained" / "lenet_300_100.weights.h5").exists()
     table = (out / "finetune.md").read_text()

@@ -265,7 +265,7 @@ def finetune(out, quick, models, sizes, seeds, steps, quiet):
     changes = {"models": tuple(models), "sizes": tuple(sizes), "seeds": tuple(range(seeds)) if seeds else (),
                "steps": steps}
     config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v})
-    finetune_lib.run_finetune(out, config, quiet=quiet)
+    finetune_lib.run_finetune(out, config, quiet=quiet, command=" ".join(["selopt"] + sys.argv[1:]))
     click.echo((out / "finetune.md").read_text())
     click.echo(f"results in   {out.resolve()}")
 

@@ -23,9 +23,12 @@ The set-up (issue 17, items 3 and 4; ``selopt finetune`` runs it):
 * **Measures per arm**: test accuracy (``seeds`` seeds); optimizer bytes (the optimizer's variables
   after training, bytes summed); step time (median over timed ``train_on_batch`` steps, every arm of a
   model in one process, interleaved round by round); peak RSS: each arm once more, at the largest
-  data size, in a **fresh subprocess** (``ru_maxrss``; a peak in one process is monotone, so arms run
-  one after another in one process could not be told apart): its peak over the whole process
-  (import, data, calibration, fit) and its RSS when the arm starts.
+  data size and seed 0, in a **fresh subprocess** (a peak in one process is monotone, so arms run one
+  after another in one process could not be told apart), for full, LoRA and the gradient criteria at
+  keep = P (the arms the goals compare): the whole process's peak (``VmHWM``: import, data,
+  calibration, fit; not ``ru_maxrss``, which Linux carries over from the parent process) and the
+  arm's own growth: the highest VmRSS sampled every 2 ms while the arm (model build, calibration,
+  fit) runs, minus VmRSS when it starts.
 
 Outputs in ``OUT``: ``finetune.json``, ``finetune.md`` (tables and goals), ``finetune.png``
 (test accuracy vs trainable parameters, one line per method).
@@ -45,7 +48,6 @@ import json
 import os
 import pathlib
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -269,9 +271,10 @@ def train_arm(model_name, weights, arm, x, y, *, lr, seed, P, config):
 
 
 # ------------------------------------------------------------------------------------------------- measures
-def _rss_now() -> int:
+def _rss_now(field="VmRSS") -> int:
+    """This process's ``VmRSS`` (or ``VmHWM``, its peak) from ``/proc/self/status``, in bytes (Linux)."""
     for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -306,7 +309,9 @@ def _rss_child(spec_json: str) -> None:
         done.set()
         sampler.join()
     end = _rss_now()
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, end, *samples)
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a large
+    # parent reports the parent's peak (every arm read the same 1,951 MiB in a first run)
+    peak = max(_rss_now("VmHWM"), end, *samples)
     print(json.dumps({"rss_start_bytes": start, "arm_peak_rss_bytes": max(end, *samples),
                       "peak_rss_bytes": peak}))
 
@@ -364,8 +369,17 @@ def _tune(model_name, weights, arm_list, data, size, P, config, log) -> dict:
     return out
 
 
-def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False) -> dict:
-    """Run the benchmark; write finetune.json / .md / .png into ``out_dir``; return the result dict."""
+def _git(*args) -> str:
+    root = pathlib.Path(__file__).resolve().parents[2]
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False, command=None) -> dict:
+    """Run the benchmark; write finetune.json / .md / .png into ``out_dir``; return the result dict.
+    ``command``: the command line recorded in the JSON [default: ``sys.argv``]."""
     import keras
     import tensorflow as tf
 
@@ -376,7 +390,9 @@ def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False) -> 
     started = time.perf_counter()
     data = transfer_data()
     arm_list = arms(config)
-    result = {"config": dataclasses.asdict(config), "arms": [dataclasses.asdict(a) for a in arm_list],
+    result = {"command": command or " ".join(sys.argv), "commit": _git("rev-parse", "HEAD"),
+              "tf_selopt_uncommitted_changes": bool(_git("status", "--porcelain", "--", "tf_selopt")),
+              "config": dataclasses.asdict(config), "arms": [dataclasses.asdict(a) for a in arm_list],
               "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
                            "keras": keras.__version__, "cpu_count": os.cpu_count()},
               "data": {k: int(len(v[1])) for k, v in data.items()},
@@ -511,7 +527,7 @@ def markdown(result) -> str:
              f"{result['data']['test']} held-out 5-9 images, mean ± std over {len(c['seeds'])} seeds. "
              f"Optimizer bytes: the optimizer's variables after training. Step: median ms per `train_on_batch` "
              f"step, arms interleaved in one process. Peak RSS: a fresh process per arm at n={max(c['sizes'])} "
-             f"(`ru_maxrss`, whole process: import, data, calibration, fit); RSS growth: that process's highest "
+             f"(`VmHWM`, whole process: import, data, calibration, fit); RSS growth: that process's highest "
              f"VmRSS (sampled every 2 ms) while the arm runs (build, calibration, fit) minus VmRSS at its start."]
     for model_name, per in result["summary"].items():
         entry = result["models"][model_name]
