@@ -53,6 +53,12 @@ SECTIONS = {
         "test_optimizer.py::test_inner_must_be_a_keras3_optimizer",
         "test_selected_only_fit.py::test_selected_only_where_it_is_not_exact_raises_at_build_before_any_state",
         "test_selected_only_fit.py::test_release_where_it_cannot_raises_and_changes_nothing",
+        "test_calibrate.py::test_bad_masks_raise_at_construction",
+        "test_calibrate.py::test_masks_that_do_not_fit_the_model_raise_at_build_before_any_state",
+    ],
+    "calibrate": [
+        "test_calibrate.py::test_calibrate_bad_inputs_raise_before_any_batch_runs",
+        "test_calibrate.py::test_calibrate_says_when_data_runs_out_and_when_a_variable_gets_no_gradient",
     ],
     "SelectiveOptimizer (tf_keras)": [
         "test_tf_keras.py::test_distribution_strategy_is_refused_not_silently_wrong",
