@@ -105,7 +105,7 @@ def _io(shape):
 def check_divisible(shape, rows: int, cols: int, what: str, name: str = "the variable"):
     """ValueError naming ``name`` unless ``shape`` has rank >= 2 with ``in % cols == 0`` and ``out % rows == 0``.
 
-    ``what`` names the structure in the message (e.g. ``"block_size=(1, 4)"``).
+    ``what`` names the structure in the message (e.g. ``"`block_size`=(1, 4)"``).
     """
     io = _io(shape)
     if io is None or io[0] % cols or io[1] % rows:
@@ -178,7 +178,7 @@ def m_by_n_mask(scores, m_by_n):
     """
     m, n = m_by_n
     x = tf.convert_to_tensor(scores)
-    check_divisible(x.shape, 1, n, f"sparsity_m_by_n={tuple(m_by_n)}", "the scores")
+    check_divisible(x.shape, 1, n, f"`sparsity_m_by_n`={tuple(m_by_n)}", "the scores")
     groups, perm = _groups_last(sortable_key(x), n)
     _, idx = tf.math.top_k(groups, k=n - m, sorted=True)  # equal keys: the lower index first
     keep = tf.reduce_sum(tf.one_hot(idx, n, dtype=tf.int32), axis=-2) > 0

@@ -375,12 +375,12 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _make_artifact(variant, artifact, work, runtime, sample, x1, configs, representative_data):
+def _make_artifact(variant, artifact, work, runtime, sample, x1, configs, representative_data, float_atol):
     """Export one artefact into ``work``; return its ExportReport, a batch predictor, the batch-1
     ``(config, call)`` timers and the latency entries of configurations that failed to prepare."""
     if artifact == "saved_model":
         report = export.export_saved_model(
-            variant.model, os.path.join(work, "saved_models"), variant.name, 1, sample_inputs=sample
+            variant.model, os.path.join(work, "saved_models"), variant.name, 1, sample_inputs=sample, atol=float_atol
         )
         predict, call = _saved_model_calls(report.path, x1)
         return report, predict, [({"threads": None, "xnnpack": None}, call)], []
@@ -388,6 +388,7 @@ def _make_artifact(variant, artifact, work, runtime, sample, x1, configs, repres
     report = export.export_tflite(
         variant.model, path, mode=artifact, sample_inputs=sample,
         representative_data=representative_data if artifact in export.INT8_MODES else None,
+        atol=None if artifact in export.INT8_MODES or artifact == "dynamic_int8" else float_atol,
     )
     calls, failed = [], []
     for config in configs:
@@ -444,6 +445,7 @@ def deployment_benchmark(
     runtime="auto",
     artifacts_dir=None,
     overwrite=False,
+    float_atol=export.FLOAT_ATOL,
 ) -> list:
     """Export, time and score every artefact; write ``deployment.json`` and ``deployment.md``; return the rows.
 
@@ -475,6 +477,10 @@ def deployment_benchmark(
             directory to keep them in (replaced as a whole; refused if not empty
             unless ``overwrite``).
         overwrite: replace existing reports / artefacts.
+        float_atol: the export check's bound for the float artefacts
+            (``saved_model``, ``float32``, ``sparse_float32``), a number >= 0;
+            default ``export.FLOAT_ATOL`` (1e-5). Larger logits may need more
+            (float32 rounding differs between TensorFlow and LiteRT).
 
     Returns:
         list of dicts, one per model and artefact (fields in the module docstring).
@@ -489,6 +495,8 @@ def deployment_benchmark(
     artifacts_dir = _check_artifacts_dir(artifacts_dir, overwrite)
     x, y = _check_test_data(x_test, y_test)
     artifacts = _check_number_list("artifacts", artifacts, lambda a: a in ARTIFACTS, f"names from {ARTIFACTS}")
+    if isinstance(float_atol, bool) or not isinstance(float_atol, (int, float)) or not float_atol >= 0:
+        raise ValueError(f"float_atol must be a number >= 0, got {float_atol!r}")
     if not is_int(runs) or runs < 1:
         raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
     if not is_int(warmup) or warmup < 0:
@@ -531,7 +539,7 @@ def deployment_benchmark(
             keras_outputs = _predictions(functools.partial(variant.model, training=False), x)
             for artifact in artifacts:
                 report, predict, calls, latency = _make_artifact(
-                    variant, artifact, work, runtime, sample, x1, configs, representative_data
+                    variant, artifact, work, runtime, sample, x1, configs, representative_data, float_atol
                 )
                 timers.extend(_Timer(len(rows), config, call) for config, call in calls)
                 outputs = _predictions(predict, x)

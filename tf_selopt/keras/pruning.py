@@ -323,7 +323,7 @@ def _check_options(scope, criterion, seed):
 
 
 def _structure_name(block_size, m_by_n) -> str:
-    return f"sparsity_m_by_n={tuple(m_by_n)}" if m_by_n else f"block_size={tuple(block_size)}"
+    return f"`sparsity_m_by_n`={tuple(m_by_n)}" if m_by_n else f"`block_size`={tuple(block_size)}"
 
 
 def _check_structured_variables(variables, block_size, m_by_n):
