@@ -152,8 +152,8 @@ model, export_sparsity not a pruning run, nothing to run, a list instead of a ma
 
 ### serving.deployment_benchmark / `selopt bench`
 
-Bad inputs (empty, repeated or out-of-range sparsities, runs < 1, threads < 1, missing path, int8 without
-representative data, ...) raise ValueError and leave the output directory empty:
+Bad inputs (empty, repeated or out-of-range sparsities, runs < 1, threads < 1, missing path, int8 or
+sparse_int8 without representative data, float_atol < 0, ...) raise ValueError and leave the output directory empty:
 `tests/test_serving.py::test_bad_arguments_write_nothing`.
 """
 
