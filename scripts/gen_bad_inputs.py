@@ -70,11 +70,14 @@ SECTIONS = {
         "test_pruning.py::test_bad_inputs_raise_before_any_weight_changes",
         "test_pruning.py::test_bad_criterion_shape_raises_before_any_weight_changes",
         "test_pruning.py::test_nothing_prunable_raises",
+        "test_structured_pruning.py::test_bad_structured_inputs_raise_before_any_weight_changes",
     ],
     "GradualPruning": [
         "test_pruning.py::test_gradual_pruning_rejects_bad_arguments",
         "test_bad_inputs.py::test_gradual_pruning",
         "test_pruning.py::test_gradual_pruning_bad_model_raises_before_any_change",
+        "test_structured_pruning.py::test_gradual_pruning_refuses_bad_structure",
+        "test_structured_pruning.py::test_gradual_pruning_refuses_an_indivisible_kernel_at_train_begin_before_any_change",
     ],
     "mask_zeros": ["test_bad_inputs.py::test_mask_zeros_layers", "test_bad_inputs.py::test_mask_zeros_unbuilt_model"],
     "SelectionMonitor": ["test_callbacks.py::test_bad_arguments"],
@@ -155,8 +158,8 @@ model, export_sparsity not a pruning run, nothing to run, a list instead of a ma
 
 ### serving.deployment_benchmark / `selopt bench`
 
-Bad inputs (empty, repeated or out-of-range sparsities, runs < 1, threads < 1, missing path, int8 without
-representative data, ...) raise ValueError and leave the output directory empty:
+Bad inputs (empty, repeated or out-of-range sparsities, runs < 1, threads < 1, missing path, int8 or
+sparse_int8 without representative data, float_atol < 0, ...) raise ValueError and leave the output directory empty:
 `tests/test_serving.py::test_bad_arguments_write_nothing`.
 """
 
