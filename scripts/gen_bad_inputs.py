@@ -53,6 +53,12 @@ SECTIONS = {
         "test_optimizer.py::test_inner_must_be_a_keras3_optimizer",
         "test_selected_only_fit.py::test_selected_only_where_it_is_not_exact_raises_at_build_before_any_state",
         "test_selected_only_fit.py::test_release_where_it_cannot_raises_and_changes_nothing",
+        "test_calibrate.py::test_bad_masks_raise_at_construction",
+        "test_calibrate.py::test_masks_that_do_not_fit_the_model_raise_at_build_before_any_state",
+    ],
+    "calibrate": [
+        "test_calibrate.py::test_calibrate_bad_inputs_raise_before_any_batch_runs",
+        "test_calibrate.py::test_calibrate_says_when_data_runs_out_and_when_a_variable_gets_no_gradient",
     ],
     "SelectiveOptimizer (tf_keras)": [
         "test_tf_keras.py::test_distribution_strategy_is_refused_not_silently_wrong",
@@ -64,11 +70,14 @@ SECTIONS = {
         "test_pruning.py::test_bad_inputs_raise_before_any_weight_changes",
         "test_pruning.py::test_bad_criterion_shape_raises_before_any_weight_changes",
         "test_pruning.py::test_nothing_prunable_raises",
+        "test_structured_pruning.py::test_bad_structured_inputs_raise_before_any_weight_changes",
     ],
     "GradualPruning": [
         "test_pruning.py::test_gradual_pruning_rejects_bad_arguments",
         "test_bad_inputs.py::test_gradual_pruning",
         "test_pruning.py::test_gradual_pruning_bad_model_raises_before_any_change",
+        "test_structured_pruning.py::test_gradual_pruning_refuses_bad_structure",
+        "test_structured_pruning.py::test_gradual_pruning_refuses_an_indivisible_kernel_at_train_begin_before_any_change",
     ],
     "mask_zeros": ["test_bad_inputs.py::test_mask_zeros_layers", "test_bad_inputs.py::test_mask_zeros_unbuilt_model"],
     "SelectionMonitor": ["test_callbacks.py::test_bad_arguments"],
@@ -149,8 +158,8 @@ model, export_sparsity not a pruning run, nothing to run, a list instead of a ma
 
 ### serving.deployment_benchmark / `selopt bench`
 
-Bad inputs (empty, repeated or out-of-range sparsities, runs < 1, threads < 1, missing path, int8 without
-representative data, ...) raise ValueError and leave the output directory empty:
+Bad inputs (empty, repeated or out-of-range sparsities, runs < 1, threads < 1, missing path, int8 or
+sparse_int8 without representative data, float_atol < 0, ...) raise ValueError and leave the output directory empty:
 `tests/test_serving.py::test_bad_arguments_write_nothing`.
 """
 

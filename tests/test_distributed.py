@@ -45,7 +45,7 @@ SCENARIOS = {
     "loop_gradient_sum_adam": dict(criterion="gradient_sum", inner="adam", pruning=False, driver="loop"),
     "loop_preconditioned_pruning": dict(criterion="preconditioned", inner="sgd_momentum", pruning=True, driver="loop"),
 }
-MIRRORED = [name for name in SCENARIOS if name.startswith("fit_")] + ["loop_gradient_sum_adam"]
+MIRRORED = [name for name in SCENARIOS if name.startswith("fit_")] + ["loop_gradient_sum_adam", "calibrate_fit"]
 MULTI_WORKER = [name for name in SCENARIOS if name.startswith("loop_")]
 SCORE_TOL = dict(rtol=1e-4, atol=1e-6)
 WEIGHT_TOL = dict(rtol=1e-4, atol=1e-5)
@@ -183,6 +183,35 @@ def train(criterion: str, inner: str, pruning: bool, driver: str) -> dict:
     return {key: [a.tolist() for a in value] if isinstance(value, list) else value for key, value in out.items()}
 
 
+def calibrate_fit() -> dict:
+    """``tf_selopt.calibrate`` (fisher, 2 global batches) under the current strategy, then ``fit`` with the
+    masks (``SelectiveOptimizer(masks=...)``): the masks, per replica the weights, and the update path."""
+    import keras
+    import tensorflow as tf
+
+    import tf_selopt
+
+    x, y = _data()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        model = _model()
+        before = _concat(model.trainable_variables)
+        masks = tf_selopt.calibrate(model, (x, y), loss=loss, keep=KEEP, steps=2, batch_size=GLOBAL_BATCH)
+        unchanged = all(np.array_equal(a, b) for a, b in zip(before, _concat(model.trainable_variables)))
+        optimizer = tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(1e-2), masks=masks)
+        model.compile(optimizer=optimizer, loss=loss)
+        model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0)
+    return {
+        "replicas": strategy.num_replicas_in_sync,
+        "unchanged": unchanged,
+        "path": optimizer.update_path,
+        "masks": np.concatenate([m.ravel() for m in masks]).tolist(),
+        "before": before[0].tolist(),
+        "weights": [a.tolist() for a in _concat(model.trainable_variables)],
+    }
+
+
 def plain_fit() -> str:
     """``model.fit`` with a plain Keras Adam under the current strategy: "ok" or the error's last line."""
     import keras
@@ -218,7 +247,8 @@ def _worker_main(config: dict) -> None:
     with strategy.scope():
         for name in config["scenarios"]:
             try:
-                results[name] = plain_fit() if name == "plain_fit" else train(**SCENARIOS[name])
+                special = {"plain_fit": plain_fit, "calibrate_fit": calibrate_fit}
+                results[name] = special[name]() if name in special else train(**SCENARIOS[name])
             except Exception:  # reported per scenario; the others still run
                 results[name] = {"error": traceback.format_exc()}
     print("RESULT " + json.dumps(results), flush=True)
@@ -325,7 +355,23 @@ def _check_pruning(run: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MIRRORED)
+def test_calibrate_and_given_masks_under_mirrored_match_single_device(mirrored):
+    run, ref = mirrored["calibrate_fit"], calibrate_fit()
+    assert "error" not in run, run.get("error")
+    assert run["replicas"] == 2 and run["unchanged"] and run["path"] == "masked"  # masked under a strategy
+    masks = np.asarray(run["masks"], bool)
+    np.testing.assert_array_equal(masks, np.asarray(ref["masks"], bool))
+    assert int(masks.sum()) == resolve_count(KEEP, masks.size)
+    before = np.asarray(run["before"])
+    for weights in run["weights"]:  # every replica: frozen bit-identical, selected trained, as one device
+        weights = np.asarray(weights)
+        np.testing.assert_array_equal(weights, np.asarray(run["weights"][0]))
+        assert np.array_equal(weights[~masks], before[~masks]) and np.all(weights[masks] != before[masks])
+    np.testing.assert_allclose(run["weights"][0], ref["weights"][0], **WEIGHT_TOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [name for name in MIRRORED if name in SCENARIOS])
 def test_mirrored_two_devices_matches_single_device(mirrored, reference, name):
     run = mirrored[name]
     _check_consistent(run, replicas=2)

@@ -72,7 +72,10 @@ def test_config_is_frozen_and_rebuilds_from_its_fields():
     config = SelectionConfig(criterion="preconditioned", num_examples=100, keep=0.2, warmup_steps=5, window=2, seed=3)
     with pytest.raises(AttributeError):
         config.keep = 0.5
-    names = ("criterion", "keep", "warmup_steps", "window", "scope", "reselect_every", "seed", "granularity", "update")
+    names = (
+        "criterion", "keep", "warmup_steps", "window", "scope", "reselect_every", "seed", "granularity", "update",
+        "preselected",
+    )
     assert FIELDS == names
     again = SelectionConfig(**config.to_dict())
     for field in FIELDS[1:]:
@@ -81,3 +84,28 @@ def test_config_is_frozen_and_rebuilds_from_its_fields():
     assert again.criterion.get_config() == config.criterion.get_config() == {"num_examples": 100, "epsilon": 1e-12}
     assert again.seed == 3
     assert SelectionConfig(criterion="magnitude", warmup_steps=4, seed=0).plan == SelectionPlan(4, 0, None)
+    given = SelectionConfig(keep=7, warmup_steps=0, preselected=True, seed=0)
+    assert given.plan == SelectionPlan(0, 0, None, preselected=True) and given.window_steps == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(keep=7, warmup_steps=3), "warmup_steps=0"),
+        (dict(keep=7, warmup_steps=0, reselect_every=4), "reselect_every=None"),
+        (dict(keep=0.5, warmup_steps=0), "int count"),
+        (dict(keep=7, warmup_steps=0, preselected="yes"), "preselected"),
+    ],
+)
+def test_a_preselected_config_has_no_warmup_no_reselection_and_a_count(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        SelectionConfig(**{"preselected": True, **kwargs})
+
+
+def test_a_preselected_plan_restricts_every_step_and_never_selects():
+    plan = SelectionPlan(0, 0, None, preselected=True)
+    assert [plan.next_selection(s) for s in (0, 5)] == [-1, -1]
+    assert not plan.meets_window(0, 100) and not plan.needs_every_variable(0, 100)
+    assert int(plan.next_selection(tf.constant(3, tf.int64))) == -1 and bool(plan.restricted(tf.constant(0, tf.int64)))
+    with pytest.raises(ValueError, match="warmup_steps=0"):
+        SelectionPlan(2, 0, None, preselected=True)

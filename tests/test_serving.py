@@ -69,7 +69,7 @@ def test_rows_and_files(bench):
     out, rows = bench
     assert sorted(os.listdir(out)) == ["artifacts", "deployment.json", "deployment.md"]
     assert [(r["model"], r["artifact"]) for r in rows] == [
-        (m, a) for m in ("mlp-s0", "mlp-s90") for a in serving.ARTIFACTS
+        (m, a) for m in ("mlp-s0", "mlp-s90") for a in serving.DEFAULT_ARTIFACTS
     ]
     for r in rows:
         assert set(r) == FIELDS
@@ -209,6 +209,9 @@ BAD = [
     (dict(xnnpack=["on"]), "xnnpack"),
     (dict(artifacts=["float16"]), "artifacts"),
     (dict(artifacts=["int8"]), "representative_data"),
+    (dict(artifacts=["sparse_int8"]), "representative_data"),
+    (dict(float_atol=-1e-5), "float_atol"),
+    (dict(float_atol=True), "float_atol"),
     (dict(runtime="litert"), "runtime"),
     (dict(paths=["missing.keras"], model=None, sparsities=None), "paths"),
     (dict(paths=["missing.keras"]), "paths"),
@@ -268,7 +271,7 @@ def test_run_benchmark_script(tmp_path):
     )
     rows = json.loads((tmp_path / "results" / "deployment.json").read_text())["rows"]
     assert {(r["model"], r["artifact"]) for r in rows} == {
-        (f"{m}-s{s}", a) for m in ("lenet_300_100", "small_cnn") for s in (0, 90) for a in serving.ARTIFACTS
+        (f"{m}-s{s}", a) for m in ("lenet_300_100", "small_cnn") for s in (0, 90) for a in serving.DEFAULT_ARTIFACTS
     }
     for r in rows:
         if r["artifact"] == "sparse_float32" and r["target_sparsity"] == 0.9:

@@ -30,6 +30,7 @@ _LAZY = {
     "SelectionMonitor": "keras.callbacks",
     "DropFrozenVariables": "keras.freezing",
     "TracePerPhase": "keras.phases",
+    "calibrate": "keras.calibrate",
 }
 _SUBMODULES = {"criteria": "core.criteria", "schedules": "core.schedules", "selection": "core.selection"}
 

@@ -165,13 +165,13 @@ def report(directory):
 @click.argument("out", type=click.Path(path_type=pathlib.Path))
 @click.option("--format", "fmt", type=click.Choice(["saved_model", "tflite"]), default="saved_model",
               show_default=True)
-@click.option("--mode", type=click.Choice(["float32", "sparse_float32", "dynamic_int8", "int8"]),
+@click.option("--mode", type=click.Choice(["float32", "sparse_float32", "dynamic_int8", "int8", "sparse_int8"]),
               default="sparse_float32", show_default=True, help="TFLite encoding.")
 @click.option("--name", default=None, help="SavedModel: model name directory [default: the file's stem].")
 @click.option("--version", "version", type=click.IntRange(min=0), default=1, show_default=True,
               help="SavedModel: version directory.")
 @click.option("--representative-data", type=click.Choice(["mnist", "digits"]), default=None,
-              help="int8: calibrate on this bundled data set's training split.")
+              help="int8, sparse_int8: calibrate on this bundled data set's training split.")
 @click.option("--overwrite", is_flag=True)
 def export(model_path, out, fmt, mode, name, version, representative_data, overwrite):
     """Export a .keras model: SavedModel in TF Serving layout (OUT/<name>/<version>) or a .tflite file (OUT)."""
@@ -207,8 +207,8 @@ def export(model_path, out, fmt, mode, name, version, representative_data, overw
               help="A .keras file or SavedModel directory benchmarked as it is (repeatable).")
 @click.option("--data", type=click.Choice(["mnist", "digits"]), default="mnist", show_default=True,
               help="Bundled data set: test split for accuracy and latency, training split for int8 calibration.")
-@click.option("--artifact", "artifacts", multiple=True, help="Artefacts to build [default: all]: saved_model, "
-              "float32, sparse_float32, dynamic_int8, int8 (repeatable).")
+@click.option("--artifact", "artifacts", multiple=True, help="Artefacts to build [default: all but sparse_int8]: "
+              "saved_model, float32, sparse_float32, dynamic_int8, int8, sparse_int8 (repeatable).")
 @click.option("--runs", type=int, default=200, show_default=True, help="Timed batch-1 calls per configuration.")
 @click.option("--warmup", type=int, default=20, show_default=True, help="Untimed calls first.")
 @click.option("--threads", "threads", multiple=True, type=int, help="TFLite thread counts [default: 1 and 2].")
@@ -231,7 +231,7 @@ def bench(out, models, sparsities, paths, data, artifacts, runs, warmup, threads
         serving.deployment_benchmark(
             out, splits.x_test, splits.y_test,
             model=list(models) or None, sparsities=list(sparsities) or None, paths=list(paths) or None,
-            representative_data=splits.x_train, artifacts=tuple(artifacts) or serving.ARTIFACTS, runs=runs,
+            representative_data=splits.x_train, artifacts=tuple(artifacts) or serving.DEFAULT_ARTIFACTS, runs=runs,
             warmup=warmup, threads=tuple(threads) or (1, 2),
             xnnpack=tuple(x == "on" for x in xnnpack) or (True, False), runtime=runtime,
             artifacts_dir=artifacts_dir, overwrite=overwrite,

@@ -64,7 +64,10 @@ class SelectionConfig:
     ``scope`` (``selection.SCOPES``), ``reselect_every`` (None or an int >=
     window), ``seed`` (None draws one; int in [0, 2**31)), ``num_examples``
     (N_data for ``"preconditioned"``; only used to resolve the criterion), and
-    ``granularity`` (``selection.GRANULARITIES``) and ``update`` (``UPDATES``).
+    ``granularity`` (``selection.GRANULARITIES``), ``update`` (``UPDATES``) and
+    ``preselected`` (True: the masks were given before training, e.g. by
+    ``tf_selopt.calibrate``; then ``warmup_steps`` is 0, ``keep`` their count,
+    and ``criterion``, ``window`` and ``scope`` describe nothing that runs).
     """
 
     criterion: object = "gradient_sum"
@@ -77,13 +80,22 @@ class SelectionConfig:
     num_examples: int | None = None
     granularity: str = "parameter"
     update: str = "auto"
+    preselected: bool = False
 
     def __post_init__(self):
         criterion = criteria_lib.get(self.criterion, num_examples=self.num_examples)
         warmup_steps, window, reselect_every = self.warmup_steps, self.window, self.reselect_every
         if not (is_int(warmup_steps) and warmup_steps >= 0):
             raise ValueError(f"`warmup_steps` must be an int >= 0; received warmup_steps={warmup_steps!r}.")
-        if criterion.uses_gradients and not (is_int(window) and 1 <= window <= warmup_steps):
+        if not isinstance(self.preselected, bool):
+            raise ValueError(f"`preselected` must be True or False; received preselected={self.preselected!r}.")
+        if self.preselected and (warmup_steps != 0 or reselect_every is not None or not is_int(self.keep)):
+            raise ValueError(
+                "Given masks (`preselected`) train from step 0 and are never reselected: warmup_steps=0, "
+                "reselect_every=None and `keep` the int count of selected entries; received "
+                f"warmup_steps={warmup_steps!r}, reselect_every={reselect_every!r}, keep={self.keep!r}."
+            )
+        if criterion.uses_gradients and not self.preselected and not (is_int(window) and 1 <= window <= warmup_steps):
             raise ValueError(
                 f"`window` must be an int in [1, warmup_steps={warmup_steps}] for criterion "
                 f"{getattr(criterion, 'name', criterion)!r}; received window={window!r}."
@@ -132,12 +144,12 @@ class SelectionConfig:
     @property
     def window_steps(self) -> int:
         """Gradients accumulated per selection: ``window``, or 0 for criteria that read no gradients."""
-        return int(self.window) if self.criterion.uses_gradients else 0
+        return int(self.window) if self.criterion.uses_gradients and not self.preselected else 0
 
     @property
     def plan(self) -> SelectionPlan:
         """When windows and selections happen."""
-        return SelectionPlan(self.warmup_steps, self.window_steps, self.reselect_every)
+        return SelectionPlan(self.warmup_steps, self.window_steps, self.reselect_every, self.preselected)
 
     def k(self, num_parameters: int) -> int:
         """Parameters selected at each selection, for ``num_parameters`` trainable parameters."""

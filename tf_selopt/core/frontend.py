@@ -11,12 +11,60 @@ and its ``SelectionConfig``. No Keras import.
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import tensorflow as tf
 
-from tf_selopt.core.config import FIELDS
+from tf_selopt.core.config import FIELDS, SelectionConfig
 from tf_selopt.core.plan import PHASES
+from tf_selopt.core.selective import Selective
 
-__all__ = ["SelectiveFrontEnd"]
+__all__ = ["SelectiveFrontEnd", "MASKS_FROM_WEIGHTS", "new_selective"]
+
+#: ``masks`` of an optimizer saved with given masks, as ``from_config`` rebuilds it: the masks (and the
+#: selected-only state) come from the weights loaded after ``build`` (a ``.keras`` file, ``set_weights``,
+#: a checkpoint). A step before they are loaded raises, as nothing would train.
+MASKS_FROM_WEIGHTS = "from_weights"
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SelectionConfig)}
+#: Arguments that given masks replace: they must keep their defaults.
+_SCHEDULE_ARGUMENTS = ("keep", "warmup_steps", "window", "reselect_every")
+
+
+def new_selective(masks=None, **arguments) -> Selective:
+    """The ``Selective`` of a front end's constructor arguments (``SelectionConfig``'s fields), checked.
+
+    ``masks``: None (a criterion selects during training), a list of bool arrays (one per trainable variable,
+    in ``model.trainable_variables`` order, e.g. from ``tf_selopt.calibrate``: these entries train from
+    step 0; ``keep`` becomes their count), or ``MASKS_FROM_WEIGHTS`` (``from_config``).
+    """
+    if masks is None:
+        return Selective(SelectionConfig(**arguments))
+    if isinstance(masks, str) and masks == MASKS_FROM_WEIGHTS:
+        return Selective(SelectionConfig(**{**arguments, "preselected": True}))
+    if isinstance(masks, (str, bytes, dict, np.ndarray, tf.Tensor, tf.Variable)) or not hasattr(masks, "__len__"):
+        raise ValueError(
+            "`masks` must be None or a list of bool arrays, one per trainable variable in "
+            f"model.trainable_variables order (e.g. from tf_selopt.calibrate); received {type(masks).__name__}."
+        )
+    given = []
+    for i, mask in enumerate(masks):
+        array = np.asarray(mask)
+        if array.dtype != np.bool_:
+            raise ValueError(f"`masks`[{i}] must be a bool array (True = trains); received dtype {array.dtype}.")
+        given.append(array)
+    count = int(sum(int(m.sum()) for m in given))
+    if count == 0:
+        raise ValueError("`masks` select no entry (no True anywhere): nothing would train.")
+    changed = [a for a in _SCHEDULE_ARGUMENTS if arguments.get(a, _DEFAULTS[a]) != _DEFAULTS[a]]
+    if changed:
+        raise ValueError(
+            f"With `masks` the selection is given and trains from step 0: do not pass {changed} "
+            f"(received {', '.join(f'{a}={arguments[a]!r}' for a in changed)})."
+        )
+    config = SelectionConfig(**{**arguments, "keep": count, "warmup_steps": 0, "preselected": True})
+    return Selective(config, masks=given)
 
 
 class SelectiveFrontEnd:
@@ -222,6 +270,8 @@ class SelectiveFrontEnd:
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         config.setdefault("update", "masked")  # saved before `update` existed: the masked path's layout
+        if config.pop("preselected", False):  # given masks: they are in the weights, loaded after build
+            config["masks"] = MASKS_FROM_WEIGHTS
         config["inner"] = cls._deserialize_inner(config["inner"], custom_objects=custom_objects)
         config["criterion"] = cls._deserialize(config["criterion"], custom_objects=custom_objects)
         return cls(**config)

@@ -4,6 +4,8 @@ The note's procedure runs ``warmup_steps`` (eta0) full steps, then restricted
 ones. A gradient criterion accumulates the ``window`` (t) gradients that end
 with a selection step; the first selection is at step ``warmup_steps``
 (0-based), and with ``reselect_every`` = n again at ``warmup_steps + j * n``.
+With ``preselected`` the selection was made before training (masks given, e.g.
+by ``tf_selopt.calibrate``): every step is an ordinary restricted one.
 
 Each rule below is written once, over a tiny set of operations (``_INT`` for
 Python ints, ``_TENSOR`` for int64 tensors), so callbacks that plan in Python
@@ -20,6 +22,9 @@ Examples:
     15
     >>> plan.ordinary_phase(0, 7), plan.ordinary_phase(11, 12), plan.ordinary_phase(7, 8)
     ('warmup', 'restricted', None)
+    >>> given = SelectionPlan(warmup_steps=0, window=0, preselected=True)
+    >>> given.next_selection(0), given.in_window(0), given.ordinary_phase(0, 5)
+    (-1, False, 'restricted')
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ class SelectionPlan:
         window: gradients a criterion accumulates per selection (int >= 0; 0
             for criteria that read no gradients).
         reselect_every: None (select once) or the steps between selections.
+        preselected: True when the masks were given before training: no
+            selection, no window, every step restricted (needs
+            ``warmup_steps`` 0 and no ``reselect_every``).
 
     ``next_selection``, ``in_window`` and ``restricted`` take a Python int or an
     int64 scalar tensor and answer in kind; the others take Python ints.
@@ -69,10 +77,20 @@ class SelectionPlan:
     warmup_steps: int
     window: int
     reselect_every: int | None = None
+    preselected: bool = False
+
+    def __post_init__(self):
+        if self.preselected and (self.warmup_steps != 0 or self.reselect_every is not None):
+            raise ValueError(
+                "A preselected plan has no warm-up and no reselection: warmup_steps=0, reselect_every=None; "
+                f"received warmup_steps={self.warmup_steps!r}, reselect_every={self.reselect_every!r}."
+            )
 
     def next_selection(self, step):
         """Step of the next selection at or after ``step``, or -1 if there is none."""
         ops = _ops(step)
+        if self.preselected:
+            return ops.constant(-1)
         eta0 = ops.constant(self.warmup_steps)
         if self.reselect_every is None:
             return ops.where(step <= eta0, eta0, ops.constant(-1))

@@ -70,11 +70,16 @@ class Selective:
     """Hyperparameters (validated at construction) and state of selective training.
 
     Args: see ``tf_selopt.SelectiveOptimizer``; all checks happen here, so both
-    front ends refuse the same inputs with the same messages.
+    front ends refuse the same inputs with the same messages. ``masks``: with
+    ``config.preselected``, the given masks (bool arrays, one per variable of
+    ``build``'s ``var_list``), or None when they come from loaded weights.
     """
 
-    def __init__(self, config: SelectionConfig):
+    def __init__(self, config: SelectionConfig, masks=None):
+        if masks is not None and not config.preselected:
+            raise ValueError("Given `masks` need a preselected config (SelectionConfig(preselected=True)).")
         self.config = config
+        self.given_masks = masks
         self.criterion = config.criterion
         self.plan = config.plan
         self.window = config.window_steps
@@ -98,8 +103,9 @@ class Selective:
         when ``apply`` is traced."""
         total = sum(int(v.shape.num_elements()) for v in var_list)
         config = self.config
+        self._check_given_masks(var_list)
         self.k = config.k(total)  # raises before any variable exists
-        if config.granularity != "parameter":
+        if config.granularity != "parameter" and not config.preselected:
             smallest = min(selection.group_size(v.shape, config.granularity) for v in var_list)
             if self.k < smallest:
                 raise ValueError(
@@ -112,15 +118,40 @@ class Selective:
         self.skipped_steps = add_variable((), tf.int64, "zeros", "skipped_steps")
         self.selections = add_variable((), tf.int64, "zeros", "selections")
         self.window_count = add_variable((), tf.float32, "zeros", "window_count")
-        self.masks = [add_variable(v.shape, tf.bool, "ones", _variable_name(v, "mask")) for v in var_list]
+        initial = "zeros" if config.preselected else "ones"
+        self.masks = [add_variable(v.shape, tf.bool, initial, _variable_name(v, "mask")) for v in var_list]
         if selected_only:
             self.selected_state = SelectedOnly()
             self.selected_state.build(var_list, self.k, add_variable)
-        self.scores = [add_variable(v.shape, tf.float32, "zeros", _variable_name(v, "score")) for v in var_list]
         self.criterion_state = [{} for _ in var_list]
+        if config.preselected:  # no scores, no window: the selection was made before training
+            self.scores = None
+            if self.given_masks is not None:
+                with tf.init_scope():
+                    for mask_var, mask in zip(self.masks, self.given_masks):
+                        mask_var.assign(mask)
+                    self.selections.assign(1)
+            return
+        self.scores = [add_variable(v.shape, tf.float32, "zeros", _variable_name(v, "score")) for v in var_list]
         for slot in self.criterion.slots:
             for state, v in zip(self.criterion_state, var_list):
                 state[slot] = add_slot(v, f"criterion_{slot}")
+
+    def _check_given_masks(self, var_list):
+        if self.given_masks is None:
+            return
+        if len(self.given_masks) != len(var_list):
+            raise ValueError(
+                f"`masks` must hold one bool array per trainable variable ({len(var_list)}, in "
+                f"model.trainable_variables order); received {len(self.given_masks)}."
+            )
+        for v, mask in zip(var_list, self.given_masks):
+            if tuple(mask.shape) != tuple(v.shape):
+                name = getattr(v, "path", None) or v.name
+                raise ValueError(
+                    f"`masks`: variable {name} has shape {tuple(v.shape)}, its mask {tuple(mask.shape)} "
+                    "(masks follow model.trainable_variables order)."
+                )
 
     def set_motion_slots(self, inner, attributes, constraint_allowed=lambda constraint: False):
         """Skip the restore of frozen entries where the inner optimizer allows it (front ends, after
@@ -174,6 +205,9 @@ class Selective:
         variable without one; ``kept``: pruning masks or None) and ``finalize()``."""
         self.updater = updater
         self.motion_slots = None  # the N-sized inner state is not used after a selection
+        if self.given_masks is not None:  # the selection was made before training: take it now
+            with tf.init_scope():
+                updater.select([self.trains(i) for i in range(len(self.variables))], True)
 
     def release(self, keep_scores=False):
         """Forget the warm-up's state: the window state, the scores (unless ``keep_scores``) and the inner
@@ -187,7 +221,7 @@ class Selective:
             )
         if self.plan.reselect_every is not None:
             raise ValueError("With `reselect_every` set, the warm-up state is needed for every reselection.")
-        released = [] if keep_scores else list(self.scores)
+        released = [] if keep_scores or self.scores is None else list(self.scores)
         released += [var for state in self.criterion_state for var in state.values()]
         if not keep_scores:
             self.scores = None
@@ -248,8 +282,10 @@ class Selective:
         """
         if phase is not None and phase not in PHASES:
             raise ValueError(f"`phase` must be None or one of {PHASES}; received phase={phase!r}.")
-        if self.released:  # every later step is an ordinary restricted one; the warm-up state is gone
+        if self.released or self.config.preselected:  # every step is an ordinary restricted one
             phase = "restricted"
+        if self.config.preselected:
+            self._check_something_trains()
         values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(x)) for x in values])
         step = tf.cast(step, tf.int64)
@@ -281,6 +317,18 @@ class Selective:
             )
 
         tf.cond(finite, finite_step, self._count_skipped)
+
+    def _check_something_trains(self):
+        """In-graph: with given masks, some entry trains (masks loaded, not all pruned); else the step raises."""
+        if self.selected_state is not None:
+            count = tf.cast(self.selected_state.selected_count(), tf.int64)
+        else:
+            count = tf.add_n([tf.reduce_sum(tf.cast(tf.convert_to_tensor(m), tf.int64)) for m in self.masks])
+        tf.debugging.assert_positive(
+            count,
+            message="SelectiveOptimizer: the given masks select no entry that trains (all pruned, or an "
+            "optimizer rebuilt from its config whose weights were not loaded yet)",
+        )
 
     @staticmethod
     def _full_update(grads, variables, inner_apply):

@@ -6,7 +6,8 @@ on a copy of the weights, no fine-tuning), or a list of saved models (``.keras``
 files or SavedModel directories with a one-input, one-output
 ``serving_default`` signature, benchmarked as they are). For each model it
 exports the artefacts (``tf_selopt.deploy.export``: a TF Serving SavedModel and the
-TFLite modes ``float32``, ``sparse_float32``, ``dynamic_int8``, ``int8``), each
+TFLite modes ``float32``, ``sparse_float32``, ``dynamic_int8``, ``int8``; on request
+``sparse_int8``), each
 verified against the Keras model on the first 8 test inputs, and reports per
 artefact (row ``model``: ``<model name>-s<sparsity in %>``, e.g. ``lenet_300_100-s90``,
 or the file / SavedModel name for ``paths``):
@@ -77,6 +78,7 @@ __all__ = [
     "deployment_benchmark",
     "markdown_table",
     "ARTIFACTS",
+    "DEFAULT_ARTIFACTS",
     "BLOCK",
     "ACCURACY_BATCH",
     "JSON_NAME",
@@ -84,6 +86,7 @@ __all__ = [
 ]
 
 ARTIFACTS = ("saved_model",) + export.TFLITE_MODES
+DEFAULT_ARTIFACTS = ("saved_model", "float32", "sparse_float32", "dynamic_int8", "int8")
 BLOCK = 10
 ACCURACY_BATCH = 250
 JSON_NAME = "deployment.json"
@@ -372,19 +375,20 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _make_artifact(variant, artifact, work, runtime, sample, x1, configs, representative_data):
+def _make_artifact(variant, artifact, work, runtime, sample, x1, configs, representative_data, float_atol):
     """Export one artefact into ``work``; return its ExportReport, a batch predictor, the batch-1
     ``(config, call)`` timers and the latency entries of configurations that failed to prepare."""
     if artifact == "saved_model":
         report = export.export_saved_model(
-            variant.model, os.path.join(work, "saved_models"), variant.name, 1, sample_inputs=sample
+            variant.model, os.path.join(work, "saved_models"), variant.name, 1, sample_inputs=sample, atol=float_atol
         )
         predict, call = _saved_model_calls(report.path, x1)
         return report, predict, [({"threads": None, "xnnpack": None}, call)], []
     path = os.path.join(work, "tflite", f"{variant.name}.{artifact}.tflite")
     report = export.export_tflite(
         variant.model, path, mode=artifact, sample_inputs=sample,
-        representative_data=representative_data if artifact == "int8" else None,
+        representative_data=representative_data if artifact in export.INT8_MODES else None,
+        atol=None if artifact in export.INT8_MODES or artifact == "dynamic_int8" else float_atol,
     )
     calls, failed = [], []
     for config in configs:
@@ -433,7 +437,7 @@ def deployment_benchmark(
     sparsities=None,
     paths=None,
     representative_data=None,
-    artifacts=ARTIFACTS,
+    artifacts=DEFAULT_ARTIFACTS,
     runs=200,
     warmup=20,
     threads=(1, 2),
@@ -441,6 +445,7 @@ def deployment_benchmark(
     runtime="auto",
     artifacts_dir=None,
     overwrite=False,
+    float_atol=export.FLOAT_ATOL,
 ) -> list:
     """Export, time and score every artefact; write ``deployment.json`` and ``deployment.md``; return the rows.
 
@@ -458,7 +463,10 @@ def deployment_benchmark(
         representative_data: inputs ``[m, ...]`` from your (training) data to
             calibrate ``int8``; required when ``"int8"`` is in ``artifacts``.
         artifacts: which of ``ARTIFACTS`` to make (``"saved_model"`` and the
-            TFLite modes of ``tf_selopt.deploy.export``).
+            TFLite modes of ``tf_selopt.deploy.export``); default
+            ``DEFAULT_ARTIFACTS``, all but ``"sparse_int8"`` (for weights
+            pruned in 1x16 blocks: unstructured sparse int8 files do not
+            prepare under XNNPack, so their export check fails).
         runs: timed batch-1 calls per configuration (int >= 1); ``warmup``:
             untimed calls before (int >= 0).
         threads: TFLite thread counts (ints >= 1); ``xnnpack``: a list of
@@ -469,6 +477,10 @@ def deployment_benchmark(
             directory to keep them in (replaced as a whole; refused if not empty
             unless ``overwrite``).
         overwrite: replace existing reports / artefacts.
+        float_atol: the export check's bound for the float artefacts
+            (``saved_model``, ``float32``, ``sparse_float32``), a number >= 0;
+            default ``export.FLOAT_ATOL`` (1e-5). Larger logits may need more
+            (float32 rounding differs between TensorFlow and LiteRT).
 
     Returns:
         list of dicts, one per model and artefact (fields in the module docstring).
@@ -483,6 +495,8 @@ def deployment_benchmark(
     artifacts_dir = _check_artifacts_dir(artifacts_dir, overwrite)
     x, y = _check_test_data(x_test, y_test)
     artifacts = _check_number_list("artifacts", artifacts, lambda a: a in ARTIFACTS, f"names from {ARTIFACTS}")
+    if isinstance(float_atol, bool) or not isinstance(float_atol, (int, float)) or not float_atol >= 0:
+        raise ValueError(f"float_atol must be a number >= 0, got {float_atol!r}")
     if not is_int(runs) or runs < 1:
         raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
     if not is_int(warmup) or warmup < 0:
@@ -490,8 +504,10 @@ def deployment_benchmark(
     threads = _check_number_list("threads", threads, lambda t: is_int(t) and t >= 1, "integers >= 1")
     xnnpack = _check_number_list("xnnpack", xnnpack, lambda b: isinstance(b, bool), "True/False")
     _, _, runtime_name = export.tflite_runtime(runtime)
-    if "int8" in artifacts and representative_data is None:
-        raise ValueError("representative_data is required for the 'int8' artefact (inputs from your data)")
+    if set(export.INT8_MODES) & set(artifacts) and representative_data is None:
+        raise ValueError(
+            f"representative_data is required for the {export.INT8_MODES} artefacts (inputs from your data)"
+        )
     if (model is None) == (paths is None):
         raise ValueError("give either model (with sparsities) or paths, not both and not neither")
     if model is not None:
@@ -523,7 +539,7 @@ def deployment_benchmark(
             keras_outputs = _predictions(functools.partial(variant.model, training=False), x)
             for artifact in artifacts:
                 report, predict, calls, latency = _make_artifact(
-                    variant, artifact, work, runtime, sample, x1, configs, representative_data
+                    variant, artifact, work, runtime, sample, x1, configs, representative_data, float_atol
                 )
                 timers.extend(_Timer(len(rows), config, call) for config, call in calls)
                 outputs = _predictions(predict, x)

@@ -27,7 +27,7 @@ else the first batch of ``representative_data`` (TFLite), else
 integer inputs uniform in {0, 1}. The largest absolute difference from the
 Keras model (``model(x, training=False)``) must stay within ``atol``: by default
 ``FLOAT_ATOL = 1e-5`` for ``float32``, ``sparse_float32`` and the SavedModel;
-for ``dynamic_int8`` and ``int8`` it is ``INT8_RTOL = 0.1`` times the largest
+for ``dynamic_int8``, ``int8`` and ``sparse_int8`` it is ``INT8_RTOL = 0.1`` times the largest
 ``|output|`` of the Keras model on those inputs (a coarse bound that catches a
 broken conversion; it says nothing about accuracy, measure that on your data).
 
@@ -59,7 +59,10 @@ tensor in the file, ``ExportReport.densify_ops``): they save file size, not
 memory or time. The converter keeps a weight sparse at run time where the op
 has a sparse kernel and finds it worth it (seen: ``FULLY_CONNECTED`` kernels of
 LeNet-300-100 and the small CNN at 95% global sparsity, not at 90%); those
-``sparse_tensors - densify_ops`` tensors save memory and time as well.
+``sparse_tensors - densify_ops`` tensors save memory and time as well. Weights
+pruned in blocks along the input axis (``tf_selopt.prune(..., block_size=(1, 4))``
+for ``sparse_float32``, ``(1, 16)`` for ``sparse_int8``) stay sparse: no DENSIFY
+op (checked in ``tests/test_structured_pruning.py``).
 
 Examples:
     >>> import keras, tf_selopt, tempfile
@@ -101,6 +104,7 @@ __all__ = [
     "OUTPUT_NAME",
     "SIGNATURE_KEY",
     "TFLITE_MODES",
+    "INT8_MODES",
     "FLOAT_ATOL",
     "INT8_RTOL",
     "SAMPLE_DISTRIBUTIONS",
@@ -109,7 +113,8 @@ __all__ = [
 INPUT_NAME = "inputs"
 OUTPUT_NAME = "outputs"
 SIGNATURE_KEY = "serving_default"
-TFLITE_MODES = ("float32", "sparse_float32", "dynamic_int8", "int8")
+TFLITE_MODES = ("float32", "sparse_float32", "dynamic_int8", "int8", "sparse_int8")
+INT8_MODES = ("int8", "sparse_int8")
 TFLITE_RUNTIMES = ("auto", "ai_edge_litert", "tf.lite")
 FLOAT_ATOL = 1e-5
 INT8_RTOL = 0.1
@@ -461,8 +466,10 @@ def _convert_once(saved_model_dir, mode, rows, batch_size) -> bytes:
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     elif mode == "dynamic_int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif mode == "int8":
+    elif mode in INT8_MODES:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "sparse_int8":
+            converter.optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
         data = np.concatenate(rows)
         converter.representative_dataset = lambda: ([b] for b, _ in _cyclic_batches(data, batch_size or 1))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -565,7 +572,12 @@ def export_tflite(
     (``Optimize.DEFAULT``: int8 weights, float activations); ``"int8"`` (full
     integer: int8 weights and activations calibrated on ``representative_data``,
     required: an array of inputs or an iterable of input batches from your data,
-    used one row at a time). ``atol`` defaults to ``FLOAT_ATOL`` for the float
+    used one row at a time); ``"sparse_int8"`` (full integer as ``"int8"``, plus
+    ``EXPERIMENTAL_SPARSITY``: int8 weights pruned in 1x16 blocks along the input
+    axis stay sparse, no DENSIFY op, see ``tf_selopt.keras.pruning``; with
+    unstructured zeros the file fails to prepare under XNNPack (LiteRT 2.3.0:
+    "failed to delegate FULLY_CONNECTED"), so the check raises
+    ExportVerificationError). ``atol`` defaults to ``FLOAT_ATOL`` for the float
     modes and to ``INT8_RTOL * max|keras output|`` for the int8 modes.
 
     ``batch_size``: None (the file's batch dimension is free) or an int >= 1:
@@ -594,8 +606,8 @@ def export_tflite(
     rows = None
     if representative_data is not None:
         rows = _batches(representative_data, spec)
-    elif mode == "int8":
-        raise ValueError("representative_data is required for mode='int8' (input batches from your data)")
+    elif mode in INT8_MODES:
+        raise ValueError(f"representative_data is required for mode={mode!r} (input batches from your data)")
     if sample_inputs is not None:
         given = _check_sample(sample_inputs, spec)
     elif rows is not None:
@@ -625,8 +637,16 @@ def export_tflite(
         with open(tmp_file, "wb") as f:
             f.write(content)
         interpreter, runtime = _interpreter(content)
-        runner = interpreter.get_signature_runner(SIGNATURE_KEY)
-        got = _run_tflite(runner, x, batch_size)
+        try:
+            runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+            got = _run_tflite(runner, x, batch_size)
+        except RuntimeError as error:  # e.g. XNNPack fails to prepare unstructured sparse int8 weights
+            raise ExportVerificationError(
+                f"TFLite ({mode}): {runtime} cannot run the converted file (default delegates): "
+                f"{str(error).strip().splitlines()[0][:300]}"
+                + ("; sparse int8 runs for weights pruned in 1x16 blocks along the input axis "
+                   "(tf_selopt.prune(..., block_size=(1, 16)))" if mode == "sparse_int8" else "")
+            ) from error
         want = _keras_outputs(model, x)
         diff = float(np.max(np.abs(got - want)))
         bound = bound_for(want)

@@ -21,13 +21,14 @@ tf.distribute) on all N entries with a masked gradient.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
 from tf_selopt.core import criteria as criteria_lib
-from tf_selopt.core.config import SelectionConfig
-from tf_selopt.core.frontend import SelectiveFrontEnd
-from tf_selopt.core.selective import Selective, refuse_base_arguments
+from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
+from tf_selopt.core.selective import refuse_base_arguments
 from tf_selopt.keras import _compat, pruning
 from tf_selopt.keras._compat import MOTION_SLOT_ATTRIBUTES, SLOT_ATTRIBUTES
 from tf_selopt.keras.selected_only import KerasSelectedOnly, supports_selected_only
@@ -93,6 +94,14 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             ``"masked"``: the inner optimizer on all N entries with
             a masked gradient. After the last selection (no ``reselect_every``)
             ``release_warmup_state`` drops the N-sized warm-up state.
+        masks: None, or the entries to train given before training: a list of
+            bool arrays, one per trainable variable in
+            ``model.trainable_variables`` order (e.g. from ``tf_selopt.calibrate``).
+            They train from step 0 (no warm-up, window or selection; ``keep``,
+            ``warmup_steps``, ``window`` and ``reselect_every`` must keep their
+            defaults); on the selected-only path the inner optimizer is never
+            built on the model variables, so no N-sized float state exists.
+            Read-out ``preselected``; see docs/guides/finetuning.md.
         name: optimizer name.
 
     Read-outs (``tf_selopt.core.frontend.SelectiveFrontEnd``): ``masks`` (bool
@@ -149,6 +158,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
         num_examples=None,
         granularity="parameter",
         update="auto",
+        masks=None,
         name=None,
         **kwargs,
     ):
@@ -174,19 +184,18 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
                 "which then stand still between updates, so windows and selections would repeat."
             )
         refuse_base_arguments(kwargs)
-        selective = Selective(
-            SelectionConfig(
-                criterion,
-                keep,
-                warmup_steps,
-                window,
-                scope,
-                reselect_every,
-                seed,
-                num_examples,
-                granularity,
-                update,
-            )
+        selective = new_selective(
+            masks,
+            criterion=criterion,
+            keep=keep,
+            warmup_steps=warmup_steps,
+            window=window,
+            scope=scope,
+            reselect_every=reselect_every,
+            seed=seed,
+            num_examples=num_examples,
+            granularity=granularity,
+            update=update,
         )
         super().__init__(learning_rate=0.0, name=name)
         self._selective = selective
@@ -216,7 +225,9 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             selected_only=selected_only,
         )
         self._parameter_index = {_compat.variable_key(self, v): i for i, v in enumerate(parameters)}
-        self.inner_optimizer.build(var_list)
+        # Given masks on the selected-only path: the inner optimizer never holds N-sized state.
+        inner_on_buffers_only = selected_only and self._selective.config.preselected
+        self.inner_optimizer.build([] if inner_on_buffers_only else var_list)
         if selected_only:
             with tf.init_scope():  # `build` may run while the first step traces; the clones read the config eagerly
                 updater = KerasSelectedOnly(
@@ -230,7 +241,8 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             self._selective.use_selected_only(updater)
         else:
             self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES, _bare_pruning_mask)
-        self._selective.set_averages(_compat.moving_averages(self.inner_optimizer, parameters))
+        if not inner_on_buffers_only:
+            self._selective.set_averages(_compat.moving_averages(self.inner_optimizer, parameters))
         super().build(var_list)
 
     def _masked_reason(self, parameters) -> str:
@@ -356,7 +368,10 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             trainable_variables = _compat.built_variables(self)
         trainable_variables = list(trainable_variables)
         if not self.built:
-            with keras.name_scope(self.name, caller=self):
+            # Given masks are taken at build (the selected-only positions and values): build eagerly, so that
+            # a first step being traced does not leave the new variables uninitialized until it runs.
+            eager = tf.init_scope() if self._selective.config.preselected else contextlib.nullcontext()
+            with eager, keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True
         _compat.check_variables_are_known(self, trainable_variables)

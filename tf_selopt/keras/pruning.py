@@ -34,6 +34,39 @@ per-layer scope the floor wins over the count of that variable. Masks are monoto
 pruned (it ranks below every other), so asking for less sparsity than reached
 changes nothing, and ``prune(model, 0.0)`` re-applies the installed masks.
 
+Structured sparsity (``tf_selopt.core.sparsity``), for a runtime that can use
+it: LiteRT runs a FULLY_CONNECTED layer sparse (no DENSIFY op at load) when
+its weight is pruned in 1x4 blocks (float) or 1x16 blocks (int8) along the
+input axis, which is axis -2 of a Keras kernel ``(..., in, out)`` and the last
+axis of the TFLite weight ``(out, in)``.
+
+* ``block_size=(r, c)`` (TFLite's ``(out, in)`` orientation: ``r`` consecutive
+  output units x ``c`` consecutive inputs; ``(1, 4)``, ``(1, 16)``): whole
+  blocks are pruned; the counting rule above applies to the number of blocks
+  (``scope`` as above; ``min_kept_per_variable`` counts blocks). A block's
+  score is the sum of its entries' criterion scores (``magnitude``: the summed
+  ``|w|``; already-pruned entries count 0; a block whose entries are all pruned
+  is pruned). Entries pruned before (e.g. by an unstructured call) stay pruned,
+  so a block may be partly zero; exactly ``floor(s * B + 0.5)`` blocks are
+  entirely zero after a call on a model without masks.
+* ``sparsity_m_by_n=(m, n)`` (tfmot's convention, ``(2, 4)``: 2 zeros in every
+  4): in every group of ``n`` consecutive inputs (one output unit, one
+  position of the leading axes of a Conv kernel) the ``n - m`` best-scoring
+  weights are kept and the others zeroed: exactly ``m`` zeros per group
+  (at least ``m`` where earlier masks pruned more of the group).
+
+Both apply along axis -2 of **every** pruned variable: Dense kernels
+``(in, out)``, Conv kernels ``(h, w, in, out)`` (groups of input channels at
+each kernel position and output channel, as tfmot's N:M does), also
+DepthwiseConv ``(h, w, channels, multiplier)`` (groups of channels) and
+Embedding tables ``(vocab, dim)`` (groups of consecutive tokens), which no
+runtime speeds up: restrict ``layers=`` to the layers you deploy sparse.
+A variable whose axis -2 is not divisible by ``c`` (or ``n``), or axis -1 by
+``r``, raises a ValueError naming it, before anything changes: a partial
+structure would not run sparse, and leaving the variable out silently would
+change the counts (``layers=`` leaves it out explicitly). Biases are never
+pruned (as above).
+
 Enforcement: a mask is the variable's ``constraint``, which every Keras 3
 optimizer applies after each update inside ``apply`` (after momentum, Adam
 moments and weight decay), in ``fit`` and custom loops, with or without XLA.
@@ -65,6 +98,17 @@ Examples:
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5), keras.layers.Dense(2)])
     >>> [int(m.sum()) for m in prune(model, 0.5, scope="per_layer").values()]  # 20 -> 10, 10 -> 5
     [10, 5]
+
+    Blocks of 4 consecutive inputs, and 2:4 (2 zeros in every 4 consecutive inputs):
+
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(3)])
+    >>> masks = prune(model, 0.45, block_size=(1, 4))  # 8 + 3 = 11 blocks: floor(4.95 + 0.5) = 5 pruned
+    >>> sum(int((~m).sum()) for m in masks.values()) // 4
+    5
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3), keras.layers.Dense(4)])
+    >>> kernel = prune(model, None, layers=[model.layers[0].name], sparsity_m_by_n=(2, 4))
+    >>> next(iter(kernel.values())).reshape(2, 4, 3).sum(axis=1).tolist()  # kept per group of 4 inputs
+    [[2, 2, 2], [2, 2, 2]]
 """
 
 from __future__ import annotations
@@ -77,6 +121,7 @@ import tensorflow as tf
 
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core import schedules, selection
+from tf_selopt.core import sparsity as sparsity_lib
 from tf_selopt.core.checks import fraction, is_int
 from tf_selopt.keras import _compat
 
@@ -239,6 +284,35 @@ def prunable_variables(model, layers=None, include_recurrent=False) -> list:
     return ordered
 
 
+def _check_structure(sparsity, block_size, sparsity_m_by_n, min_kept_per_variable):
+    """Validate the sparsity structure; returns ``(sparsity, block_size, m_by_n)`` (see ``prune``).
+
+    ``sparsity`` may be None only with ``sparsity_m_by_n`` (it is then ``m / n``);
+    given with it, it must equal ``m / n``.
+    """
+    block = sparsity_lib.check_block_size(block_size)
+    m_by_n = sparsity_lib.check_m_by_n(sparsity_m_by_n)
+    if m_by_n is None:
+        return fraction("sparsity", sparsity), block, None
+    if block != (1, 1):
+        raise ValueError(
+            f"`block_size`={block_size!r} and `sparsity_m_by_n`={sparsity_m_by_n!r} exclude each other: give one "
+            "of them (blocks: a fraction of whole blocks; N:M: m zeros in every n consecutive weights)."
+        )
+    implied = m_by_n[0] / m_by_n[1]
+    if sparsity is not None and not (fraction("sparsity", sparsity) == implied):
+        raise ValueError(
+            f"`sparsity`={sparsity!r} conflicts with `sparsity_m_by_n`={sparsity_m_by_n!r}, which prunes "
+            f"m/n = {implied:g} of every pruned kernel; pass sparsity=None (or {implied!r})."
+        )
+    if min_kept_per_variable:
+        raise ValueError(
+            f"`min_kept_per_variable`={min_kept_per_variable!r} does not apply with `sparsity_m_by_n` (every group of "
+            "n keeps n - m weights, no variable is emptied); leave it at 0."
+        )
+    return implied, block, m_by_n
+
+
 def _check_options(scope, criterion, seed):
     """Validate ``scope``, ``criterion`` and ``seed``; returns the criterion object."""
     if scope not in SCOPES:
@@ -248,7 +322,22 @@ def _check_options(scope, criterion, seed):
     return criteria_lib.get(criterion, one_shot=True)
 
 
-def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int, min_kept: int = 0) -> list:
+def _structure_name(block_size, m_by_n) -> str:
+    return f"`sparsity_m_by_n`={tuple(m_by_n)}" if m_by_n else f"`block_size`={tuple(block_size)}"
+
+
+def _check_structured_variables(variables, block_size, m_by_n):
+    """ValueError naming the first variable that the structure does not divide (no state changes)."""
+    if m_by_n is None and block_size == (1, 1):
+        return
+    rows, cols = (1, m_by_n[1]) if m_by_n else block_size
+    for v in variables:
+        sparsity_lib.check_divisible(v.shape, rows, cols, _structure_name(block_size, m_by_n), repr(v.path))
+
+
+def _new_masks(
+    variables, sparsity: float, scope: str, criterion, seed: int, min_kept: int = 0, block_size=(1, 1), m_by_n=None
+) -> list:
     """Keep-masks at ``sparsity`` (bool tensors of the variables' shapes), monotone in the installed ones.
 
     Entries already pruned score ``-inf`` and stay pruned, so exactly
@@ -258,7 +347,14 @@ def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int, min
     (global: out of the same total; per-layer: the floor wins). Warns naming the
     variables that this call zeroes entirely. Raises ValueError for scores of
     the wrong shape or floors above the total kept; changes no state.
+
+    ``block_size`` other than ``(1, 1)``: the same rule over blocks
+    (``tf_selopt.core.sparsity``): ``N`` counts blocks, a block scores the sum of
+    its kept entries' scores, a block with no kept entry is already pruned,
+    ``min_kept`` counts blocks. ``m_by_n``: ``sparsity`` and ``scope`` are not
+    used; every group of ``n`` consecutive inputs keeps its ``n - m`` best entries.
     """
+    _check_structured_variables(variables, block_size, m_by_n)
     scores, old = [], []
     for i, v in enumerate(variables):
         score = criterion.score({}, v.value, tf.constant(0.0), tf.constant([int(seed), i], tf.int32))
@@ -272,19 +368,18 @@ def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int, min
         kept = tf.ones(v.shape, tf.bool) if kept is None else kept.value
         scores.append(tf.where(kept, tf.cast(score, tf.float32), -np.inf))
         old.append(kept)
-    sizes = [int(np.prod(v.shape)) for v in variables]
-    if scope == "global":
-        total = sum(sizes)
-        keep = total - selection.count_of(sparsity, total)
-        if min_kept:
-            masks = _global_masks_with_floor(scores, old, keep, min_kept, sparsity)
-        else:
-            masks = selection.select(scores, keep, "global")
-    else:
-        masks = [
-            selection.top_k_mask(s, max(n - selection.count_of(sparsity, n), min(min_kept, n)))
-            for s, n in zip(scores, sizes)
+    if m_by_n is not None:
+        masks = [sparsity_lib.m_by_n_mask(s, m_by_n) for s in scores]
+    elif block_size != (1, 1):
+        unit_old = [sparsity_lib.block_any(k, block_size) for k in old]
+        unit_scores = [
+            tf.where(k, tf.cast(sparsity_lib.block_scores(tf.where(o, s, 0.0), block_size), tf.float32), -np.inf)
+            for s, o, k in zip(scores, old, unit_old)
         ]
+        unit_masks = _unit_masks(unit_scores, unit_old, sparsity, scope, min_kept)
+        masks = [sparsity_lib.expand_blocks(m, block_size, v.shape) for m, v in zip(unit_masks, variables)]
+    else:
+        masks = _unit_masks(scores, old, sparsity, scope, min_kept)
     masks = [tf.logical_and(m, k) for m, k in zip(masks, old)]
     emptied = [
         v.path for v, m, k in zip(variables, masks, old) if bool(tf.reduce_any(k)) and not bool(tf.reduce_any(m))
@@ -299,6 +394,21 @@ def _new_masks(variables, sparsity: float, scope: str, criterion, seed: int, min
             stacklevel=3,
         )
     return masks
+
+
+def _unit_masks(scores, old, sparsity: float, scope: str, min_kept: int) -> list:
+    """Exact top-count masks over units (entries or blocks): ``scores`` (pruned units at ``-inf``), ``old`` kept."""
+    sizes = [int(np.prod(s.shape)) for s in scores]
+    if scope == "global":
+        total = sum(sizes)
+        keep = total - selection.count_of(sparsity, total)
+        if min_kept:
+            return _global_masks_with_floor(scores, old, keep, min_kept, sparsity)
+        return selection.select(scores, keep, "global")
+    return [
+        selection.top_k_mask(s, max(n - selection.count_of(sparsity, n), min(min_kept, n)))
+        for s, n in zip(scores, sizes)
+    ]
 
 
 def _global_masks_with_floor(scores, old, keep: int, min_kept: int, sparsity: float) -> list:
@@ -354,6 +464,8 @@ def prune(
     seed=0,
     min_kept_per_variable=0,
     include_recurrent=False,
+    block_size=None,
+    sparsity_m_by_n=None,
 ) -> dict:
     """Zero the lowest-scoring prunable weights of ``model`` in place and keep them zero from now on.
 
@@ -377,19 +489,37 @@ def prune(
         min_kept_per_variable: int >= 0; each variable keeps at least its
             ``min(m, size)`` best weights (see the module doc; 0: no floor).
         include_recurrent: also prune ``recurrent_kernel`` of recurrent cells.
+        block_size: None (or ``(1, 1)``: single weights) or ``(r, c)``: prune
+            whole blocks of ``r`` consecutive output units x ``c`` consecutive
+            inputs (TFLite's ``(out, in)`` orientation; ``(1, 4)``: 4
+            consecutive input weights of one output unit, the block LiteRT's
+            float FULLY_CONNECTED runs sparse; ``(1, 16)``: its int8 one).
+            ``sparsity`` is then the fraction of **blocks** pruned, exactly
+            ``floor(sparsity * B + 0.5)`` of the ``B`` blocks (global or per
+            variable by ``scope``), a block scored by the sum of its entries'
+            criterion scores; ``min_kept_per_variable`` counts blocks. See the
+            module doc ("Structured sparsity").
+        sparsity_m_by_n: None or ``(m, n)`` (tfmot's convention): exactly
+            ``m`` zeros in every ``n`` consecutive input weights of every
+            pruned variable (each group keeps its ``n - m`` best-scoring
+            weights). ``sparsity`` is implied (``m / n``): pass None or that
+            value; ``scope`` does not matter; excludes ``block_size`` and
+            ``min_kept_per_variable``.
 
     Returns:
         dict: variable path -> bool ``np.ndarray`` of the variable's shape,
         True = kept (a copy of the installed mask).
 
     Raises:
-        ValueError: for any invalid argument, before any weight or constraint changes.
+        ValueError: for any invalid argument (including a variable the block or
+            group does not divide, named in the message), before any weight or
+            constraint changes.
     """
-    sparsity = fraction("sparsity", sparsity)
+    sparsity, block, m_by_n = _check_structure(sparsity, block_size, sparsity_m_by_n, min_kept_per_variable)
     criterion = _check_options(scope, criterion, seed)
     _check_min_kept(min_kept_per_variable)
     variables = prunable_variables(model, layers, include_recurrent)
-    new = _new_masks(variables, sparsity, scope, criterion, seed, int(min_kept_per_variable))
+    new = _new_masks(variables, sparsity, scope, criterion, seed, int(min_kept_per_variable), block, m_by_n)
     masks = _apply_masks(model, variables, new)
     return {v.path: m.numpy() for v, m in zip(variables, masks)}
 
@@ -426,6 +556,12 @@ class GradualPruning(keras.callbacks.Callback):
         min_kept_per_variable: int >= 0, as in ``prune`` (a floor above the
             weights a step keeps raises ValueError at that step).
         include_recurrent: also prune ``recurrent_kernel``, as in ``prune``.
+        block_size: None or ``(r, c)``, as in ``prune``: the schedule's
+            sparsity is then the fraction of blocks pruned.
+        sparsity_m_by_n: None or ``(m, n)``, as in ``prune``: the schedule
+            gives the timing only; its first pruning step prunes ``m`` of every
+            ``n`` consecutive input weights and later steps keep that mask
+            (tfmot uses its schedule the same way).
 
     Read-outs: ``masks`` (dict path -> bool ``keras.Variable``, True = kept),
     ``pruned_count`` (int) and ``sparsity`` (pruned fraction of the prunable set).
@@ -443,7 +579,7 @@ class GradualPruning(keras.callbacks.Callback):
 
     def __init__(
         self, schedule, scope="global", criterion="magnitude", layers=None, seed=0, min_kept_per_variable=0,
-        include_recurrent=False,
+        include_recurrent=False, block_size=None, sparsity_m_by_n=None,
     ):
         super().__init__()
         if not isinstance(schedule, schedules.PruningSchedule):
@@ -451,6 +587,9 @@ class GradualPruning(keras.callbacks.Callback):
                 "`schedule` must be a tf_selopt.core.schedules.PruningSchedule (e.g. ConstantSparsity, "
                 f"PolynomialDecay); received schedule={schedule!r}."
             )
+        _, self.block_size, self.sparsity_m_by_n = _check_structure(
+            None if sparsity_m_by_n else 0.0, block_size, sparsity_m_by_n, min_kept_per_variable
+        )
         self._criterion = _check_options(scope, criterion, seed)
         _check_layers(layers)
         _check_min_kept(min_kept_per_variable)
@@ -463,6 +602,7 @@ class GradualPruning(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._variables = prunable_variables(self.model, self.layers, self.include_recurrent)
+        _check_structured_variables(self._variables, self.block_size, self.sparsity_m_by_n)
         step = int(self.model.optimizer.iterations.numpy())
         unmasked = [v for v in self._variables if pruning_mask(v) is None]
         if step > self.schedule.begin_step and unmasked:  # resumed after pruning began: zeros are the pruned
@@ -482,9 +622,14 @@ class GradualPruning(keras.callbacks.Callback):
         self._last_step = max(self._last_step, step)
         if latest is None and not reapply:
             return
+        if latest is None and self.sparsity_m_by_n:  # re-zero with the masks as they are
+            masks = [pruning_mask(v).value for v in self._variables]
+            _apply_masks(self.model, self._variables, masks)
+            return
         sparsity = 0.0 if latest is None else float(self.schedule(latest)[1])  # 0.0: the masks as they are
         masks = _new_masks(
-            self._variables, sparsity, self.scope, self._criterion, self.seed, self.min_kept_per_variable
+            self._variables, sparsity, self.scope, self._criterion, self.seed, self.min_kept_per_variable,
+            self.block_size, self.sparsity_m_by_n,
         )
         _apply_masks(self.model, self._variables, masks)
 

@@ -28,9 +28,8 @@ import tensorflow as tf
 import tf_keras
 
 from tf_selopt.core import criteria as criteria_lib
-from tf_selopt.core.config import SelectionConfig
-from tf_selopt.core.frontend import SelectiveFrontEnd
-from tf_selopt.core.selective import Selective, refuse_base_arguments
+from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
+from tf_selopt.core.selective import refuse_base_arguments
 from tf_selopt.keras2 import _compat
 from tf_selopt.keras2._compat import MOTION_SLOT_ATTRIBUTES
 
@@ -67,6 +66,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
         num_examples=None,
         granularity="parameter",
         update="auto",
+        masks=None,
         name="SelectiveOptimizer",
         **kwargs,
     ):
@@ -79,19 +79,18 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
         kwargs.pop("is_legacy_optimizer", None)  # written by tf_keras serialization
         kwargs.pop("jit_compile", None)
         refuse_base_arguments(kwargs)
-        selective = Selective(
-            SelectionConfig(
-                criterion,
-                keep,
-                warmup_steps,
-                window,
-                scope,
-                reselect_every,
-                seed,
-                num_examples,
-                granularity,
-                update,
-            )
+        selective = new_selective(
+            masks,
+            criterion=criterion,
+            keep=keep,
+            warmup_steps=warmup_steps,
+            window=window,
+            scope=scope,
+            reselect_every=reselect_every,
+            seed=seed,
+            num_examples=num_examples,
+            granularity=granularity,
+            update=update,
         )
         if update == "selected_only":
             raise ValueError(
