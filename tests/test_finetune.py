@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import tf_selopt
 from tf_selopt.cli import main
 from tf_selopt.study import finetune
-
-# the "ours" arms call tf_selopt.calibrate and SelectiveOptimizer(masks=...) (issue 17, items 1 and 2)
-needs_calibrate = pytest.mark.skipif(not hasattr(tf_selopt, "calibrate"), reason="tf_selopt.calibrate not here yet")
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +18,6 @@ def quick_run(tmp_path_factory):
     return out, json.loads((out / "finetune.json").read_text()), result.output
 
 
-@needs_calibrate
 def test_quick_writes_json_table_figure_and_cached_weights(quick_run):
     out, result, output = quick_run
     keys = {"command", "commit", "config", "arms", "data", "models", "runs", "summary", "goals", "versions"}
@@ -39,7 +34,6 @@ def test_quick_writes_json_table_figure_and_cached_weights(quick_run):
     assert {g["model"] for g in result["goals"]} == {"lenet_300_100"}
 
 
-@needs_calibrate
 def test_trainable_counts_equal_budget_and_masks_are_exact(quick_run):
     _, result, _ = quick_run
     entry = result["models"]["lenet_300_100"]
@@ -60,7 +54,6 @@ def test_trainable_counts_equal_budget_and_masks_are_exact(quick_run):
     assert small["keep"] == small["selected_count"] == small["mask_true"] == round(0.005 * N)
 
 
-@needs_calibrate
 def test_optimizer_bytes_follow_what_trains(quick_run):
     _, result, _ = quick_run
     N = result["models"]["lenet_300_100"]["N"]
