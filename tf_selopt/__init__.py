@@ -30,6 +30,7 @@ _LAZY = {
     "SelectionMonitor": "keras.callbacks",
     "DropFrozenVariables": "keras.freezing",
     "TracePerPhase": "keras.phases",
+    "shrink": "keras.shrink",
 }
 _SUBMODULES = {"criteria": "core.criteria", "schedules": "core.schedules", "selection": "core.selection"}
 
