@@ -165,16 +165,16 @@ def _output_names(structure, found):
 def _check_model(model):
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a built Keras 3 Sequential or functional model; received {model!r}.")
+    config = model.get_config() if _has_layer_config(model) else None
+    if config is None:
+        raise ValueError(
+            f"`model` must be a Keras 3 Sequential or functional model (a config listing its layers); "
+            f"{model.name!r} ({type(model).__name__}) is a subclassed model."
+        )
     if not model.built or (isinstance(model, keras.Sequential) and not model.inputs):
         raise ValueError(
             f"`model` must be built (Sequential with an Input or built with an input shape); "
             f"{model.name!r} is not built: call it on data or build it first."
-        )
-    config = model.get_config() if _has_layer_config(model) else None
-    if config is None or "layers" not in config:
-        raise ValueError(
-            f"`model` must be a Keras 3 Sequential or functional model (a config listing its layers); "
-            f"{model.name!r} ({type(model).__name__}) is a subclassed model."
         )
     return config
 
