@@ -70,6 +70,7 @@ SECTIONS = {
         "test_bad_inputs.py::test_gradual_pruning",
         "test_pruning.py::test_gradual_pruning_bad_model_raises_before_any_change",
     ],
+    "shrink": ["test_shrink.py::test_bad_arguments", "test_shrink.py::test_bad_models"],
     "mask_zeros": ["test_bad_inputs.py::test_mask_zeros_layers", "test_bad_inputs.py::test_mask_zeros_unbuilt_model"],
     "SelectionMonitor": ["test_callbacks.py::test_bad_arguments"],
     "schedules.ConstantSparsity / PolynomialDecay": ["test_schedules.py::test_bad_inputs_name_the_argument"],

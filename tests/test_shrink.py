@@ -7,9 +7,9 @@ are 0 after every layer), the smaller model computes what the original did."""
 import keras
 import numpy as np
 import pytest
+from conftest import SubclassedNet
 
 import tf_selopt
-from conftest import SubclassedNet
 from tf_selopt.core import channels
 from tf_selopt.deploy import export
 from tf_selopt.keras.shrink import channel_graph, shrink
@@ -141,16 +141,44 @@ def test_residual_net_outputs_unchanged_when_removed_channels_are_zero(scope):
     small = shrink(model, 0.5, scope=scope)
     np.testing.assert_allclose(small(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
     # the residual group lost the same channels in both branches, and the BNs and depthwise conv with them
-    for name in ("stem", "b_conv2"):
-        kept = np.setdiff1d(np.arange(8), removed[("stem", "b_conv2")])
-        np.testing.assert_array_equal(
-            small.get_layer(name).kernel.numpy(), model.get_layer(name).kernel.numpy()[..., kept][..., :, :]
-            if name == "stem" else
-            model.get_layer(name).kernel.numpy()[:, :, np.setdiff1d(np.arange(6), removed[("b_conv1",)])][..., kept]
-        )  # fmt: skip
+    kept = np.setdiff1d(np.arange(8), removed[("stem", "b_conv2")])
+    kept_b1 = np.setdiff1d(np.arange(6), removed[("b_conv1",)])
+    stem = model.get_layer("stem").kernel.numpy()
+    np.testing.assert_array_equal(small.get_layer("stem").kernel.numpy(), stem[..., kept])
+    np.testing.assert_array_equal(
+        small.get_layer("b_conv2").kernel.numpy(), model.get_layer("b_conv2").kernel.numpy()[:, :, kept_b1][..., kept]
+    )
     assert small.get_layer("stem_bn").gamma.shape == (4,) and small.get_layer("b_bn2").gamma.shape == (4,)
     assert small.get_layer("dw").kernel.shape == (3, 3, 4, 1)
     assert small.get_layer("mix").kernel.shape == (1, 1, 4 + 2, 3)  # Concatenate: 4 of 8, then 2 of 4
+
+
+def depthwise_flatten_net(seed=0):
+    """A depthwise conv with depth_multiplier 2, then two flattened branches concatenated into a Dense."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((5, 5, 2))
+    a = L.Conv2D(4, 3, padding="same", name="a")(inputs)
+    d = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(a)
+    d = L.BatchNormalization(name="dw_bn")(d)
+    b = L.Conv2D(6, 3, strides=2, name="b")(L.Activation("tanh", name="tanh")(d))
+    x = L.Concatenate(name="cat")([L.Flatten(name="fa")(a), L.Flatten(name="fb")(b)])
+    x = L.Dense(6, activation="relu", name="h")(x)
+    return keras.Model(inputs, L.Dense(2, name="out")(x))
+
+
+@pytest.mark.parametrize("scope", ["per_layer", "global"])
+def test_depthwise_multiplier_and_concatenated_flattens_outputs_unchanged(scope):
+    model = depthwise_flatten_net()
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([np.linspace(0.5, 1.5, n), np.linspace(-0.3, 0.3, n), np.linspace(-1, 1, n), np.ones(n)])
+    zero_channels(model)
+    x = np.random.default_rng(3).normal(size=(3, 5, 5, 2)).astype("float32")
+    small = shrink(model, 0.5, scope=scope)
+    np.testing.assert_allclose(small(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert small.get_layer("dw").kernel.shape == (3, 3, 2, 2) and small.get_layer("dw_bn").gamma.shape == (4,)
+    assert small.get_layer("h").kernel.shape == (5 * 5 * 2 + 2 * 2 * 3, 3)
 
 
 def test_sequential_flatten_outputs_unchanged_and_exact_parameter_count():
@@ -165,9 +193,15 @@ def test_sequential_flatten_outputs_unchanged_and_exact_parameter_count():
     assert small.count_params() == expected
 
 
-def test_exact_parameter_count_of_a_dense_chain_and_model_unchanged():
+@pytest.mark.parametrize("built_by", ["input", "build"])
+def test_exact_parameter_count_of_a_dense_chain_and_model_unchanged(built_by):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((5,)), L.Dense(8, name="a"), L.Dense(6, name="b"), L.Dense(3, name="c")])
+    layers = [L.Dense(8, name="a"), L.Dense(6, name="b"), L.Dense(3, name="c")]
+    if built_by == "input":
+        model = keras.Sequential([keras.Input((5,))] + layers)
+    else:
+        model = keras.Sequential(layers)
+        model.build((None, 5))
     before = [w.copy() for w in model.get_weights()]
     small = shrink(model, 0.5, scope="per_layer")
     assert small.count_params() == (5 * 4 + 4) + (4 * 3 + 3) + (3 * 3 + 3)
@@ -287,6 +321,18 @@ def _shared():
     return keras.Model(inputs, L.Dense(2)(L.Add()([dense(inputs), dense(inputs)])))
 
 
+def _reshape_after_conv():
+    return _after_conv(L.Reshape((2, 2, 4), name="reshape"))
+
+
+def _custom_after_conv():
+    return _after_conv(Scale(name="scale"))
+
+
+def _a_layer_not_a_model():
+    return L.Dense(3)
+
+
 def _unbuilt():
     return keras.Sequential([L.Dense(4), L.Dense(2)])
 
@@ -294,14 +340,14 @@ def _unbuilt():
 @pytest.mark.parametrize(
     "make, words",
     [
-        (lambda: _after_conv(L.Reshape((2, 2, 4), name="reshape")), ["'reshape' (Reshape)", "'conv'", "Supported"]),
-        (lambda: _after_conv(Scale(name="scale")), ["'scale' (Scale)", "Supported"]),
+        (_reshape_after_conv, ["'reshape' (Reshape)", "'conv'", "Supported"]),
+        (_custom_after_conv, ["'scale' (Scale)", "Supported"]),
         (_lstm, ["'lstm' (LSTM)", "'proj'", "Supported"]),
         (_attention, ["'mha' (MultiHeadAttention)", "'proj'"]),
         (_shared, ["'shared'", "called 2 times"]),
         (_unbuilt, ["`model`", "built"]),
         (SubclassedNet, ["`model`", "Sequential or functional"]),
-        (lambda: L.Dense(3), ["`model`", "Sequential or functional"]),
+        (_a_layer_not_a_model, ["`model`", "Sequential or functional"]),
     ],
 )
 def test_bad_models(make, words):

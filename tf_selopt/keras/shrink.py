@@ -164,7 +164,9 @@ def _output_names(structure, found):
 
 def _check_model(model):
     if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a built Keras 3 Sequential or functional model; received {model!r}.")
+        raise ValueError(
+            f"`model` must be a built Keras 3 Sequential or functional model; received a {type(model).__name__}."
+        )
     config = model.get_config() if _has_layer_config(model) else None
     if config is None:
         raise ValueError(
