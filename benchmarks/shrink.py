@@ -104,6 +104,7 @@ def latency(paths, x1, threads, xnnpack, runs, warmup) -> list:
 
 def run_model(name, args, work) -> dict:
     splits = data.load("mnist")
+    keras.utils.set_random_seed(args.seed)
     model, transform, loss = build(name)
     splits = dataclasses.replace(
         splits,
