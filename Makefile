@@ -24,11 +24,14 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/selopt demo --out runs/demo
 
+# --dist loadgroup: tests marked @pytest.mark.xdist_group("name") run on one worker, so a module-scoped fixture
+# (a subprocess run, a trained model, a study) is built once, not once per worker; the other tests are spread
+# one at a time as with --dist load. Groups with more tests are sent first (xdist's --loadscope-reorder).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --durations=15 --doctest-modules tf_selopt tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15 --doctest-modules tf_selopt tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m "not slow" tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" tests
 
 ruff: $(STAMP)
 	$(BIN)/ruff check .
