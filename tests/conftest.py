@@ -20,6 +20,15 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, tests marked ``slow`` are handed out first (a stable sort: the order of the rest
+    is kept), so the last minutes do not leave one worker waiting on a long test started late. Every worker
+    collects and sorts the same list, as xdist requires. Without xdist the order is untouched (a
+    module-scoped fixture stays built for its module's tests)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 class SubclassedNet(keras.Model):
     """Embedding -> mean over tokens -> Dense: a subclassed model with sparse gradients."""
 
