@@ -324,7 +324,6 @@ def _check_pruning(run: dict) -> None:
         assert np.all(np.asarray(kernels)[~keep] == 0.0)  # pruned: exactly zero
 
 
-@pytest.mark.xdist_group("distributed")  # one xdist worker: the module's subprocess runs and reference once
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MIRRORED)
 def test_mirrored_two_devices_matches_single_device(mirrored, reference, name):
@@ -336,7 +335,6 @@ def test_mirrored_two_devices_matches_single_device(mirrored, reference, name):
         _check_pruning(run)
 
 
-@pytest.mark.xdist_group("distributed")  # one xdist worker: the module's subprocess runs and reference once
 def test_per_phase_traces_change_nothing_on_one_device(reference):
     general, per_phase = reference["fit_gradient_sum_pruning"], reference["fit_per_phase_pruning"]
     assert general.keys() == per_phase.keys()
@@ -344,7 +342,6 @@ def test_per_phase_traces_change_nothing_on_one_device(reference):
         np.testing.assert_array_equal(np.asarray(value), np.asarray(per_phase[key]), err_msg=key)
 
 
-@pytest.mark.xdist_group("distributed")  # one xdist worker: the module's subprocess runs and reference once
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MULTI_WORKER)
 def test_multi_worker_two_processes_matches_single_device(multi_worker, reference, name):
@@ -358,7 +355,6 @@ def test_multi_worker_two_processes_matches_single_device(multi_worker, referenc
         np.testing.assert_array_equal(np.asarray(runs[0][key][0]), np.asarray(runs[1][key][0]), err_msg=key)
 
 
-@pytest.mark.xdist_group("distributed")  # one xdist worker: the module's subprocess runs and reference once
 @pytest.mark.slow
 def test_multi_worker_model_fit_works_whenever_keras_does(multi_worker, reference):
     """Keras 3.15's own ``model.fit`` fails under MultiWorkerMirroredStrategy with 2 workers

@@ -234,9 +234,7 @@ def _count(state, name):
 
 @pytest.mark.slow  # one Python process per mechanism: 11-14 s alone, up to ~80 s on a loaded 2-core machine
 @pytest.mark.parametrize("point", ["warmup", "masked"])
-@pytest.mark.parametrize(  # both points of a mechanism on one xdist worker: one subprocess run (cached) for both
-    "mechanism", [pytest.param(m, marks=pytest.mark.xdist_group(f"resume_{m}")) for m in sorted(RUNS)]
-)
+@pytest.mark.parametrize("mechanism", sorted(RUNS))
 def test_interrupted_run_resumes_bit_identical(mechanism, point, results_dir):
     runs = _results(mechanism, results_dir)
     reference, resumed, at = runs["reference"], runs[f"{point}/resumed"], runs[f"{point}/at_interruption"]

@@ -21,10 +21,6 @@ FIELDS = {
 }
 RUNS = 12
 N_PRUNABLE = 64 * 96 + 96 * 10
-# Every test that uses the module fixtures below runs on one xdist worker, one after another (--dist loadgroup):
-# `trained` and `bench` are built once (spread over both workers and interleaved with other modules' tests,
-# a module fixture is built again each time a worker comes back to this module).
-SHARED = pytest.mark.xdist_group("serving")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +65,6 @@ def _row(rows, model, artifact):
     return row
 
 
-@SHARED
 def test_rows_and_files(bench):
     out, rows = bench
     assert sorted(os.listdir(out)) == ["artifacts", "deployment.json", "deployment.md"]
@@ -98,7 +93,6 @@ def test_rows_and_files(bench):
     assert tf.saved_model.load(saved).signatures["serving_default"] is not None
 
 
-@SHARED
 def test_sparse_file_smaller_and_zeros_survive(bench, trained):
     _, rows = bench
     pruned = int(0.9 * N_PRUNABLE + 0.5)
@@ -120,7 +114,6 @@ def test_sparse_file_smaller_and_zeros_survive(bench, trained):
     assert densify["densified_at_load"] == sum(r["densify_ops"] for r in rows) > 0
 
 
-@SHARED
 def test_latency_entries(bench):
     out, rows = bench
     for r in rows:
@@ -141,7 +134,6 @@ def test_latency_entries(bench):
     assert any("error" not in e for r in rows for e in r["latency"])
 
 
-@SHARED
 def test_accuracy_equals_artifact_predictions(bench, digits):
     _, rows = bench
     interpreter, _, _ = export.tflite_runtime()
@@ -159,7 +151,6 @@ def test_accuracy_equals_artifact_predictions(bench, digits):
     assert _row(rows, "mlp-s0", "float32")["accuracy"] > 0.8  # trained: not chance
 
 
-@SHARED
 def test_both_runtimes_agree(tmp_path, trained, digits):
     litert = pytest.importorskip("ai_edge_litert")
     results = {}
@@ -177,7 +168,6 @@ def test_both_runtimes_agree(tmp_path, trained, digits):
         assert (a["accuracy"], a["size_bytes"], a["zeros"]) == (b["accuracy"], b["size_bytes"], b["zeros"])
 
 
-@SHARED
 def test_saved_models_and_keras_files_as_paths(tmp_path, trained, digits):
     model = keras.models.clone_model(trained)
     model.set_weights(trained.get_weights())
@@ -231,7 +221,6 @@ BAD = [
 ]
 
 
-@SHARED
 @pytest.mark.parametrize("bad,word", BAD)
 def test_bad_arguments_write_nothing(tmp_path, trained, digits, bad, word):
     kwargs = dict(out_dir=tmp_path / "out", x_test=digits.x_test[:8], y_test=digits.y_test[:8], model=trained,
@@ -242,7 +231,6 @@ def test_bad_arguments_write_nothing(tmp_path, trained, digits, bad, word):
     assert os.listdir(tmp_path) == []
 
 
-@SHARED
 def test_two_models_in_one_run_and_distinct_names(tmp_path, trained, digits):
     kwargs = dict(x_test=digits.x_test[:16], y_test=digits.y_test[:16], sparsities=[0.5], artifacts=("float32",),
                   runs=2, warmup=0, threads=[1], xnnpack=[True])
@@ -254,7 +242,6 @@ def test_two_models_in_one_run_and_distinct_names(tmp_path, trained, digits):
     assert [(r["model"], r["prunable_zeros"]) for r in rows] == [("mlp-s50", N_PRUNABLE // 2), ("linear-s50", 320)]
 
 
-@SHARED
 def test_existing_report_refused_unless_overwrite(tmp_path, trained, digits):
     (tmp_path / "deployment.json").write_text("old")
     kwargs = dict(x_test=digits.x_test[:8], y_test=digits.y_test[:8], model=trained, sparsities=[0.5],
@@ -267,7 +254,7 @@ def test_existing_report_refused_unless_overwrite(tmp_path, trained, digits):
     assert sorted(os.listdir(tmp_path)) == ["deployment.json", "deployment.md"]
 
 
-@pytest.mark.slow  # its own subprocess, no module fixture: free to run on either worker
+@pytest.mark.slow
 def test_run_benchmark_script(tmp_path):
     import subprocess
     import sys

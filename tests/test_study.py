@@ -131,7 +131,6 @@ def tiny_study(tiny_demo):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tiny_study")  # one worker runs the module's tiny study once
 def test_tiny_study_rows(tiny_study):
     out, rows = tiny_study
     config = load_config(TINY)
@@ -155,7 +154,6 @@ def test_tiny_study_rows(tiny_study):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tiny_study")  # one worker runs the module's tiny study once
 def test_tiny_study_exports_and_logs(tiny_study):
     out, rows = tiny_study
     (exported,) = [r["export"] for r in rows if r.get("export")]
@@ -173,7 +171,6 @@ def test_tiny_study_exports_and_logs(tiny_study):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tiny_study")  # one worker runs the module's tiny study once
 def test_tiny_study_resumes_without_rerunning(tiny_study):
     out, rows = tiny_study
     before = (out / "runs.jsonl").read_bytes()
@@ -188,7 +185,6 @@ def test_tiny_study_resumes_without_rerunning(tiny_study):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tiny_study")  # one worker runs the module's tiny study once
 def test_other_config_in_the_same_directory_is_refused(tiny_study, tmp_path):
     out, _ = tiny_study
     before = {p: p.read_bytes() for p in out.glob("*.*") if p.is_file()}
@@ -259,7 +255,6 @@ def test_cli_plot_and_report_refuse_a_directory_without_runs(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tiny_study")  # one worker runs the module's tiny study once
 def test_cli_plot_report_and_export(tiny_study, tmp_path):
     out, rows = tiny_study
     copy = tmp_path / "copy"
@@ -326,7 +321,6 @@ def test_cli_bench_refuses_bad_sparsity(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tiny_study")
 def test_cli_demo_prints_table_and_leaves_figures_report_logs_and_export(tiny_demo):
     out, rows, result = tiny_demo  # the module's tiny study is this demo command's run
     assert [r["id"] for r in rows] == [s.id for s in runner.expand(load_config(TINY))]
