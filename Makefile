@@ -24,9 +24,9 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/selopt demo --out runs/demo
 
-# --dist loadgroup: tests marked @pytest.mark.xdist_group("name") run on one worker, so a module-scoped fixture
-# (a subprocess run, a trained model, a study) is built once, not once per worker; the other tests are spread
-# one at a time as with --dist load. Groups with more tests are sent first (xdist's --loadscope-reorder).
+# --dist loadgroup selects tests/conftest.py's scheduler: each module of its ONE_WORKER_MODULES runs on one
+# worker, so its module-scoped fixtures (subprocess runs, a trained model, a study) are built once; the other
+# tests are spread one at a time as with --dist load, those marked slow first.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15 --doctest-modules tf_selopt tests
 
