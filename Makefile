@@ -24,11 +24,14 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/selopt demo --out runs/demo
 
+# --dist loadgroup selects tests/conftest.py's scheduler: each module of its ONE_WORKER_MODULES runs on one
+# worker, so its module-scoped fixtures (subprocess runs, a trained model, a study) are built once; the other
+# tests are spread one at a time as with --dist load, those marked slow first.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --durations=15 --doctest-modules tf_selopt tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15 --doctest-modules tf_selopt tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m "not slow" tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" tests
 
 ruff: $(STAMP)
 	$(BIN)/ruff check .

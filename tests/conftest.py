@@ -20,6 +20,58 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
+# Modules whose tests share expensive module-scoped fixtures (subprocess runs, a trained model and its deployment
+# benchmark, a study). Under xdist each of these modules runs on one worker, its tests back to back: spread
+# over both workers and interleaved with other modules' tests (--dist load), a worker tears a module fixture
+# down whenever its next test is from another module and builds it again when it comes back.
+ONE_WORKER_MODULES = (
+    "tests/test_distributed.py", "tests/test_resume.py", "tests/test_serving.py", "tests/test_study.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` (``make test``): each module of ``ONE_WORKER_MODULES`` is one unit of work, every
+    other test its own unit (as with ``--dist load``); units with more tests are sent first. (xdist 3.8's own
+    ``xdist_group`` marks have no effect under pytest 9.2: it renames ``item._nodeid``, which pytest 9.2 no
+    longer reads, so the grouping is done here, from the node ids.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            if nodeid.rfind("@") > nodeid.rfind("]"):  # an xdist_group suffix, should xdist set one again
+                return nodeid.split("@")[-1]
+            path = nodeid.split("::", 1)[0]
+            return path if path in ONE_WORKER_MODULES else nodeid
+
+    return ModuleGroups(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, tests marked ``slow`` are handed out first (a stable sort: the order of the rest
+    is kept), so the last minutes do not leave one worker waiting on a long test started late. Every worker
+    collects and sorts the same list, as xdist requires. Without xdist the order is untouched (a
+    module-scoped fixture stays built for its module's tests)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def docstring_examples(module, request) -> tuple:
+    """``(attempted, failed)`` of ``doctest.testmod(module)``, run once per session: when this session also runs
+    the module's docstrings as doctest items (``make test``: ``--doctest-modules tf_selopt``), a failing example
+    fails that item, so they are not run a second time here; only counted (``failed`` 0)."""
+    import doctest
+    import pathlib
+
+    path = pathlib.Path(module.__file__).resolve()
+    if any(type(item).__name__ == "DoctestItem" and item.path.resolve() == path for item in request.session.items):
+        return sum(len(test.examples) for test in doctest.DocTestFinder().find(module)), 0
+    result = doctest.testmod(module)
+    return result.attempted, result.failed
+
+
 class SubclassedNet(keras.Model):
     """Embedding -> mean over tokens -> Dense: a subclassed model with sparse gradients."""
 

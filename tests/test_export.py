@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import docstring_examples
 
 import tf_selopt
 from tf_selopt.deploy import export
@@ -221,11 +222,9 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
     assert _files(tmp_path) == []
 
 
-def test_docstring_example_runs():
-    import doctest
-
-    result = doctest.testmod(export, verbose=False)
-    assert result.failed == 0 and result.attempted > 0
+def test_docstring_example_runs(request):
+    attempted, failed = docstring_examples(export, request)  # or the doctest items of `make test`
+    assert failed == 0 and attempted > 0
 
 
 def _saved_model_cli_show(path):

@@ -104,9 +104,18 @@ def test_masked_phase_freezes_exactly(criterion, inner):
     assert np.isclose(float(optimizer.frozen_fraction), 1 - optimizer.k / optimizer.num_parameters)
 
 
-@pytest.mark.parametrize("kind", MODEL_KINDS)
-@pytest.mark.parametrize("jit_compile", [False, True])
-@pytest.mark.parametrize("scope", ["global", "per_variable"])
+# Graph mode: every kind x scope. XLA (a compile of ~10-20 s each): one case per model kind, the two scopes
+# spread over them, so each behaviour is compiled once: Dense+BatchNorm (sequential) and Conv2D+BatchNorm
+# (functional) under the global top-k, and per-variable selection with Embedding's IndexedSlices gradients
+# (subclassed). The scope picks only the masks (from the same scores); the kind picks the gradients.
+MASKED_PHASE_CASES = [(kind, False, scope) for scope in ("global", "per_variable") for kind in MODEL_KINDS] + [
+    ("sequential", True, "global"),
+    ("functional", True, "global"),
+    ("subclassed", True, "per_variable"),
+]
+
+
+@pytest.mark.parametrize("kind, jit_compile, scope", MASKED_PHASE_CASES)
 def test_masked_phase_on_every_model_kind(kind, jit_compile, scope):
     x, y = make_data(kind)
     model = make_model(kind)

@@ -1,14 +1,13 @@
 """Tests of tf_selopt.keras.pruning: prunable weights, exact counts and zeros, masks enforced through training,
 gradual pruning, strip and save/load, errors."""
 
-import doctest
 import math
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import INNER, MODEL_KINDS, make_data, make_model
+from conftest import INNER, MODEL_KINDS, docstring_examples, make_data, make_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -327,9 +326,9 @@ def test_pruned_model_still_predicts_and_zero_sparsity_is_identity():
     assert np.all(np.isfinite(y1)) and not np.allclose(y1, y0)
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(pruning)
-    assert result.attempted > 0 and result.failed == 0
+def test_docstring_examples_run(request):
+    attempted, failed = docstring_examples(pruning, request)  # or the doctest items of `make test`
+    assert attempted > 0 and failed == 0
 
 
 # --- Masks enforced through training, gradual pruning, strip, save/load ---

@@ -1,12 +1,12 @@
 """Tests of tf_selopt.core.schedules: same values as tfmot's schedules, XLA, config, validation."""
 
-import doctest
 import json
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import docstring_examples
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as tfmot_schedule
 
 import tf_selopt.keras.pruning  # noqa: F401  (registers the schedules with Keras)
@@ -157,6 +157,6 @@ def test_bad_inputs_name_the_argument(make, argument):
         make()
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(schedules)
-    assert result.attempted > 0 and result.failed == 0
+def test_docstring_examples_run(request):
+    attempted, failed = docstring_examples(schedules, request)  # or the doctest items of `make test`
+    assert attempted > 0 and failed == 0

@@ -107,9 +107,26 @@ def test_infeasible_config_is_refused_before_writing(tmp_path, text, expected):
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("study") / "tiny"
-    rows = runner.run_study(TINY, out, quiet=True)
+def tiny_demo(tmp_path_factory):
+    """`selopt demo --quiet` on the tiny config (copied in as demo.yaml): the tiny study, run once for the
+    module through the CLI (run_study + figures + report + the printed table); the output and the rows as
+    they were when the command returned."""
+    tmp = tmp_path_factory.mktemp("study")
+    configs = tmp / "configs"
+    configs.mkdir()
+    shutil.copyfile(TINY, configs / "demo.yaml")
+    out = tmp / "tiny"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(cli, "CONFIGS", configs)
+        result = CliRunner().invoke(cli.main, ["demo", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out, runner.read_rows(out), result
+
+
+@pytest.fixture
+def tiny_study(tiny_demo):
+    """The tiny study's directory and rows (`run_study`'s return value is `read_rows(out)`)."""
+    out, rows, _ = tiny_demo
     return out, rows
 
 
@@ -242,6 +259,8 @@ def test_cli_plot_report_and_export(tiny_study, tmp_path):
     out, rows = tiny_study
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
+    for name in ("report.md", "figure1.png", "figure2.png"):  # the demo wrote them: these commands must again
+        (copy / name).unlink()
     result = CliRunner().invoke(cli.main, ["report", str(copy)])
     assert result.exit_code == 0, result.output
     text = (copy / "report.md").read_text()
@@ -302,15 +321,9 @@ def test_cli_bench_refuses_bad_sparsity(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_demo_prints_table_and_leaves_figures_report_logs_and_export(tmp_path, monkeypatch):
-    configs = tmp_path / "configs"
-    configs.mkdir()
-    shutil.copyfile(TINY, configs / "demo.yaml")  # the demo command, on the tiny config
-    monkeypatch.setattr(cli, "CONFIGS", configs)
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(cli.main, ["demo", "--out", str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
-    rows = runner.read_rows(out)
+def test_cli_demo_prints_table_and_leaves_figures_report_logs_and_export(tiny_demo):
+    out, rows, result = tiny_demo  # the module's tiny study is this demo command's run
+    assert [r["id"] for r in rows] == [s.id for s in runner.expand(load_config(TINY))]
     assert report.tables(rows) in result.output and f"results in   {out.resolve()}" in result.output
     assert (out / "figure1.png").exists() and (out / "figure2.png").exists() and (out / "report.md").exists()
     assert any((out / "tensorboard").rglob("events.out.tfevents.*"))

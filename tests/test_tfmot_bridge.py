@@ -1,6 +1,5 @@
 """Tests of tf_selopt.keras2.tfmot_bridge: global plan vs numpy, tfmot's rounding, fit reaches the plan, errors."""
 
-import doctest
 import glob
 import math
 import os
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from conftest import docstring_examples
 
 from tf_selopt.keras2 import tfmot_bridge
 from tf_selopt.keras2.tfmot_bridge import global_magnitude_plan, prune_low_magnitude_global, pruning_callbacks
@@ -420,9 +420,9 @@ def test_import_leaves_keras_3_and_the_environment_alone(user_setting):
     assert zeros == "6"
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(tfmot_bridge)
-    assert result.attempted > 0 and result.failed == 0
+def test_docstring_examples_run(request):
+    attempted, failed = docstring_examples(tfmot_bridge, request)  # or the doctest items of `make test`
+    assert attempted > 0 and failed == 0
 
 
 def test_one_fit_with_the_tf_keras_selective_optimizer(tmp_path):
