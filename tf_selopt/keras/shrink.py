@@ -356,7 +356,7 @@ def shrink(model, fraction, criterion="magnitude", scope="global", seed=0) -> ke
         >>> model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(8, 3, name="conv"),
         ...     keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU(), keras.layers.Flatten(),
         ...     keras.layers.Dense(6, name="hidden"), keras.layers.Dense(2, name="out")])
-        >>> small = shrink(model, 0.5)
+        >>> small = shrink(model, 0.5, scope="per_layer")  # half of each group (global: by normalized score)
         >>> [tuple(small.get_layer(n).weights[0].shape) for n in ("conv", "bn", "hidden", "out")]
         [(3, 3, 3, 4), (4,), (16, 3), (3, 2)]
         >>> tuple(small(np.zeros((1, 4, 4, 3), "float32")).shape)  # hidden: 2*2*4 rows, 3 of 6 units
