@@ -1,8 +1,8 @@
 # The two commands of the README:
 #   make demo   set up .venv (pinned), install the project, run the main job (selopt demo: the short study)
 #   make test   set up .venv if needed, run the test suite (what .ci/run calls)
-# Also: make ruff (ruff check, in CI), make lint (ruff check + ruff format --check; not in CI until the tree
-# is formatted), make docs / docs-check (regenerate docs/bad_inputs.md / fail if stale), make docs-site (the mkdocs site
+# Also: make ruff (ruff check), make lint (ruff check + ruff format --check; CI runs it),
+# make docs / docs-check (regenerate docs/bad_inputs.md / fail if stale), make docs-site (the mkdocs site
 # with the API reference, into site/; warnings are errors), make smoke (install + quickstart on Python 3.13),
 # make bazel-test (Bazel 4 from Debian: apt-get install bazel-bootstrap bazel-rules-java; see BUILD).
 PYTHON ?= python3.11

@@ -48,8 +48,13 @@ def child(mode: str, hidden: int, steps: int, criterion: str) -> dict:
     optimizer = keras.optimizers.Adam(1e-3)
     if mode == "ours":
         optimizer = tf_selopt.SelectiveOptimizer(
-            optimizer, criterion=criterion, keep=0.1, warmup_steps=steps // 2, window=max(1, min(20, steps // 2)),
-            num_examples=len(x), seed=0,
+            optimizer,
+            criterion=criterion,
+            keep=0.1,
+            warmup_steps=steps // 2,
+            window=max(1, min(20, steps // 2)),
+            num_examples=len(x),
+            seed=0,
         )
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     before = rss_bytes()
@@ -73,8 +78,19 @@ def child(mode: str, hidden: int, steps: int, criterion: str) -> dict:
 
 
 def run_child(mode: str, hidden: int, steps: int, criterion: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.memory", "--child", mode, "--hidden", str(hidden), "--steps", str(steps),
-           "--criterion", criterion]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.memory",
+        "--child",
+        mode,
+        "--hidden",
+        str(hidden),
+        "--steps",
+        str(steps),
+        "--criterion",
+        criterion,
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
@@ -124,17 +140,22 @@ def main(argv=None):
         args.hidden, args.steps, args.repeats = [64], 6, 1
 
     rows = []
-    print("| MLP | parameters | Adam peak MiB | ours peak MiB | difference MiB | difference after fit MiB "
-          "| wrapper state MiB | weights+Adam MiB |")
+    print(
+        "| MLP | parameters | Adam peak MiB | ours peak MiB | difference MiB | difference after fit MiB "
+        "| wrapper state MiB | weights+Adam MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for hidden in args.hidden:
         row = measure(hidden, args.steps, args.repeats, args.criterion)
         rows.append(row)
         peak, after = row["peak_rss_mib"], row["rss_after_fit_mib"]
-        print(f"| 784-{hidden}-{hidden}-10 | {row['num_parameters']:,} | {peak['adam']:.1f} | {peak['ours']:.1f} | "
-              f"{row['peak_difference_mib']:+.1f} | {after['ours'] - after['adam']:+.1f} | "
-              f"{row['expected_state_mib']:.1f} | "
-              f"{row['model_and_adam_state_mib']:.1f} |", flush=True)
+        print(
+            f"| 784-{hidden}-{hidden}-10 | {row['num_parameters']:,} | {peak['adam']:.1f} | {peak['ours']:.1f} | "
+            f"{row['peak_difference_mib']:+.1f} | {after['ours'] - after['adam']:+.1f} | "
+            f"{row['expected_state_mib']:.1f} | "
+            f"{row['model_and_adam_state_mib']:.1f} |",
+            flush=True,
+        )
     write_result(args.out, {"config": vars(args) | {"out": str(args.out)}, "rows": rows})
 
 

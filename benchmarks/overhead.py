@@ -258,13 +258,16 @@ def main(argv=None):
             runs.append(r)
             cells = [_cell(r["phases"][p]) for p in PHASES]
             print(
-                f"| {model_name} | {kind} | {r['plain_median_ms']:.2f} | " + " | ".join(cells)
+                f"| {model_name} | {kind} | {r['plain_median_ms']:.2f} | "
+                + " | ".join(cells)
                 + f" | {statistics.median(r['phases'][p]['guard_ratio'] for p in PHASES):.3f}"
                 + f" | {r['selection_step_ms']:.1f} ms ({r['selection_step_ratio']:.1f}x) |",
                 flush=True,
             )
-    print(f"goals (ours / Adam, median step): warmup <= {GOALS['warmup']}, window <= {GOALS['window']}, "
-          f"masked <= {GOALS['masked']}")
+    print(
+        f"goals (ours / Adam, median step): warmup <= {GOALS['warmup']}, window <= {GOALS['window']}, "
+        f"masked <= {GOALS['masked']}"
+    )
     write_result(args.out, {"config": vars(args) | {"out": str(args.out)}, "runs": runs})
 
 

@@ -104,7 +104,9 @@ def step_times(kind, granularity, frozen, splits, args):
     """Interleaved step times of the three arms after the selection."""
     batch = BATCH[kind]
     x, y = splits.x_train, splits.y_train
-    arms = {a: compiled(kind, a, granularity, frozen, args.timing_warmup, args.timing_window, 0, args.jit) for a in ARMS}
+    arms = {
+        a: compiled(kind, a, granularity, frozen, args.timing_warmup, args.timing_window, 0, args.jit) for a in ARMS
+    }
     prep = (args.timing_warmup + 2) * batch  # past the selection; the dropping arm has rebuilt its step
     for model, _, callbacks in arms.values():
         model.fit(x[:prep], y[:prep], batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
@@ -115,8 +117,15 @@ def step_times(kind, granularity, frozen, splits, args):
         for arm in order:
             model, _, callbacks = arms[arm]
             timer = StepTimer()
-            model.fit(x[: args.steps * batch], y[: args.steps * batch], batch_size=batch, epochs=1, shuffle=False,
-                      verbose=0, callbacks=[timer, *callbacks])
+            model.fit(
+                x[: args.steps * batch],
+                y[: args.steps * batch],
+                batch_size=batch,
+                epochs=1,
+                shuffle=False,
+                verbose=0,
+                callbacks=[timer, *callbacks],
+            )
             if r > 0:  # round 0 warms up every arm
                 times[arm] += timer.times
                 block_medians[arm].append(statistics.median(timer.times))
@@ -166,8 +175,9 @@ def train_to_accuracy(kind, arm, granularity, frozen, splits, args, seed=0):
     )
     keras.utils.set_random_seed(seed)  # the shuffling
     clock = TrainingClock(splits.x_test, splits.y_test)
-    model.fit(splits.x_train, splits.y_train, batch_size=batch, epochs=args.epochs, verbose=0,
-              callbacks=[clock, *callbacks])
+    model.fit(
+        splits.x_train, splits.y_train, batch_size=batch, epochs=args.epochs, verbose=0, callbacks=[clock, *callbacks]
+    )
     result = {"model": kind, "arm": arm, "granularity": granularity, "frozen_target": frozen, "curve": clock.curve}
     if arm != "full":
         result.update(selection_summary(optimizer, callbacks))
@@ -181,8 +191,9 @@ def seconds_to(curve, target):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["cnn", "mlp"], choices=["cnn", "mlp"])
-    parser.add_argument("--granularities", nargs="+", default=["variable", "unit"],
-                        choices=["parameter", "unit", "variable"])
+    parser.add_argument(
+        "--granularities", nargs="+", default=["variable", "unit"], choices=["parameter", "unit", "variable"]
+    )
     parser.add_argument("--frozen", type=float, nargs="+", default=[0.5, 0.8, 0.9])
     parser.add_argument("--rounds", type=int, default=10, help="timed blocks per arm (after one warm-up block)")
     parser.add_argument("--steps", type=int, default=30, help="steps per timed block")
@@ -226,8 +237,11 @@ def main():
             target = full["curve"][-1][1] - 0.01
             full["seconds_to_target"] = seconds_to(full["curve"], target)
             accuracy.append(full)
-            print(f"{kind} full: final {full['curve'][-1][1]:.4f}, target {target:.4f} reached after "
-                  f"{full['seconds_to_target']:.1f} s of training", flush=True)
+            print(
+                f"{kind} full: final {full['curve'][-1][1]:.4f}, target {target:.4f} reached after "
+                f"{full['seconds_to_target']:.1f} s of training",
+                flush=True,
+            )
             for granularity in args.granularities:
                 for frozen in args.frozen:
                     run = train_to_accuracy(kind, "dropped", granularity, frozen, splits, args)
@@ -235,15 +249,23 @@ def main():
                     run["seconds_to_target"] = seconds_to(run["curve"], target)
                     accuracy.append(run)
                     reached = run["seconds_to_target"]
-                    print(f"{kind} {granularity:8s} frozen {frozen:.0%} (actual {run['frozen_fraction_actual']:.1%}): "
-                          f"final {run['curve'][-1][1]:.4f}, "
-                          + ("target not reached" if reached is None else f"target after {reached:.1f} s")
-                          + f" (full: {full['seconds_to_target']:.1f} s)", flush=True)
+                    print(
+                        f"{kind} {granularity:8s} frozen {frozen:.0%} (actual {run['frozen_fraction_actual']:.1%}): "
+                        f"final {run['curve'][-1][1]:.4f}, "
+                        + ("target not reached" if reached is None else f"target after {reached:.1f} s")
+                        + f" (full: {full['seconds_to_target']:.1f} s)",
+                        flush=True,
+                    )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
-    result = {"config": config, "cpu_count": os.cpu_count(), "seconds": time.perf_counter() - started,
-              "step_time": timing, "time_to_accuracy": accuracy}
+    result = {
+        "config": config,
+        "cpu_count": os.cpu_count(),
+        "seconds": time.perf_counter() - started,
+        "step_time": timing,
+        "time_to_accuracy": accuracy,
+    }
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out} ({result['seconds']:.0f} s)")
 

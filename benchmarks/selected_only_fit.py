@@ -103,9 +103,8 @@ def child(mode: str, model_name: str, steps: int, keep: float) -> dict:
         "rss_last_bytes": samples[-1],
         "peak_rss_bytes": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, max(samples)),
         "fit_seconds": seconds,
-        "optimizer_bytes_per_parameter": sum(
-            int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in held
-        ) / model.count_params(),
+        "optimizer_bytes_per_parameter": sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in held)
+        / model.count_params(),
     }
     if mode != "adam":
         if int(optimizer.selections) != 1 or int(optimizer.selected_count) != optimizer.k:
@@ -118,8 +117,19 @@ def child(mode: str, model_name: str, steps: int, keep: float) -> dict:
 
 
 def run_child(mode, model_name, steps, keep) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.selected_only_fit", "--child", mode, "--models", model_name,
-           "--steps", str(steps), "--keep", str(keep)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.selected_only_fit",
+        "--child",
+        mode,
+        "--models",
+        model_name,
+        "--steps",
+        str(steps),
+        "--keep",
+        str(keep),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
@@ -176,10 +186,12 @@ def main(argv=None):
         row = measure(model_name, args.steps, args.keep, args.repeats)
         rows.append(row)
         for mode in MODES:
-            print(f"| {model_name} | {row['num_parameters']:,} | {mode} | {row['rss_restricted_mib'][mode]:.0f} | "
-                  f"{row['peak_rss_mib'][mode]:.0f} | {row['fit_seconds'][mode]:.1f} "
-                  f"({row['fit_ratio_to_adam'][mode]:.2f}) | {row['optimizer_bytes_per_parameter'][mode]:.2f} |",
-                  flush=True)
+            print(
+                f"| {model_name} | {row['num_parameters']:,} | {mode} | {row['rss_restricted_mib'][mode]:.0f} | "
+                f"{row['peak_rss_mib'][mode]:.0f} | {row['fit_seconds'][mode]:.1f} "
+                f"({row['fit_ratio_to_adam'][mode]:.2f}) | {row['optimizer_bytes_per_parameter'][mode]:.2f} |",
+                flush=True,
+            )
     write_result(args.out, {"config": vars(args) | {"out": str(args.out)}, "rows": rows})
 
 

@@ -145,27 +145,36 @@ def main(argv=None):
                 group.append(row)
                 s = row["seconds"]
                 top_k = f"{s['top_k']:.4f}" if "top_k" in s else ""
-                print(f"| {scope} | {jit} | {int(n):,} | {s['ours']:.4f} | {s['sort']:.4f} | "
-                      f"{row['sort_over_ours']:.1f}x | {top_k} |", flush=True)
+                print(
+                    f"| {scope} | {jit} | {int(n):,} | {s['ours']:.4f} | {s['sort']:.4f} | "
+                    f"{row['sort_over_ours']:.1f}x | {top_k} |",
+                    flush=True,
+                )
             rows += group
             largest = group[-1]
-            summary.append({
-                "scope": scope,
-                "jit_compile": jit == "on",
-                "growth_exponent": {m: growth_exponent(group, m) for m in group[0]["seconds"]},
-                "growth_exponent_last_two_n": {m: growth_exponent(group[-2:], m) for m in group[0]["seconds"]},
-                "largest_n": largest["n"],
-                "sort_over_ours_at_largest_n": largest["sort_over_ours"],
-                "goal_3x_at_largest_n_met": largest["sort_over_ours"] >= 3.0,
-            })
-    print("\ngrowth exponent (log-log slope of seconds vs N, 1 = linear; in brackets over the two largest N)"
-          " and sort/ours at the largest N (goal >= 3x):")
+            summary.append(
+                {
+                    "scope": scope,
+                    "jit_compile": jit == "on",
+                    "growth_exponent": {m: growth_exponent(group, m) for m in group[0]["seconds"]},
+                    "growth_exponent_last_two_n": {m: growth_exponent(group[-2:], m) for m in group[0]["seconds"]},
+                    "largest_n": largest["n"],
+                    "sort_over_ours_at_largest_n": largest["sort_over_ours"],
+                    "goal_3x_at_largest_n_met": largest["sort_over_ours"] >= 3.0,
+                }
+            )
+    print(
+        "\ngrowth exponent (log-log slope of seconds vs N, 1 = linear; in brackets over the two largest N)"
+        " and sort/ours at the largest N (goal >= 3x):"
+    )
     for s in summary:
         last_two = s["growth_exponent_last_two_n"]
         exps = ", ".join(f"{m} {e:.2f} ({last_two[m]:.2f})" for m, e in s["growth_exponent"].items())
-        print(f"- {s['scope']}, XLA {'on' if s['jit_compile'] else 'off'}: {exps}; "
-              f"sort/ours {s['sort_over_ours_at_largest_n']:.1f}x "
-              f"({'met' if s['goal_3x_at_largest_n_met'] else 'MISSED'})")
+        print(
+            f"- {s['scope']}, XLA {'on' if s['jit_compile'] else 'off'}: {exps}; "
+            f"sort/ours {s['sort_over_ours_at_largest_n']:.1f}x "
+            f"({'met' if s['goal_3x_at_largest_n_met'] else 'MISSED'})"
+        )
     write_result(args.out, {"config": vars(args) | {"out": str(args.out)}, "rows": rows, "summary": summary})
 
 

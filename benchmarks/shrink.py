@@ -107,8 +107,7 @@ def run_model(name, args, work) -> dict:
     keras.utils.set_random_seed(args.seed)
     model, transform, loss = build(name)
     splits = dataclasses.replace(
-        splits,
-        x_train=transform(splits.x_train), x_val=transform(splits.x_val), x_test=transform(splits.x_test)
+        splits, x_train=transform(splits.x_train), x_val=transform(splits.x_val), x_test=transform(splits.x_test)
     )
     x_test, y_test = splits.x_test, splits.y_test
     pretrain_s = fit(model, loss, splits, args.pretrain_epochs, args.seed)

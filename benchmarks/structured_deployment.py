@@ -94,10 +94,17 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="+", default=["lenet_300_100", "mlp_1024"])
     parser.add_argument("--quick", action="store_true", help="1 + 1 epochs, 50 runs (smoke test)")
-    parser.add_argument("--float-atol", type=float, default=1e-4,
-                        help="export check bound for float files (MLP-1024 logits differ by ~1.1e-5 in float32)")
-    parser.add_argument("--models-dir", default="runs/structured_deployment_models",
-                        help="where the fine-tuned .keras files go (not committed)")
+    parser.add_argument(
+        "--float-atol",
+        type=float,
+        default=1e-4,
+        help="export check bound for float files (MLP-1024 logits differ by ~1.1e-5 in float32)",
+    )
+    parser.add_argument(
+        "--models-dir",
+        default="runs/structured_deployment_models",
+        help="where the fine-tuned .keras files go (not committed)",
+    )
     parser.add_argument("--reuse", action="store_true", help="reuse the .keras files and accuracies in --models-dir")
     args = parser.parse_args(argv)
     if args.quick:
@@ -138,15 +145,30 @@ def main(argv=None):
                 int8_paths.append(path)
             print(f"{name} {variant}: test accuracy {accuracy:.4f} ({time.time() - start:.0f} s)", flush=True)
         summary["models"][name] = {"keras_accuracy": accuracies}
-    common = dict(runs=args.runs, warmup=args.warmup, threads=[1], xnnpack=[True, False], overwrite=True,
-                  float_atol=args.float_atol)
+    common = dict(
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=[1],
+        xnnpack=[True, False],
+        overwrite=True,
+        float_atol=args.float_atol,
+    )
     float_rows = deploy_benchmark.deployment_benchmark(
-        os.path.join(args.out, "float"), splits.x_test, splits.y_test, paths=float_paths,
-        artifacts=("float32", "sparse_float32"), **common,
+        os.path.join(args.out, "float"),
+        splits.x_test,
+        splits.y_test,
+        paths=float_paths,
+        artifacts=("float32", "sparse_float32"),
+        **common,
     )
     int8_rows = deploy_benchmark.deployment_benchmark(
-        os.path.join(args.out, "int8"), splits.x_test, splits.y_test, paths=int8_paths,
-        artifacts=("int8", "sparse_int8"), representative_data=splits.x_train, **common,
+        os.path.join(args.out, "int8"),
+        splits.x_test,
+        splits.y_test,
+        paths=int8_paths,
+        artifacts=("int8", "sparse_int8"),
+        representative_data=splits.x_train,
+        **common,
     )
     print(f"done in {time.time() - start:.0f} s", flush=True)
     for rows, session in ((float_rows, "float"), (int8_rows, "int8")):
@@ -165,13 +187,17 @@ def main(argv=None):
                 "latency": [
                     {
                         **{k: e[k] for k in ("threads", "xnnpack") if k in e},
-                        **({"error": e["error"]} if "error" in e else {
-                            "p50_us": e["p50_us"],
-                            "p95_us": e["p95_us"],
-                            "p50_vs_same_model_float32": e.get("p50_vs_float32"),
-                            # int8 rows come from another timing session: this ratio mixes sessions
-                            "p50_vs_dense_float32": round(e["p50_us"] / dense_p50[(e["threads"], e["xnnpack"])], 3),
-                        }),
+                        **(
+                            {"error": e["error"]}
+                            if "error" in e
+                            else {
+                                "p50_us": e["p50_us"],
+                                "p95_us": e["p95_us"],
+                                "p50_vs_same_model_float32": e.get("p50_vs_float32"),
+                                # int8 rows come from another timing session: this ratio mixes sessions
+                                "p50_vs_dense_float32": round(e["p50_us"] / dense_p50[(e["threads"], e["xnnpack"])], 3),
+                            }
+                        ),
                     }
                     for e in row["latency"]
                 ],
@@ -184,13 +210,14 @@ def main(argv=None):
         print(name, json.dumps(result["keras_accuracy"]))
         for key, entry in result["artifacts"].items():
             cells = [
-                f"xnnpack={e['xnnpack']}: " + (
-                    "fails" if "error" in e else f"{e['p50_us']:.1f}us ({e['p50_vs_dense_float32']:.2f}x dense)"
-                )
+                f"xnnpack={e['xnnpack']}: "
+                + ("fails" if "error" in e else f"{e['p50_us']:.1f}us ({e['p50_vs_dense_float32']:.2f}x dense)")
                 for e in entry["latency"]
             ]
-            print(f"  {key}: acc {entry['accuracy']:.4f} sparse {entry['sparse_tensors']} "
-                  f"densify {entry['densify_ops']} | " + " | ".join(cells))
+            print(
+                f"  {key}: acc {entry['accuracy']:.4f} sparse {entry['sparse_tensors']} "
+                f"densify {entry['densify_ops']} | " + " | ".join(cells)
+            )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ def build(kind: str, alpha: float, size: int, seed: int) -> keras.Model:
     keras.utils.set_random_seed(seed)
     model = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, weights=None, classes=10)
     inner = keras.optimizers.Adam(1e-3)
-    optimizer = inner if kind == "plain" else tf_selopt.SelectiveOptimizer(
-        inner, keep=0.1, warmup_steps=100, window=20, seed=seed
+    optimizer = (
+        inner
+        if kind == "plain"
+        else tf_selopt.SelectiveOptimizer(inner, keep=0.1, warmup_steps=100, window=20, seed=seed)
     )
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     return model

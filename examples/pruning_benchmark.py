@@ -71,9 +71,16 @@ def run(model_name, method, level, seed, splits, args, steps):
     seconds = time.perf_counter() - start
     sparsity, zeros, total, per_layer = runs.kernel_sparsity(model)
     return {
-        "model": model_name, "method": method, "level": level, "seed": seed,
-        "test_accuracy": float(accuracy), "measured_sparsity": sparsity, "kernel_zeros": zeros,
-        "kernel_total": total, "per_layer_sparsity": per_layer, "reported_sparsity": reported,
+        "model": model_name,
+        "method": method,
+        "level": level,
+        "seed": seed,
+        "test_accuracy": float(accuracy),
+        "measured_sparsity": sparsity,
+        "kernel_zeros": zeros,
+        "kernel_total": total,
+        "per_layer_sparsity": per_layer,
+        "reported_sparsity": reported,
         "seconds": seconds,
     }
 
@@ -85,17 +92,22 @@ def fmt(values, scale=100.0, digits=2):
 
 
 def cell(rows, model, method, level, key="test_accuracy"):
-    return [r[key] for r in rows if r["model"] == model and r["method"] == method
-            and (method in UNPRUNED or r["level"] == level)]
+    return [
+        r[key]
+        for r in rows
+        if r["model"] == model and r["method"] == method and (method in UNPRUNED or r["level"] == level)
+    ]
 
 
 def report(rows, args, steps):
     levels = args.levels
-    print(f"\nTest accuracy % (mean ± std over seeds {args.seeds}); {args.epochs} epochs x "
-          f"{steps['steps_per_epoch']} steps, Adam 1e-3, batch {args.batch_size}; PolynomialDecay(0 -> s, power "
-          f"{steps['power']}) begin_step {steps['begin_step']}, end_step {steps['end_step']}, frequency "
-          f"{steps['frequency']} ({args.events} events), then fine-tuning to step {steps['total_steps']}. "
-          "Unpruned rows repeat their one value under every level.\n")
+    print(
+        f"\nTest accuracy % (mean ± std over seeds {args.seeds}); {args.epochs} epochs x "
+        f"{steps['steps_per_epoch']} steps, Adam 1e-3, batch {args.batch_size}; PolynomialDecay(0 -> s, power "
+        f"{steps['power']}) begin_step {steps['begin_step']}, end_step {steps['end_step']}, frequency "
+        f"{steps['frequency']} ({args.events} events), then fine-tuning to step {steps['total_steps']}. "
+        "Unpruned rows repeat their one value under every level.\n"
+    )
     print("| model | method | " + " | ".join(f"{lv:.0%}" for lv in levels) + " |")
     print("|---|---|" + "---|" * len(levels))
     for model in args.models:
@@ -113,8 +125,11 @@ def report(rows, args, steps):
                 continue
             cells = [cell(rows, model, method, lv, "measured_sparsity") for lv in levels]
             if any(cells):
-                print(f"| {model} | {method} | "
-                      + " | ".join(f"{100 * min(c):.3f}..{100 * max(c):.3f}" if c else "-" for c in cells) + " |")
+                print(
+                    f"| {model} | {method} | "
+                    + " | ".join(f"{100 * min(c):.3f}..{100 * max(c):.3f}" if c else "-" for c in cells)
+                    + " |"
+                )
 
     print("\nMean seconds per run (fit + evaluate):\n")
     for model in args.models:
@@ -134,19 +149,31 @@ def report(rows, args, steps):
                 if ours and theirs:
                     a, b = 100 * statistics.mean(ours), 100 * statistics.mean(theirs)
                     met = a >= b
-                    checks.append({"model": model, "check": f"global >= tfmot at {lv:.0%}", "global": a,
-                                   "other": b, "met": met})
-                    print(f"- {model}: global >= tfmot at {lv:.0%}: {'met' if met else 'MISSED'} "
-                          f"({a:.2f} vs {b:.2f}, {a - b:+.2f})")
+                    checks.append(
+                        {"model": model, "check": f"global >= tfmot at {lv:.0%}", "global": a, "other": b, "met": met}
+                    )
+                    print(
+                        f"- {model}: global >= tfmot at {lv:.0%}: {'met' if met else 'MISSED'} "
+                        f"({a:.2f} vs {b:.2f}, {a - b:+.2f})"
+                    )
         if "global" in args.methods and "dense" in args.methods and 0.9 in levels:
             ours, dense = cell(rows, model, "global", 0.9), cell(rows, model, "dense", 0.9)
             if ours and dense:
                 a, b = 100 * statistics.mean(ours), 100 * statistics.mean(dense)
                 met = b - a <= 1.0
-                checks.append({"model": model, "check": "global within 1 point of dense at 90%", "global": a,
-                               "other": b, "met": met})
-                print(f"- {model}: global within 1 point of dense at 90%: {'met' if met else 'MISSED'} "
-                      f"({a:.2f} vs dense {b:.2f}, {a - b:+.2f})")
+                checks.append(
+                    {
+                        "model": model,
+                        "check": "global within 1 point of dense at 90%",
+                        "global": a,
+                        "other": b,
+                        "met": met,
+                    }
+                )
+                print(
+                    f"- {model}: global within 1 point of dense at 90%: {'met' if met else 'MISSED'} "
+                    f"({a:.2f} vs dense {b:.2f}, {a - b:+.2f})"
+                )
     return checks
 
 
@@ -165,18 +192,25 @@ def main():
     args = parser.parse_args()
 
     splits = data.load("mnist")
-    steps = runs.schedule_steps(len(splits.x_train), args.batch_size, args.epochs, args.begin_epochs, args.end_fraction,
-                           args.events)
-    config = vars(args) | {"out": str(args.out), "schedule": steps, "optimizer": "Adam(1e-3)",
-                           "n_train": len(splits.x_train), "n_test": len(splits.x_test),
-                           "keras": keras.__version__, "tf_keras": tf_keras.__version__}
+    steps = runs.schedule_steps(
+        len(splits.x_train), args.batch_size, args.epochs, args.begin_epochs, args.end_fraction, args.events
+    )
+    config = vars(args) | {
+        "out": str(args.out),
+        "schedule": steps,
+        "optimizer": "Adam(1e-3)",
+        "n_train": len(splits.x_train),
+        "n_test": len(splits.x_test),
+        "keras": keras.__version__,
+        "tf_keras": tf_keras.__version__,
+    }
     print(json.dumps({"schedule": steps}), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows, start = [], time.perf_counter()
     for model in args.models:
         for seed in args.seeds:
             for method in args.methods:
-                for level in ([0.0] if method in UNPRUNED else args.levels):
+                for level in [0.0] if method in UNPRUNED else args.levels:
                     row = run(model, method, level, seed, splits, args, steps)
                     print(json.dumps({k: v for k, v in row.items() if k != "per_layer_sparsity"}), flush=True)
                     rows.append(row)
@@ -185,8 +219,9 @@ def main():
     wall = time.perf_counter() - start
     checks = report(rows, args, steps)
     print(f"\nWall time: {wall:.0f} s for {len(rows)} runs.")
-    args.out.write_text(json.dumps({"config": config, "runs": rows, "goal_checks": checks, "wall_seconds": wall},
-                                   indent=1))
+    args.out.write_text(
+        json.dumps({"config": config, "runs": rows, "goal_checks": checks, "wall_seconds": wall}, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -67,7 +67,17 @@ def main():
     rows = []
     for method in args.methods:
         for seed in args.seeds:
-            row = run(method, seed, splits, args.epochs, args.batch_size, args.keep, args.window, args.scope, args.warmup_epochs)
+            row = run(
+                method,
+                seed,
+                splits,
+                args.epochs,
+                args.batch_size,
+                args.keep,
+                args.window,
+                args.scope,
+                args.warmup_epochs,
+            )
             print(json.dumps(row), flush=True)
             rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ import argparse
 import math
 
 import keras
-import numpy as np
 
 import tf_selopt
 from tf_selopt.study import data, models

@@ -275,8 +275,9 @@ def _cell(text) -> str:
 def collect():
     recorder = Recorder()
     tests = [f"tests/{t}" for ts in SECTIONS.values() for t in ts]
-    code = pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-W", "ignore", *tests],
-                       plugins=[recorder])
+    code = pytest.main(
+        ["-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-W", "ignore", *tests], plugins=[recorder]
+    )
     if code != 0 or recorder.failed:
         sys.exit(f"gen_bad_inputs: the tests did not pass (pytest exit {code}): {recorder.failed}")
     return recorder.raised
@@ -295,8 +296,13 @@ def render(raised) -> str:
                     params = dict(getattr(getattr(item, "callspec", None), "params", {}))
                     inputs = {k: v for k, v in params.items() if k not in EXPECTATIONS | VARIANTS}
                     variant = ", ".join(f"{k}={v}" for k, v in params.items() if k in VARIANTS)
-                    shown = "; ".join(_show(v) if isinstance(v, dict) or len(inputs) == 1 else f"{k}={_show(v)}"
-                                      for k, v in inputs.items()) or line
+                    shown = (
+                        "; ".join(
+                            _show(v) if isinstance(v, dict) or len(inputs) == 1 else f"{k}={_show(v)}"
+                            for k, v in inputs.items()
+                        )
+                        or line
+                    )
                     message = _first_line(error)
                     key = (_argument(params, str(error)), shown, type(error).__name__, message)
                     if key not in rows:
@@ -304,16 +310,21 @@ def render(raised) -> str:
                         types[key[2]] = types.get(key[2], 0) + 1
                     if variant:
                         rows[key][1].append(variant)
-        lines = [f"### {title}", "", "| argument | bad value | exception | message (first line, as raised) | test |",
-                 "|---|---|---|---|---|"]
+        lines = [
+            f"### {title}",
+            "",
+            "| argument | bad value | exception | message (first line, as raised) | test |",
+            "|---|---|---|---|---|",
+        ]
         for (a, v, e, m), (t, variants) in rows.items():
             t = f"`{t}`" + (f" ({'; '.join(variants)})" if variants else "")
             lines.append(f"| `{a}` | `{_cell(v)}` | {e} | {m} | {t} |")
         sections.append("\n".join(lines))
     count = sum(types.values())
     by_type = ", ".join(f"{n} {t}" for t, n in sorted(types.items(), key=lambda x: -x[1]))
-    return HEADER.format(chars=MESSAGE_CHARS, count=count, by_type=by_type) + "\n" + "\n\n".join(sections) + \
-        "\n" + FOOTER
+    return (
+        HEADER.format(chars=MESSAGE_CHARS, count=count, by_type=by_type) + "\n" + "\n\n".join(sections) + "\n" + FOOTER
+    )
 
 
 def main():
@@ -326,8 +337,9 @@ def main():
     old = DOC.read_text() if DOC.exists() else ""
     if args.check:
         if text != old:
-            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), text.splitlines(True),
-                                                       str(DOC), "generated"))
+            sys.stdout.writelines(
+                difflib.unified_diff(old.splitlines(True), text.splitlines(True), str(DOC), "generated")
+            )
             sys.exit(f"{DOC.relative_to(ROOT)} is stale: run `make docs` (python scripts/gen_bad_inputs.py)")
         print(f"{DOC.relative_to(ROOT)} is up to date")
     else:

@@ -9,8 +9,17 @@ import math
 import sys
 import tempfile
 
-EXTRAS = ("matplotlib", "sklearn", "mlxtend", "pydantic", "yaml", "tqdm", "ai_edge_litert", "tf_keras",
-          "tensorflow_model_optimization")
+EXTRAS = (
+    "matplotlib",
+    "sklearn",
+    "mlxtend",
+    "pydantic",
+    "yaml",
+    "tqdm",
+    "ai_edge_litert",
+    "tf_keras",
+    "tensorflow_model_optimization",
+)
 
 import tf_selopt  # noqa: E402
 
@@ -34,7 +43,9 @@ with tempfile.TemporaryDirectory() as tmp:
     result = export.export_saved_model(model, tmp, "m", 1)
 loaded = sorted(m for m in EXTRAS if m in sys.modules)
 installed = sorted(m for m in EXTRAS if importlib.util.find_spec(m) is not None)
-print(f"python {sys.version.split()[0]}: trained, selected {int(optimizer.selected_count)} of "
-      f"{optimizer.num_parameters}, pruned, exported {result.size_bytes:,} B; "
-      f"extras loaded {loaded}, installed {installed}")
+print(
+    f"python {sys.version.split()[0]}: trained, selected {int(optimizer.selected_count)} of "
+    f"{optimizer.num_parameters}, pruned, exported {result.size_bytes:,} B; "
+    f"extras loaded {loaded}, installed {installed}"
+)
 assert not loaded, loaded

@@ -25,7 +25,10 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 # over both workers and interleaved with other modules' tests (--dist load), a worker tears a module fixture
 # down whenever its next test is from another module and builds it again when it comes back.
 ONE_WORKER_MODULES = (
-    "tests/test_distributed.py", "tests/test_resume.py", "tests/test_serving.py", "tests/test_study.py",
+    "tests/test_distributed.py",
+    "tests/test_resume.py",
+    "tests/test_serving.py",
+    "tests/test_study.py",
 )
 
 

@@ -25,7 +25,11 @@ def run_benchmark(name, out, *args):
     """Run ``python -m benchmarks.<name> --quick --out <out>``; the parsed JSON and stdout."""
     stdout = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--out", str(out), *args],
-        capture_output=True, text=True, timeout=600, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
     ).stdout
     result = json.loads(out.read_text())
     assert result["command"] == f"python -m benchmarks.{name} --quick --out {out}"
@@ -78,7 +82,10 @@ def test_selection_cost_quick(tmp_path):
     result, stdout = run_benchmark("selection_cost", tmp_path / "selection.json")
     rows = result["rows"]
     assert [(r["scope"], r["n"]) for r in rows] == [
-        ("global", 10_000), ("global", 100_000), ("per_variable", 10_000), ("per_variable", 100_000)
+        ("global", 10_000),
+        ("global", 100_000),
+        ("per_variable", 10_000),
+        ("per_variable", 100_000),
     ]
     for r in rows:
         assert r["same_mask_as_sort"] is True

@@ -36,7 +36,7 @@ def hand_scores(model, x, y, steps, square):
     """The criterion by hand: per batch gradient of the mean loss, |g| or g**2 summed over ``steps`` batches."""
     sums = [np.zeros(v.shape, np.float32) for v in model.trainable_variables]
     for s in range(steps):
-        xb, yb = x[s * BATCH:(s + 1) * BATCH], y[s * BATCH:(s + 1) * BATCH]
+        xb, yb = x[s * BATCH : (s + 1) * BATCH], y[s * BATCH : (s + 1) * BATCH]
         with tf.GradientTape() as tape:
             loss = LOSS(yb, model(xb, training=False))
         for total, g in zip(sums, tape.gradient(loss, model.trainable_variables)):
@@ -56,7 +56,14 @@ def test_calibrate_selects_exactly_k_and_changes_nothing(kind, name):
     x, y = make_data(kind)
     before = values(model.variables)
     masks = tf_selopt.calibrate(
-        model, (x, y), loss=LOSS, keep=0.1, criterion=name, steps=3, batch_size=BATCH, num_examples=len(x),
+        model,
+        (x, y),
+        loss=LOSS,
+        keep=0.1,
+        criterion=name,
+        steps=3,
+        batch_size=BATCH,
+        num_examples=len(x),
         training=True,  # BatchNormalization's moving statistics move during the calls and are put back
     )
     n = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
@@ -150,8 +157,10 @@ def test_calibrate_bad_inputs_raise_before_any_batch_runs(kwargs, word):
     model = make_model("sequential")
     x, y = make_data("sequential")
     seen = []
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).map(
-        lambda a, b: (tf.numpy_function(lambda t: seen.append(1) or t, [a], tf.float32), b)
+    data = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .batch(BATCH)
+        .map(lambda a, b: (tf.numpy_function(lambda t: seen.append(1) or t, [a], tf.float32), b))
     )
     arguments = dict(model=model, data=data, loss=LOSS, keep=5, steps=2) | kwargs
     with pytest.raises(ValueError, match=word):

@@ -10,8 +10,6 @@ N_DATA = 1000
 EPS = 1e-12
 
 
-
-
 class MaxAbs(criteria.Criterion):
     """A user-defined criterion: running max of ``|g|``."""
 

@@ -63,9 +63,7 @@ def _model():
     """Dense(16, relu) -> Dense(3) with weights from a fixed numpy seed (the same in every process)."""
     import keras
 
-    model = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)]
-    )
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
     rng = np.random.default_rng(0)
     model.set_weights([rng.normal(scale=0.5, size=w.shape).astype("float32") for w in model.get_weights()])
     return model
@@ -156,8 +154,13 @@ def train(criterion: str, inner: str, pruning: bool, driver: str) -> dict:
     with strategy.scope():
         model = _model()
         optimizer = tf_selopt.SelectiveOptimizer(
-            inners[inner](), criterion=criterion, keep=KEEP, warmup_steps=WARMUP, window=WINDOW,
-            seed=0, num_examples=len(x),
+            inners[inner](),
+            criterion=criterion,
+            keep=KEEP,
+            warmup_steps=WARMUP,
+            window=WINDOW,
+            seed=0,
+            num_examples=len(x),
         )
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         snapshot = []
@@ -269,7 +272,10 @@ def _run_workers(configs: list) -> tuple:
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, json.dumps(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for config in configs
     ]
@@ -287,7 +293,7 @@ def _run_workers(configs: list) -> tuple:
     for proc, (stdout, stderr) in zip(procs, outputs):
         lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
         assert proc.returncode == 0 and lines, f"worker failed (rc={proc.returncode}):\n{stderr[-4000:]}"
-        results.append(json.loads(lines[-1][len("RESULT "):]))
+        results.append(json.loads(lines[-1][len("RESULT ") :]))
     return results, time.monotonic() - start
 
 
@@ -309,8 +315,11 @@ def multi_worker():
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
     names = MULTI_WORKER + ["plain_fit", "fit_gradient_sum_adam"]
     configs = [
-        {"strategy": "multi_worker", "scenarios": names,
-         "tf_config": {"cluster": cluster, "task": {"type": "worker", "index": i}}}
+        {
+            "strategy": "multi_worker",
+            "scenarios": names,
+            "tf_config": {"cluster": cluster, "task": {"type": "worker", "index": i}},
+        }
         for i in range(2)
     ]
     results, seconds = _run_workers(configs)

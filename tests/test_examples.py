@@ -13,7 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_example(name, *args):
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / name), *args],
-        capture_output=True, text=True, timeout=600, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
     ).stdout
     return out
 
@@ -42,13 +46,27 @@ def test_pruning_benchmark_smoke(tmp_path):
 
     out_json = tmp_path / "pruning_benchmark.json"
     out = run_example(
-        "pruning_benchmark.py", "--models", "lenet", "--seeds", "0", "--levels", "0.9", "--epochs", "2",
-        "--out", str(out_json),
+        "pruning_benchmark.py",
+        "--models",
+        "lenet",
+        "--seeds",
+        "0",
+        "--levels",
+        "0.9",
+        "--epochs",
+        "2",
+        "--out",
+        str(out_json),
     )
     result = json.loads(out_json.read_text())
     # 2 epochs x 55 steps; begin after 1 epoch, 15 events up to ~65% of 110 steps.
     assert result["config"]["schedule"] == {
-        "steps_per_epoch": 55, "total_steps": 110, "begin_step": 55, "end_step": 70, "frequency": 1, "power": 3,
+        "steps_per_epoch": 55,
+        "total_steps": 110,
+        "begin_step": 55,
+        "end_step": 70,
+        "frequency": 1,
+        "power": 3,
     }
     runs = {r["method"]: r for r in result["runs"]}
     assert sorted(runs) == sorted(["dense", "global", "per_layer", "random", "tfmot", "dense_tf_keras"])
@@ -62,12 +80,19 @@ def test_pruning_benchmark_smoke(tmp_path):
     assert runs["dense"]["kernel_zeros"] == runs["dense_tf_keras"]["kernel_zeros"] == 0
     # After 2 epochs (15 pruning steps, 40 fine-tuning steps) seen: dense 91.2, tf_keras dense 90.7, global 89.5,
     # per_layer 81.1, tfmot 80.1 (per-layer magnitude as well), random 47.5.
-    for method, floor in [("dense", 0.85), ("dense_tf_keras", 0.85), ("global", 0.85), ("per_layer", 0.7),
-                          ("tfmot", 0.7), ("random", 0.3)]:
+    for method, floor in [
+        ("dense", 0.85),
+        ("dense_tf_keras", 0.85),
+        ("global", 0.85),
+        ("per_layer", 0.7),
+        ("tfmot", 0.7),
+        ("random", 0.3),
+    ]:
         assert runs[method]["test_accuracy"] > floor, (method, runs[method]["test_accuracy"])
     assert re.search(r"^\| lenet \| global \| \d+\.\d\d ± 0\.00 \|$", out, re.M)
     assert re.search(r"^- lenet: global >= tfmot at 90%: (met|MISSED) \(", out, re.M)
     assert re.search(r"^- lenet: global within 1 point of dense at 90%: (met|MISSED) \(", out, re.M)
     assert [c["check"] for c in result["goal_checks"]] == [
-        "global >= tfmot at 90%", "global within 1 point of dense at 90%",
+        "global >= tfmot at 90%",
+        "global within 1 point of dense at 90%",
     ]

@@ -24,9 +24,7 @@ def _mlp(api=keras, seed=0):
         keras.utils.set_random_seed(seed)
     else:
         api.utils.set_random_seed(seed)
-    return api.Sequential(
-        [api.Input((6,)), api.layers.Dense(16, activation="relu"), api.layers.Dense(3)]
-    )
+    return api.Sequential([api.Input((6,)), api.layers.Dense(16, activation="relu"), api.layers.Dense(3)])
 
 
 def _x(n=5, seed=1):
@@ -235,7 +233,10 @@ def _saved_model_cli_show(path):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     done = subprocess.run(
         [cli, "show", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default"],
-        capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     return done.stdout
 
@@ -250,8 +251,12 @@ def test_saved_model_cli_reports_the_documented_signature_and_rest_requests_matc
     path = export_saved_model(model, tmp_path, "mnist_cnn", 1).path
     shown = _saved_model_cli_show(path)
     for line in (
-        "inputs['inputs'] tensor_info:", "dtype: DT_FLOAT", "shape: (-1, 28, 28, 1)",
-        "outputs['outputs'] tensor_info:", "shape: (-1, 10)", "Method name is: tensorflow/serving/predict",
+        "inputs['inputs'] tensor_info:",
+        "dtype: DT_FLOAT",
+        "shape: (-1, 28, 28, 1)",
+        "outputs['outputs'] tensor_info:",
+        "shape: (-1, 10)",
+        "Method name is: tensorflow/serving/predict",
     ):
         assert line in shown, shown
     assert shown.count("tensor_info:") == 2  # one input, one output
@@ -278,8 +283,11 @@ def test_tflite_runtimes():
         with pytest.raises(ValueError, match="ai-edge-litert"):
             export.tflite_runtime("ai_edge_litert")
     else:
-        assert export.tflite_runtime()[2] == export.tflite_runtime("ai_edge_litert")[2] == (
-            f"ai_edge_litert {ai_edge_litert.__version__}")
+        assert (
+            export.tflite_runtime()[2]
+            == export.tflite_runtime("ai_edge_litert")[2]
+            == (f"ai_edge_litert {ai_edge_litert.__version__}")
+        )
 
 
 def _relu_threshold_model():

@@ -83,15 +83,33 @@ def test_subset_is_stratified_and_seeded():
 
 def test_goals_compare_one_criterion_for_every_size():
     def arm(acc, bytes_, step):
-        return {"trainable": 1, "optimizer_bytes": bytes_, "optimizer_mask_bytes": 0, "step_ms": step,
-                "peak_rss_mib": None, "arm_rss_growth_mib": None,
-                "accuracy": {"50": [acc[0], 0, 3], "1000": [acc[1], 0, 3]}}
+        return {
+            "trainable": 1,
+            "optimizer_bytes": bytes_,
+            "optimizer_mask_bytes": 0,
+            "step_ms": step,
+            "peak_rss_mib": None,
+            "arm_rss_growth_mib": None,
+            "accuracy": {"50": [acc[0], 0, 3], "1000": [acc[1], 0, 3]},
+        }
 
-    result = {"config": {"lora_rank": 4}, "summary": {"m": {
-        "full": arm((80, 95), 900, 2.0), "lora_r4": arm((70, 90), 100, 1.0),
-        "fisher": arm((75, 94.5), 120, 0.9), "gradient_sum": arm((60, 99), 50, 0.5)}}}
+    result = {
+        "config": {"lora_rank": 4},
+        "summary": {
+            "m": {
+                "full": arm((80, 95), 900, 2.0),
+                "lora_r4": arm((70, 90), 100, 1.0),
+                "fisher": arm((75, 94.5), 120, 0.9),
+                "gradient_sum": arm((60, 99), 50, 0.5),
+            }
+        },
+    }
     goals = {g["goal"]: g["met"] for g in finetune.goals(result)}
     # fisher has the best mean over sizes (84.75 vs 79.5): it is judged everywhere, not the best per cell
-    assert goals == {"fisher >= lora_r4 accuracy at n=50": True, "fisher >= lora_r4 accuracy at n=1000": True,
-                     "fisher within 1 point of full at n=1000": True, "fisher optimizer bytes <= lora_r4": False,
-                     "fisher step time <= lora_r4": True}
+    assert goals == {
+        "fisher >= lora_r4 accuracy at n=50": True,
+        "fisher >= lora_r4 accuracy at n=1000": True,
+        "fisher within 1 point of full at n=1000": True,
+        "fisher optimizer bytes <= lora_r4": False,
+        "fisher step time <= lora_r4": True,
+    }

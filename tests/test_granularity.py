@@ -57,11 +57,17 @@ def ref_select_groups(scores, k, scope, granularity, kept=None):
         return taken
 
     if scope == "global":
-        taken = np.split(greedy(np.concatenate(group_scores), np.concatenate(costs), k), np.cumsum([g.size for g in group_scores])[:-1])
+        taken = np.split(
+            greedy(np.concatenate(group_scores), np.concatenate(costs), k),
+            np.cumsum([g.size for g in group_scores])[:-1],
+        )
     else:
         shares = tf_selopt.core.selection.per_variable_counts([s.size for s in scores], k)
         taken = [greedy(g, c, k_i) for g, c, k_i in zip(group_scores, costs, shares)]
-    return [np.broadcast_to(t[None, :], (group_size(s.shape, granularity), t.size)).reshape(s.shape) for t, s in zip(taken, scores)]
+    return [
+        np.broadcast_to(t[None, :], (group_size(s.shape, granularity), t.size)).reshape(s.shape)
+        for t, s in zip(taken, scores)
+    ]
 
 
 def assert_group_structure(masks, granularity):
@@ -149,7 +155,10 @@ def test_unit_granularity_counts_only_unpruned_entries():
     tf_selopt.prune(model, 0.5)
     optimizer = selective("unit", keep=0.4)
     fit(model, optimizer, x, y, epochs=2)
-    kept = [None if tf_selopt.keras.pruning.pruning_mask(v) is None else tf_selopt.keras.pruning.pruning_mask(v).numpy() for v in model.trainable_variables]
+    kept = [
+        None if tf_selopt.keras.pruning.pruning_mask(v) is None else tf_selopt.keras.pruning.pruning_mask(v).numpy()
+        for v in model.trainable_variables
+    ]
     expected = ref_select_groups([s.numpy() for s in optimizer.scores], optimizer.k, "global", "unit", kept)
     for m, e in zip(optimizer.masks, expected):
         np.testing.assert_array_equal(m.numpy(), e)
@@ -193,7 +202,15 @@ def test_dropping_frozen_variables_equals_the_elementwise_path(granularity, jit_
     reference, model = make_model("sequential"), make_model("sequential")
     ref_opt = selective(granularity, keep=keep)
     fit(reference, ref_opt, x, y, epochs=3, jit_compile=jit_compile)
-    opt = RecordingOptimizer(keras.optimizers.Adam(1e-2), criterion="gradient_sum", keep=keep, warmup_steps=4, window=3, seed=0, granularity=granularity)
+    opt = RecordingOptimizer(
+        keras.optimizers.Adam(1e-2),
+        criterion="gradient_sum",
+        keep=keep,
+        warmup_steps=4,
+        window=3,
+        seed=0,
+        granularity=granularity,
+    )
     drop = DropFrozenVariables()
     fit(model, opt, x, y, epochs=3, callbacks=[drop], jit_compile=jit_compile)
     for a, b in zip(ref_opt.masks, opt.masks):
@@ -294,12 +311,15 @@ def test_config_round_trip_and_unchanged_checkpoint_layout(granularity):
     config = optimizer.get_config()
     assert config["granularity"] == granularity
     assert tf_selopt.SelectiveOptimizer.from_config(config).get_config() == config
-    tk = TfKerasSelectiveOptimizer(tf_keras.optimizers.Adam(), keep=0.3, warmup_steps=4, window=3, seed=0, granularity=granularity)
+    tk = TfKerasSelectiveOptimizer(
+        tf_keras.optimizers.Adam(), keep=0.3, warmup_steps=4, window=3, seed=0, granularity=granularity
+    )
     assert TfKerasSelectiveOptimizer.from_config(tk.get_config()).granularity == granularity
     model = make_model("sequential")
     optimizer.build(model.trainable_variables)
     plain = selective("parameter")
     plain.build(model.trainable_variables)
+
     def layout(o):  # the k-sized slots are named after the wrapper's (unique) name
         return [(v.name.replace(o.name, "<name>"), v.shape, v.dtype) for v in o.variables]
 
@@ -316,8 +336,14 @@ def test_both_front_ends_select_the_same_groups(granularity):
     kwargs = dict(keep=0.3, warmup_steps=4, window=3, reselect_every=3, seed=0, granularity=granularity)
     fronts = []
     for make_var, optimizer in (
-        (lambda v, i: tf.Variable(v, name=f"w{i}"), TfKerasSelectiveOptimizer(tf_keras.optimizers.Adam(1e-2), **kwargs)),
-        (lambda v, i: keras.Variable(v, name=f"w{i}"), tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(1e-2), **kwargs)),
+        (
+            lambda v, i: tf.Variable(v, name=f"w{i}"),
+            TfKerasSelectiveOptimizer(tf_keras.optimizers.Adam(1e-2), **kwargs),
+        ),
+        (
+            lambda v, i: keras.Variable(v, name=f"w{i}"),
+            tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(1e-2), **kwargs),
+        ),
     ):
         variables = [make_var(v, i) for i, v in enumerate(init)]
         for step in grads:

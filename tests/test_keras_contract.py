@@ -63,7 +63,6 @@ O = keras.optimizers  # noqa: E741
 NEVER = 10**6
 
 
-
 def wrap(inner, **kwargs):
     """SelectiveOptimizer with a known mask: magnitude criterion, before selection by default."""
     args = dict(criterion="magnitude", keep=0.5, warmup_steps=NEVER)
@@ -503,9 +502,7 @@ def test_gradient_accumulation_refused():
     "warmup_steps",
     [
         pytest.param(NEVER, id="before"),
-        pytest.param(
-            0, id="after"
-        ),
+        pytest.param(0, id="after"),
     ],
 )
 def test_overwrite_with_gradient(warmup_steps):

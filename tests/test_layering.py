@@ -36,9 +36,7 @@ def _modules(layer):
 
 
 def test_the_tree_shows_the_layers():
-    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == set(LAYERS) | {
-        "study"
-    }
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == set(LAYERS) | {"study"}
 
 
 @pytest.mark.parametrize("layer", sorted(LAYERS))

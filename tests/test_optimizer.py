@@ -347,7 +347,7 @@ def test_variable_order_is_the_checkpoint_layout(update):
     if update == "selected_only":  # one dtype group: values, positions, offsets; released last-in first-out
         group = ["selected_values_float32", "selected_positions_float32", "selected_offsets_float32"]
         assert names[5 + n : 8 + n] == group
-        names = names[:5 + n] + names[8 + n :]
+        names = names[: 5 + n] + names[8 + n :]
     assert all(name.endswith("_score") for name in names[5 + n : 5 + 2 * n])
     assert all(name.endswith("criterion_mean") for name in names[5 + 2 * n : 5 + 3 * n])
     assert all(name.endswith("criterion_m2") for name in names[5 + 3 * n : 5 + 4 * n])
@@ -383,4 +383,3 @@ def test_keep_above_n_raises_at_build_and_creates_nothing():
     full = selective(keep=n)
     full.build(model.trainable_variables)
     assert full.k == n
-

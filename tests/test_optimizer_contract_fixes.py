@@ -28,8 +28,9 @@ def data(n=32, features=4, outputs=3, seed=0):
 
 def dense_model(features=4, outputs=3, seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((features,)), keras.layers.Dense(8, activation="tanh"),
-                             keras.layers.Dense(outputs)])
+    return keras.Sequential(
+        [keras.Input((features,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(outputs)]
+    )
 
 
 def values(model):
@@ -65,16 +66,18 @@ def test_ema_keeps_frozen_entries_through_fit_and_finalize(inner):
     masks = [m.numpy() for m in optimizer.masks]
     assert_frozen_and_moved(before, values(model), masks)
     # the average of a frozen entry is its value
-    for v, average, m in zip(model.trainable_variables, optimizer.inner_optimizer._model_variables_moving_average,
-                             masks):
+    for v, average, m in zip(
+        model.trainable_variables, optimizer.inner_optimizer._model_variables_moving_average, masks
+    ):
         np.testing.assert_array_equal(average.numpy()[~m], v.numpy()[~m])
 
 
 def test_ema_keeps_frozen_entries_tf_keras():
     x, y = data()
     tf_keras.utils.set_random_seed(0)
-    model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(8, activation="tanh"),
-                                 tf_keras.layers.Dense(3)])
+    model = tf_keras.Sequential(
+        [tf_keras.Input((4,)), tf_keras.layers.Dense(8, activation="tanh"), tf_keras.layers.Dense(3)]
+    )
     inner = tf_keras.optimizers.AdamW(0.05, weight_decay=0.5, use_ema=True)
     optimizer = TfKerasSelectiveOptimizer(inner, **ARGS)
     model.compile(optimizer=optimizer, loss="mse")

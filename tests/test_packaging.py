@@ -14,16 +14,29 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 STARTUP_LINES = ("I0000", "port.cc", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard")
 # packages of the extras that `import keras` does not load by itself (it loads matplotlib and sklearn when
 # they are installed, so those two are checked only by the base-install smoke test)
-EXTRAS_NOT_LOADED_BY_KERAS = ("mlxtend", "pydantic", "yaml", "tqdm", "ai_edge_litert", "tf_keras",
-                              "tensorflow_model_optimization")
+EXTRAS_NOT_LOADED_BY_KERAS = (
+    "mlxtend",
+    "pydantic",
+    "yaml",
+    "tqdm",
+    "ai_edge_litert",
+    "tf_keras",
+    "tensorflow_model_optimization",
+)
 
 
 def _python(code, *args, env=None, timeout=120):
     environ = dict(os.environ, PYTHONPATH=str(ROOT))
     environ.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI must silence TensorFlow by itself
     environ.update(env or {})
-    return subprocess.run([sys.executable, *(["-c", code] if code else []), *args], capture_output=True, text=True,
-                          env=environ, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, *(["-c", code] if code else []), *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def test_help_does_not_import_tensorflow():

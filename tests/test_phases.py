@@ -69,8 +69,17 @@ def test_phases_switch_where_expected():
     plan = SelectionPlan(warmup_steps=6, window=3, reselect_every=7)
     # windows: 4..6 (selection 6), 11..13 (13), 18..20 (20)
     expected = {
-        (0, 0): "warmup", (0, 3): "warmup", (3, 3): "warmup", (3, 4): None, (4, 4): None, (6, 6): None,
-        (5, 7): None, (7, 7): "restricted", (7, 10): "restricted", (10, 11): None, (14, 17): "restricted",
+        (0, 0): "warmup",
+        (0, 3): "warmup",
+        (3, 3): "warmup",
+        (3, 4): None,
+        (4, 4): None,
+        (6, 6): None,
+        (5, 7): None,
+        (7, 7): "restricted",
+        (7, 10): "restricted",
+        (10, 11): None,
+        (14, 17): "restricted",
         (17, 18): None,
     }
     for (first, last), phase in expected.items():

@@ -40,9 +40,7 @@ def test_python_ranges_follow_the_per_step_rule(plan):
     for first, last in itertools.combinations_with_replacement(range(30), 2):
         steps = range(first, last + 1)
         assert plan.meets_window(first, last) == any(plan.in_window(s) for s in steps)
-        assert plan.needs_every_variable(first, last) == any(
-            plan.in_window(s) or not plan.restricted(s) for s in steps
-        )
+        assert plan.needs_every_variable(first, last) == any(plan.in_window(s) or not plan.restricted(s) for s in steps)
         phase = plan.ordinary_phase(first, last)
         if any(plan.in_window(s) for s in steps) or len({plan.restricted(s) for s in steps}) > 1:
             assert phase is None
@@ -73,7 +71,15 @@ def test_config_is_frozen_and_rebuilds_from_its_fields():
     with pytest.raises(AttributeError):
         config.keep = 0.5
     names = (
-        "criterion", "keep", "warmup_steps", "window", "scope", "reselect_every", "seed", "granularity", "update",
+        "criterion",
+        "keep",
+        "warmup_steps",
+        "window",
+        "scope",
+        "reselect_every",
+        "seed",
+        "granularity",
+        "update",
         "preselected",
     )
     assert FIELDS == names

@@ -25,8 +25,12 @@ def scored_variables(draw):
     """1-3 score tensors of random small shapes; values from a small pool, so ties are common."""
     pool = draw(st.lists(st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, 1e-40, np.inf, -np.inf, np.nan]), min_size=1))
     shapes = draw(st.lists(st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple), min_size=1, max_size=3))
-    arrays = [np.array(draw(st.lists(st.sampled_from(pool), min_size=int(np.prod(s)), max_size=int(np.prod(s)))),
-                       np.float32).reshape(s) for s in shapes]
+    arrays = [
+        np.array(
+            draw(st.lists(st.sampled_from(pool), min_size=int(np.prod(s)), max_size=int(np.prod(s)))), np.float32
+        ).reshape(s)
+        for s in shapes
+    ]
     k = draw(st.integers(1, sum(a.size for a in arrays)))
     return arrays, k
 
@@ -108,8 +112,9 @@ def small_model(units):
     steps=st.integers(3, 10),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_random_runs_frozen_never_move_pruned_never_revive(inner, units, keep, warmup, window, reselect, sparsity,
-                                                          steps, seed):
+def test_random_runs_frozen_never_move_pruned_never_revive(
+    inner, units, keep, warmup, window, reselect, sparsity, steps, seed
+):
     window = min(window, warmup)
     reselect = None if reselect is None else max(reselect, window)
     model = small_model(units)  # N >= 8 >= any int keep drawn

@@ -359,8 +359,12 @@ def configs(model):
 
 @pytest.mark.parametrize(
     "kind,optimizer,jit",
-    [("sequential", "sgd_momentum", False), ("sequential", "adam", False), ("sequential", "adamw", False),
-     ("subclassed", "adam", True)],  # Embedding: sparse (IndexedSlices) gradients, under XLA
+    [
+        ("sequential", "sgd_momentum", False),
+        ("sequential", "adam", False),
+        ("sequential", "adamw", False),
+        ("subclassed", "adam", True),
+    ],  # Embedding: sparse (IndexedSlices) gradients, under XLA
 )
 def test_pruned_weights_stay_zero_through_fit(kind, optimizer, jit):
     model = compiled(kind, optimizer, jit_compile=jit)

@@ -63,7 +63,7 @@ def test_one_shot_pruned_entries_are_never_selected(kind, jit_compile):
     fit(model, x, y, epochs=2)
     after = state(model, optimizer)
     assert int(optimizer.selections) == 1
-    for (_, m, k) in after:
+    for _, m, k in after:
         assert not np.any(m & ~k)  # no pruned entry selected
     assert int(optimizer.selected_count) == optimizer.k  # enough unpruned entries to select k
     assert_consistent(optimizer, after, pruned_count)

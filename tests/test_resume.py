@@ -82,7 +82,9 @@ def _state(model):
     opt = model.optimizer
     out = {f"model/{i}": v.numpy() for i, v in enumerate(model.weights)}
     out.update({f"opt/{i}": v.numpy() for i, v in enumerate(opt.variables)})
-    out.update({f"prune/{i}": pruning_mask(v).numpy() for i, v in enumerate(model.weights) if pruning_mask(v) is not None})
+    out.update(
+        {f"prune/{i}": pruning_mask(v).numpy() for i, v in enumerate(model.weights) if pruning_mask(v) is not None}
+    )
     for name in ("iterations", "selections", "window_count", "skipped_steps"):
         out[f"count/{name}"] = np.array(getattr(opt, name).numpy())
     return out

@@ -18,8 +18,6 @@ SHAPES = [(3,), (2, 4), (2, 2, 3), (1,), (5,)]
 POOL = [-2.0, -1.0, -0.0, 0.0, 0.5, 1.0, 3.0, np.inf, -np.inf, np.nan]
 
 
-
-
 def _ref_top_k(flat, k):
     """numpy reference: stable sort by (-score, flat index), NaN last, take the first k."""
     mask = np.zeros(flat.size, bool)

@@ -15,9 +15,28 @@ from tf_selopt.deploy.benchmark import deployment_benchmark
 from tf_selopt.study import data
 
 FIELDS = {
-    "model", "source", "target_sparsity", "prunable", "prunable_zeros", "sparsity", "artifact", "format", "path",
-    "size_bytes", "gzip_bytes", "size_vs_float32", "max_abs_diff", "atol", "zeros", "weights", "model_zeros",
-    "sparse_tensors", "densify_ops", "test_max_abs_diff", "accuracy", "latency",
+    "model",
+    "source",
+    "target_sparsity",
+    "prunable",
+    "prunable_zeros",
+    "sparsity",
+    "artifact",
+    "format",
+    "path",
+    "size_bytes",
+    "gzip_bytes",
+    "size_vs_float32",
+    "max_abs_diff",
+    "atol",
+    "zeros",
+    "weights",
+    "model_zeros",
+    "sparse_tensors",
+    "densify_ops",
+    "test_max_abs_diff",
+    "accuracy",
+    "latency",
 }
 RUNS = 12
 N_PRUNABLE = 64 * 96 + 96 * 10
@@ -33,8 +52,12 @@ def trained(digits):
     """A 64-96-10 MLP trained briefly on the 8x8 digits (biases end up non-zero)."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
-        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(96, activation="relu"),
-         keras.layers.Dense(10)],
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(96, activation="relu"),
+            keras.layers.Dense(10),
+        ],
         name="mlp",
     )
     model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -47,8 +70,16 @@ def bench(tmp_path_factory, trained, digits):
     out = tmp_path_factory.mktemp("bench")
     before = [w.copy() for w in trained.get_weights()]
     rows = deployment_benchmark(
-        out / "report", digits.x_test, digits.y_test, model=trained, sparsities=[0.0, 0.9],
-        representative_data=digits.x_train[:64], runs=RUNS, warmup=2, threads=[1, 2], xnnpack=[True, False],
+        out / "report",
+        digits.x_test,
+        digits.y_test,
+        model=trained,
+        sparsities=[0.0, 0.9],
+        representative_data=digits.x_train[:64],
+        runs=RUNS,
+        warmup=2,
+        threads=[1, 2],
+        xnnpack=[True, False],
         artifacts_dir=out / "report" / "artifacts",
     )
     for a, b in zip(before, trained.get_weights()):
@@ -74,7 +105,8 @@ def test_rows_and_files(bench):
     for r in rows:
         assert set(r) == FIELDS
         assert r["size_bytes"] == (
-            os.path.getsize(r["path"]) if r["format"] == "tflite"
+            os.path.getsize(r["path"])
+            if r["format"] == "tflite"
             else sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(r["path"]) for f in fs)
         )
         assert 0 < r["gzip_bytes"] and r["max_abs_diff"] <= r["atol"]
@@ -83,9 +115,7 @@ def test_rows_and_files(bench):
     result = json.loads((out / "deployment.json").read_text())
     assert result["rows"] == rows
     assert result["runtime"]["tflite"] == export.tflite_runtime()[2]
-    assert result["settings"]["tflite_configs"] == [
-        {"threads": t, "xnnpack": b} for t in (1, 2) for b in (True, False)
-    ]
+    assert result["settings"]["tflite_configs"] == [{"threads": t, "xnnpack": b} for t in (1, 2) for b in (True, False)]
     table = (out / "deployment.md").read_text().splitlines()
     assert sum(line.startswith("| mlp-s") for line in table) == len(rows)
     saved = _row(rows, "mlp-s90", "saved_model")["path"]
@@ -128,8 +158,11 @@ def test_latency_entries(bench):
                 continue
             assert e["runs"] == RUNS and 0 < e["p50_us"] <= e["p95_us"]
             if r["format"] == "tflite":
-                ref = next(x for x in _row(rows, r["model"], "float32")["latency"]
-                           if (x["threads"], x["xnnpack"]) == (e["threads"], e["xnnpack"]))
+                ref = next(
+                    x
+                    for x in _row(rows, r["model"], "float32")["latency"]
+                    if (x["threads"], x["xnnpack"]) == (e["threads"], e["xnnpack"])
+                )
                 assert e["p50_vs_float32"] == round(e["p50_us"] / ref["p50_us"], 3)
     assert any("error" not in e for r in rows for e in r["latency"])
 
@@ -156,8 +189,17 @@ def test_both_runtimes_agree(tmp_path, trained, digits):
     results = {}
     for runtime in ("tf.lite", "ai_edge_litert"):
         rows = deployment_benchmark(
-            tmp_path / runtime, digits.x_test, digits.y_test, model=trained, sparsities=[0.9],
-            artifacts=("float32", "sparse_float32"), runs=3, warmup=0, threads=[1], xnnpack=[True], runtime=runtime,
+            tmp_path / runtime,
+            digits.x_test,
+            digits.y_test,
+            model=trained,
+            sparsities=[0.9],
+            artifacts=("float32", "sparse_float32"),
+            runs=3,
+            warmup=0,
+            threads=[1],
+            xnnpack=[True],
+            runtime=runtime,
         )
         results[runtime] = json.loads((tmp_path / runtime / "deployment.json").read_text())
         assert sorted(os.listdir(tmp_path / runtime)) == ["deployment.json", "deployment.md"]  # artefacts removed
@@ -176,12 +218,21 @@ def test_saved_models_and_keras_files_as_paths(tmp_path, trained, digits):
     model.save(tmp_path / "pruned.keras")
     saved = export.export_saved_model(model, tmp_path / "serving", "pruned_sm", 7).path
     rows = deployment_benchmark(
-        tmp_path / "out", digits.x_test, digits.y_test, paths=[tmp_path / "pruned.keras", saved],
-        artifacts=("saved_model", "sparse_float32"), runs=2, warmup=0, threads=[1], xnnpack=[False],
+        tmp_path / "out",
+        digits.x_test,
+        digits.y_test,
+        paths=[tmp_path / "pruned.keras", saved],
+        artifacts=("saved_model", "sparse_float32"),
+        runs=2,
+        warmup=0,
+        threads=[1],
+        xnnpack=[False],
     )
     assert [(r["model"], r["artifact"]) for r in rows] == [
-        ("pruned", "saved_model"), ("pruned", "sparse_float32"),
-        ("pruned_sm", "saved_model"), ("pruned_sm", "sparse_float32"),
+        ("pruned", "saved_model"),
+        ("pruned", "sparse_float32"),
+        ("pruned_sm", "saved_model"),
+        ("pruned_sm", "sparse_float32"),
     ]
     zeros = int(0.8 * N_PRUNABLE + 0.5)
     assert rows[0]["prunable_zeros"] == zeros and rows[0]["target_sparsity"] is None
@@ -226,8 +277,15 @@ BAD = [
 
 @pytest.mark.parametrize("bad,word", BAD)
 def test_bad_arguments_write_nothing(tmp_path, trained, digits, bad, word):
-    kwargs = dict(out_dir=tmp_path / "out", x_test=digits.x_test[:8], y_test=digits.y_test[:8], model=trained,
-                  sparsities=[0.5], artifacts=("float32",), artifacts_dir=tmp_path / "art")
+    kwargs = dict(
+        out_dir=tmp_path / "out",
+        x_test=digits.x_test[:8],
+        y_test=digits.y_test[:8],
+        model=trained,
+        sparsities=[0.5],
+        artifacts=("float32",),
+        artifacts_dir=tmp_path / "art",
+    )
     kwargs.update({k: (v() if k == "model" and callable(v) else v) for k, v in bad.items()})
     with pytest.raises(ValueError, match=word):
         deployment_benchmark(**kwargs)
@@ -235,8 +293,16 @@ def test_bad_arguments_write_nothing(tmp_path, trained, digits, bad, word):
 
 
 def test_two_models_in_one_run_and_distinct_names(tmp_path, trained, digits):
-    kwargs = dict(x_test=digits.x_test[:16], y_test=digits.y_test[:16], sparsities=[0.5], artifacts=("float32",),
-                  runs=2, warmup=0, threads=[1], xnnpack=[True])
+    kwargs = dict(
+        x_test=digits.x_test[:16],
+        y_test=digits.y_test[:16],
+        sparsities=[0.5],
+        artifacts=("float32",),
+        runs=2,
+        warmup=0,
+        threads=[1],
+        xnnpack=[True],
+    )
     with pytest.raises(ValueError, match="distinct names"):
         deployment_benchmark(tmp_path / "a", model=[trained, trained], **kwargs)
     assert os.listdir(tmp_path) == []
@@ -247,8 +313,17 @@ def test_two_models_in_one_run_and_distinct_names(tmp_path, trained, digits):
 
 def test_existing_report_refused_unless_overwrite(tmp_path, trained, digits):
     (tmp_path / "deployment.json").write_text("old")
-    kwargs = dict(x_test=digits.x_test[:8], y_test=digits.y_test[:8], model=trained, sparsities=[0.5],
-                  artifacts=("float32",), runs=1, warmup=0, threads=[1], xnnpack=[True])
+    kwargs = dict(
+        x_test=digits.x_test[:8],
+        y_test=digits.y_test[:8],
+        model=trained,
+        sparsities=[0.5],
+        artifacts=("float32",),
+        runs=1,
+        warmup=0,
+        threads=[1],
+        xnnpack=[True],
+    )
     with pytest.raises(ValueError, match="overwrite"):
         deployment_benchmark(tmp_path, **kwargs)
     assert (tmp_path / "deployment.json").read_text() == "old"
@@ -264,10 +339,28 @@ def test_run_benchmark_script(tmp_path):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run(
-        [sys.executable, os.path.join(root, "serving", "run_benchmark.py"), "--out", str(tmp_path / "results"),
-         "--artifacts", str(tmp_path / "artifacts"), "--epochs", "1", "--sparsities", "0", "0.9", "--runs", "3",
-         "--warmup", "0"],
-        check=True, capture_output=True, text=True, timeout=900, cwd=root,
+        [
+            sys.executable,
+            os.path.join(root, "serving", "run_benchmark.py"),
+            "--out",
+            str(tmp_path / "results"),
+            "--artifacts",
+            str(tmp_path / "artifacts"),
+            "--epochs",
+            "1",
+            "--sparsities",
+            "0",
+            "0.9",
+            "--runs",
+            "3",
+            "--warmup",
+            "0",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=root,
     )
     rows = json.loads((tmp_path / "results" / "deployment.json").read_text())["rows"]
     assert {(r["model"], r["artifact"]) for r in rows} == {

@@ -232,12 +232,15 @@ def test_bad_structured_inputs_raise_before_any_weight_changes(kwargs, message):
         assert mask is None or np.array_equal(mask.numpy(), masks[k.path])
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(block_size=(1, 0)), "`block_size` must be None"),
-    (dict(sparsity_m_by_n=(2, 2)), "1 <= m < n"),
-    (dict(sparsity_m_by_n=(2, 4), block_size=(1, 4)), "exclude each other"),
-    (dict(sparsity_m_by_n=(2, 4), min_kept_per_variable=2), "does not apply"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(block_size=(1, 0)), "`block_size` must be None"),
+        (dict(sparsity_m_by_n=(2, 2)), "1 <= m < n"),
+        (dict(sparsity_m_by_n=(2, 4), block_size=(1, 4)), "exclude each other"),
+        (dict(sparsity_m_by_n=(2, 4), min_kept_per_variable=2), "does not apply"),
+    ],
+)
 def test_gradual_pruning_refuses_bad_structure(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GradualPruning(ConstantSparsity(0.5, 0), **kwargs)
@@ -248,8 +251,12 @@ def test_gradual_pruning_refuses_an_indivisible_kernel_at_train_begin_before_any
     model.compile(keras.optimizers.SGD(0.1), "mse")
     before = [k.numpy().copy() for k in kernels(model)]
     with pytest.raises(ValueError, match=r"`block_size`=\(1, 4\): 'mlp/d0/kernel' of shape \(30, 16\)"):
-        model.fit(np.ones((8, 30)), np.ones((8, 8)), callbacks=[GradualPruning(ConstantSparsity(0.5, 0),
-                                                                               block_size=(1, 4))], verbose=0)
+        model.fit(
+            np.ones((8, 30)),
+            np.ones((8, 8)),
+            callbacks=[GradualPruning(ConstantSparsity(0.5, 0), block_size=(1, 4))],
+            verbose=0,
+        )
     assert all(np.array_equal(k.numpy(), w) for k, w in zip(kernels(model), before))
     assert all(pruning_mask(k) is None for k in kernels(model))
 

@@ -30,8 +30,14 @@ def write(tmp_path, text, name="c.yaml"):
     "text, expected",
     [
         ("name: x\nselection:\n  window: 5\n  bogus: 1\n", "c.yaml:4: selection.bogus: unknown key"),
-        ("name: x\nselection: {}\ntraining:\n  epochs: '8'\n", "c.yaml:4: training.epochs: Input should be a valid integer"),
-        ("name: x\nselection:\n  criteria: [gradient_sum, magic]\n", "c.yaml:3: selection.criteria[1]: Input should be"),
+        (
+            "name: x\nselection: {}\ntraining:\n  epochs: '8'\n",
+            "c.yaml:4: training.epochs: Input should be a valid integer",
+        ),
+        (
+            "name: x\nselection:\n  criteria: [gradient_sum, magic]\n",
+            "c.yaml:3: selection.criteria[1]: Input should be",
+        ),
         ("name: x\nselection:\n  frozen: [0.5, 1.0]\n", "c.yaml:3: selection.frozen[1]: Input should be less than 1"),
         ("name: x\npruning:\n  methods: [tfmot, snip]\n", "c.yaml:3: pruning.methods[1]: Input should be 'global'"),
         ("name: x\nseeds: [0, -1]\nselection: {}\n", "c.yaml:2: seeds[1]: Input should be greater than or equal to 0"),
@@ -209,13 +215,46 @@ def test_non_empty_directory_without_a_study_is_refused(tmp_path):
 def fake_rows():
     rows = []
     for seed, acc in enumerate([0.90, 0.92, 0.94]):
-        rows.append(dict(kind="full", data="mnist", model="m", method="adam", level=0.0, seed=seed,
-                         test_accuracy=acc + 0.02, test_loss=0.3, seconds=1.0))
+        rows.append(
+            dict(
+                kind="full",
+                data="mnist",
+                model="m",
+                method="adam",
+                level=0.0,
+                seed=seed,
+                test_accuracy=acc + 0.02,
+                test_loss=0.3,
+                seconds=1.0,
+            )
+        )
         for level, drop in [(0.5, 0.0), (0.9, 0.1)]:
-            rows.append(dict(kind="selection", data="mnist", model="m", method="gradient_sum", level=level, seed=seed,
-                             test_accuracy=acc - drop, test_loss=0.5, seconds=1.0))
-            rows.append(dict(kind="pruning", data="mnist", model="m", method="global", level=level, seed=seed,
-                             test_accuracy=acc - 2 * drop, test_loss=0.6, seconds=1.0))
+            rows.append(
+                dict(
+                    kind="selection",
+                    data="mnist",
+                    model="m",
+                    method="gradient_sum",
+                    level=level,
+                    seed=seed,
+                    test_accuracy=acc - drop,
+                    test_loss=0.5,
+                    seconds=1.0,
+                )
+            )
+            rows.append(
+                dict(
+                    kind="pruning",
+                    data="mnist",
+                    model="m",
+                    method="global",
+                    level=level,
+                    seed=seed,
+                    test_accuracy=acc - 2 * drop,
+                    test_loss=0.6,
+                    seconds=1.0,
+                )
+            )
     return rows
 
 
@@ -277,16 +316,20 @@ def test_cli_export_tflite_and_saved_model(tmp_path):
 
     model = models.lenet_300_100((8, 8, 1))
     model.save(tmp_path / "m.keras")
-    result = CliRunner().invoke(cli.main, ["export", str(tmp_path / "m.keras"), str(tmp_path / "m.tflite"),
-                                           "--format", "tflite", "--mode", "float32"])
+    result = CliRunner().invoke(
+        cli.main,
+        ["export", str(tmp_path / "m.keras"), str(tmp_path / "m.tflite"), "--format", "tflite", "--mode", "float32"],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.tflite").stat().st_size > 50_000 and "max |exported - keras|" in result.output
-    result = CliRunner().invoke(cli.main, ["export", str(tmp_path / "m.keras"), str(tmp_path / "serve"),
-                                           "--version", "3"])
+    result = CliRunner().invoke(
+        cli.main, ["export", str(tmp_path / "m.keras"), str(tmp_path / "serve"), "--version", "3"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "serve" / "m" / "3" / "saved_model.pb").exists()
-    again = CliRunner().invoke(cli.main, ["export", str(tmp_path / "m.keras"), str(tmp_path / "serve"),
-                                          "--version", "3"])
+    again = CliRunner().invoke(
+        cli.main, ["export", str(tmp_path / "m.keras"), str(tmp_path / "serve"), "--version", "3"]
+    )
     assert again.exit_code == 1 and "overwrite" in again.output
     assert keras.__version__.startswith("3.")
 
@@ -297,15 +340,41 @@ def test_cli_bench_writes_the_deployment_report(tmp_path):
     model = models.lenet_300_100((8, 8, 1))
     model.save(tmp_path / "m.keras")
     out = tmp_path / "bench"
-    result = CliRunner().invoke(cli.main, ["bench", str(out), "--model", str(tmp_path / "m.keras"), "--sparsity", "0",
-                                           "--sparsity", "0.9", "--data", "digits", "--artifact", "float32",
-                                           "--artifact", "sparse_float32", "--runs", "5", "--warmup", "1",
-                                           "--threads", "1", "--xnnpack", "on"])
+    result = CliRunner().invoke(
+        cli.main,
+        [
+            "bench",
+            str(out),
+            "--model",
+            str(tmp_path / "m.keras"),
+            "--sparsity",
+            "0",
+            "--sparsity",
+            "0.9",
+            "--data",
+            "digits",
+            "--artifact",
+            "float32",
+            "--artifact",
+            "sparse_float32",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--xnnpack",
+            "on",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "deployment.json").read_text())["rows"]
     assert [(r["model"], r["artifact"]) for r in rows] == [
-        ("lenet_300_100-s0", "float32"), ("lenet_300_100-s0", "sparse_float32"), ("lenet_300_100-s90", "float32"),
-        ("lenet_300_100-s90", "sparse_float32")]
+        ("lenet_300_100-s0", "float32"),
+        ("lenet_300_100-s0", "sparse_float32"),
+        ("lenet_300_100-s90", "float32"),
+        ("lenet_300_100-s90", "sparse_float32"),
+    ]
     sparse90 = rows[3]
     assert sparse90["size_bytes"] < 0.3 * rows[2]["size_bytes"] and sparse90["prunable_zeros"] == round(0.9 * 50200)
     assert "| lenet_300_100-s90 | sparse_float32 |" in result.output
@@ -315,8 +384,10 @@ def test_cli_bench_refuses_bad_sparsity(tmp_path):
     from tf_selopt.study import models
 
     models.lenet_300_100((8, 8, 1)).save(tmp_path / "m.keras")
-    result = CliRunner().invoke(cli.main, ["bench", str(tmp_path / "o"), "--model", str(tmp_path / "m.keras"),
-                                           "--sparsity", "1.5", "--data", "digits"])
+    result = CliRunner().invoke(
+        cli.main,
+        ["bench", str(tmp_path / "o"), "--model", str(tmp_path / "m.keras"), "--sparsity", "1.5", "--data", "digits"],
+    )
     assert result.exit_code == 1 and "sparsit" in result.output and not (tmp_path / "o").exists()
 
 

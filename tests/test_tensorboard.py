@@ -46,8 +46,13 @@ def selective_run(log_dir, criterion="preconditioned"):
     keras.utils.set_random_seed(0)
     model = models.mlp((8,), input_shape=(8,), num_classes=2)
     opt = tf_selopt.SelectiveOptimizer(
-        keras.optimizers.Adam(1e-2), criterion=criterion, keep=KEEP, warmup_steps=WARMUP, window=2,
-        num_examples=64, seed=0,
+        keras.optimizers.Adam(1e-2),
+        criterion=criterion,
+        keep=KEEP,
+        warmup_steps=WARMUP,
+        window=2,
+        num_examples=64,
+        seed=0,
     )
     model.compile(opt, LOSS)
     x, y = data()
@@ -58,9 +63,11 @@ def selective_run(log_dir, criterion="preconditioned"):
 def test_same_builder_same_tags_in_two_runs(tmp_path):
     model_a, _ = selective_run(tmp_path / "a")
     model_b, _ = selective_run(tmp_path / "b")  # same process: Keras' automatic names would differ (dense_2, ...)
-    assert [v.path for v in model_a.weights] == [v.path for v in model_b.weights] == [
-        "mlp/dense_0/kernel", "mlp/dense_0/bias", "mlp/dense_1/kernel", "mlp/dense_1/bias"
-    ]
+    assert (
+        [v.path for v in model_a.weights]
+        == [v.path for v in model_b.weights]
+        == ["mlp/dense_0/kernel", "mlp/dense_0/bias", "mlp/dense_1/kernel", "mlp/dense_1/bias"]
+    )
     (scalars_a, hist_a), (scalars_b, hist_b) = read(tmp_path / "a"), read(tmp_path / "b")
     assert set(scalars_a) == set(scalars_b) and set(hist_a) == set(hist_b)
     assert "frozen_fraction/mlp/dense_0/kernel" in scalars_a
@@ -73,7 +80,11 @@ def test_selection_is_an_exact_step_at_its_step(tmp_path):
     # Selection in step index 5 (0-based), i.e. the 6th optimizer step: state before at x=5, after at x=6.
     # Points: after the first step, which builds the optimizer (1), before (5), after (6), epoch ends (8, 16).
     assert scalars["selection/frozen_fraction"] == [
-        (1, 0.0), (5, 0.0), (6, float(np.float32(0.9))), (8, float(np.float32(0.9))), (16, float(np.float32(0.9)))
+        (1, 0.0),
+        (5, 0.0),
+        (6, float(np.float32(0.9))),
+        (8, float(np.float32(0.9))),
+        (16, float(np.float32(0.9))),
     ]
     assert float(opt.frozen_fraction) == pytest.approx(0.9, abs=1e-7)
     assert [v for _, v in scalars["selection/selected_count"]] == [N, N, KEEP, KEEP, KEEP]
@@ -117,8 +128,14 @@ def test_study_runs_log_loss_and_accuracy_too(tmp_path, kind, method):
 
     spec = runs.RunSpec(kind, "digits", "lenet_300_100", method, 0.9, 0)
     training = config.Training(epochs=2, batch_size=256)
-    runs.run(spec, training, config.Selection(window=2), config.Pruning(begin_epochs=0, end_fraction=0.5, events=1),
-             log_dir=tmp_path, splits=data.load("digits"))
+    runs.run(
+        spec,
+        training,
+        config.Selection(window=2),
+        config.Pruning(begin_epochs=0, end_fraction=0.5, events=1),
+        log_dir=tmp_path,
+        splits=data.load("digits"),
+    )
     train, _ = read(tmp_path / "train")
     assert [s for s, _ in train["epoch_accuracy"]] == [0, 1] and [s for s, _ in train["epoch_loss"]] == [0, 1]
     ours, _ = read(tmp_path)

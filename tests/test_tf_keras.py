@@ -114,8 +114,10 @@ def test_non_finite_step_changes_nothing():
     optimizer = selective("adamw", warmup_steps=2, window=2)
     fit(model, optimizer, x, y, epochs=1)  # 4 steps: selected at step 2
     state = [v.numpy().copy() for v in model.trainable_variables + optimizer.variables]
-    grads = [tf.fill(v.shape, np.float32(np.nan) if i == 1 else np.float32(0.5))
-             for i, v in enumerate(model.trainable_variables)]
+    grads = [
+        tf.fill(v.shape, np.float32(np.nan) if i == 1 else np.float32(0.5))
+        for i, v in enumerate(model.trainable_variables)
+    ]
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     after = [v.numpy() for v in model.trainable_variables + optimizer.variables]
     changed = [i for i, (b, a) in enumerate(zip(state, after)) if not np.array_equal(a, b)]

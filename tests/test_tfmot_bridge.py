@@ -159,9 +159,7 @@ def test_rounding_emulation_equals_tensorflow_and_search_reaches_every_count():
     sizes = np.concatenate([np.arange(1, 300), rng.integers(300, 2**24, 700), [2**22, 2**24 - 1, 2**24]])
     sparsities = rng.uniform(0, 1, sizes.size).astype(np.float32)
     # tfmot's formula (pruning_impl.Pruning._update_mask) in TensorFlow, vectorized
-    ref = tf.cast(
-        tf.maximum(tf.round(tf.cast(sizes, tf.float32) * (1 - tf.constant(sparsities))), 1), tf.int64
-    ).numpy()
+    ref = tf.cast(tf.maximum(tf.round(tf.cast(sizes, tf.float32) * (1 - tf.constant(sparsities))), 1), tf.int64).numpy()
     got = [tfmot_bridge._tfmot_kept(int(n), s) for n, s in zip(sizes, sparsities)]
     np.testing.assert_array_equal(got, ref)
     # Every count of a tensor below 2**22 weights is reachable: all of them for small tensors ...
@@ -208,8 +206,15 @@ def test_plan_agrees_with_tfmot_on_every_kind_of_prunable_layer():
         # (inside, prune_low_magnitude_global checks that each wrapper masks exactly the planned tensors)
         pruned_model, plan = prune_low_magnitude_global(model, 0.5, "constant", end_step=-1, frequency=1)
     assert list(plan) == ["emb", "lstm", "mha", "sep", "conv", "gru", "dense"]
-    sizes = {"emb": 160, "lstm": 8 * 16 + 4 * 16, "mha": 4 * 16, "sep": 4 * 4, "conv": 24, "gru": 3 * 9 + 3 * 9,
-             "dense": 6}
+    sizes = {
+        "emb": 160,
+        "lstm": 8 * 16 + 4 * 16,
+        "mha": 4 * 16,
+        "sep": 4 * 4,
+        "conv": 24,
+        "gru": 3 * 9 + 3 * 9,
+        "dense": 6,
+    }
     assert {n: p.size for n, p in plan.items()} == sizes
     for warning in caught:  # only layers with several tensors can miss their count
         assert "'mha'" in str(warning.message) or "'lstm'" in str(warning.message) or "'gru'" in str(warning.message)
@@ -297,8 +302,12 @@ def test_zero_target_layers_stay_unwrapped():
     pruned_model, plan = prune_low_magnitude_global(model, 0.5, "constant", end_step=-1, layers=["d2"])
     assert list(plan) == ["d2"]
     kinds = {layer.name: type(layer).__name__ for layer in pruned_model.layers}
-    assert kinds == {"d1": "Dense", "bn": "BatchNormalization", "prune_low_magnitude_d2": "PruneLowMagnitude",
-                     "d3": "Dense"}
+    assert kinds == {
+        "d1": "Dense",
+        "bn": "BatchNormalization",
+        "prune_low_magnitude_d2": "PruneLowMagnitude",
+        "d3": "Dense",
+    }
     pruned_model, plan = prune_low_magnitude_global(model, 0.0, "constant", end_step=-1)
     assert all(p.pruned == 0 for p in plan.values())
     assert not any(isinstance(layer, pruning_wrapper.PruneLowMagnitude) for layer in pruned_model.layers)

@@ -101,8 +101,13 @@ def main():
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path), default=pathlib.Path("runs/demo"),
-              show_default=True, help="Output directory (re-running resumes it).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    default=pathlib.Path("runs/demo"),
+    show_default=True,
+    help="Output directory (re-running resumes it).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--keras-progress", is_flag=True, help="Also Keras' own progress, one line per epoch of every run.")
 def demo(out, quiet, keras_progress):
@@ -112,10 +117,19 @@ def demo(out, quiet, keras_progress):
 
 
 @main.command()
-@click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False,
-              path_type=pathlib.Path), help="Study config (YAML; see tf_selopt/study/configs/study.yaml).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path), default=None,
-              help="Output directory [default: runs/<config name>]. Finished runs in it are skipped.")
+@click.option(
+    "--config",
+    "config",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+    help="Study config (YAML; see tf_selopt/study/configs/study.yaml).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    default=None,
+    help="Output directory [default: runs/<config name>]. Finished runs in it are skipped.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar, no Keras progress.")
 def study(config, out, quiet):
     """Run a study from a config file, then write figures and the report."""
@@ -163,15 +177,29 @@ def report(directory):
 @main.command()
 @click.argument("model_path", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
 @click.argument("out", type=click.Path(path_type=pathlib.Path))
-@click.option("--format", "fmt", type=click.Choice(["saved_model", "tflite"]), default="saved_model",
-              show_default=True)
-@click.option("--mode", type=click.Choice(["float32", "sparse_float32", "dynamic_int8", "int8", "sparse_int8"]),
-              default="sparse_float32", show_default=True, help="TFLite encoding.")
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "tflite"]), default="saved_model", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["float32", "sparse_float32", "dynamic_int8", "int8", "sparse_int8"]),
+    default="sparse_float32",
+    show_default=True,
+    help="TFLite encoding.",
+)
 @click.option("--name", default=None, help="SavedModel: model name directory [default: the file's stem].")
-@click.option("--version", "version", type=click.IntRange(min=0), default=1, show_default=True,
-              help="SavedModel: version directory.")
-@click.option("--representative-data", type=click.Choice(["mnist", "digits"]), default=None,
-              help="int8, sparse_int8: calibrate on this bundled data set's training split.")
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="SavedModel: version directory.",
+)
+@click.option(
+    "--representative-data",
+    type=click.Choice(["mnist", "digits"]),
+    default=None,
+    help="int8, sparse_int8: calibrate on this bundled data set's training split.",
+)
 @click.option("--overwrite", is_flag=True)
 def export(model_path, out, fmt, mode, name, version, representative_data, overwrite):
     """Export a .keras model: SavedModel in TF Serving layout (OUT/<name>/<version>) or a .tflite file (OUT)."""
@@ -194,33 +222,64 @@ def export(model_path, out, fmt, mode, name, version, representative_data, overw
             result = export_lib.export_tflite(model, out, mode=mode, representative_data=rep, overwrite=overwrite)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"{result.path}: {result.size_bytes:,} B (gzip {result.gzip_bytes:,} B), "
-               f"max |exported - keras| = {result.max_abs_diff:.2e}, zeros {result.zeros:,} of {result.weights:,}")
+    click.echo(
+        f"{result.path}: {result.size_bytes:,} B (gzip {result.gzip_bytes:,} B), "
+        f"max |exported - keras| = {result.max_abs_diff:.2e}, zeros {result.zeros:,} of {result.weights:,}"
+    )
 
 
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=pathlib.Path))
-@click.option("--model", "models", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="A trained .keras model, pruned globally to each --sparsity on a copy (repeatable).")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A trained .keras model, pruned globally to each --sparsity on a copy (repeatable).",
+)
 @click.option("--sparsity", "sparsities", multiple=True, type=float, help="Global sparsity in [0, 1) (repeatable).")
-@click.option("--saved", "paths", multiple=True, type=click.Path(exists=True),
-              help="A .keras file or SavedModel directory benchmarked as it is (repeatable).")
-@click.option("--data", type=click.Choice(["mnist", "digits"]), default="mnist", show_default=True,
-              help="Bundled data set: test split for accuracy and latency, training split for int8 calibration.")
-@click.option("--artifact", "artifacts", multiple=True, help="Artefacts to build [default: all but sparse_int8]: "
-              "saved_model, float32, sparse_float32, dynamic_int8, int8, sparse_int8 (repeatable).")
+@click.option(
+    "--saved",
+    "paths",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="A .keras file or SavedModel directory benchmarked as it is (repeatable).",
+)
+@click.option(
+    "--data",
+    type=click.Choice(["mnist", "digits"]),
+    default="mnist",
+    show_default=True,
+    help="Bundled data set: test split for accuracy and latency, training split for int8 calibration.",
+)
+@click.option(
+    "--artifact",
+    "artifacts",
+    multiple=True,
+    help="Artefacts to build [default: all but sparse_int8]: "
+    "saved_model, float32, sparse_float32, dynamic_int8, int8, sparse_int8 (repeatable).",
+)
 @click.option("--runs", type=int, default=200, show_default=True, help="Timed batch-1 calls per configuration.")
 @click.option("--warmup", type=int, default=20, show_default=True, help="Untimed calls first.")
 @click.option("--threads", "threads", multiple=True, type=int, help="TFLite thread counts [default: 1 and 2].")
-@click.option("--xnnpack", "xnnpack", multiple=True, type=click.Choice(["on", "off"]),
-              help="XNNPack delegate settings [default: on and off].")
-@click.option("--runtime", type=click.Choice(["auto", "ai_edge_litert", "tf.lite"]), default="auto",
-              show_default=True)
-@click.option("--artifacts-dir", type=click.Path(file_okay=False, path_type=pathlib.Path), default=None,
-              help="Keep the exported files here [default: a temporary directory, removed].")
+@click.option(
+    "--xnnpack",
+    "xnnpack",
+    multiple=True,
+    type=click.Choice(["on", "off"]),
+    help="XNNPack delegate settings [default: on and off].",
+)
+@click.option("--runtime", type=click.Choice(["auto", "ai_edge_litert", "tf.lite"]), default="auto", show_default=True)
+@click.option(
+    "--artifacts-dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    default=None,
+    help="Keep the exported files here [default: a temporary directory, removed].",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing reports in OUT.")
-def bench(out, models, sparsities, paths, data, artifacts, runs, warmup, threads, xnnpack, runtime, artifacts_dir,
-          overwrite):
+def bench(
+    out, models, sparsities, paths, data, artifacts, runs, warmup, threads, xnnpack, runtime, artifacts_dir, overwrite
+):
     """Deployment benchmark: size, gzip size, TFLite and SavedModel latency, accuracy -> OUT/deployment.{json,md}."""
     _import_tensorflow()
     from tf_selopt.deploy import benchmark as serving
@@ -229,12 +288,21 @@ def bench(out, models, sparsities, paths, data, artifacts, runs, warmup, threads
     splits = data_lib.load(data)
     try:
         serving.deployment_benchmark(
-            out, splits.x_test, splits.y_test,
-            model=list(models) or None, sparsities=list(sparsities) or None, paths=list(paths) or None,
-            representative_data=splits.x_train, artifacts=tuple(artifacts) or serving.DEFAULT_ARTIFACTS, runs=runs,
-            warmup=warmup, threads=tuple(threads) or (1, 2),
-            xnnpack=tuple(x == "on" for x in xnnpack) or (True, False), runtime=runtime,
-            artifacts_dir=artifacts_dir, overwrite=overwrite,
+            out,
+            splits.x_test,
+            splits.y_test,
+            model=list(models) or None,
+            sparsities=list(sparsities) or None,
+            paths=list(paths) or None,
+            representative_data=splits.x_train,
+            artifacts=tuple(artifacts) or serving.DEFAULT_ARTIFACTS,
+            runs=runs,
+            warmup=warmup,
+            threads=tuple(threads) or (1, 2),
+            xnnpack=tuple(x == "on" for x in xnnpack) or (True, False),
+            runtime=runtime,
+            artifacts_dir=artifacts_dir,
+            overwrite=overwrite,
         )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
@@ -242,14 +310,29 @@ def bench(out, models, sparsities, paths, data, artifacts, runs, warmup, threads
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=pathlib.Path), default=pathlib.Path("runs/finetune"),
-              show_default=True, help="Output directory: finetune.json, finetune.md, finetune.png, pretrained/ "
-              "(the pretrained weights, reused when present).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    default=pathlib.Path("runs/finetune"),
+    show_default=True,
+    help="Output directory: finetune.json, finetune.md, finetune.png, pretrained/ "
+    "(the pretrained weights, reused when present).",
+)
 @click.option("--quick", is_flag=True, help="Test-sized: LeNet only, 50 examples, 1 seed, 5 steps, no RSS processes.")
-@click.option("--model", "models", multiple=True, type=click.Choice(["small_cnn", "lenet_300_100"]),
-              help="Models [default: both] (repeatable).")
-@click.option("--size", "sizes", multiple=True, type=click.IntRange(min=5, max=1500),
-              help="Labelled fine-tuning examples [default: 50, 200, 1000] (repeatable).")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    type=click.Choice(["small_cnn", "lenet_300_100"]),
+    help="Models [default: both] (repeatable).",
+)
+@click.option(
+    "--size",
+    "sizes",
+    multiple=True,
+    type=click.IntRange(min=5, max=1500),
+    help="Labelled fine-tuning examples [default: 50, 200, 1000] (repeatable).",
+)
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="Seeds per arm [default: 3].")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Fine-tuning steps per arm [default: 80].")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
@@ -262,8 +345,12 @@ def finetune(out, quick, models, sizes, seeds, steps, quiet):
     from tf_selopt.study import finetune as finetune_lib
 
     config = finetune_lib.FinetuneConfig.quick() if quick else finetune_lib.FinetuneConfig()
-    changes = {"models": tuple(models), "sizes": tuple(sizes), "seeds": tuple(range(seeds)) if seeds else (),
-               "steps": steps}
+    changes = {
+        "models": tuple(models),
+        "sizes": tuple(sizes),
+        "seeds": tuple(range(seeds)) if seeds else (),
+        "steps": steps,
+    }
     config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v})
     finetune_lib.run_finetune(out, config, quiet=quiet, command=" ".join(["selopt"] + sys.argv[1:]))
     click.echo((out / "finetune.md").read_text())

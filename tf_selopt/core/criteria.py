@@ -65,7 +65,6 @@ class Criterion(Configurable):
         raise NotImplementedError
 
 
-
 class GradientSum(Criterion):
     """The note's criterion: sum of ``|g|`` over the window (O(N) memory)."""
 
@@ -120,9 +119,7 @@ class Preconditioned(Criterion):
                 f"an int >= 1; received num_examples={num_examples!r}."
             )
         if not (isinstance(epsilon, (int, float)) and epsilon > 0):
-            raise ValueError(
-                f"Preconditioned: `epsilon` must be a float > 0; received epsilon={epsilon!r}."
-            )
+            raise ValueError(f"Preconditioned: `epsilon` must be a float > 0; received epsilon={epsilon!r}.")
         self.num_examples = int(num_examples)
         self.epsilon = float(epsilon)
 

@@ -216,7 +216,6 @@ class SelectiveFrontEnd:
         """Fraction of parameters that do not train, pruned ones included (float32 in [0, 1])."""
         return 1.0 - tf.cast(self.selected_count, tf.float32) / float(self.num_parameters)
 
-
     # ------------------------------------------------- forwarded to the inner
     @property
     def learning_rate(self):
@@ -275,6 +274,7 @@ class SelectiveFrontEnd:
         config["inner"] = cls._deserialize_inner(config["inner"], custom_objects=custom_objects)
         config["criterion"] = cls._deserialize(config["criterion"], custom_objects=custom_objects)
         return cls(**config)
+
 
 def _config_field(name):
     return property(lambda self: getattr(self._selective.config, name), doc=f"``{name}`` (see ``SelectionConfig``).")

@@ -172,11 +172,9 @@ class PolynomialDecay(PruningSchedule):
         # Same float32 operations, in the same order, as tfmot's schedule.
         span = tf.constant(self.end_step - self.begin_step, tf.float32)
         p = tf.minimum(1.0, tf.maximum(0.0, tf.cast(step - self.begin_step, tf.float32) / span))
-        sparsity = (
-            tf.constant(self.initial_sparsity - self.final_sparsity, tf.float32)
-            * tf.pow(1.0 - p, tf.constant(self.power, tf.float32))
-            + tf.constant(self.final_sparsity, tf.float32)
-        )
+        sparsity = tf.constant(self.initial_sparsity - self.final_sparsity, tf.float32) * tf.pow(
+            1.0 - p, tf.constant(self.power, tf.float32)
+        ) + tf.constant(self.final_sparsity, tf.float32)
         return self.should_prune(step), sparsity
 
     def get_config(self) -> dict:

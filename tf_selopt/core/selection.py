@@ -267,10 +267,7 @@ def select(scores, k: int, scope: str = "global", granularity: str = "parameter"
         raise ValueError(f"`kept` must have one entry per score tensor ({len(scores)}); received {len(kept)}.")
     if granularity != "parameter":
         return _select_groups(scores, k, scope, granularity, kept)
-    scores = [
-        s if m is None else tf.where(m, s, tf.constant(float("-inf"), s.dtype))
-        for s, m in zip(scores, kept)
-    ]
+    scores = [s if m is None else tf.where(m, s, tf.constant(float("-inf"), s.dtype)) for s, m in zip(scores, kept)]
     sizes = [int(s.shape.num_elements()) for s in scores]
     if scope == "per_variable":
         return [top_k_mask(s, k_i) for s, k_i in zip(scores, per_variable_counts(sizes, k))]

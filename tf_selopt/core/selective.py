@@ -405,4 +405,3 @@ class Selective:
             v.assign(tf.where(self.trains(i), tf.convert_to_tensor(v), old))
         if self.updater is not None and int(self.selections) > 0:
             self.updater.finalize()  # the selected entries' averages live in the k-sized state
-

@@ -354,9 +354,7 @@ def markdown_table(result: dict) -> str:
         f"Sparse weights: {result['densify']['summary']}.",
         "",
         "| model | artefact | size B | gzip B | size / float32 | accuracy % | max abs diff (test set) | zeros "
-        "| sparse tensors (densified) | "
-        + " | ".join(_config_name(c) for c in configs)
-        + " | SavedModel (TF) |",
+        "| sparse tensors (densified) | " + " | ".join(_config_name(c) for c in configs) + " | SavedModel (TF) |",
         "|---|---|---|---|---|---|---|---|---|" + "---|" * len(configs) + "---|",
     ]
     for row in result["rows"]:
@@ -386,7 +384,10 @@ def _make_artifact(variant, artifact, work, runtime, sample, x1, configs, repres
         return report, predict, [({"threads": None, "xnnpack": None}, call)], []
     path = os.path.join(work, "tflite", f"{variant.name}.{artifact}.tflite")
     report = export.export_tflite(
-        variant.model, path, mode=artifact, sample_inputs=sample,
+        variant.model,
+        path,
+        mode=artifact,
+        sample_inputs=sample,
         representative_data=representative_data if artifact in export.INT8_MODES else None,
         atol=None if artifact in export.INT8_MODES or artifact == "dynamic_int8" else float_atol,
     )
@@ -589,9 +590,9 @@ def _add_ratios(rows):
     for row in rows:
         ref = dense.get(row["model"])
         row["size_vs_float32"] = None if ref is None else row["size_bytes"] / ref["size_bytes"]
-        ref_p50 = {} if ref is None else {
-            (e["threads"], e["xnnpack"]): e["p50_us"] for e in ref["latency"] if "p50_us" in e
-        }
+        ref_p50 = (
+            {} if ref is None else {(e["threads"], e["xnnpack"]): e["p50_us"] for e in ref["latency"] if "p50_us" in e}
+        )
         for entry in row["latency"]:
             p50 = ref_p50.get((entry["threads"], entry["xnnpack"]))
             if "p50_us" in entry and p50:
@@ -603,12 +604,22 @@ def _densify_summary(rows) -> dict:
     tflite = [r for r in rows if r["format"] == "tflite"]
     sparse = sum(r["sparse_tensors"] for r in tflite)
     densified = sum(r["densify_ops"] for r in tflite)
-    kept = {f"{r['model']}.{r['artifact']}": r["sparse_tensors"] - r["densify_ops"]
-            for r in tflite if r["sparse_tensors"] > r["densify_ops"]}
+    kept = {
+        f"{r['model']}.{r['artifact']}": r["sparse_tensors"] - r["densify_ops"]
+        for r in tflite
+        if r["sparse_tensors"] > r["densify_ops"]
+    }
     summary = (
-        f"{densified} of {sparse} sparse weight tensors are densified at load (a DENSIFY op each: they save file "
-        "size, not memory or compute)"
-        + (f"; read sparse by the op's sparse kernel: {', '.join(f'{k} ({n})' for k, n in kept.items())}" if kept
-           else "")
-    ) if sparse else "no TFLite file holds a sparse tensor"
+        (
+            f"{densified} of {sparse} sparse weight tensors are densified at load (a DENSIFY op each: they save file "
+            "size, not memory or compute)"
+            + (
+                f"; read sparse by the op's sparse kernel: {', '.join(f'{k} ({n})' for k, n in kept.items())}"
+                if kept
+                else ""
+            )
+        )
+        if sparse
+        else "no TFLite file holds a sparse tensor"
+    )
     return {"sparse_tensors": sparse, "densified_at_load": densified, "read_sparse": kept, "summary": summary}

@@ -279,20 +279,14 @@ def _check_inputs(model, spec, given, bound_for) -> tuple[np.ndarray, str, bool]
 
 
 def _model_zeros(model) -> int:
-    return sum(
-        int(np.count_nonzero(np.asarray(w) == 0))
-        for w in model.weights
-        if tf.as_dtype(w.dtype).is_floating
-    )
+    return sum(int(np.count_nonzero(np.asarray(w) == 0)) for w in model.weights if tf.as_dtype(w.dtype).is_floating)
 
 
 # ---------------------------------------------------------------- files
 
 
 def _tree_sizes(path) -> tuple[int, int]:
-    files = [path] if os.path.isfile(path) else [
-        os.path.join(d, f) for d, _, fs in os.walk(path) for f in sorted(fs)
-    ]
+    files = [path] if os.path.isfile(path) else [os.path.join(d, f) for d, _, fs in os.walk(path) for f in sorted(fs)]
     size = gz = 0
     for f in files:
         data = open(f, "rb").read()
@@ -404,7 +398,8 @@ def export_saved_model(
 def _batches(representative_data, spec):
     """Representative data as single-row float batches (a list): an array of rows or an iterable of batches."""
     if isinstance(representative_data, (np.ndarray, tf.Tensor)) or (
-        isinstance(representative_data, (list, tuple)) and representative_data
+        isinstance(representative_data, (list, tuple))
+        and representative_data
         and np.ndim(representative_data[0]) == len(spec.shape) - 1
     ):
         chunks = [np.asarray(representative_data)]
@@ -644,8 +639,12 @@ def export_tflite(
             raise ExportVerificationError(
                 f"TFLite ({mode}): {runtime} cannot run the converted file (default delegates): "
                 f"{str(error).strip().splitlines()[0][:300]}"
-                + ("; sparse int8 runs for weights pruned in 1x16 blocks along the input axis "
-                   "(tf_selopt.prune(..., block_size=(1, 16)))" if mode == "sparse_int8" else "")
+                + (
+                    "; sparse int8 runs for weights pruned in 1x16 blocks along the input axis "
+                    "(tf_selopt.prune(..., block_size=(1, 16)))"
+                    if mode == "sparse_int8"
+                    else ""
+                )
             ) from error
         want = _keras_outputs(model, x)
         diff = float(np.max(np.abs(got - want)))

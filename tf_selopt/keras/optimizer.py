@@ -412,9 +412,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
                 strategy.extended.call_for_each_replica(self._inner_apply_replica, args=(grads, variables))
 
             first = [strategy.experimental_local_results(g)[0] for g in reduced]
-            self._selective.apply(
-                first, variables, indices, self.inner_optimizer.iterations, inner_apply, self.phase
-            )
+            self._selective.apply(first, variables, indices, self.inner_optimizer.iterations, inner_apply, self.phase)
 
         ctx.merge_call(step, args=(reduced,))
 

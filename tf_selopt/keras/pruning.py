@@ -209,9 +209,7 @@ def _prunables_by_layer(model, include_recurrent=False) -> dict:
 
 
 def _check_layers(layers):
-    if layers is not None and (
-        isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers
-    ):
+    if layers is not None and (isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers):
         raise ValueError(f"`layers` must be None or a non-empty list of layer names; received layers={layers!r}.")
 
 
@@ -263,9 +261,7 @@ def prunable_variables(model, layers=None, include_recurrent=False) -> list:
         for name in layers:
             if name not in by_layer:
                 reason = "has no prunable weights" if name in all_names else "is not a layer of the model"
-                raise ValueError(
-                    f"`layers`: {name!r} {reason}; layers with prunable weights: {sorted(by_layer)}."
-                )
+                raise ValueError(f"`layers`: {name!r} {reason}; layers with prunable weights: {sorted(by_layer)}.")
             wanted.extend(by_layer[name])
     wanted_ids = {id(v) for v in wanted}
     ordered, seen = [], set()
@@ -578,8 +574,16 @@ class GradualPruning(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, schedule, scope="global", criterion="magnitude", layers=None, seed=0, min_kept_per_variable=0,
-        include_recurrent=False, block_size=None, sparsity_m_by_n=None,
+        self,
+        schedule,
+        scope="global",
+        criterion="magnitude",
+        layers=None,
+        seed=0,
+        min_kept_per_variable=0,
+        include_recurrent=False,
+        block_size=None,
+        sparsity_m_by_n=None,
     ):
         super().__init__()
         if not isinstance(schedule, schedules.PruningSchedule):
@@ -628,8 +632,14 @@ class GradualPruning(keras.callbacks.Callback):
             return
         sparsity = 0.0 if latest is None else float(self.schedule(latest)[1])  # 0.0: the masks as they are
         masks = _new_masks(
-            self._variables, sparsity, self.scope, self._criterion, self.seed, self.min_kept_per_variable,
-            self.block_size, self.sparsity_m_by_n,
+            self._variables,
+            sparsity,
+            self.scope,
+            self._criterion,
+            self.seed,
+            self.min_kept_per_variable,
+            self.block_size,
+            self.sparsity_m_by_n,
         )
         _apply_masks(self.model, self._variables, masks)
 

@@ -374,9 +374,7 @@ def prune_low_magnitude_global(
         if schedule == "constant":
             return sparsity_module.ConstantSparsity(target, begin_step, end_step=end_step, frequency=frequency)
         initial = min(target, initial_sparsity * target / sparsity)
-        return sparsity_module.PolynomialDecay(
-            initial, target, begin_step, end_step, power=power, frequency=frequency
-        )
+        return sparsity_module.PolynomialDecay(initial, target, begin_step, end_step, power=power, frequency=frequency)
 
     def clone(layer):
         if isinstance(layer, tf_keras.Model):

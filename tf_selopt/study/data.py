@@ -58,7 +58,5 @@ def load(name: str = "mnist") -> Splits:
     x = x.astype(np.float32)
     y = y.astype(np.int32)
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=0.125, stratify=y_rest, random_state=0
-    )
+    x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=0.125, stratify=y_rest, random_state=0)
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test)

@@ -89,9 +89,20 @@ class FinetuneConfig:
     @classmethod
     def quick(cls) -> FinetuneConfig:
         """One model, size and seed, two criteria, a few steps, one learning rate, no RSS subprocesses."""
-        return cls(models=("lenet_300_100",), sizes=(50,), seeds=(0,), steps=5, pretrain_epochs=1,
-                   criteria=("fisher", "preconditioned"), calibrate_steps=2, learning_rates=(1e-3,), timing_rounds=1,
-                   timing_steps=2, rss="none", steps_per_execution=1)
+        return cls(
+            models=("lenet_300_100",),
+            sizes=(50,),
+            seeds=(0,),
+            steps=5,
+            pretrain_epochs=1,
+            criteria=("fisher", "preconditioned"),
+            calibrate_steps=2,
+            learning_rates=(1e-3,),
+            timing_rounds=1,
+            timing_steps=2,
+            rss="none",
+            steps_per_execution=1,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +184,12 @@ def pretrain(model_name, data, out_dir, epochs, quiet=True) -> tuple[pathlib.Pat
     model.fit(x, y, batch_size=64, epochs=epochs, verbose=0 if quiet else 2)
     acc = _accuracy(model, *data["pretrain_test"])
     model.save_weights(path)
-    info = {"epochs": epochs, "examples": len(y), "test_accuracy_digits_0_4": acc,
-            "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables))}
+    info = {
+        "epochs": epochs,
+        "examples": len(y),
+        "test_accuracy_digits_0_4": acc,
+        "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+    }
     info_path.write_text(json.dumps(info, indent=1) + "\n")
     return path, info
 
@@ -229,8 +244,15 @@ def build_arm(model_name, weights, arm, x, y, *, lr, seed, P, config):
         k = P if arm.keep is None else max(1, round(arm.keep * n_all))
         start = time.perf_counter()
         masks = tf_selopt.calibrate(
-            model, (x, y), loss=_loss(), criterion=arm.criterion, keep=int(k), steps=config.calibrate_steps,
-            num_examples=len(y), seed=seed, batch_size=config.batch_size,
+            model,
+            (x, y),
+            loss=_loss(),
+            criterion=arm.criterion,
+            keep=int(k),
+            steps=config.calibrate_steps,
+            num_examples=len(y),
+            seed=seed,
+            batch_size=config.batch_size,
         )
         info["calibrate_seconds"] = time.perf_counter() - start
         info["keep"] = int(k)
@@ -260,8 +282,7 @@ def train_arm(model_name, weights, arm, x, y, *, lr, seed, P, config):
     """Build, fine-tune for ``config.steps`` steps; return (model, optimizer, info)."""
     model, optimizer, info = build_arm(model_name, weights, arm, x, y, lr=lr, seed=seed, P=P, config=config)
     start = time.perf_counter()
-    model.fit(_dataset(x, y, seed, config.batch_size), steps_per_epoch=config.steps, epochs=1, verbose=0,
-              shuffle=False)
+    model.fit(_dataset(x, y, seed, config.batch_size), steps_per_epoch=config.steps, epochs=1, verbose=0, shuffle=False)
     info["fit_seconds"] = time.perf_counter() - start
     info["optimizer_bytes"], info["optimizer_mask_bytes"] = _optimizer_bytes(optimizer)
     if arm.family == "ours":
@@ -312,21 +333,31 @@ def _rss_child(spec_json: str) -> None:
     # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a large
     # parent reports the parent's peak (every arm read the same 1,951 MiB in a first run)
     peak = max(_rss_now("VmHWM"), end, *samples)
-    print(json.dumps({"rss_start_bytes": start, "arm_peak_rss_bytes": max(end, *samples),
-                      "peak_rss_bytes": peak}))
+    print(json.dumps({"rss_start_bytes": start, "arm_peak_rss_bytes": max(end, *samples), "peak_rss_bytes": peak}))
 
 
 def measure_rss(model_name, weights, arm, data_path, lr, P, config) -> dict:
     """Peak RSS of one arm (``train_arm`` on the (x, y) of the ``.npz`` file ``data_path``, seed 0) in a fresh
     Python process, which loads no data set package (the arrays come from the file)."""
-    spec = {"model": model_name, "weights": str(weights), "arm": dataclasses.asdict(arm), "data": str(data_path),
-            "lr": lr, "P": P, "config": dataclasses.asdict(config)}
+    spec = {
+        "model": model_name,
+        "weights": str(weights),
+        "arm": dataclasses.asdict(arm),
+        "data": str(data_path),
+        "lr": lr,
+        "P": P,
+        "config": dataclasses.asdict(config),
+    }
     root = str(pathlib.Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-               TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     code = "import sys; from tf_selopt.study.finetune import _rss_child; _rss_child(sys.argv[1])"
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"RSS subprocess for {model_name}/{arm.name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -363,8 +394,11 @@ def _tune(model_name, weights, arm_list, data, size, P, config, log) -> dict:
             model, _, _ = train_arm(model_name, weights, arm, x, y, lr=lr, seed=0, P=P, config=config)
             scores[lr] = _accuracy(model, *data["val"])
         best = max(config.learning_rates, key=lambda lr: (scores[lr], -lr))
-        out[family] = {"chosen": best, "tuned_with": arm.name,
-                       "val_accuracy": {f"{lr:g}": a for lr, a in scores.items()}}
+        out[family] = {
+            "chosen": best,
+            "tuned_with": arm.name,
+            "val_accuracy": {f"{lr:g}": a for lr, a in scores.items()},
+        }
         log(f"  lr {model_name} n={size} {family}: {best:g} (val {scores[best]:.3f})")
     return out
 
@@ -390,19 +424,30 @@ def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False, com
     started = time.perf_counter()
     data = transfer_data()
     arm_list = arms(config)
-    result = {"command": command or " ".join(sys.argv), "commit": _git("rev-parse", "HEAD"),
-              "tf_selopt_uncommitted_changes": bool(_git("status", "--porcelain", "--", "tf_selopt")),
-              "config": dataclasses.asdict(config), "arms": [dataclasses.asdict(a) for a in arm_list],
-              "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
-                           "keras": keras.__version__, "cpu_count": os.cpu_count()},
-              "data": {k: int(len(v[1])) for k, v in data.items()},
-              "models": {}, "runs": []}
+    result = {
+        "command": command or " ".join(sys.argv),
+        "commit": _git("rev-parse", "HEAD"),
+        "tf_selopt_uncommitted_changes": bool(_git("status", "--porcelain", "--", "tf_selopt")),
+        "config": dataclasses.asdict(config),
+        "arms": [dataclasses.asdict(a) for a in arm_list],
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "cpu_count": os.cpu_count(),
+        },
+        "data": {k: int(len(v[1])) for k, v in data.items()},
+        "models": {},
+        "runs": [],
+    }
     for model_name in config.models:
         weights, pre = pretrain(model_name, data, out_dir, config.pretrain_epochs)
         P = lora_count(model_name, weights, config.lora_rank)
         N = pre["parameters"]
-        log(f"{model_name}: N={N:,}, P={P:,} (LoRA r={config.lora_rank}), pretrain acc 0-4 "
-            f"{pre['test_accuracy_digits_0_4']:.3f}")
+        log(
+            f"{model_name}: N={N:,}, P={P:,} (LoRA r={config.lora_rank}), pretrain acc 0-4 "
+            f"{pre['test_accuracy_digits_0_4']:.3f}"
+        )
         entry = {"pretrain": pre, "N": N, "P": P, "learning_rates": {}, "step_seconds": {}, "rss": {}}
         result["models"][model_name] = entry
         timed = {}  # the models of the first seed at the largest size, for the step times
@@ -416,19 +461,31 @@ def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False, com
             for seed in config.seeds:
                 x, y = subset(data["pool"], size, seed)
                 for arm in arm_list:
-                    model, _, info = train_arm(model_name, weights, arm, x, y, lr=lrs[arm.family]["chosen"], seed=seed,
-                                               P=P, config=config)
-                    row = {"model": model_name, "size": size, "seed": seed, "arm": arm.name, "family": arm.family,
-                           "lr": lrs[arm.family]["chosen"], "test_accuracy": _accuracy(model, *data["test"]), **info}
+                    model, _, info = train_arm(
+                        model_name, weights, arm, x, y, lr=lrs[arm.family]["chosen"], seed=seed, P=P, config=config
+                    )
+                    row = {
+                        "model": model_name,
+                        "size": size,
+                        "seed": seed,
+                        "arm": arm.name,
+                        "family": arm.family,
+                        "lr": lrs[arm.family]["chosen"],
+                        "test_accuracy": _accuracy(model, *data["test"]),
+                        **info,
+                    }
                     result["runs"].append(row)
                     if size == max(config.sizes) and seed == config.seeds[0]:
                         timed[arm.name] = model
-                    log(f"  {model_name} n={size} seed={seed} {arm.name:>16}: acc {row['test_accuracy']:.3f} "
-                        f"P={info['trainable']:,} opt {info['optimizer_bytes']:,} B")
+                    log(
+                        f"  {model_name} n={size} seed={seed} {arm.name:>16}: acc {row['test_accuracy']:.3f} "
+                        f"P={info['trainable']:,} opt {info['optimizer_bytes']:,} B"
+                    )
         size = max(config.sizes)
         lr_of = {f: v["chosen"] for f, v in entry["learning_rates"][str(size)].items()}
-        rss_arms = [a for a in arm_list if a.family in ("full", "lora") or (a.criterion in GRADIENT_CRITERIA
-                                                                            and a.keep is None)]
+        rss_arms = [
+            a for a in arm_list if a.family in ("full", "lora") or (a.criterion in GRADIENT_CRITERIA and a.keep is None)
+        ]
         x, y = subset(data["pool"], size, config.seeds[0])
         entry["step_seconds"] = measure_step_times(timed, x[: config.batch_size], y[: config.batch_size], config)
         del timed
@@ -439,8 +496,10 @@ def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False, com
                 for arm in rss_arms:
                     rss = measure_rss(model_name, weights, arm, data_path, lr_of[arm.family], P, config)
                     entry["rss"][arm.name] = rss
-                    log(f"  rss {model_name} {arm.name}: peak {rss['peak_rss_bytes'] / MIB:.1f} MiB, arm growth "
-                        f"{(rss['arm_peak_rss_bytes'] - rss['rss_start_bytes']) / MIB:.1f} MiB")
+                    log(
+                        f"  rss {model_name} {arm.name}: peak {rss['peak_rss_bytes'] / MIB:.1f} MiB, arm growth "
+                        f"{(rss['arm_peak_rss_bytes'] - rss['rss_start_bytes']) / MIB:.1f} MiB"
+                    )
     result["summary"] = summarize(result)
     result["goals"] = goals(result)
     result["seconds"] = time.perf_counter() - started
@@ -492,26 +551,64 @@ def goals(result) -> list[dict]:
         best = max(gradient, key=lambda c: statistics.mean(per[c]["accuracy"][s][0] for s in sizes))
         for s in sizes:
             ours, theirs = per[best]["accuracy"][s][0], per[lora]["accuracy"][s][0]
-            out.append({"model": model_name, "goal": f"{best} >= {lora} accuracy at n={s}", "ours": ours,
-                        "reference": theirs, "met": ours >= theirs})
+            out.append(
+                {
+                    "model": model_name,
+                    "goal": f"{best} >= {lora} accuracy at n={s}",
+                    "ours": ours,
+                    "reference": theirs,
+                    "met": ours >= theirs,
+                }
+            )
         big = max(sizes, key=int)
         full = per["full"]["accuracy"][big][0]
-        out.append({"model": model_name, "goal": f"{best} within 1 point of full at n={big}",
-                    "ours": per[best]["accuracy"][big][0], "reference": full,
-                    "met": per[best]["accuracy"][big][0] >= full - 1.0})
-        out.append({"model": model_name, "goal": f"{best} optimizer bytes <= {lora}",
-                    "ours": per[best]["optimizer_bytes"], "reference": per[lora]["optimizer_bytes"],
-                    "met": per[best]["optimizer_bytes"] <= per[lora]["optimizer_bytes"]})
+        out.append(
+            {
+                "model": model_name,
+                "goal": f"{best} within 1 point of full at n={big}",
+                "ours": per[best]["accuracy"][big][0],
+                "reference": full,
+                "met": per[best]["accuracy"][big][0] >= full - 1.0,
+            }
+        )
+        out.append(
+            {
+                "model": model_name,
+                "goal": f"{best} optimizer bytes <= {lora}",
+                "ours": per[best]["optimizer_bytes"],
+                "reference": per[lora]["optimizer_bytes"],
+                "met": per[best]["optimizer_bytes"] <= per[lora]["optimizer_bytes"],
+            }
+        )
         if per[best]["peak_rss_mib"] is not None:
-            out.append({"model": model_name, "goal": f"{best} whole-run peak RSS < full (plain Adam)",
-                        "ours": per[best]["peak_rss_mib"], "reference": per["full"]["peak_rss_mib"],
-                        "met": per[best]["peak_rss_mib"] < per["full"]["peak_rss_mib"]})
-            out.append({"model": model_name, "goal": f"{best} arm's RSS growth < full (plain Adam)",
-                        "ours": per[best]["arm_rss_growth_mib"], "reference": per["full"]["arm_rss_growth_mib"],
-                        "met": per[best]["arm_rss_growth_mib"] < per["full"]["arm_rss_growth_mib"]})
+            out.append(
+                {
+                    "model": model_name,
+                    "goal": f"{best} whole-run peak RSS < full (plain Adam)",
+                    "ours": per[best]["peak_rss_mib"],
+                    "reference": per["full"]["peak_rss_mib"],
+                    "met": per[best]["peak_rss_mib"] < per["full"]["peak_rss_mib"],
+                }
+            )
+            out.append(
+                {
+                    "model": model_name,
+                    "goal": f"{best} arm's RSS growth < full (plain Adam)",
+                    "ours": per[best]["arm_rss_growth_mib"],
+                    "reference": per["full"]["arm_rss_growth_mib"],
+                    "met": per[best]["arm_rss_growth_mib"] < per["full"]["arm_rss_growth_mib"],
+                }
+            )
         if per[best]["step_ms"] is not None:
-            out.append({"model": model_name, "goal": f"{best} step time <= {lora}", "ours": per[best]["step_ms"],
-                        "reference": per[lora]["step_ms"], "met": per[best]["step_ms"] <= per[lora]["step_ms"]})
+            out.append(
+                {
+                    "model": model_name,
+                    "goal": f"{best} step time <= {lora}",
+                    "ours": per[best]["step_ms"],
+                    "reference": per[lora]["step_ms"],
+                    "met": per[best]["step_ms"] <= per[lora]["step_ms"],
+                }
+            )
     return out
 
 
@@ -522,40 +619,57 @@ def _fmt(v):
 def markdown(result) -> str:
     """The tables (one per model) and the goals, as Markdown."""
     c = result["config"]
-    lines = [f"Fine-tuning on MNIST digits 5-9 from a model pretrained on digits 0-4 (bundled subset); "
-             f"Adam, {c['steps']} steps of batch {c['batch_size']} for every arm; test accuracy % on "
-             f"{result['data']['test']} held-out 5-9 images, mean ± std over {len(c['seeds'])} seeds. "
-             f"Optimizer bytes: the optimizer's variables after training. Step: median ms per `train_on_batch` "
-             f"step, arms interleaved in one process. Peak RSS: a fresh process per arm at n={max(c['sizes'])} "
-             f"(`VmHWM`, whole process: import, data, calibration, fit); RSS growth: that process's highest "
-             f"VmRSS (sampled every 2 ms) while the arm runs (build, calibration, fit) minus VmRSS at its start."]
+    lines = [
+        f"Fine-tuning on MNIST digits 5-9 from a model pretrained on digits 0-4 (bundled subset); "
+        f"Adam, {c['steps']} steps of batch {c['batch_size']} for every arm; test accuracy % on "
+        f"{result['data']['test']} held-out 5-9 images, mean ± std over {len(c['seeds'])} seeds. "
+        f"Optimizer bytes: the optimizer's variables after training. Step: median ms per `train_on_batch` "
+        f"step, arms interleaved in one process. Peak RSS: a fresh process per arm at n={max(c['sizes'])} "
+        f"(`VmHWM`, whole process: import, data, calibration, fit); RSS growth: that process's highest "
+        f"VmRSS (sampled every 2 ms) while the arm runs (build, calibration, fit) minus VmRSS at its start."
+    ]
     for model_name, per in result["summary"].items():
         entry = result["models"][model_name]
         sizes = [str(s) for s in c["sizes"]]
-        lines += ["", f"**{model_name}** (N = {entry['N']:,}, P = {entry['P']:,} = LoRA r={c['lora_rank']}; "
-                      f"pretrained: {100 * entry['pretrain']['test_accuracy_digits_0_4']:.1f}% on digits 0-4)", ""]
-        lines.append("| arm | trains | " + " | ".join(f"n={s}" for s in sizes)
-                     + " | optimizer bytes | step ms | peak RSS MiB | RSS growth MiB |")
+        lines += [
+            "",
+            f"**{model_name}** (N = {entry['N']:,}, P = {entry['P']:,} = LoRA r={c['lora_rank']}; "
+            f"pretrained: {100 * entry['pretrain']['test_accuracy_digits_0_4']:.1f}% on digits 0-4)",
+            "",
+        ]
+        lines.append(
+            "| arm | trains | "
+            + " | ".join(f"n={s}" for s in sizes)
+            + " | optimizer bytes | step ms | peak RSS MiB | RSS growth MiB |"
+        )
         lines.append("|---|---:|" + "---:|" * len(sizes) + "---:|---:|---:|---:|")
         for name, s in per.items():
-            accs = [f"{s['accuracy'][k][0]:.1f} ± {s['accuracy'][k][1]:.1f}" if k in s["accuracy"] else "-"
-                    for k in sizes]
+            accs = [
+                f"{s['accuracy'][k][0]:.1f} ± {s['accuracy'][k][1]:.1f}" if k in s["accuracy"] else "-" for k in sizes
+            ]
             step = "-" if s["step_ms"] is None else f"{s['step_ms']:.2f}"
             rss = "-" if s["peak_rss_mib"] is None else f"{s['peak_rss_mib']:.0f}"
             growth = "-" if s["arm_rss_growth_mib"] is None else f"{s['arm_rss_growth_mib']:.1f}"
-            lines.append(f"| {name} | {s['trainable']:,} | " + " | ".join(accs)
-                         + f" | {s['optimizer_bytes']:,} | {step} | {rss} | {growth} |")
+            lines.append(
+                f"| {name} | {s['trainable']:,} | "
+                + " | ".join(accs)
+                + f" | {s['optimizer_bytes']:,} | {step} | {rss} | {growth} |"
+            )
         lr = entry["learning_rates"]
         tuned = [(n, fam) for n, fam in lr.items() if not n.isdigit()] or [(f"n={n}", fam) for n, fam in lr.items()]
         lines.append("")
-        lines.append(f"Learning rates (best validation accuracy of {', '.join(f'{v:g}' for v in c['learning_rates'])}"
-                     f", seed 0): " + "; ".join(f"{n}: " + ", ".join(f"{f} {v['chosen']:g}" for f, v in fam.items())
-                                                for n, fam in tuned))
+        lines.append(
+            f"Learning rates (best validation accuracy of {', '.join(f'{v:g}' for v in c['learning_rates'])}"
+            f", seed 0): "
+            + "; ".join(f"{n}: " + ", ".join(f"{f} {v['chosen']:g}" for f, v in fam.items()) for n, fam in tuned)
+        )
     if result["goals"]:
         lines += ["", "| model | goal | ours | reference | met |", "|---|---|---:|---:|---|"]
         for g in result["goals"]:
-            lines.append(f"| {g['model']} | {g['goal']} | {_fmt(g['ours'])} | {_fmt(g['reference'])} | "
-                         f"{'met' if g['met'] else 'missed'} |")
+            lines.append(
+                f"| {g['model']} | {g['goal']} | {_fmt(g['ours'])} | {_fmt(g['reference'])} | "
+                f"{'met' if g['met'] else 'missed'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -568,8 +682,7 @@ def plot(result, path) -> pathlib.Path:
 
     summary = result["summary"]
     sizes = [str(s) for s in result["config"]["sizes"]]
-    fig, axes = plt.subplots(len(summary), len(sizes), figsize=(4.2 * len(sizes), 3.4 * len(summary)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(summary), len(sizes), figsize=(4.2 * len(sizes), 3.4 * len(summary)), squeeze=False)
     for r, (model_name, per) in enumerate(summary.items()):
         for col, size in enumerate(sizes):
             ax = axes[r][col]
@@ -586,8 +699,7 @@ def plot(result, path) -> pathlib.Path:
             ax.set_title(f"{model_name}, n={size}", fontsize=9)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("Fine-tuning MNIST 0-4 -> 5-9: accuracy vs trainable parameters (mean ± std over seeds)",
-                 fontsize=10)
+    fig.suptitle("Fine-tuning MNIST 0-4 -> 5-9: accuracy vs trainable parameters (mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

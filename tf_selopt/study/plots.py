@@ -23,13 +23,16 @@ def grouped(rows, kind, key="test_accuracy") -> dict:
     cells = {}
     for r in rows:
         if r["kind"] == kind:
-            cells.setdefault((r["data"], r["model"]), {}).setdefault(r["method"], {}).setdefault(
-                r["level"], []).append(r[key])
+            cells.setdefault((r["data"], r["model"]), {}).setdefault(r["method"], {}).setdefault(r["level"], []).append(
+                r[key]
+            )
     out = {}
     for panel, methods in cells.items():
         out[panel] = {
-            m: [(lv, statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
-                for lv, v in sorted(levels.items())]
+            m: [
+                (lv, statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+                for lv, v in sorted(levels.items())
+            ]
             for m, levels in methods.items()
         }
     return out
@@ -94,10 +97,21 @@ def plot(rows, out_dir) -> list[pathlib.Path]:
     """Write ``figure1.png`` (selection) and ``figure2.png`` (pruning) for the kinds present; return the paths."""
     out_dir = pathlib.Path(out_dir)
     made = [
-        _figure(rows, "selection", [("test_accuracy", "test accuracy"), ("test_loss", "test loss")],
-                "parameters not optimized (%)", "Figure 1: quality vs frozen fraction\n(mean ± std over seeds)",
-                out_dir / "figure1.png"),
-        _figure(rows, "pruning", [("test_accuracy", "test accuracy")], "zeroed kernel weights (%)",
-                "Figure 2: quality vs zeroed fraction\n(mean ± std over seeds)", out_dir / "figure2.png"),
+        _figure(
+            rows,
+            "selection",
+            [("test_accuracy", "test accuracy"), ("test_loss", "test loss")],
+            "parameters not optimized (%)",
+            "Figure 1: quality vs frozen fraction\n(mean ± std over seeds)",
+            out_dir / "figure1.png",
+        ),
+        _figure(
+            rows,
+            "pruning",
+            [("test_accuracy", "test accuracy")],
+            "zeroed kernel weights (%)",
+            "Figure 2: quality vs zeroed fraction\n(mean ± std over seeds)",
+            out_dir / "figure2.png",
+        ),
     ]
     return [p for p in made if p is not None]

@@ -26,8 +26,10 @@ def tables(rows) -> str:
             levels = sorted({lv for points in lines.values() for lv, *_ in points})
             full = grouped(rows, "full").get((data, model), {}).get("adam")
             seeds = max(n for points in lines.values() for *_, n in points)
-            out.append(f"\n**{kind}: {data} / {model}**: test accuracy % by {what} (mean ± std over {seeds} "
-                       f"seeds); full training: {_cell(full, 0.0) if full else '-'}\n")
+            out.append(
+                f"\n**{kind}: {data} / {model}**: test accuracy % by {what} (mean ± std over {seeds} "
+                f"seeds); full training: {_cell(full, 0.0) if full else '-'}\n"
+            )
             out.append("| method | " + " | ".join(f"{100 * lv:g}%" for lv in levels) + " |")
             out.append("|---|" + "---|" * len(levels))
             for method, points in sorted(lines.items()):
@@ -52,10 +54,20 @@ def write_report(rows, out_dir) -> pathlib.Path:
     if exports:
         parts.append("\n## Exported model\n")
         for e in exports:
-            parts.append(f"- SavedModel `{e['saved_model']}`; TFLite (sparse) `{e['tflite']}`: {e['tflite_bytes']:,} B "
-                         f"(gzip {e['tflite_gzip_bytes']:,} B), max |TFLite - Keras| = {e['max_abs_diff']:.2e}")
-    parts += ["\n## Versions\n", "```json", json.dumps(meta["versions"], indent=1), "```",
-              "\n## Config\n", "```json", json.dumps(meta["config"], indent=1), "```\n"]
+            parts.append(
+                f"- SavedModel `{e['saved_model']}`; TFLite (sparse) `{e['tflite']}`: {e['tflite_bytes']:,} B "
+                f"(gzip {e['tflite_gzip_bytes']:,} B), max |TFLite - Keras| = {e['max_abs_diff']:.2e}"
+            )
+    parts += [
+        "\n## Versions\n",
+        "```json",
+        json.dumps(meta["versions"], indent=1),
+        "```",
+        "\n## Config\n",
+        "```json",
+        json.dumps(meta["config"], indent=1),
+        "```\n",
+    ]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
     return path

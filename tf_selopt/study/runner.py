@@ -28,9 +28,28 @@ from tf_selopt.study.config import ConfigError, StudyConfig, config_hash, load_c
 
 __all__ = ["expand", "run_study", "read_rows", "versions"]
 
-ROW_FIELDS = ("id", "kind", "data", "model", "method", "level", "seed", "test_accuracy", "test_loss",
-              "frozen_fraction", "selected_count", "k", "num_parameters", "sparsity", "kernel_zeros",
-              "kernel_total", "selections", "skipped_steps", "reported_sparsity", "seconds")
+ROW_FIELDS = (
+    "id",
+    "kind",
+    "data",
+    "model",
+    "method",
+    "level",
+    "seed",
+    "test_accuracy",
+    "test_loss",
+    "frozen_fraction",
+    "selected_count",
+    "k",
+    "num_parameters",
+    "sparsity",
+    "kernel_zeros",
+    "kernel_total",
+    "selections",
+    "skipped_steps",
+    "reported_sparsity",
+    "seconds",
+)
 
 
 def expand(config: StudyConfig) -> list[runs_lib.RunSpec]:
@@ -61,25 +80,34 @@ def check_feasible(config: StudyConfig, splits: dict) -> None:
         if config.selection is not None:
             s = config.selection
             if s.warmup_epochs >= t.epochs:
-                raise ConfigError(f"selection.warmup_epochs ({s.warmup_epochs}) must be < training.epochs "
-                                  f"({t.epochs}).")
+                raise ConfigError(
+                    f"selection.warmup_epochs ({s.warmup_epochs}) must be < training.epochs ({t.epochs})."
+                )
             if s.window > s.warmup_epochs * per_epoch:
-                raise ConfigError(f"selection.window ({s.window}) must be <= the warm-up steps on {name!r} "
-                                  f"({s.warmup_epochs} epochs x {per_epoch} steps).")
+                raise ConfigError(
+                    f"selection.window ({s.window}) must be <= the warm-up steps on {name!r} "
+                    f"({s.warmup_epochs} epochs x {per_epoch} steps)."
+                )
         if config.pruning is not None:
             p = config.pruning
             try:
                 runs_lib.schedule_steps(n_train, t.batch_size, t.epochs, p.begin_epochs, p.end_fraction, p.events)
             except ValueError as e:
-                raise ConfigError(f"pruning schedule on {name!r} (pruning.begin_epochs/end_fraction/events, "
-                                  f"training.epochs): {e}") from None
+                raise ConfigError(
+                    f"pruning schedule on {name!r} (pruning.begin_epochs/end_fraction/events, training.epochs): {e}"
+                ) from None
 
 
 def versions() -> dict:
     from importlib import metadata
 
     packages = ("tensorflow", "keras", "tf_keras", "tensorflow-model-optimization", "numpy", "tf_selopt")
-    return {"python": platform.python_version(), **{name: metadata.version(name) for name in packages}, "machine": platform.machine(), "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        **{name: metadata.version(name) for name in packages},
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+    }
 
 
 def read_rows(out_dir) -> list[dict]:
@@ -116,8 +144,9 @@ def _prepare(config_path, config, out_dir) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config_path, out_dir / "config.yaml")
     tmp = out_dir / "study.json.tmp"
-    tmp.write_text(json.dumps({"config_hash": digest, "config": config.model_dump(mode="json"),
-                               "versions": versions()}, indent=1))
+    tmp.write_text(
+        json.dumps({"config_hash": digest, "config": config.model_dump(mode="json"), "versions": versions()}, indent=1)
+    )
     tmp.replace(meta)
 
 
@@ -126,13 +155,19 @@ def _export(model, out_dir, spec, splits) -> dict:
 
     base = out_dir / "export"
     name = f"{spec.data}_{spec.model}_pruned{round(100 * spec.level)}"
-    saved = export.export_saved_model(model, base / "saved_model", name, version=1, overwrite=True,
-                                      sample_inputs=splits.x_test[:32])
-    lite = export.export_tflite(model, base / f"{name}.tflite", mode="sparse_float32", overwrite=True,
-                                sample_inputs=splits.x_test[:32])
-    return {"saved_model": str(pathlib.Path(saved.path).relative_to(out_dir)),
-            "tflite": str(pathlib.Path(lite.path).relative_to(out_dir)), "tflite_bytes": lite.size_bytes,
-            "tflite_gzip_bytes": lite.gzip_bytes, "max_abs_diff": lite.max_abs_diff}
+    saved = export.export_saved_model(
+        model, base / "saved_model", name, version=1, overwrite=True, sample_inputs=splits.x_test[:32]
+    )
+    lite = export.export_tflite(
+        model, base / f"{name}.tflite", mode="sparse_float32", overwrite=True, sample_inputs=splits.x_test[:32]
+    )
+    return {
+        "saved_model": str(pathlib.Path(saved.path).relative_to(out_dir)),
+        "tflite": str(pathlib.Path(lite.path).relative_to(out_dir)),
+        "tflite_bytes": lite.size_bytes,
+        "tflite_gzip_bytes": lite.gzip_bytes,
+        "max_abs_diff": lite.max_abs_diff,
+    }
 
 
 def run_study(config_path, out_dir, quiet=False, verbose=None) -> list[dict]:
@@ -152,16 +187,26 @@ def run_study(config_path, out_dir, quiet=False, verbose=None) -> list[dict]:
     specs = expand(config)
     todo = [s for s in specs if s.id not in done]
     first_seed = config.seeds[0]
-    with tqdm(total=len(specs), initial=len(specs) - len(todo), desc=config.name, unit="run",
-              disable=quiet) as bar:
+    with tqdm(total=len(specs), initial=len(specs) - len(todo), desc=config.name, unit="run", disable=quiet) as bar:
         for spec in todo:
             bar.set_postfix_str(spec.id)
             log = config.tensorboard == "all" or (config.tensorboard == "first_seed" and spec.seed == first_seed)
             log_dir = str(out_dir / "tensorboard" / spec.id.replace("/", "_")) if log else None
-            row, model = runs_lib.run(spec, config.training, config.selection, config.pruning, log_dir=log_dir,
-                                      verbose=verbose, splits=splits[spec.data])
-            if (spec.kind == "pruning" and spec.method == "global" and spec.seed == first_seed
-                    and config.export_sparsity == spec.level):
+            row, model = runs_lib.run(
+                spec,
+                config.training,
+                config.selection,
+                config.pruning,
+                log_dir=log_dir,
+                verbose=verbose,
+                splits=splits[spec.data],
+            )
+            if (
+                spec.kind == "pruning"
+                and spec.method == "global"
+                and spec.seed == first_seed
+                and config.export_sparsity == spec.level
+            ):
                 row["export"] = _export(model, out_dir, spec, splits[spec.data])
             with (out_dir / "runs.jsonl").open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -69,8 +69,9 @@ def schedule_steps(n_train, batch_size, epochs, begin_epochs, end_fraction, even
     end = begin + events * frequency
     if end >= total:
         raise ValueError(f"end_step {end} must be < total steps {total}: more epochs or a smaller end_fraction.")
-    return dict(steps_per_epoch=per_epoch, total_steps=total, begin_step=begin, end_step=end,
-                frequency=frequency, power=3)
+    return dict(
+        steps_per_epoch=per_epoch, total_steps=total, begin_step=begin, end_step=end, frequency=frequency, power=3
+    )
 
 
 def kernel_sparsity(model):
@@ -89,16 +90,18 @@ def kernel_sparsity(model):
 
 
 def _compile(model, optimizer="adam", api=keras):
-    model.compile(optimizer=optimizer, loss=api.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optimizer, loss=api.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
 
 
 def _build(model_name, splits, api=keras):
     return getattr(models_lib, model_name)(splits.x_train.shape[1:], splits.num_classes, api=api)
 
 
-def train_pruned_keras3(model_name, method, level, seed, splits, epochs, batch_size, learning_rate, steps,
-                        callbacks=(), verbose=0):
+def train_pruned_keras3(
+    model_name, method, level, seed, splits, epochs, batch_size, learning_rate, steps, callbacks=(), verbose=0
+):
     """Our gradual pruning (or none for ``method="dense"``); returns (stripped model, reported sparsity)."""
     from tf_selopt.keras import pruning
 
@@ -112,8 +115,9 @@ def train_pruned_keras3(model_name, method, level, seed, splits, epochs, batch_s
         )
         callback = pruning.GradualPruning(schedule, seed=seed, **OURS[method])
         callbacks.insert(0, callback)
-    model.fit(splits.x_train, splits.y_train, batch_size=batch_size, epochs=epochs, verbose=verbose,
-              callbacks=callbacks)
+    model.fit(
+        splits.x_train, splits.y_train, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks
+    )
     if callback is None:
         return model, None
     reported = float(callback.sparsity)
@@ -121,8 +125,9 @@ def train_pruned_keras3(model_name, method, level, seed, splits, epochs, batch_s
     return (stripped if stripped is not None else model), reported
 
 
-def train_pruned_tfmot(model_name, method, level, seed, splits, epochs, batch_size, learning_rate, steps,
-                       log_dir=None, verbose=0):
+def train_pruned_tfmot(
+    model_name, method, level, seed, splits, epochs, batch_size, learning_rate, steps, log_dir=None, verbose=0
+):
     """tfmot's ``prune_low_magnitude`` on tf_keras (or none for ``method="dense_tf_keras"``); stripped model."""
     import tensorflow_model_optimization as tfmot
 
@@ -142,8 +147,9 @@ def train_pruned_tfmot(model_name, method, level, seed, splits, epochs, batch_si
         if log_dir is not None:
             callbacks.append(tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir))
     _compile(model, tfk.optimizers.Adam(learning_rate), api=tfk)
-    model.fit(splits.x_train, splits.y_train, batch_size=batch_size, epochs=epochs, verbose=verbose,
-              callbacks=callbacks)
+    model.fit(
+        splits.x_train, splits.y_train, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks
+    )
     if method == "tfmot":
         model = tfmot.sparsity.keras.strip_pruning(model)
         _compile(model, api=tfk)  # evaluate only
@@ -169,13 +175,24 @@ def _train_selective(spec, splits, training, selection, callbacks, verbose):
             seed=spec.seed,
         )
     _compile(model, optimizer)
-    model.fit(splits.x_train, splits.y_train, batch_size=training.batch_size, epochs=training.epochs,
-              validation_data=(splits.x_val, splits.y_val), verbose=verbose, callbacks=list(callbacks))
+    model.fit(
+        splits.x_train,
+        splits.y_train,
+        batch_size=training.batch_size,
+        epochs=training.epochs,
+        validation_data=(splits.x_val, splits.y_val),
+        verbose=verbose,
+        callbacks=list(callbacks),
+    )
     row = {"num_parameters": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))}
     if spec.kind == "selection":
-        row |= {"frozen_fraction": float(optimizer.frozen_fraction), "selected_count": int(optimizer.selected_count),
-                "k": int(optimizer.k), "selections": int(optimizer.selections),
-                "skipped_steps": int(optimizer.skipped_steps)}
+        row |= {
+            "frozen_fraction": float(optimizer.frozen_fraction),
+            "selected_count": int(optimizer.selected_count),
+            "k": int(optimizer.k),
+            "selections": int(optimizer.selections),
+            "skipped_steps": int(optimizer.skipped_steps),
+        }
     else:
         row |= {"frozen_fraction": 0.0}
     return model, row
@@ -202,23 +219,39 @@ def run(spec: RunSpec, training, selection=None, pruning=None, log_dir=None, ver
         model, extra = _train_selective(spec, splits, training, selection, callbacks, verbose)
         row |= extra
     elif spec.kind == "pruning":
-        steps = schedule_steps(len(splits.x_train), training.batch_size, training.epochs, pruning.begin_epochs,
-                               pruning.end_fraction, pruning.events)
-        common = dict(epochs=training.epochs, batch_size=training.batch_size,
-                      learning_rate=training.learning_rate, steps=steps, verbose=verbose)
+        steps = schedule_steps(
+            len(splits.x_train),
+            training.batch_size,
+            training.epochs,
+            pruning.begin_epochs,
+            pruning.end_fraction,
+            pruning.events,
+        )
+        common = dict(
+            epochs=training.epochs,
+            batch_size=training.batch_size,
+            learning_rate=training.learning_rate,
+            steps=steps,
+            verbose=verbose,
+        )
         if spec.method == "tfmot":
-            model = train_pruned_tfmot(spec.model, spec.method, spec.level, spec.seed, splits, log_dir=log_dir,
-                                       **common)
+            model = train_pruned_tfmot(
+                spec.model, spec.method, spec.level, spec.seed, splits, log_dir=log_dir, **common
+            )
             row["reported_sparsity"] = None
         else:
             callbacks = _loggers(log_dir, monitor=True)
-            model, row["reported_sparsity"] = train_pruned_keras3(spec.model, spec.method, spec.level, spec.seed,
-                                                                  splits, callbacks=callbacks, **common)
+            model, row["reported_sparsity"] = train_pruned_keras3(
+                spec.model, spec.method, spec.level, spec.seed, splits, callbacks=callbacks, **common
+            )
         row["schedule"] = steps
     else:
         raise ValueError(f"unknown run kind {spec.kind!r}")
     row["sparsity"], row["kernel_zeros"], row["kernel_total"], _ = kernel_sparsity(model)
     test_loss, test_accuracy = model.evaluate(splits.x_test, splits.y_test, batch_size=256, verbose=0)
-    row |= {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss),
-            "seconds": time.perf_counter() - start}
+    row |= {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "seconds": time.perf_counter() - start,
+    }
     return row, model
