@@ -219,17 +219,21 @@ def test_given_masks_train_exactly_those_entries_from_step_0_on_k_sized_state(ki
         assert np.array_equal(b[~m], a[~m])  # frozen: bit-identical
     changed = sum(int((b[m] != a[m]).sum()) for b, a, m in zip(before, after, masks))
     assert changed == k  # every selected entry moved from the first step on (4 Adam steps)
-    # no N-sized inner state: the bool masks (1 B/param), the k-sized values, positions and Adam moments,
-    # the offsets of the selected entries per variable and scalar counters; nothing else
-    n, m = optimizer.num_parameters, len(masks)
+    # no N-sized state at all: the k-sized values, positions and Adam moments, the offsets of the selected
+    # entries per variable and scalar counters; nothing else (no bool masks: the positions hold the selection)
+    m = len(masks)
     sizes = {}
     for v in optimizer.variables:
         size = int(np.prod(v.shape))
         kind_of = "mask" if v.dtype == "bool" else "k" if size == k else "offsets" if size == m + 1 else "scalar"
         assert kind_of != "scalar" or size == 1, v.path
         sizes[kind_of] = sizes.get(kind_of, 0) + size * tf.as_dtype(v.dtype).size
-    assert sizes["mask"] == n and sizes["k"] == 16 * k and sizes["offsets"] == 4 * (m + 1)
+    assert "mask" not in sizes and sizes["k"] == 16 * k and sizes["offsets"] == 4 * (m + 1)
     assert optimizer.scores is None and optimizer.inner_optimizer.variables[2:] == []
+    # the read-out masks are derived from the positions: exactly the given ones
+    for given, derived in zip(masks, optimizer.masks):
+        assert np.array_equal(given, derived.numpy())
+    assert optimizer.frozen_variables == [v for v, mask in zip(optimizer.model_variables, masks) if not mask.any()]
 
 
 @pytest.mark.parametrize("kind", ["sequential", "subclassed"])

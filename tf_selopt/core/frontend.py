@@ -117,8 +117,13 @@ class SelectiveFrontEnd:
 
     @property
     def masks(self):
-        """One bool variable per trainable variable, in build order (True = selected)."""
-        return self._selective.masks
+        """One bool variable per trainable variable, in build order (True = selected). With given masks on the
+        selected-only path (``update_path``), which holds no N-sized state, bool tensors derived from the
+        selected positions instead (read-only)."""
+        selective = self._selective
+        if selective.variables is not None and selective.masks is None:
+            return [selective.selection_mask(i) for i in range(len(selective.variables))]
+        return selective.masks
 
     @property
     def scores(self):

@@ -388,6 +388,19 @@ class SelectedOnly:
         for group, values in zip(self.groups, tensors):
             group.scatter(tf.convert_to_tensor(values))
 
+    def mask(self, i):
+        """Bool tensor of model variable ``i``'s shape: True at its selected entries (from ``positions`` and
+        ``offsets``; no N-sized state is held for it)."""
+        for group in self.groups:
+            if i in group.members:
+                j = group.members.index(i)
+                variable = group.variables[j]
+                offsets = tf.convert_to_tensor(group.offsets)
+                positions = tf.cast(tf.convert_to_tensor(group.positions)[offsets[j] : offsets[j + 1]], tf.int64)
+                flat = tf.scatter_nd(positions[:, None], tf.ones_like(positions, tf.int8), [_num(variable)])
+                return tf.reshape(flat > 0, variable.shape)
+        raise IndexError(f"no model variable {i} (there are {len(self.variables)})")
+
     def selected_count(self):
         """Entries held (int32 scalar), at most k per group."""
         return tf.add_n([g.offsets[-1] for g in self.groups])

@@ -95,7 +95,9 @@ class Selective:
     def build(self, var_list, add_variable: AddVariable, add_slot: AddSlot, pruned_mask_of=None, selected_only=False):
         """Create the state, in this order (the checkpoint layout): counters
         ``skipped_steps``, ``selections``, ``window_count``; one bool mask per
-        variable; with ``selected_only``, the ``SelectedOnly`` buffers (values,
+        variable (none with a preselected config on the selected-only path: the
+        selected positions hold the selection, ``selection_mask`` derives a
+        variable's mask from them); with ``selected_only``, the ``SelectedOnly`` buffers (values,
         positions, offsets per dtype); one float32 score per variable; each
         criterion slot for each variable (slot-major). Scores and criterion slots
         come last so that ``release`` drops a tail of the layout.
@@ -118,8 +120,11 @@ class Selective:
         self.skipped_steps = add_variable((), tf.int64, "zeros", "skipped_steps")
         self.selections = add_variable((), tf.int64, "zeros", "selections")
         self.window_count = add_variable((), tf.float32, "zeros", "window_count")
-        initial = "zeros" if config.preselected else "ones"
-        self.masks = [add_variable(v.shape, tf.bool, initial, _variable_name(v, "mask")) for v in var_list]
+        if config.preselected and selected_only:  # the selected-only positions hold the selection: no N bools
+            self.masks = None
+        else:
+            initial = "zeros" if config.preselected else "ones"
+            self.masks = [add_variable(v.shape, tf.bool, initial, _variable_name(v, "mask")) for v in var_list]
         if selected_only:
             self.selected_state = SelectedOnly()
             self.selected_state.build(var_list, self.k, add_variable)
@@ -128,7 +133,7 @@ class Selective:
             self.scores = None
             if self.given_masks is not None:
                 with tf.init_scope():
-                    for mask_var, mask in zip(self.masks, self.given_masks):
+                    for mask_var, mask in zip(self.masks or (), self.given_masks):
                         mask_var.assign(mask)
                     self.selections.assign(1)
             return
@@ -207,7 +212,12 @@ class Selective:
         self.motion_slots = None  # the N-sized inner state is not used after a selection
         if self.given_masks is not None:  # the selection was made before training: take it now
             with tf.init_scope():
-                updater.select([self.trains(i) for i in range(len(self.variables))], True)
+                trains = []
+                for i, mask in enumerate(self.given_masks):
+                    kept = self._kept(i)
+                    mask = tf.convert_to_tensor(mask)
+                    trains.append(mask if kept is None else tf.logical_and(mask, kept))
+                updater.select(trains, True)
 
     def release(self, keep_scores=False):
         """Forget the warm-up's state: the window state, the scores (unless ``keep_scores``) and the inner
@@ -240,24 +250,31 @@ class Selective:
         mask = self.pruned_mask_of(self.variables[i])
         return None if mask is None else tf.convert_to_tensor(mask)
 
+    def selection_mask(self, i):
+        """Bool tensor: the selected entries of variable ``i`` (the mask variable, or on the preselected
+        selected-only path, which holds no masks, derived from the selected positions)."""
+        if self.masks is None:
+            return self.selected_state.mask(i)
+        return tf.convert_to_tensor(self.masks[i])
+
     def trains(self, i):
         """Bool tensor: entries of variable ``i`` that train (selected and not pruned)."""
         kept = self._kept(i)
-        mask = tf.convert_to_tensor(self.masks[i])
+        mask = self.selection_mask(i)
         return mask if kept is None else tf.logical_and(mask, kept)
 
     def selected_count(self):
         """Parameters that train (int64): ``N`` minus pruned before selection, at most ``k`` after."""
-        return tf.add_n([tf.reduce_sum(tf.cast(self.trains(i), tf.int64)) for i in range(len(self.masks))])
+        return tf.add_n([tf.reduce_sum(tf.cast(self.trains(i), tf.int64)) for i in range(len(self.variables))])
 
     def frozen_indices(self):
         """Indices (build order) of the variables with no entry that trains (eager; a list of ints)."""
-        return [i for i in range(len(self.masks)) if not bool(tf.reduce_any(self.trains(i)))]
+        return [i for i in range(len(self.variables)) if not bool(tf.reduce_any(self.trains(i)))]
 
     def pruned_count(self):
         """Parameters held at zero by pruning masks (int64)."""
         counts = [tf.constant(0, tf.int64)]
-        for i in range(len(self.masks)):
+        for i in range(len(self.variables)):
             kept = self._kept(i)
             if kept is not None:
                 counts.append(tf.reduce_sum(tf.cast(tf.logical_not(kept), tf.int64)))
