@@ -44,6 +44,8 @@ SCENARIOS = {
     "fit_per_phase_pruning": dict(criterion="gradient_sum", inner="adam", pruning=True, driver="fit_per_phase"),
     "loop_gradient_sum_adam": dict(criterion="gradient_sum", inner="adam", pruning=False, driver="loop"),
     "loop_preconditioned_pruning": dict(criterion="preconditioned", inner="sgd_momentum", pruning=True, driver="loop"),
+    # the other restricted-phase path (every scenario above runs selected-only, the default where it is exact)
+    "fit_masked_adam": dict(criterion="gradient_sum", inner="adam", pruning=False, driver="fit", update="masked"),
 }
 MIRRORED = [name for name in SCENARIOS if name.startswith("fit_")] + ["loop_gradient_sum_adam", "calibrate_fit"]
 MULTI_WORKER = [name for name in SCENARIOS if name.startswith("loop_")]
@@ -136,9 +138,10 @@ def _loop(model, optimizer, x, y, pruning, snapshot):
             train_step(batch)
 
 
-def train(criterion: str, inner: str, pruning: bool, driver: str) -> dict:
+def train(criterion: str, inner: str, pruning: bool, driver: str, update: str = "auto") -> dict:
     """Train under the current strategy (``driver`` "fit" or "loop"); returns JSON-able read-outs:
-    per replica on this process, masks, scores, weights and the weights before the selection step."""
+    per replica on this process, masks, scores, weights, the weights before the selection step and, on the
+    selected-only path, the selected positions and values."""
     import keras
     import tensorflow as tf
 
@@ -161,6 +164,7 @@ def train(criterion: str, inner: str, pruning: bool, driver: str) -> dict:
             window=WINDOW,
             seed=0,
             num_examples=len(x),
+            update=update,
         )
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         snapshot = []
@@ -168,6 +172,8 @@ def train(criterion: str, inner: str, pruning: bool, driver: str) -> dict:
         drivers[driver](model, optimizer, x, y, pruning, snapshot)
     out = {
         "replicas": strategy.num_replicas_in_sync,
+        "path": optimizer.update_path,
+        "selected": _concat(_selected_state(optimizer)) if optimizer.update_path == "selected_only" else [],
         "k": optimizer.k,
         "iterations": int(optimizer.iterations.numpy()),
         "selections": int(optimizer.selections.numpy()),
@@ -184,6 +190,11 @@ def train(criterion: str, inner: str, pruning: bool, driver: str) -> dict:
         out["kernels"] = _concat(kernels)
         out["pruning_masks"] = _concat([pruning_lib.pruning_mask(v) for v in kernels])
     return {key: [a.tolist() for a in value] if isinstance(value, list) else value for key, value in out.items()}
+
+
+def _selected_state(optimizer) -> list:
+    """The selected-only state's positions and values (one of each per dtype: here float32)."""
+    return [v for v in optimizer.variables if v.name.startswith(("selected_positions", "selected_values"))]
 
 
 def calibrate_fit() -> dict:
@@ -209,6 +220,7 @@ def calibrate_fit() -> dict:
         "replicas": strategy.num_replicas_in_sync,
         "unchanged": unchanged,
         "path": optimizer.update_path,
+        "selected": [a.tolist() for a in _concat(_selected_state(optimizer))],
         "masks": np.concatenate([m.ravel() for m in masks]).tolist(),
         "before": before[0].tolist(),
         "weights": [a.tolist() for a in _concat(model.trainable_variables)],
@@ -328,12 +340,15 @@ def multi_worker():
 
 
 # ------------------------------------------------------------------ the checks
-def _check_consistent(run: dict, replicas: int) -> None:
-    """All replicas hold bit-identical masks, scores and weights; exactly k selected; frozen entries kept."""
+def _check_consistent(run: dict, replicas: int, scenario: dict) -> None:
+    """All replicas hold bit-identical masks, scores, weights and selected-only state (positions and values);
+    the scenario's update path; exactly k selected; frozen entries kept."""
     assert "error" not in run, run.get("error")
     assert run["replicas"] == replicas and len(run["masks"]) == len(run["weights"]) >= 1
     assert run["iterations"] == EPOCHS * 64 // GLOBAL_BATCH and run["selections"] == 1
-    for key in ("masks", "scores", "weights"):
+    assert run["path"] == ("masked" if scenario.get("update") == "masked" else "selected_only")
+    assert len(run["selected"]) == (0 if run["path"] == "masked" else len(run["weights"]))
+    for key in ("masks", "scores", "weights") + (("selected",) if run["selected"] else ()):
         first = np.asarray(run[key][0])
         for other in run[key][1:]:
             np.testing.assert_array_equal(np.asarray(other), first, err_msg=key)
@@ -367,7 +382,9 @@ def _check_pruning(run: dict) -> None:
 def test_calibrate_and_given_masks_under_mirrored_match_single_device(mirrored):
     run, ref = mirrored["calibrate_fit"], calibrate_fit()
     assert "error" not in run, run.get("error")
-    assert run["replicas"] == 2 and run["unchanged"] and run["path"] == "masked"  # masked under a strategy
+    assert run["replicas"] == 2 and run["unchanged"] and run["path"] == "selected_only"
+    for selected in run["selected"][1:]:  # the k selected positions and values: the same on every replica
+        np.testing.assert_array_equal(np.asarray(selected), np.asarray(run["selected"][0]))
     masks = np.asarray(run["masks"], bool)
     np.testing.assert_array_equal(masks, np.asarray(ref["masks"], bool))
     assert int(masks.sum()) == resolve_count(KEEP, masks.size)
@@ -383,7 +400,7 @@ def test_calibrate_and_given_masks_under_mirrored_match_single_device(mirrored):
 @pytest.mark.parametrize("name", [name for name in MIRRORED if name in SCENARIOS])
 def test_mirrored_two_devices_matches_single_device(mirrored, reference, name):
     run = mirrored[name]
-    _check_consistent(run, replicas=2)
+    _check_consistent(run, replicas=2, scenario=SCENARIOS[name])
     assert len(run["masks"]) == 2  # both replicas' copies were compared
     _check_matches_reference(run, reference[name])
     if SCENARIOS[name]["pruning"]:
@@ -402,11 +419,11 @@ def test_per_phase_traces_change_nothing_on_one_device(reference):
 def test_multi_worker_two_processes_matches_single_device(multi_worker, reference, name):
     runs = [worker[name] for worker in multi_worker]
     for run in runs:
-        _check_consistent(run, replicas=2)
+        _check_consistent(run, replicas=2, scenario=SCENARIOS[name])
         _check_matches_reference(run, reference[name])
         if SCENARIOS[name]["pruning"]:
             _check_pruning(run)
-    for key in ("masks", "scores", "weights"):  # across workers: bit for bit
+    for key in ("masks", "scores", "weights", "selected"):  # across workers: bit for bit (the loops: selected-only)
         np.testing.assert_array_equal(np.asarray(runs[0][key][0]), np.asarray(runs[1][key][0]), err_msg=key)
 
 
@@ -418,7 +435,7 @@ def test_multi_worker_model_fit_works_whenever_keras_does(multi_worker, referenc
     for worker in multi_worker:
         plain, ours = worker["plain_fit"], worker["fit_gradient_sum_adam"]
         if plain == "ok":
-            _check_consistent(ours, replicas=2)
+            _check_consistent(ours, replicas=2, scenario=SCENARIOS["fit_gradient_sum_adam"])
             _check_matches_reference(ours, reference["fit_gradient_sum_adam"])
         else:
             assert plain.startswith("ValueError: Attempt to convert a value (PerReplica"), plain

@@ -225,7 +225,7 @@ class _Group:
             return self._scatter_static(values, offsets)
         positions = self.slices(tf.convert_to_tensor(self.positions), offsets)
         for v, p, x in zip(self.variables, positions, self.slices(values, offsets)):
-            _tf_variable(v).scatter_nd_update(_unravel(p, v.shape), x)
+            _scatter_nd_update(v, _unravel(p, v.shape), x)
 
     def _scatter_static(self, values, offsets):
         """``scatter`` with static shapes (XLA): each variable gets all k slots; a slot of another variable
@@ -241,7 +241,7 @@ class _Group:
             anchor_value = tf.where(has, values[first], flat[0])
             mine = owner == i
             index = tf.where(mine, positions, anchor_position)
-            _tf_variable(v).scatter_nd_update(_unravel(index, v.shape), tf.where(mine, values, anchor_value))
+            _scatter_nd_update(v, _unravel(index, v.shape), tf.where(mine, values, anchor_value))
 
 
 def _owners(offsets, k):
@@ -274,6 +274,18 @@ def _unravel(positions, shape):
 def _tf_variable(v):
     """The ``tf.Variable`` behind a Keras 3 variable (``.value``), or ``v`` itself."""
     return v if isinstance(v, tf.Variable) else v.value
+
+
+def _scatter_nd_update(variable, indices, updates):
+    """``variable.scatter_nd_update(indices, updates)``; for a variable of a ``tf.distribute`` strategy (from
+    cross-replica context: the same write to every replica's copy) through ``extended.update``."""
+    variable = _tf_variable(variable)
+    if tf.distribute.has_strategy():
+        extended = tf.distribute.get_strategy().extended
+        if extended.variable_created_in_scope(variable):
+            extended.update(variable, lambda v, i, u: v.scatter_nd_update(i, u), args=(indices, updates), group=False)
+            return
+    variable.scatter_nd_update(indices, updates)
 
 
 def _gather_indexed_slices(g, shape, positions):

@@ -420,5 +420,5 @@ class Selective:
             finalize()
         for i, (v, old) in enumerate(zip(self.variables, before)):
             v.assign(tf.where(self.trains(i), tf.convert_to_tensor(v), old))
-        if self.updater is not None and int(self.selections) > 0:
+        if self.updater is not None and int(tf.convert_to_tensor(self.selections)) > 0:
             self.updater.finalize()  # the selected entries' averages live in the k-sized state

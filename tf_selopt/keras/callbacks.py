@@ -160,7 +160,7 @@ class SelectionMonitor(keras.callbacks.Callback):
             releasable = optimizer is not None and optimizer.update_path == "selected_only"
             if self.histogram_freq and releasable and optimizer.reselect_every is None and optimizer.scores is not None:
                 # a host copy for the epoch's histograms: TracePerPhase may release the scores before then
-                self._kept_scores = (int(optimizer.selections), [s.numpy() for s in optimizer.scores])
+                self._kept_scores = (int(optimizer.selections.numpy()), [s.numpy() for s in optimizer.scores])
             if self._written_step is not None and step - 1 > self._written_step:
                 before = {t: v for t, v in self.last_scalars.items() if t not in self._NOT_STEP_FUNCTIONS}
                 self._write(step - 1, before)
@@ -214,13 +214,13 @@ class SelectionMonitor(keras.callbacks.Callback):
             return None  # not built yet
         pruned = self._pruned()
         return (
-            int(optimizer.selections) if optimizer is not None else None,
+            int(optimizer.selections.numpy()) if optimizer is not None else None,
             int(self._pruned_count(pruned)) if pruned else None,
         )
 
     def _score_quantiles(self, optimizer) -> dict:
         """Quantiles of the last selection's scores, recomputed only when ``selections`` changed."""
-        selections = int(optimizer.selections)
+        selections = int(optimizer.selections.numpy())
         if self._quantiles[0] != selections and optimizer.scores is None:
             return {}  # released (``release_warmup_state``) before this selection's quantiles were read
         if self._quantiles[0] != selections:
@@ -241,7 +241,7 @@ class SelectionMonitor(keras.callbacks.Callback):
             for i, v in enumerate(optimizer.model_variables):
                 trains = optimizer.trains(i)
                 scalars[f"frozen_fraction/{_path(v)}"] = _fraction_false(trains)
-            if int(optimizer.selections) > 0 and int(optimizer.selections) != self._quantiles[0]:
+            if int(optimizer.selections.numpy()) > 0 and int(optimizer.selections.numpy()) != self._quantiles[0]:
                 scalars.update(self._score_quantiles(optimizer))  # once per selection: they change only then
         pruned = self._pruned()
         if pruned:
@@ -273,13 +273,13 @@ class SelectionMonitor(keras.callbacks.Callback):
 
     def _write_histograms(self, step: int):
         optimizer = self._selective()
-        if optimizer is None or int(optimizer.selections) == self._histogram_selections:
+        if optimizer is None or int(optimizer.selections.numpy()) == self._histogram_selections:
             return  # no selection since the last histograms: they would repeat
         scores = optimizer.scores
         if scores is None:  # released by ``release_warmup_state`` (TracePerPhase) after the copy at the selection
             selections, scores = self._kept_scores or (None, None)
-            if selections != int(optimizer.selections):
-                self._histogram_selections = int(optimizer.selections)
+            if selections != int(optimizer.selections.numpy()):
+                self._histogram_selections = int(optimizer.selections.numpy())
                 warnings.warn(
                     "SelectionMonitor: no score histograms for this selection: the scores were released "
                     "(release_warmup_state) before the monitor saw them; TracePerPhase(keep_scores=True) keeps them.",
@@ -287,7 +287,7 @@ class SelectionMonitor(keras.callbacks.Callback):
                 )
                 return
         self._kept_scores = None
-        self._histogram_selections = int(optimizer.selections)
+        self._histogram_selections = int(optimizer.selections.numpy())
         with self._writer.as_default(step=step):
             for v, score in zip(optimizer.model_variables, scores):
                 score = tf.reshape(tf.cast(tf.convert_to_tensor(score), tf.float64), [-1])

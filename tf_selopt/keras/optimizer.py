@@ -15,8 +15,9 @@ masks, those of a single-device run on the same global batches (see
 The restricted phase updates the selected entries only (``update``, read-out
 ``update_path``): the inner optimizer runs on k-sized buffers of the selected
 values (``tf_selopt.keras.selected_only``), wherever that equals the masked path
-bit for bit; otherwise (other inner optimizers, clipnorm, constraints,
-tf.distribute) on all N entries with a masked gradient.
+bit for bit (also under a tf.distribute strategy: the k-sized update runs in
+each replica as the inner optimizer's does); otherwise (other inner optimizers,
+clipnorm, constraints) on all N entries with a masked gradient.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
 from tf_selopt.core.selective import refuse_base_arguments
 from tf_selopt.keras import _compat, pruning
 from tf_selopt.keras._compat import MOTION_SLOT_ATTRIBUTES, SLOT_ATTRIBUTES
-from tf_selopt.keras.selected_only import KerasSelectedOnly, supports_selected_only
+from tf_selopt.keras.selected_only import KerasSelectedOnly, apply_in_each_replica, supports_selected_only
 
 __all__ = ["SelectiveOptimizer"]
 
@@ -253,16 +254,13 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             return "update='masked'"
         if not parameters:
             return "no parameters to select (every variable is overwritten with its gradient)"
-        if tf.distribute.has_strategy():
-            supported, reason = False, "under a tf.distribute strategy the restricted phase runs masked"
-        else:
-            supported, reason = supports_selected_only(
-                self.inner_optimizer,
-                parameters,
-                _bare_pruning_mask,
-                exact=update == "auto",
-                reselects=self._selective.config.reselect_every is not None,
-            )
+        supported, reason = supports_selected_only(
+            self.inner_optimizer,
+            parameters,
+            _bare_pruning_mask,
+            exact=update == "auto",
+            reselects=self._selective.config.reselect_every is not None,
+        )
         if supported:
             return ""
         if update == "selected_only":
@@ -308,7 +306,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
                 "`release_warmup_state` needs `update_path` 'selected_only'; this optimizer runs masked "
                 f"({self.masked_reason}), where the inner optimizer's N-sized state is what it updates."
             )
-        if int(self.selections) == 0:
+        if int(tf.convert_to_tensor(self.selections)) == 0:
             raise ValueError("`release_warmup_state` must follow the selection: `selections` is 0.")
         return self._release(keep_scores)
 
@@ -409,24 +407,12 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
 
         def step(strategy, reduced):
             def inner_apply(grads, variables):
-                strategy.extended.call_for_each_replica(self._inner_apply_replica, args=(grads, variables))
+                apply_in_each_replica(self.inner_optimizer, grads, variables)
 
             first = [strategy.experimental_local_results(g)[0] for g in reduced]
             self._selective.apply(first, variables, indices, self.inner_optimizer.iterations, inner_apply, self.phase)
 
         ctx.merge_call(step, args=(reduced,))
-
-    def _inner_apply_replica(self, grads, variables):
-        """The inner update on one replica: replica 0 contributes ``grads``, the others zeros."""
-        replica = tf.get_static_value(tf.distribute.get_replica_context().replica_id_in_sync_group)
-        if replica is None:
-            raise NotImplementedError(
-                "SelectiveOptimizer supports strategies with a static replica id (MirroredStrategy, "
-                "MultiWorkerMirroredStrategy, OneDeviceStrategy); this one has none."
-            )
-        # New tensors on this replica's device (the all-reduce places its result by the input's device).
-        grads = [tf.identity(g) if replica == 0 else tf.zeros_like(g) for g in grads]
-        self.inner_optimizer.apply(grads, variables)
 
     # ------------------------------------------------- forwarded to the inner
     @property

@@ -98,7 +98,7 @@ class TracePerPhase(keras.callbacks.Callback):
             and not optimizer.warmup_state_released
             and optimizer.update_path == "selected_only"
             and optimizer.reselect_every is None
-            and int(optimizer.selections) > 0
+            and int(optimizer.selections.numpy()) > 0
         )
 
     def on_train_end(self, logs=None):

@@ -39,7 +39,7 @@ from tf_selopt.core.selected_only import SelectedOnly, SlotLink
 from tf_selopt.keras import _compat
 from tf_selopt.keras._compat import MOTION_SLOT_ATTRIBUTES, SCALAR_ATTRIBUTES, SLOT_ATTRIBUTES
 
-__all__ = ["KerasSelectedOnly", "GRAPH_ROUNDING", "SLOT_ATTRIBUTES", "supports_selected_only"]
+__all__ = ["KerasSelectedOnly", "GRAPH_ROUNDING", "SLOT_ATTRIBUTES", "apply_in_each_replica", "supports_selected_only"]
 
 #: Elementwise but not bit-exact on a buffer: the reason (``supports_selected_only``).
 NOT_EXACT = {
@@ -103,6 +103,32 @@ def supports_selected_only(
         if getattr(v, "overwrite_with_gradient", False):
             return False, f"variable {v.path if hasattr(v, 'path') else v.name} is overwritten with its gradient"
     return True, ""
+
+
+def apply_in_each_replica(optimizer, grads, variables):
+    """``optimizer.apply(grads, variables)`` exactly once in effect, from any context.
+
+    Without a strategy, or in a replica context, it is that call. In the cross-replica context of a
+    ``tf.distribute`` strategy (``SelectiveOptimizer``'s step decisions run there), a Keras optimizer must
+    run in each replica, where it all-reduces (sums) the gradients itself: replica 0 contributes
+    ``grads``, the others zeros, so the sum is exactly ``grads`` and every replica's copy of
+    ``variables`` gets the same update. Needs a static replica id (MirroredStrategy,
+    MultiWorkerMirroredStrategy, OneDeviceStrategy)."""
+    if not (tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context()):
+        optimizer.apply(grads, variables)
+        return
+
+    def replica_apply(grads):
+        replica = tf.get_static_value(tf.distribute.get_replica_context().replica_id_in_sync_group)
+        if replica is None:
+            raise NotImplementedError(
+                "SelectiveOptimizer supports strategies with a static replica id (MirroredStrategy, "
+                "MultiWorkerMirroredStrategy, OneDeviceStrategy); this one has none."
+            )
+        # New tensors on this replica's device (the all-reduce places its result by the input's device).
+        optimizer.apply([tf.identity(g) if replica == 0 else tf.zeros_like(g) for g in grads], variables)
+
+    tf.distribute.get_strategy().extended.call_for_each_replica(replica_apply, args=(list(grads),))
 
 
 class KerasSelectedOnly:
@@ -194,7 +220,7 @@ class KerasSelectedOnly:
                 clone.iterations.assign(self.inner.iterations)  # the step count is the inner's (users may set it)
                 if self.weight_decay:
                     self._decay(group, clone, buffer, [flags[i] for i in group.members])
-                clone.apply([g], [buffer])
+                apply_in_each_replica(clone, [g], [buffer])
             self.inner.iterations.assign(self.clones[0].iterations)
 
         self.core.apply(grads, inner_apply, kept)
