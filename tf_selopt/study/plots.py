@@ -146,7 +146,7 @@ def structured_figure(summary, path, threads=1, xnnpack=True):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     models = summary.get("models", {})
     if not models:
@@ -175,8 +175,9 @@ def structured_figure(summary, path, threads=1, xnnpack=True):
         top.set_ylabel("test accuracy (%), Keras model")
         top.set_xlim(-5, 100)
         bottom.set_xscale("log")
+        bottom.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         bottom.xaxis.set_major_formatter(ScalarFormatter())
-        bottom.xaxis.set_minor_formatter(ScalarFormatter())
+        bottom.xaxis.set_minor_formatter(NullFormatter())
         bottom.tick_params(axis="x", which="both", labelsize=7)
         bottom.set_xlabel(f"p50 latency (us), batch 1, {threads} thread(s), XNNPack {'on' if xnnpack else 'off'}")
         bottom.set_ylabel("test accuracy (%), TFLite file")
