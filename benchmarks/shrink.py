@@ -3,11 +3,13 @@
 Per model: train dense for ``--pretrain-epochs`` on the MNIST subset (``tf_selopt.study.data``; 28x28
 padded to 32x32 and tiled to RGB for MobileNetV2), then two arms from those weights, each fine-tuned for
 ``--finetune-epochs`` with a fresh Adam: the dense model as is, and ``shrink(model, fraction)``. Both are
-exported to float32 TFLite (``export_tflite``) and timed side by side (batch 1, 1 thread, XNNPack on and
-off, round robin: ``warmup`` untimed calls, then ``runs`` timed calls per file in blocks of 50, the order
-rotated every block so machine load hits both alike).
+exported to float32 TFLite (``export_tflite``) and timed side by side with
+``tf_selopt.deploy.benchmark.tflite_latency`` (batch 1, 1 thread, XNNPack on and off, all four timers
+round robin: ``warmup`` untimed calls, then ``runs`` timed calls per file and configuration in blocks of
+``deploy.benchmark.BLOCK``, the start rotated every round so machine load hits both alike).
 
     python -m benchmarks.shrink --out results/bench_shrink.json
+    python -m benchmarks.shrink --quick --out /tmp/shrink.json   # smoke: small CNN, 512 examples, 1 + 1 epochs
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import write_result  # noqa: E402
 from tf_selopt.deploy import export  # noqa: E402
+from tf_selopt.deploy.benchmark import tflite_latency  # noqa: E402
 from tf_selopt.keras.shrink import shrink  # noqa: E402
 from tf_selopt.study import data, models  # noqa: E402
 
-BLOCK = 50
+QUICK_EXAMPLES = 512
 
 
 def mobilenet(num_classes=10):
@@ -71,37 +74,6 @@ def accuracy(model, x, y) -> float:
     return float(np.mean(np.argmax(model.predict(x, batch_size=256, verbose=0), axis=1) == y))
 
 
-def latency(paths, x1, threads, xnnpack, runs, warmup) -> list:
-    interpreter, resolvers, _ = export.tflite_runtime("auto")
-    calls = []
-    for path in paths:
-        kwargs = dict(model_path=str(path), num_threads=threads)
-        if not xnnpack:
-            kwargs["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        it = interpreter(**kwargs)
-        detail = it.get_input_details()[0]
-        it.resize_tensor_input(detail["index"], x1.shape)
-        it.allocate_tensors()
-        it.set_tensor(detail["index"], x1)
-        calls.append(it.invoke)
-    times = [[] for _ in calls]
-    for _ in range(warmup):
-        for call in calls:
-            call()
-    for r in range(-(-runs // BLOCK)):
-        order = list(range(len(calls)))
-        order = order[r % len(calls) :] + order[: r % len(calls)]
-        for i in order:
-            for _ in range(min(BLOCK, runs - r * BLOCK)):
-                start = time.perf_counter_ns()
-                calls[i]()
-                times[i].append(time.perf_counter_ns() - start)
-    return [
-        {"p50_us": round(float(np.percentile(t, 50)) / 1e3, 2), "p95_us": round(float(np.percentile(t, 95)) / 1e3, 2)}
-        for t in times
-    ]
-
-
 def run_model(name, args, work) -> dict:
     splits = data.load("mnist")
     keras.utils.set_random_seed(args.seed)
@@ -109,6 +81,15 @@ def run_model(name, args, work) -> dict:
     splits = dataclasses.replace(
         splits, x_train=transform(splits.x_train), x_val=transform(splits.x_val), x_test=transform(splits.x_test)
     )
+    if args.quick:
+        n = QUICK_EXAMPLES
+        splits = dataclasses.replace(
+            splits,
+            x_train=splits.x_train[:n],
+            y_train=splits.y_train[:n],
+            x_test=splits.x_test[:n],
+            y_test=splits.y_test[:n],
+        )
     x_test, y_test = splits.x_test, splits.y_test
     pretrain_s = fit(model, loss, splits, args.pretrain_epochs, args.seed)
     pretrained = accuracy(model, x_test, y_test)
@@ -143,17 +124,17 @@ def run_model(name, args, work) -> dict:
         "widths_dense_shrunk": widths,
         "latency": [],
     }
-    for xnnpack in (True, False):
-        dense_lat, small_lat = latency(
-            [rows["dense"]["path"], rows["shrunk"]["path"]], x1, 1, xnnpack, args.runs, args.warmup
-        )
+    dense_lat, small_lat = tflite_latency(
+        [rows["dense"]["path"], rows["shrunk"]["path"]], x1, threads=[1], runs=args.runs, warmup=args.warmup
+    )
+    for d, s in zip(dense_lat, small_lat):
+        timings = {k: {"p50_us": e["p50_us"], "p95_us": e["p95_us"]} for k, e in (("dense", d), ("shrunk", s))}
         result["latency"].append(
             {
-                "threads": 1,
-                "xnnpack": xnnpack,
-                "dense": dense_lat,
-                "shrunk": small_lat,
-                "p50_shrunk_vs_dense": round(small_lat["p50_us"] / dense_lat["p50_us"], 3),
+                "threads": d["threads"],
+                "xnnpack": d["xnnpack"],
+                **timings,
+                "p50_shrunk_vs_dense": round(s["p50_us"] / d["p50_us"], 3),
             }
         )
     for arm in rows.values():
@@ -178,7 +159,12 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/bench_shrink.json"))
+    parser.add_argument(
+        "--quick", action="store_true", help=f"smoke: small_cnn, {QUICK_EXAMPLES} examples, 1 + 1 epochs, 20 runs"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.pretrain_epochs, args.finetune_epochs, args.runs, args.warmup = "small_cnn", 1, 1, 20, 2
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

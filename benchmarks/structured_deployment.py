@@ -19,10 +19,14 @@ On the bundled MNIST subset (3,500 train / 1,000 test), for LeNet-300-100 and an
 
 Writes ``<out>/float/deployment.{json,md}``, ``<out>/int8/deployment.{json,md}`` and ``<out>/summary.json``
 (per model: Keras accuracy of each variant, and for each artefact p50 over the **dense** model's float32
-p50 in the same configuration, plus the ratio to the same model's float32 file).
+p50 in the same configuration, plus the ratio to the same model's float32 file), and the figure
+``<out>/structured.png`` (``tf_selopt.study.plots.structured_figure``: accuracy against the pruned fraction
+per method, and against the measured 1-thread p50 with XNNPack of the file each method deploys).
+``--threads 1 2`` times every file at 1 and 2 threads as well (default: 1).
 
     python benchmarks/structured_deployment.py --out results/structured_deployment
     python benchmarks/structured_deployment.py --quick --out /tmp/structured   # smoke: 1 epoch, 50 runs
+    python benchmarks/structured_deployment.py --plot-only   # the figure from an existing summary.json
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ import numpy as np  # noqa: E402
 from tf_selopt.core.schedules import PolynomialDecay  # noqa: E402
 from tf_selopt.deploy import benchmark as deploy_benchmark  # noqa: E402
 from tf_selopt.keras.pruning import GradualPruning, strip_pruning  # noqa: E402
-from tf_selopt.study import data, models  # noqa: E402
+from tf_selopt.study import data, models, plots  # noqa: E402
+
+FIGURE = "structured.png"
 
 BATCH = 64
 SPARSITY = 0.9
@@ -106,7 +112,17 @@ def main(argv=None):
         help="where the fine-tuned .keras files go (not committed)",
     )
     parser.add_argument("--reuse", action="store_true", help="reuse the .keras files and accuracies in --models-dir")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1], help="TFLite thread counts to time")
+    parser.add_argument(
+        "--plot-only", action="store_true", help=f"only draw <out>/{FIGURE} from <out>/summary.json (no runs)"
+    )
     args = parser.parse_args(argv)
+    if args.plot_only:
+        with open(os.path.join(args.out, "summary.json")) as f:
+            print("wrote", plots.structured_figure(json.load(f), os.path.join(args.out, FIGURE)))
+        return
+    if 1 not in args.threads:
+        parser.error("--threads must include 1 (the figure and the summary ratios are at 1 thread)")
     if args.quick:
         args.epochs, args.finetune, args.runs, args.warmup = 1, 1, 50, 5
 
@@ -148,7 +164,7 @@ def main(argv=None):
     common = dict(
         runs=args.runs,
         warmup=args.warmup,
-        threads=[1],
+        threads=args.threads,
         xnnpack=[True, False],
         overwrite=True,
         float_atol=args.float_atol,
@@ -206,6 +222,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    print("wrote", plots.structured_figure(summary, os.path.join(args.out, FIGURE)))
     for name, result in summary["models"].items():
         print(name, json.dumps(result["keras_accuracy"]))
         for key, entry in result["artifacts"].items():

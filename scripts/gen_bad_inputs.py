@@ -71,6 +71,7 @@ SECTIONS = {
         "test_pruning.py::test_bad_criterion_shape_raises_before_any_weight_changes",
         "test_pruning.py::test_nothing_prunable_raises",
         "test_structured_pruning.py::test_bad_structured_inputs_raise_before_any_weight_changes",
+        "test_structured_pruning.py::test_xnnpack_policy_bad_layers_raise_before_any_change",
     ],
     "GradualPruning": [
         "test_pruning.py::test_gradual_pruning_rejects_bad_arguments",

@@ -112,3 +112,19 @@ def test_memory_quick(tmp_path):
         assert row["peak_rss_mib"][mode] >= row["rss_after_fit_mib"][mode] > 100  # TensorFlow alone is larger
         assert row["peak_rss_mib"][mode] >= row["rss_before_fit_mib"][mode] > 100
     assert row["peak_difference_mib"] == row["peak_rss_mib"]["ours"] - row["peak_rss_mib"]["adam"]
+
+
+@pytest.mark.slow
+def test_shrink_quick(tmp_path):
+    result, stdout = run_benchmark("shrink", tmp_path / "shrink.json")
+    (name,) = result["models"]
+    run = result["models"][name]
+    assert name == "small_cnn" and result["settings"]["quick"] is True
+    assert run["shrunk"]["params"] < run["dense"]["params"] and run["params_shrunk_vs_dense"] < 1
+    assert run["shrunk"]["tflite_bytes"] < run["dense"]["tflite_bytes"]
+    assert all(0 <= run[arm]["test_accuracy"] <= 1 for arm in ("dense", "shrunk"))
+    assert [(e["threads"], e["xnnpack"]) for e in run["latency"]] == [(1, True), (1, False)]
+    for e in run["latency"]:
+        assert all(0 < e[arm]["p50_us"] <= e[arm]["p95_us"] for arm in ("dense", "shrunk"))
+        assert e["p50_shrunk_vs_dense"] == round(e["shrunk"]["p50_us"] / e["dense"]["p50_us"], 3)
+    assert "small_cnn" in stdout

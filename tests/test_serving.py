@@ -370,3 +370,23 @@ def test_run_benchmark_script(tmp_path):
         if r["artifact"] == "sparse_float32" and r["target_sparsity"] == 0.9:
             assert r["size_vs_float32"] <= 0.2 and r["test_max_abs_diff"] <= 1e-5  # the size target
     assert os.path.isfile(tmp_path / "artifacts" / "saved_models" / "small_cnn-s90" / "1" / "saved_model.pb")
+
+
+def test_tflite_latency_times_files_side_by_side(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    paths = [export.export_tflite(model, tmp_path / f"{i}.tflite").path for i in range(2)]
+    x1 = np.ones((1, 6), "float32")
+    timings = serving.tflite_latency(paths, x1, threads=[1, 2], xnnpack=[True, False], runs=5, warmup=1)
+    assert len(timings) == 2
+    for entries in timings:
+        assert [(e["threads"], e["xnnpack"]) for e in entries] == [(1, True), (1, False), (2, True), (2, False)]
+        assert all(e["runs"] == 5 and 0 < e["p50_us"] <= e["p95_us"] for e in entries)
+    for bad, word in [
+        (dict(paths=[]), "paths must be a non-empty list"),
+        (dict(paths=[tmp_path / "missing.tflite"]), "is not a file"),
+        (dict(runs=0), "runs must be an integer >= 1"),
+        (dict(threads=[0]), "threads must be a non-empty list of integers >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=word):
+            serving.tflite_latency(**{"paths": paths, "x1": x1, **bad})

@@ -214,6 +214,9 @@ BAD = [
     (dict(sparsity=0.9, sparsity_m_by_n=(2, 4)), "conflicts with `sparsity_m_by_n`"),
     (dict(sparsity=None), "`sparsity` must be a float"),
     (dict(sparsity=None, sparsity_m_by_n=(2, 4), min_kept_per_variable=1), "does not apply"),
+    (dict(sparsity=0.8, policy="xnnpack"), r"`policy` must be None or one of \('xnnpack_1x1',\)"),
+    (dict(sparsity=0.8, policy=["xnnpack_1x1"]), "`policy` must be None or one of"),
+    (dict(sparsity=0.8, policy="xnnpack_1x1"), r"model 'mlp' has no layer to prune under it .* 'd0' is a Dense"),
 ]
 
 
@@ -239,6 +242,7 @@ def test_bad_structured_inputs_raise_before_any_weight_changes(kwargs, message):
         (dict(sparsity_m_by_n=(2, 2)), "1 <= m < n"),
         (dict(sparsity_m_by_n=(2, 4), block_size=(1, 4)), "exclude each other"),
         (dict(sparsity_m_by_n=(2, 4), min_kept_per_variable=2), "does not apply"),
+        (dict(policy="1x1"), "`policy` must be None or one of"),
     ],
 )
 def test_gradual_pruning_refuses_bad_structure(kwargs, message):
@@ -259,6 +263,101 @@ def test_gradual_pruning_refuses_an_indivisible_kernel_at_train_begin_before_any
         )
     assert all(np.array_equal(k.numpy(), w) for k, w in zip(kernels(model), before))
     assert all(pruning_mask(k) is None for k in kernels(model))
+
+
+# ---------------------------------------------------------------- policy: XNNPack's sparse 1x1 convolutions
+
+
+def conv_net(seed=0):
+    """A small NHWC conv net: 3x3/s2 stem, 1x1 convs XNNPack can run sparse, and kernels it cannot."""
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    x = inputs = keras.Input((8, 8, 3))
+    x = L.ZeroPadding2D(1)(x)
+    x = L.Conv2D(8, 3, strides=2, name="stem")(x)  # 3x3: not pruned
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.Conv2D(16, 1, activation="relu", name="expand")(x)  # 1x1: pruned
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)  # depthwise: not pruned
+    y = L.Conv2D(8, 1, name="project")(x)  # 1x1: pruned
+    y = L.Conv2D(8, 1, strides=2, name="strided")(y)  # 1x1 but stride 2: not pruned
+    y = L.Conv2D(8, 1, dilation_rate=2, name="dilated")(y)  # 1x1 but dilated: not pruned
+    x = L.GlobalAveragePooling2D()(y)
+    return keras.Model(inputs, L.Dense(4, name="head")(x), name="convnet")
+
+
+ONE_BY_ONE = ("expand", "project")
+
+
+@pytest.mark.parametrize("scope,sparsity", [("per_layer", 0.75), ("global", 0.8)])
+def test_xnnpack_policy_prunes_exactly_the_1x1_kernels(scope, sparsity):
+    model = conv_net()
+    before = {v.path: v.numpy().copy() for v in model.weights}
+    pruned = {model.get_layer(n).kernel.path for n in ONE_BY_ONE}
+    masks = prune(model, sparsity, scope=scope, policy="xnnpack_1x1")
+    assert set(masks) == pruned
+    for v in model.weights:  # every other weight (3x3 stem, depthwise, strided/dilated 1x1, BN, biases, head) as is
+        if v.path not in pruned:
+            assert pruning_mask(v) is None and np.array_equal(v.numpy(), before[v.path]), v.path
+    scores = {p: np.abs(before[p]).ravel() for p in pruned}
+    if scope == "per_layer":  # each 1x1 kernel loses floor(s * n + 0.5) of its n weights, the smallest |w|
+        expected = {p: top_mask(a, a.size - count_of(sparsity, a.size)) for p, a in scores.items()}
+    else:  # one budget over the two 1x1 kernels only
+        paths = sorted(pruned, key=[v.path for v in model.weights].index)
+        flat = np.concatenate([scores[p] for p in paths])
+        keep = top_mask(flat, flat.size - count_of(sparsity, flat.size))
+        expected = dict(zip(paths, np.split(keep, np.cumsum([scores[p].size for p in paths])[:-1])))
+    for p, mask in masks.items():
+        assert np.array_equal(mask.ravel(), expected[p]), p
+        w = next(v for v in model.weights if v.path == p).numpy()
+        assert np.array_equal(w, np.where(mask, before[p], 0.0))  # kept weights bit for bit, pruned exactly 0.0
+    assert sum(int((~m).sum()) for m in masks.values()) == (
+        sum(count_of(sparsity, m.size) for m in masks.values())
+        if scope == "per_layer"
+        else count_of(sparsity, sum(m.size for m in masks.values()))
+    )
+
+
+def test_xnnpack_policy_warns_below_two_thirds_and_narrows_layers():
+    model = conv_net()
+    with pytest.warns(UserWarning, match="XNNPack runs those dense"):
+        prune(model, 0.5, scope="per_layer", policy="xnnpack_1x1")
+    model = conv_net()
+    masks = prune(model, 0.9, scope="per_layer", policy="xnnpack_1x1", layers=["project"])
+    assert list(masks) == [model.get_layer("project").kernel.path]
+    assert pruning_mask(model.get_layer("expand").kernel) is None
+
+
+def test_gradual_pruning_with_the_xnnpack_policy_prunes_only_1x1_kernels():
+    model = conv_net()
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    others = [layer.name for layer in model.layers if hasattr(layer, "kernel") and layer.name not in ONE_BY_ONE]
+    callback = GradualPruning(ConstantSparsity(0.75, 0), scope="per_layer", policy="xnnpack_1x1")
+    model.fit(np.ones((4, 8, 8, 3)), np.ones((4, 4)), epochs=1, callbacks=[callback], verbose=0)
+    assert set(callback.masks) == {model.get_layer(n).kernel.path for n in ONE_BY_ONE}
+    for n in ONE_BY_ONE:
+        k = model.get_layer(n).kernel.numpy()
+        assert int(np.sum(k == 0)) == count_of(0.75, k.size)
+    assert all(pruning_mask(model.get_layer(n).kernel) is None for n in others)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(layers=["stem"]), r"`layers` names 'stem', which has a 3x3 kernel, not 1x1"),
+        (dict(layers=["expand", "dw"]), r"`layers` names 'dw', which is a DepthwiseConv2D, not a Conv2D"),
+        (dict(layers=["strided"]), r"'strided', which has strides \(2, 2\), not \(1, 1\)"),
+        (dict(layers=["dilated"]), r"'dilated', which has dilation_rate \(2, 2\), not \(1, 1\)"),
+        (dict(layers=["nope"]), r"`layers`: 'nope' is not a layer of the model"),
+        (dict(layers="expand"), "`layers` must be None or a non-empty list"),
+    ],
+)
+def test_xnnpack_policy_bad_layers_raise_before_any_change(kwargs, message):
+    model = conv_net()
+    before = [v.numpy().copy() for v in model.weights]
+    with pytest.raises(ValueError, match=message):
+        prune(model, 0.8, policy="xnnpack_1x1", **kwargs)
+    assert all(np.array_equal(v.numpy(), w) for v, w in zip(model.weights, before))
+    assert all(pruning_mask(v) is None for v in model.weights)
 
 
 # ---------------------------------------------------------------- export

@@ -277,6 +277,26 @@ def test_tables_and_figures(tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in paths)
 
 
+def test_structured_figure_from_a_deployment_summary(tmp_path):
+    def entry(zeros, accuracy, p50):
+        latency = [{"threads": 1, "xnnpack": True, "p50_us": p50}, {"threads": 1, "xnnpack": False, "p50_us": p50}]
+        return {"prunable_zeros": zeros, "prunable": 100, "accuracy": accuracy, "latency": latency}
+
+    artifacts = {
+        "dense.float32": entry(0, 0.93, 30.0),
+        "unstructured90.sparse_float32": entry(90, 0.92, 29.0),
+        "block1x4-90.sparse_float32": entry(90, 0.93, 7.0),
+        "nm2of4.sparse_float32": entry(50, 0.93, 28.0),
+        "dense.int8": entry(0, 0.93, 5.0),
+    }
+    accuracy = {"dense": 0.93, "unstructured90": 0.92, "block1x4-90": 0.93, "nm2of4": 0.931}
+    summary = {"models": {"a": {"keras_accuracy": accuracy, "artifacts": artifacts}}}
+    path = plots.structured_figure(summary, tmp_path / "s.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    assert plots.structured_figure({"models": {}}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
 # ------------------------------------------------------------------ the CLI
 
 

@@ -76,6 +76,7 @@ from tf_selopt.keras import pruning
 
 __all__ = [
     "deployment_benchmark",
+    "tflite_latency",
     "markdown_table",
     "ARTIFACTS",
     "DEFAULT_ARTIFACTS",
@@ -311,6 +312,53 @@ def _run_round_robin(timers, runs, warmup):
                 start = time.perf_counter_ns()
                 t.call()
                 t.times.append(time.perf_counter_ns() - start)
+
+
+def tflite_latency(paths, x1, threads=(1,), xnnpack=(True, False), runs=200, warmup=20, runtime="auto") -> list:
+    """Batch-``len(x1)`` latency of TFLite files, timed as ``deployment_benchmark`` times them.
+
+    Every file in every ``threads`` x ``xnnpack`` configuration gets an
+    interpreter with ``x1`` set; all of them are timed together round-robin
+    (``warmup`` untimed calls, then ``runs`` timed ``invoke()`` calls each, in
+    blocks of ``BLOCK``, the start rotating every round), so machine load hits
+    every file alike.
+
+    Returns:
+        one list per path, in order, of ``{"threads", "xnnpack", "p50_us",
+        "p95_us", "runs"}`` per configuration (``"error"`` instead of the
+        timings for an interpreter that fails to prepare).
+
+    Raises:
+        ValueError: for a bad argument (a path that is not a file, bad
+            ``threads``/``xnnpack``/``runs``/``warmup``), before anything runs.
+    """
+    if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, (list, tuple)) or not paths:
+        raise ValueError(f"paths must be a non-empty list of .tflite files, got {paths!r}")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise ValueError(f"paths: {os.fspath(p)!r} is not a file")
+    if not is_int(runs) or runs < 1:
+        raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
+    if not is_int(warmup) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+    threads = _check_number_list("threads", threads, lambda t: is_int(t) and t >= 1, "integers >= 1")
+    xnnpack = _check_number_list("xnnpack", xnnpack, lambda b: isinstance(b, bool), "True/False")
+    x1 = np.asarray(x1)
+    configs = [{"threads": t, "xnnpack": b} for t in threads for b in xnnpack]
+    out, timers = [[] for _ in paths], []
+    for i, path in enumerate(paths):
+        for config in configs:
+            try:
+                timers.append(_Timer(i, config, _tflite_invoke(runtime, os.fspath(path), x1, **config)))
+            except (RuntimeError, ValueError) as e:
+                out[i].append({**config, "error": str(e).strip().splitlines()[0][:300]})
+    _run_round_robin(timers, runs, warmup)
+    for t in timers:
+        out[t.row].append({**t.config, **_latency_stats(t.times)})
+    order = [(c["threads"], c["xnnpack"]) for c in configs]
+    for entries in out:
+        entries.sort(key=lambda e: order.index((e["threads"], e["xnnpack"])))
+    return out
 
 
 def _latency_stats(times_ns) -> dict:

@@ -67,6 +67,26 @@ structure would not run sparse, and leaving the variable out silently would
 change the counts (``layers=`` leaves it out explicitly). Biases are never
 pruned (as above).
 
+Policies (``policy=``): which layers to prune, for a runtime that speeds them
+up. ``"xnnpack_1x1"`` (tfmot's ``PruneForLatencyOnXNNPack``) prunes only the
+kernels of ``Conv2D`` layers with a 1x1 kernel, stride 1, no dilation, one
+group, ``channels_last`` (NHWC) and a float kernel: the convolutions XNNPack
+can run sparse (as a sparse matrix times the NCHW activations) once at least
+``XNNPACK_SPARSE_FRACTION`` = 2/3 of their weights are zero. Every other
+weight stays bit for bit. ``sparsity`` and ``scope`` count over those kernels
+only; a ``UserWarning`` names the pruned kernels left below 2/3 zeros (use
+``scope="per_layer"`` with ``sparsity >= 2/3``). ``layers=`` may narrow the
+choice (each named layer must qualify). A model without such a layer raises
+a ValueError naming its kernel layers and why each does not qualify. What the
+policy does not check, and XNNPack needs as well: the convolutions must lie in
+a subgraph XNNPack can switch to NCHW (a 3x3 stride-2 first convolution over
+3 channels with padding 1, then 1x1 / depthwise 3x3 or 5x5 / add / clamp
+nodes, ending in a global average pooling), the file must keep the zeros
+encoded (``sparse_float32`` export: a ``DENSIFY`` op per kernel, which the
+XNNPack delegate takes over and marks sparse), and the CPU must be ARM (or an
+x86 without AVX): on x86 with AVX, XNNPack never runs sparse
+(``docs/results.md``, "XNNPack sparse 1x1 convolutions": measured, no speed-up).
+
 Enforcement: a mask is the variable's ``constraint``, which every Keras 3
 optimizer applies after each update inside ``apply`` (after momentum, Adam
 moments and weight decay), in ``fit`` and custom loops, with or without XLA.
@@ -127,6 +147,8 @@ from tf_selopt.keras import _compat
 
 __all__ = [
     "SCOPES",
+    "POLICIES",
+    "XNNPACK_SPARSE_FRACTION",
     "PRUNABLE_ATTRIBUTES",
     "RECURRENT_ATTRIBUTES",
     "prunable_variables",
@@ -139,6 +161,8 @@ __all__ = [
 ]
 
 SCOPES = ("global", "per_layer")
+POLICIES = ("xnnpack_1x1",)
+XNNPACK_SPARSE_FRACTION = 2 / 3  # XNNPack runs a 1x1 convolution sparse from this fraction of zero weights
 PRUNABLE_ATTRIBUTES = ("kernel", "embeddings")
 RECURRENT_ATTRIBUTES = ("recurrent_kernel",)
 
@@ -225,6 +249,77 @@ def _check_min_kept(min_kept_per_variable):
         raise ValueError(
             "`min_kept_per_variable` must be an int >= 0 (weights kept in each variable; 0: no floor); "
             f"received min_kept_per_variable={min_kept_per_variable!r}."
+        )
+
+
+def _check_policy(policy):
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"`policy` must be None or one of {POLICIES}; received policy={policy!r}.")
+
+
+def _xnnpack_1x1_reason(layer):
+    """None when XNNPack can run ``layer`` as a sparse 1x1 convolution; else why not (a phrase)."""
+    if not isinstance(layer, keras.layers.Conv2D):
+        return f"is a {type(layer).__name__}, not a Conv2D"
+    kernel = getattr(layer, "kernel", None)
+    checks = [
+        (tuple(layer.kernel_size) == (1, 1), f"has a {'x'.join(map(str, layer.kernel_size))} kernel, not 1x1"),
+        (tuple(layer.strides) == (1, 1), f"has strides {tuple(layer.strides)}, not (1, 1)"),
+        (tuple(layer.dilation_rate) == (1, 1), f"has dilation_rate {tuple(layer.dilation_rate)}, not (1, 1)"),
+        (layer.groups == 1, f"has groups={layer.groups}, not 1"),
+        (layer.data_format == "channels_last", f"is {layer.data_format}, not channels_last (NHWC)"),
+        (
+            isinstance(kernel, keras.Variable) and keras.backend.is_float_dtype(kernel.dtype),
+            "has no float kernel variable",
+        ),
+    ]
+    return next((why for ok, why in checks if not ok), None)
+
+
+def _policy_layers(model, policy, layers):
+    """The layer names ``policy`` prunes (``layers`` narrowed to them); ``layers`` itself without a policy.
+
+    Raises ValueError naming a layer of ``layers`` that the policy excludes, or
+    naming the model's kernel layers when none qualifies. Changes nothing.
+    """
+    if policy is None:
+        return layers
+    _check_layers(layers)
+    candidates = {}
+    for layer in _compat.flatten_layers(model):
+        if _layer_prunables(layer):
+            candidates.setdefault(layer.name, layer)
+    if layers is not None:
+        for name in layers:
+            reason = _xnnpack_1x1_reason(candidates[name]) if name in candidates else None
+            if reason is not None:
+                raise ValueError(
+                    f"`policy`={policy!r} prunes only 1x1 Conv2D kernels (stride 1, no dilation, groups 1, NHWC); "
+                    f"`layers` names {name!r}, which {reason}."
+                )
+        return layers
+    chosen = [name for name, layer in candidates.items() if _xnnpack_1x1_reason(layer) is None]
+    if not chosen:
+        why = [f"{name!r} {_xnnpack_1x1_reason(layer)}" for name, layer in candidates.items()]
+        shown = "; ".join(why[:6]) + (f"; ... ({len(why) - 6} more)" if len(why) > 6 else "")
+        raise ValueError(
+            f"`policy`={policy!r}: model {model.name!r} has no layer to prune under it (a Conv2D with a 1x1 kernel, "
+            f"stride 1, no dilation, groups 1, channels_last and a float kernel); its layers with kernels: "
+            f"{shown or 'none'}."
+        )
+    return chosen
+
+
+def _warn_below_xnnpack(variables, masks, sparsity, scope):
+    """UserWarning naming the policy-pruned kernels with fewer than 2/3 zeros (XNNPack runs them dense)."""
+    thin = [v.path for v, m in zip(variables, masks) if np.sum(~m) < XNNPACK_SPARSE_FRACTION * m.size]
+    if thin:
+        warnings.warn(
+            f"policy 'xnnpack_1x1' at sparsity {sparsity:g} ({scope}): {len(thin)} of {len(variables)} pruned 1x1 "
+            f"kernels keep more than 1/3 of their weights, and XNNPack runs those dense: {thin}; use "
+            "scope='per_layer' with sparsity >= 2/3",
+            UserWarning,
+            stacklevel=3,
         )
 
 
@@ -462,6 +557,7 @@ def prune(
     include_recurrent=False,
     block_size=None,
     sparsity_m_by_n=None,
+    policy=None,
 ) -> dict:
     """Zero the lowest-scoring prunable weights of ``model`` in place and keep them zero from now on.
 
@@ -501,6 +597,11 @@ def prune(
             weights). ``sparsity`` is implied (``m / n``): pass None or that
             value; ``scope`` does not matter; excludes ``block_size`` and
             ``min_kept_per_variable``.
+        policy: None (all prunable weights, or ``layers``) or one of
+            ``POLICIES``: ``"xnnpack_1x1"`` prunes only the kernels of 1x1
+            ``Conv2D`` layers (stride 1, no dilation, groups 1, NHWC), the
+            ones XNNPack can run sparse at >= 2/3 zeros; ``sparsity`` and
+            ``scope`` count over them (see the module doc, "Policies").
 
     Returns:
         dict: variable path -> bool ``np.ndarray`` of the variable's shape,
@@ -514,10 +615,13 @@ def prune(
     sparsity, block, m_by_n = _check_structure(sparsity, block_size, sparsity_m_by_n, min_kept_per_variable)
     criterion = _check_options(scope, criterion, seed)
     _check_min_kept(min_kept_per_variable)
-    variables = prunable_variables(model, layers, include_recurrent)
+    _check_policy(policy)
+    variables = prunable_variables(model, _policy_layers(model, policy, layers), include_recurrent)
     new = _new_masks(variables, sparsity, scope, criterion, seed, int(min_kept_per_variable), block, m_by_n)
-    masks = _apply_masks(model, variables, new)
-    return {v.path: m.numpy() for v, m in zip(variables, masks)}
+    masks = {v.path: m.numpy() for v, m in zip(variables, _apply_masks(model, variables, new))}
+    if policy == "xnnpack_1x1":
+        _warn_below_xnnpack(variables, list(masks.values()), sparsity, scope)
+    return masks
 
 
 class GradualPruning(keras.callbacks.Callback):
@@ -558,6 +662,8 @@ class GradualPruning(keras.callbacks.Callback):
             gives the timing only; its first pruning step prunes ``m`` of every
             ``n`` consecutive input weights and later steps keep that mask
             (tfmot uses its schedule the same way).
+        policy: None or one of ``POLICIES``, as in ``prune`` (the layers are
+            chosen at ``on_train_begin``).
 
     Read-outs: ``masks`` (dict path -> bool ``keras.Variable``, True = kept),
     ``pruned_count`` (int) and ``sparsity`` (pruned fraction of the prunable set).
@@ -584,6 +690,7 @@ class GradualPruning(keras.callbacks.Callback):
         include_recurrent=False,
         block_size=None,
         sparsity_m_by_n=None,
+        policy=None,
     ):
         super().__init__()
         if not isinstance(schedule, schedules.PruningSchedule):
@@ -598,6 +705,8 @@ class GradualPruning(keras.callbacks.Callback):
         _check_layers(layers)
         _check_min_kept(min_kept_per_variable)
         _check_include_recurrent(include_recurrent)
+        _check_policy(policy)
+        self.policy = policy
         self.schedule, self.scope, self.layers, self.seed = schedule, scope, layers, seed
         self.min_kept_per_variable, self.include_recurrent = int(min_kept_per_variable), include_recurrent
         self.masks = {}
@@ -605,7 +714,8 @@ class GradualPruning(keras.callbacks.Callback):
         self._last_step = -1
 
     def on_train_begin(self, logs=None):
-        self._variables = prunable_variables(self.model, self.layers, self.include_recurrent)
+        layers = _policy_layers(self.model, self.policy, self.layers)
+        self._variables = prunable_variables(self.model, layers, self.include_recurrent)
         _check_structured_variables(self._variables, self.block_size, self.sparsity_m_by_n)
         step = int(self.model.optimizer.iterations.numpy())
         unmasked = [v for v in self._variables if pruning_mask(v) is None]

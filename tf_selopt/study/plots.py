@@ -6,6 +6,12 @@ criterion, mean over seeds with a +-1 std band; full training as the reference
 line. Figure 2 (``figure2.png``): test accuracy against the fraction of zeroed
 kernel weights, one line per pruning method. One column per (data, model).
 The x axis is ``-log10(1 - fraction)``, labelled in %, so 99 and 99.5% are apart.
+
+``structured_figure`` draws the structured pruning methods from the deployment
+benchmark's ``summary.json`` (``benchmarks/structured_deployment.py``): accuracy
+against the pruned fraction of the prunable weights per method (top), and
+accuracy against the measured batch-1 p50 latency of the file each method
+deploys (bottom, log scale), one column per model.
 """
 
 from __future__ import annotations
@@ -15,7 +21,17 @@ import statistics
 
 import numpy as np
 
-__all__ = ["plot", "grouped"]
+__all__ = ["plot", "grouped", "structured_figure", "STRUCTURED_METHODS"]
+
+# (label, artifact key in summary.json, marker): the file each method deploys, dense int8 for reference
+STRUCTURED_METHODS = (
+    ("dense (float32)", "dense.float32", "o"),
+    ("unstructured", "unstructured90.sparse_float32", "s"),
+    ("1x4 blocks", "block1x4-90.sparse_float32", "^"),
+    ("2:4", "nm2of4.sparse_float32", "D"),
+    ("1x16 blocks, int8", "block1x16-90.sparse_int8", "v"),
+    ("dense (int8)", "dense.int8", "P"),
+)
 
 
 def grouped(rows, kind, key="test_accuracy") -> dict:
@@ -115,3 +131,62 @@ def plot(rows, out_dir) -> list[pathlib.Path]:
         ),
     ]
     return [p for p in made if p is not None]
+
+
+def structured_figure(summary, path, threads=1, xnnpack=True):
+    """Accuracy vs pruned fraction (top) and vs p50 latency (bottom) per structured method; returns ``path``.
+
+    ``summary``: the dict of ``summary.json``; top: the Keras model's test
+    accuracy against ``prunable_zeros / prunable``; bottom: the TFLite file's
+    test accuracy against its p50 (``threads``, XNNPack on or off), for the
+    file each method deploys (``STRUCTURED_METHODS``) plus the dense int8
+    file when present. One column per model; None when there is nothing to draw.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    models = summary.get("models", {})
+    if not models:
+        return None
+    fig, axes = plt.subplots(2, len(models), figsize=(4.6 * len(models), 7.0), squeeze=False)
+    for col, (name, result) in enumerate(models.items()):
+        top, bottom = axes[0][col], axes[1][col]
+        for i, (label, key, marker) in enumerate(STRUCTURED_METHODS):
+            entry = result.get("artifacts", {}).get(key)
+            if entry is None:
+                continue
+            style = dict(marker=marker, color=f"C{i}")
+            text = dict(fontsize=7, xytext=(4, 3), textcoords="offset points")
+            variant, artifact = key.split(".")
+            if artifact != "int8":  # the Keras model is the same for dense float32 and dense int8: drawn once
+                xy = (100 * entry["prunable_zeros"] / entry["prunable"], 100 * result["keras_accuracy"][variant])
+                top.scatter(*xy, **style)
+                top.annotate(label.split(",")[0], xy, **text)
+            timing = [e for e in entry["latency"] if (e.get("threads"), e.get("xnnpack")) == (threads, xnnpack)]
+            if timing and "p50_us" in timing[0]:
+                xy = (timing[0]["p50_us"], 100 * entry["accuracy"])
+                bottom.scatter(*xy, **style)
+                bottom.annotate(label, xy, **text)
+        top.set_title(name, fontsize=9)
+        top.set_xlabel("pruned prunable weights (%)")
+        top.set_ylabel("test accuracy (%), Keras model")
+        top.set_xlim(-5, 100)
+        bottom.set_xscale("log")
+        bottom.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        bottom.xaxis.set_major_formatter(ScalarFormatter())
+        bottom.xaxis.set_minor_formatter(NullFormatter())
+        bottom.tick_params(axis="x", which="both", labelsize=7)
+        bottom.set_xlabel(f"p50 latency (us), batch 1, {threads} thread(s), XNNPack {'on' if xnnpack else 'off'}")
+        bottom.set_ylabel("test accuracy (%), TFLite file")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+            ax.margins(x=0.2, y=0.15)
+    fig.suptitle("Structured pruning: accuracy vs pruned fraction (top) and vs measured latency (bottom)", fontsize=10)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
