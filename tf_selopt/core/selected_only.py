@@ -41,9 +41,12 @@ parameter. With Adam: 16 B per selected entry (values 4, position 4, m 4, v 4),
 0.16 B per model parameter at keep 1%, 1.6 at keep 10%.
 
 Cost per step: a gather of k gradient entries and k values, the inner update on
-k entries, a scatter of k entries (TensorFlow's CPU ``ResourceScatterNdUpdate``
-writes entry by entry and bounds the step at keep 10%; under ``jit_compile=True``
-XLA's scatter is several times faster). ``apply`` and ``select`` compile with
+k entries, a scatter of k entries per variable. The scatter is compiled by XLA
+(``_compiled_scatter``) even when the step is not: TensorFlow's CPU
+``ResourceScatterNdUpdate`` writes entry by entry and bounded the step at keep
+10%; XLA's copies the variable once (an N-sized transient per variable) and is
+several times faster. Under a ``tf.distribute`` strategy the scatter goes through
+``extended.update`` uncompiled. ``apply`` and ``select`` compile with
 ``jit_compile=True`` (the slices by ``offsets`` are bounded by k; ``select``
 uses static shapes only).
 
@@ -225,7 +228,10 @@ class _Group:
             return self._scatter_static(values, offsets)
         positions = self.slices(tf.convert_to_tensor(self.positions), offsets)
         for v, p, x in zip(self.variables, positions, self.slices(values, offsets)):
-            _scatter_nd_update(v, _unravel(p, v.shape), x)
+            if tf.distribute.has_strategy():
+                _scatter_nd_update(v, _unravel(p, v.shape), x)
+            else:
+                _compiled_scatter(_tf_variable(v), p, x)
 
     def _scatter_static(self, values, offsets):
         """``scatter`` with static shapes (XLA): each variable gets all k slots; a slot of another variable
@@ -274,6 +280,16 @@ def _unravel(positions, shape):
 def _tf_variable(v):
     """The ``tf.Variable`` behind a Keras 3 variable (``.value``), or ``v`` itself."""
     return v if isinstance(v, tf.Variable) else v.value
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _compiled_scatter(variable, positions, updates):
+    """``variable``'s entries at flat ``positions`` set to ``updates``, compiled by XLA even inside a step that
+    is not: TensorFlow's CPU ``ResourceScatterNdUpdate`` writes entry by entry (keep 10% of the 5.8M MLP: about
+    4x the time of this, which copies the variable once; ``benchmarks/selected_only.py``). XLA compiles once
+    per shape of ``positions`` (once per run without ``reselect_every``)."""
+    flat = tf.tensor_scatter_nd_update(tf.reshape(variable, [-1]), positions[:, None], updates)
+    variable.assign(tf.reshape(flat, variable.shape))
 
 
 def _scatter_nd_update(variable, indices, updates):
