@@ -11,9 +11,11 @@ MLP 784-2048-2048-10 (5,824,522 parameters), Adam(1e-3), keep 1% and 10%
 * ``selected_only``: ``tf_selopt.SelectiveOptimizer(Adam)`` (``update="auto"``:
   the selected-only path) after its selection and ``release_warmup_state`` (gather
   the selected gradients, Adam on the (k,) buffer, scatter back);
-* the same three with ``jit_compile=True`` (``*_xla``; ratios to ``adam_xla``):
-  TensorFlow's CPU kernel of ``ResourceScatterNdUpdate`` writes one entry at a
-  time, XLA's scatter is several times faster (the bound at keep 10%).
+* the same three with ``jit_compile=True`` (``*_xla``; ratios to ``adam_xla``).
+  Without it the selected-only scatter is compiled by XLA on its own
+  (``tf_selopt.core.selected_only._compiled_scatter``): TensorFlow's CPU kernel
+  of ``ResourceScatterNdUpdate`` writes one entry at a time. With it every shape
+  is static, so the scatter writes all k slots into each of the m variables.
 
 Repetitions are interleaved (the order rotates each round); each block of
 ``--steps`` steps is timed (wall and process CPU) after a host read-back, and
