@@ -28,12 +28,14 @@ def timed(fn, *args) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def rss_bytes() -> int:
-    """Current resident set size of this process (bytes; Linux ``/proc/self/status`` VmRSS)."""
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident set size in bytes, from Linux ``/proc/self/status``: ``VmRSS`` (now) or
+    ``VmHWM`` (its peak). Not ``getrusage``'s ``ru_maxrss``: Linux carries it over fork and exec, so a child of
+    a larger process reports the parent's peak."""
     for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def machine_info() -> dict:

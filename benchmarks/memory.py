@@ -5,7 +5,7 @@ Each run is its own process (RSS is per process): it builds an MLP
 ``keras.optimizers.Adam(1e-3)`` alone (``adam``) or wrapped in
 ``SelectiveOptimizer`` (``ours``: keep 10%, selection half-way, so the run has
 warm-up, window, selection and masked steps), and reports its peak RSS
-(``getrusage(RUSAGE_SELF).ru_maxrss``) and its RSS before and after training. The runs
+(``VmHWM``) and its RSS before and after training. The runs
 alternate (adam, ours, adam, ...); the medians are compared with the extra
 state the wrapper keeps: masks (1 byte per parameter), scores (4) and the
 criterion's slots (4 each: one for ``gradient_sum``, two for ``preconditioned``).
@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import pathlib
-import resource
 import statistics
 import subprocess
 import sys
@@ -60,8 +59,8 @@ def child(mode: str, hidden: int, steps: int, criterion: str) -> dict:
     before = rss_bytes()
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
     after = rss_bytes()
-    # Linux syncs per-thread RSS counters lazily: ru_maxrss (KiB) can lag the current VmRSS by a few hundred KiB.
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, after)
+    # Linux syncs per-thread RSS counters lazily: the peak (KiB) can lag the current VmRSS by a few hundred KiB.
+    peak = max(rss_bytes("VmHWM"), after)
     result = {
         "peak_rss_bytes": peak,
         "rss_before_fit_bytes": before,

@@ -13,7 +13,7 @@ warm-up's N-sized state at the switch to the restricted phase. After every
 batch the process reads its RSS (``VmRSS``); reported per mode (median over
 ``--repeats`` processes, alternating): the median RSS over the batches after
 the selection (for ``adam``: the same batches), the peak RSS
-(``ru_maxrss``), ``fit``'s wall time, and the optimizer's bytes per model
+(``VmHWM``), ``fit``'s wall time, and the optimizer's bytes per model
 parameter at the end (``optimizer.variables``).
 
 Models: ``mlp`` 784-2048-2048-10 (5,824,522 parameters) and ``embedding``, an
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import resource
 import statistics
 import subprocess
 import sys
@@ -101,7 +100,7 @@ def child(mode: str, model_name: str, steps: int, keep: float) -> dict:
         "rss_before_fit_bytes": before,
         "rss_restricted_median_bytes": statistics.median(restricted),
         "rss_last_bytes": samples[-1],
-        "peak_rss_bytes": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, max(samples)),
+        "peak_rss_bytes": max(rss_bytes("VmHWM"), max(samples)),
         "fit_seconds": seconds,
         "optimizer_bytes_per_parameter": sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in held)
         / model.count_params(),
