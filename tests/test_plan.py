@@ -1,12 +1,13 @@
 """The step rules are written once and answer the same for Python ints and int64 tensors: the selection
 plan (``tf_selopt.core.plan``) and the pruning schedules' ``prunes_at`` (``tf_selopt.core.schedules``)."""
 
+import inspect
 import itertools
 
 import pytest
 import tensorflow as tf
 
-from tf_selopt.core.config import FIELDS, SelectionConfig
+from tf_selopt.core.config import ARGUMENTS, FIELDS, SelectionConfig
 from tf_selopt.core.plan import SelectionPlan
 from tf_selopt.core.schedules import ConstantSparsity, PolynomialDecay, latest_pruning_step
 
@@ -64,6 +65,19 @@ def test_pruning_rule_answers_the_same_for_ints_and_tensors(schedule):
     for after, through in itertools.combinations(range(-1, 40), 2):
         pruning = [s for s in range(after + 1, through + 1) if ints[s]]
         assert latest_pruning_step(schedule, after, through) == (pruning[-1] if pruning else None)
+
+
+def test_both_front_end_signatures_are_the_config_arguments_with_its_defaults():
+    """The constructors list exactly ``SelectionConfig``'s arguments, in its order, with its defaults (they pass
+    them on by name with ``config_arguments(locals())``), between ``inner`` and ``masks, name, **kwargs``."""
+    from tf_selopt.keras.optimizer import SelectiveOptimizer
+    from tf_selopt.keras2.optimizer import SelectiveOptimizer as Keras2SelectiveOptimizer
+
+    for cls in (SelectiveOptimizer, Keras2SelectiveOptimizer):
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        names = [p.name for p in parameters]
+        assert names == ["inner", *ARGUMENTS, "masks", "name", "kwargs"], cls
+        assert {p.name: p.default for p in parameters if p.name in ARGUMENTS} == ARGUMENTS, cls
 
 
 def test_config_is_frozen_and_rebuilds_from_its_fields():

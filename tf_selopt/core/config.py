@@ -28,7 +28,7 @@ from tf_selopt.core import selection
 from tf_selopt.core.checks import is_int
 from tf_selopt.core.plan import SelectionPlan
 
-__all__ = ["SelectionConfig", "FIELDS", "UPDATES", "BASE_ARGUMENTS", "BASE_DEFAULTS"]
+__all__ = ["SelectionConfig", "FIELDS", "ARGUMENTS", "config_arguments", "UPDATES", "BASE_ARGUMENTS", "BASE_DEFAULTS"]
 
 #: How the restricted phase updates (``update``): ``"auto"`` (selected-only wherever it is exact, else
 #: masked), ``"selected_only"`` (the inner optimizer on the k selected entries only; an error where it is
@@ -162,3 +162,12 @@ class SelectionConfig:
 
 #: The fields a front end's ``get_config`` writes and its read-outs expose, in constructor order.
 FIELDS = tuple(f.name for f in dataclasses.fields(SelectionConfig) if f.name != "num_examples")
+#: The front ends' constructor arguments that go into the config, in signature order, with their defaults
+#: (``preselected`` is set by ``masks``, not passed): both signatures must list exactly these
+#: (``tests/test_plan.py``), and hand them over with ``config_arguments(locals())``.
+ARGUMENTS = {f.name: f.default for f in dataclasses.fields(SelectionConfig) if f.name != "preselected"}
+
+
+def config_arguments(scope: dict) -> dict:
+    """The ``ARGUMENTS`` in a front-end constructor's ``locals()``: what it passes on to the config."""
+    return {name: scope[name] for name in ARGUMENTS}

@@ -28,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from tf_selopt.core import criteria as criteria_lib
+from tf_selopt.core.config import config_arguments
 from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
 from tf_selopt.core.selective import refuse_base_arguments
 from tf_selopt.keras import _compat, pruning
@@ -185,19 +186,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
                 "which then stand still between updates, so windows and selections would repeat."
             )
         refuse_base_arguments(kwargs)
-        selective = new_selective(
-            masks,
-            criterion=criterion,
-            keep=keep,
-            warmup_steps=warmup_steps,
-            window=window,
-            scope=scope,
-            reselect_every=reselect_every,
-            seed=seed,
-            num_examples=num_examples,
-            granularity=granularity,
-            update=update,
-        )
+        selective = new_selective(masks, **config_arguments(locals()))
         super().__init__(learning_rate=0.0, name=name)
         self._selective = selective
         self.inner_optimizer = inner

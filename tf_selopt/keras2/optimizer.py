@@ -28,6 +28,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_selopt.core import criteria as criteria_lib
+from tf_selopt.core.config import config_arguments
 from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
 from tf_selopt.core.selective import refuse_base_arguments
 from tf_selopt.keras2 import _compat
@@ -79,19 +80,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
         kwargs.pop("is_legacy_optimizer", None)  # written by tf_keras serialization
         kwargs.pop("jit_compile", None)
         refuse_base_arguments(kwargs)
-        selective = new_selective(
-            masks,
-            criterion=criterion,
-            keep=keep,
-            warmup_steps=warmup_steps,
-            window=window,
-            scope=scope,
-            reselect_every=reselect_every,
-            seed=seed,
-            num_examples=num_examples,
-            granularity=granularity,
-            update=update,
-        )
+        selective = new_selective(masks, **config_arguments(locals()))
         if update == "selected_only":
             raise ValueError(
                 "`update`='selected_only' is not available in the tf_keras front end: it runs the masked path "
