@@ -364,3 +364,36 @@ def test_tf_keras_front_end_refuses_selected_only():
         TfKerasSelectiveOptimizer(tf_keras.optimizers.Adam(1e-3), update="selected_only")
     optimizer = TfKerasSelectiveOptimizer(tf_keras.optimizers.Adam(1e-3))
     assert optimizer.get_config()["update"] == "auto"
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd_nesterov"])
+def test_a_variable_without_gradient_is_skipped_as_on_the_masked_path(name):
+    """Keras skips a variable whose gradient is None (with a warning); the selected-only path skips its selected
+    entries too: values and inner state (Adam's moments, momentum, built up while it had gradients) untouched,
+    every weight equal to the masked path bit for bit, also once its gradients return."""
+    x, y = make_data("sequential")
+    runs = []
+    for update in ("masked", "auto"):
+        keras.utils.set_random_seed(0)
+        model = make_model("sequential")
+        extra = keras.Variable(np.linspace(-1.0, 1.0, 12).reshape(4, 3).astype("float32"), name="extra")
+        optimizer = selective(EXACT_IN_GRAPH[name], update=update, keep=0.3)
+        variables = model.trainable_variables + [extra]
+
+        @tf.function
+        def step(xb, yb, with_extra):
+            with tf.GradientTape() as tape:
+                loss = LOSS(yb, model(xb, training=True))
+                if with_extra:  # a Python flag: two traces, one where `extra` has no gradient
+                    loss += tf.reduce_sum(tf.square(extra - 0.5))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+        for i in range(12):  # warm-up 4 with gradients, then steps alternating without and with them
+            xb, yb = x[16 * (i % 4) : 16 * (i % 4 + 1)], y[16 * (i % 4) : 16 * (i % 4 + 1)]
+            step(xb, yb, i < 6 or i % 2 == 0)
+        runs.append((variables, optimizer))
+    (masked, masked_opt), (ours, opt) = runs
+    assert (masked_opt.update_path, opt.update_path) == ("masked", "selected_only")
+    assert_bits(opt.masks, masked_opt.masks)
+    assert bool(np.any(opt.masks[-1].numpy()))  # `extra` has selected entries
+    assert_bits([v.numpy() for v in ours], [v.numpy() for v in masked])

@@ -385,29 +385,43 @@ class SelectedOnly:
         """(k,) gradient per group from ``grads`` (one per model variable; dense, IndexedSlices or None)."""
         return [g.gather_gradients([grads[i] for i in g.members]) for g in self.groups]
 
-    def apply(self, grads, inner_apply, kept=None):
+    def apply(self, grads, inner_apply, kept=None, slots=None):
         """One restricted step: ``inner_apply(small_grads, buffers)`` updates the buffers in place.
 
         ``kept``: None or one bool tensor (True = kept) or None per model variable: the pruning masks;
-        selected entries that are pruned get a zero gradient and keep their value."""
+        selected entries that are pruned get a zero gradient and keep their value. A variable whose
+        gradient is None is skipped, as Keras skips it: its entries keep their value and, in ``slots``
+        (per group, the inner optimizer's k-sized slot variables), their state."""
         small = self.gather_gradients(grads)
         live = [None] * len(self.groups)
         before = [None] * len(self.groups)
+        held = [None] * len(self.groups)  # (slots of the variables without a gradient, their state before)
         for j, group in enumerate(self.groups):
             offsets = tf.convert_to_tensor(group.offsets)
             values = group.gather_full(group.variables, tf.convert_to_tensor(group.positions), offsets)
             group.values.assign(values)
             masks = [None if kept is None else kept[i] for i in group.members]
-            if any(m is not None for m in masks):
-                masks = [tf.ones(v.shape, tf.bool) if m is None else m for m, v in zip(masks, group.variables)]
+            absent = [grads[i] is None for i in group.members]
+            if any(m is not None for m in masks) or any(absent):
+                masks = [
+                    tf.zeros(v.shape, tf.bool) if gone else tf.ones(v.shape, tf.bool) if m is None else m
+                    for m, v, gone in zip(masks, group.variables, absent)
+                ]
                 live[j] = group.gather_full(masks, tf.convert_to_tensor(group.positions), offsets)
                 small[j] = tf.where(live[j], small[j], tf.zeros((), small[j].dtype))
                 before[j] = values
+            if any(absent) and slots is not None:
+                skipped = tf.gather(tf.constant([not gone for gone in absent] + [True]), group.owners(offsets))
+                held[j] = (skipped, [(s, tf.identity(s)) for s in slots[j]])
         inner_apply(small, self.buffers)
         for j, group in enumerate(self.groups):
             values = tf.convert_to_tensor(group.values)
             if live[j] is not None:
                 values = tf.where(live[j], values, before[j])
+            if held[j] is not None:
+                updated, state = held[j]
+                for slot, old in state:
+                    slot.assign(tf.where(updated, tf.convert_to_tensor(slot), old))
             group.scatter(values)
 
     def scatter_into_variables(self, tensors):

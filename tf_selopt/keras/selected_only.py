@@ -208,8 +208,9 @@ class KerasSelectedOnly:
 
     def apply(self, grads, kept=None):
         """One restricted step with ``grads`` (one per variable of ``var_list``; dense, IndexedSlices or None;
-        None: no gradient, its selected entries step with a zero one) and ``kept`` (None, or a pruning mask
-        or None per variable: pruned entries keep their value)."""
+        None: no gradient, the variable is skipped as Keras skips it: its selected entries keep their value
+        and their slots) and ``kept`` (None, or a pruning mask or None per variable: pruned entries keep
+        their value)."""
         flags = [_compat.decays(self.inner, v) for v in self.var_list]
 
         def inner_apply(small_grads, buffers):
@@ -223,7 +224,9 @@ class KerasSelectedOnly:
                 apply_in_each_replica(clone, [g], [buffer])
             self.inner.iterations.assign(self.clones[0].iterations)
 
-        self.core.apply(grads, inner_apply, kept)
+        # the slots a skipped variable keeps (not the EMA: Keras averages every variable, stepped or not)
+        slots = [[link.small for link in group_links if link.initial is not None] for group_links in self._links()]
+        self.core.apply(grads, inner_apply, kept, slots)
 
     def finalize(self):
         """With ``use_ema``: write the selected entries' moving averages into the model variables (what the
