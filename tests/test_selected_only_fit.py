@@ -397,3 +397,19 @@ def test_a_variable_without_gradient_is_skipped_as_on_the_masked_path(name):
     assert_bits(opt.masks, masked_opt.masks)
     assert bool(np.any(opt.masks[-1].numpy()))  # `extra` has selected entries
     assert_bits([v.numpy() for v in ours], [v.numpy() for v in masked])
+
+
+@pytest.mark.parametrize("name", ["adam", "adam_ema"])
+def test_the_compiled_scatter_equals_the_masked_path_bit_for_bit(name, monkeypatch):
+    """From ``COMPILED_SCATTER_MIN_ENTRIES`` selected entries on the scatter back is compiled by XLA inside the
+    ordinary step; forced here on a small model (the kernel's and XLA's writes are the same writes)."""
+    from tf_selopt.core import selected_only
+
+    masked, _, _ = run("sequential", EXACT_IN_GRAPH[name], "masked")
+    calls = []
+    compiled = selected_only._compiled_scatter
+    monkeypatch.setattr(selected_only, "COMPILED_SCATTER_MIN_ENTRIES", 1)
+    monkeypatch.setattr(selected_only, "_compiled_scatter", lambda *a: calls.append(1) or compiled(*a))
+    model, optimizer, before = run("sequential", EXACT_IN_GRAPH[name], "auto")
+    assert optimizer.update_path == "selected_only" and calls  # traced through the compiled scatter
+    assert_bits(weights(model), weights(masked))

@@ -41,13 +41,14 @@ parameter. With Adam: 16 B per selected entry (values 4, position 4, m 4, v 4),
 0.16 B per model parameter at keep 1%, 1.6 at keep 10%.
 
 Cost per step: a gather of k gradient entries and k values, the inner update on
-k entries, a scatter of k entries per variable. The scatter is compiled by XLA
+k entries, a scatter of k entries per variable. From a capacity of
+``COMPILED_SCATTER_MIN_ENTRIES`` on, the scatter is compiled by XLA
 (``_compiled_scatter``) even when the step is not: TensorFlow's CPU
 ``ResourceScatterNdUpdate`` writes entry by entry and bounded the step at keep
 10%; XLA's copies the variable once (an N-sized transient per variable) and is
-several times faster. Under a ``tf.distribute`` strategy the scatter goes through
-``extended.update`` uncompiled. ``apply`` and ``select`` compile with
-``jit_compile=True`` (the slices by ``offsets`` are bounded by k; ``select``
+several times faster, at a one-time cost in resident memory. Under a
+``tf.distribute`` strategy the scatter goes through ``extended.update`` uncompiled.
+``apply`` and ``select`` compile with ``jit_compile=True`` (the slices by ``offsets`` are bounded by k; ``select``
 uses static shapes only).
 
 Pruning: ``apply(..., kept=...)`` takes each variable's pruning mask (True =
@@ -73,6 +74,11 @@ __all__ = ["SelectedOnly", "SlotLink", "index_dtype_for"]
 AddVariable = Callable[[tuple, tf.DType, str, str], tf.Variable]
 
 _INT32_LIMIT = 2**31
+#: From this capacity k on, the scatter back is compiled by XLA (``_compiled_scatter``): faster than TensorFlow's
+#: CPU kernel, which writes entry by entry, but loading XLA's compiler costs the process about 50 MiB of
+#: resident memory once (``selopt finetune``: peak RSS +50 MiB at k = 7,725), while below this k the kernel's
+#: writes take well under a millisecond.
+COMPILED_SCATTER_MIN_ENTRIES = 2**15
 
 
 def index_dtype_for(num_entries) -> tf.DType:
@@ -228,10 +234,10 @@ class _Group:
             return self._scatter_static(values, offsets)
         positions = self.slices(tf.convert_to_tensor(self.positions), offsets)
         for v, p, x in zip(self.variables, positions, self.slices(values, offsets)):
-            if tf.distribute.has_strategy():
-                _scatter_nd_update(v, _unravel(p, v.shape), x)
-            else:
+            if self.k >= COMPILED_SCATTER_MIN_ENTRIES and not tf.distribute.has_strategy():
                 _compiled_scatter(_tf_variable(v), p, x)
+            else:
+                _scatter_nd_update(v, _unravel(p, v.shape), x)
 
     def _scatter_static(self, values, offsets):
         """``scatter`` with static shapes (XLA): each variable gets all k slots; a slot of another variable
