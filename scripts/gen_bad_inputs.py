@@ -112,6 +112,7 @@ SECTIONS = {
     "tfmot_bridge.prune_low_magnitude_global / global_magnitude_plan": [
         "test_tfmot_bridge.py::test_bad_inputs_raise_before_anything_changes",
         "test_tfmot_bridge.py::test_wrong_models_raise_clear_errors",
+        "test_tfmot_bridge.py::test_bad_structure_raises_before_anything_changes",
     ],
     "data.load": ["test_data.py::test_unknown_data_set"],
     "DropFrozenVariables / TracePerPhase (Keras 3 callbacks, checked at the start of `fit`)": [

@@ -19,6 +19,7 @@ from tf_selopt.keras2 import tfmot_bridge
 from tf_selopt.keras2.tfmot_bridge import global_magnitude_plan, prune_low_magnitude_global, pruning_callbacks
 
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl  # isort: skip
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_utils  # isort: skip
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # isort: skip
 
 tfmot = tfmot_bridge.tfmot
@@ -327,6 +328,7 @@ BAD = [
     (dict(end_step=5, begin_step=10), "`end_step`"),
     (dict(end_step=150, frequency=100), "`end_step`"),  # 150 is not a pruning step: final never applied
     (dict(end_step=20.0), "`end_step`"),
+    (dict(end_step=None), "`end_step` must be an int"),  # required without sparsity_m_by_n
     (dict(schedule="constant", end_step=5, begin_step=10), "`end_step`"),
     (dict(schedule="constant", end_step=0, begin_step=0), "`end_step`"),  # never prunes (steps start at 1)
     (dict(schedule="constant", end_step=-2), "`end_step`"),
@@ -382,6 +384,131 @@ def test_wrong_models_raise_clear_errors():
             fn(tf_keras.Sequential([tf_keras.Input((4,)), L.BatchNormalization()]))
         with pytest.raises(ValueError, match="tf_keras.Model"):
             fn("model")
+
+
+# ---------------------------------------------------------------- structured: blocks and N:M
+
+
+def make_blocky(seed=0):
+    tf_keras.utils.set_random_seed(seed)
+    return tf_keras.Sequential(
+        [tf_keras.Input((16,)), L.Dense(8, activation="relu", name="b1"), L.Dense(4, name="b2")]
+    )  # kernels (16, 8), (8, 4): 32 + 8 = 40 blocks of 1x4
+
+
+def make_nm_cnn(seed=0):
+    tf_keras.utils.set_random_seed(seed)
+    inputs = tf_keras.Input((6, 6, 4))
+    h = L.Conv2D(8, 3, activation="relu", name="c1")(inputs)  # kernel (3, 3, 4, 8)
+    h = L.Flatten(name="flat")(h)
+    return tf_keras.Model(inputs, L.Dense(4, name="head")(h))  # kernel (128, 4)
+
+
+def fit_briefly(pruned_model, input_shape, steps=4, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(8 * steps, *input_shape)).astype("float32")
+    y = rng.integers(0, 4, size=8 * steps).astype("int32")
+    pruned_model.compile(optimizer=tf_keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    pruned_model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=pruning_callbacks())
+    return tfmot_bridge.strip_pruning(pruned_model)
+
+
+def input_groups(kernel, n):
+    """``(..., in, out)`` -> ``(-1, n)``: groups of n consecutive inputs of one output unit and position."""
+    k = np.moveaxis(kernel, -2, -1)  # input axis last
+    return k.reshape(-1, n)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "polynomial"])
+def test_blocks_1x4_are_whole_along_the_input_axis_and_counted_exactly(schedule):
+    model = make_blocky()
+    kernels_before = kernels(model, ["b1", "b2"])
+    pruned_model, plan = prune_low_magnitude_global(
+        model, 0.75, schedule, begin_step=0, end_step=4, frequency=2, block_size=(1, 4)
+    )
+    assert plan == global_magnitude_plan(model, 0.75, block_size=(1, 4))
+    # the plan counts blocks: the numpy reference over summed |w| of 4 consecutive inputs per output unit
+    block_sums = [np.abs(k).reshape(k.shape[0] // 4, 4, k.shape[1]).sum(axis=1) for k in kernels_before]
+    assert [plan[n].pruned // 4 for n in ("b1", "b2")] == reference_pruned(block_sums, 0.75)
+    assert sum(p.pruned for p in plan.values()) == 4 * math.floor(0.75 * 40 + 0.5)
+    wrappers = [layer for layer in pruned_model.layers if isinstance(layer, pruning_wrapper.PruneLowMagnitude)]
+    assert [w.block_size for w in wrappers] == [(4, 1), (4, 1)]  # tfmot's (rows, cols) of the (in, out) kernel
+    final = fit_briefly(pruned_model, (16,))
+    for name, kernel in zip(("b1", "b2"), kernels(final, ["b1", "b2"])):
+        zero_per_block = (input_groups(kernel, 4) == 0).sum(axis=1)
+        assert set(zero_per_block.tolist()) <= {0, 4}, name  # whole blocks of 4 consecutive inputs
+        assert int((kernel == 0).sum()) == plan[name].pruned
+
+
+def test_m_by_n_is_exact_on_every_group_of_dense_and_conv_after_a_fit():
+    model = make_nm_cnn()
+    pruned_model, plan = prune_low_magnitude_global(model, None, sparsity_m_by_n=(2, 4))
+    assert plan == global_magnitude_plan(model, 0.5, sparsity_m_by_n=[2, 4])
+    assert {n: (p.sparsity, p.pruned, p.size) for n, p in plan.items()} == {
+        "c1": (0.5, 144, 288),
+        "head": (0.5, 256, 512),
+    }
+    wrappers = [layer for layer in pruned_model.layers if isinstance(layer, pruning_wrapper.PruneLowMagnitude)]
+    assert [w.sparsity_m_by_n for w in wrappers] == [(2, 4), (2, 4)]
+    final = fit_briefly(pruned_model, (6, 6, 4))
+    for name in ("c1", "head"):
+        kernel = final.get_layer(name).kernel.numpy()
+        zeros = (input_groups(kernel, 4) == 0).sum(axis=1)
+        assert np.all(zeros == 2), name  # exactly m zeros in every group of n consecutive inputs
+        assert int((kernel == 0).sum()) == plan[name].pruned
+        assert pruning_utils.is_pruned_m_by_n(tf.constant(kernel), (2, 4))  # tfmot's own check agrees
+
+
+def make_narrow():
+    return tf_keras.Sequential([tf_keras.Input((8,)), L.Dense(1, name="one")])  # kernel (8, 1)
+
+
+def make_conv1d():
+    return tf_keras.Sequential([tf_keras.Input((8, 4)), L.Conv1D(4, 3, name="k")])  # kernel (3, 4, 4): rank 3
+
+
+STRUCTURED_MODELS = {"mlp": make_mlp, "cnn": make_cnn, "narrow": make_narrow, "conv1d": make_conv1d}
+C = dict(schedule="constant", end_step=-1)  # a valid schedule for block cases
+NM = dict(sparsity=None, sparsity_m_by_n=(2, 4))
+
+BAD_STRUCTURE = [
+    ("mlp", C | dict(block_size=(0, 4)), "`block_size` must be None or a pair of ints >= 1"),
+    ("mlp", C | dict(block_size="1x4"), "`block_size` must be None or a pair of ints >= 1"),
+    ("mlp", C | dict(block_size=(1, 4)), r"`block_size`=\(1, 4\): weight 'd3/kernel:0' of layer 'd3' of shape \(10, 3"),
+    ("mlp", C | dict(block_size=(4, 4), layers=["d2"]), r"`block_size`=\(4, 4\): weight 'd2/kernel:0'"),
+    ("cnn", C | dict(block_size=(1, 4)), r"weight 'c1/kernel:0' of layer 'c1' has shape \(3, 3, 1, 4\); tfmot prunes"),
+    ("narrow", C | dict(block_size=(1, 4)), r"has shape \(8, 1\); tfmot prunes blocks only in 2-D weights with no"),
+    ("mlp", C | dict(sparsity=0.99, block_size=(1, 4), layers=["d1", "d2"]), "prunes 87 of 88 blocks"),
+    ("mlp", NM, r"`sparsity_m_by_n`=\(2, 4\): weight 'd3/kernel:0' of layer 'd3' of shape \(10, 3\)"),
+    ("conv1d", NM, r"weight 'k/kernel:0' of layer 'k' has shape \(3, 4, 4\); tfmot's N:M pruning handles rank-2"),
+    ("mlp", NM | dict(sparsity_m_by_n=(4, 4)), "1 <= m < n"),
+    ("mlp", NM | dict(sparsity_m_by_n="2:4"), "`sparsity_m_by_n` must be None or a pair"),
+    ("mlp", NM | dict(block_size=(1, 4)), "exclude each other"),
+    ("mlp", NM | dict(sparsity=0.9), "conflicts with `sparsity_m_by_n`"),
+    ("mlp", dict(sparsity=None, end_step=20), "`sparsity` must be a float"),
+    ("mlp", NM | dict(end_step=20), "`end_step`=20 does not apply with `sparsity_m_by_n`"),
+    ("mlp", NM | dict(begin_step=5), "`begin_step`=5 does not apply with `sparsity_m_by_n`"),
+    ("mlp", NM | dict(frequency=1), "`frequency`=1 does not apply with `sparsity_m_by_n`"),
+    ("mlp", NM | dict(initial_sparsity=0.1), "`initial_sparsity`=0.1 does not apply"),
+    ("mlp", NM | dict(power=1), "`power`=1 does not apply"),
+]
+SCHEDULE_ARGS = ("schedule", "end_step", "begin_step", "frequency", "initial_sparsity", "power")
+
+
+@pytest.mark.parametrize("kind,kwargs,message", BAD_STRUCTURE)
+def test_bad_structure_raises_before_anything_changes(kind, kwargs, message):
+    model = STRUCTURED_MODELS[kind]()
+    before = [np.array(w) for w in model.get_weights()]
+    args = dict(sparsity=0.5) | kwargs
+    with pytest.raises(ValueError, match=message):
+        prune_low_magnitude_global(model, **args)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not any(hasattr(layer, "get_prunable_weights") for layer in model.layers)  # nothing wrapped
+    if not any(k in kwargs for k in SCHEDULE_ARGS[1:]):  # the plan refuses the same (it has no schedule)
+        plan_args = {k: v for k, v in args.items() if k not in SCHEDULE_ARGS}
+        with pytest.raises(ValueError, match=message):
+            global_magnitude_plan(model, **plan_args)
 
 
 # ---------------------------------------------------------------- import side effects

@@ -43,12 +43,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tf_selopt.core.checks import is_int
+from tf_selopt.core.checks import fraction, is_int
 from tf_selopt.core.selection import sortable_key
 
 __all__ = [
     "check_block_size",
     "check_m_by_n",
+    "check_structure",
     "check_divisible",
     "block_count",
     "block_scores",
@@ -93,6 +94,33 @@ def check_m_by_n(m_by_n, name: str = "sparsity_m_by_n"):
             f"weights along the input axis, e.g. (2, 4)); received {name}={m_by_n!r}."
         )
     return pair
+
+
+def check_structure(sparsity, block_size, sparsity_m_by_n):
+    """The rule tying ``sparsity``, ``block_size`` and ``sparsity_m_by_n``; returns ``(sparsity, block, m_by_n)``.
+
+    ``block`` is ``check_block_size``'s pair, ``m_by_n`` ``check_m_by_n``'s (or
+    None). Without N:M, ``sparsity`` must be a float in [0, 1). With it,
+    ``block_size`` must be None or ``(1, 1)`` (the two exclude each other) and
+    ``sparsity`` None or ``m / n`` (returned as ``m / n``). ValueError naming the
+    argument otherwise.
+    """
+    block = check_block_size(block_size)
+    m_by_n = check_m_by_n(sparsity_m_by_n)
+    if m_by_n is None:
+        return fraction("sparsity", sparsity), block, None
+    if block != (1, 1):
+        raise ValueError(
+            f"`block_size`={block_size!r} and `sparsity_m_by_n`={sparsity_m_by_n!r} exclude each other: give one "
+            "of them (blocks: a fraction of whole blocks; N:M: m zeros in every n consecutive weights)."
+        )
+    implied = m_by_n[0] / m_by_n[1]
+    if sparsity is not None and not (fraction("sparsity", sparsity) == implied):
+        raise ValueError(
+            f"`sparsity`={sparsity!r} conflicts with `sparsity_m_by_n`={sparsity_m_by_n!r}, which prunes "
+            f"m/n = {implied:g} of every pruned kernel; pass sparsity=None (or {implied!r})."
+        )
+    return implied, block, m_by_n
 
 
 def _io(shape):

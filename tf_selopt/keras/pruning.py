@@ -142,7 +142,7 @@ import tensorflow as tf
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core import schedules, selection
 from tf_selopt.core import sparsity as sparsity_lib
-from tf_selopt.core.checks import fraction, is_int
+from tf_selopt.core.checks import is_int
 from tf_selopt.keras import _compat
 
 __all__ = [
@@ -381,27 +381,15 @@ def _check_structure(sparsity, block_size, sparsity_m_by_n, min_kept_per_variabl
     ``sparsity`` may be None only with ``sparsity_m_by_n`` (it is then ``m / n``);
     given with it, it must equal ``m / n``.
     """
-    block = sparsity_lib.check_block_size(block_size)
-    m_by_n = sparsity_lib.check_m_by_n(sparsity_m_by_n)
+    sparsity, block, m_by_n = sparsity_lib.check_structure(sparsity, block_size, sparsity_m_by_n)
     if m_by_n is None:
-        return fraction("sparsity", sparsity), block, None
-    if block != (1, 1):
-        raise ValueError(
-            f"`block_size`={block_size!r} and `sparsity_m_by_n`={sparsity_m_by_n!r} exclude each other: give one "
-            "of them (blocks: a fraction of whole blocks; N:M: m zeros in every n consecutive weights)."
-        )
-    implied = m_by_n[0] / m_by_n[1]
-    if sparsity is not None and not (fraction("sparsity", sparsity) == implied):
-        raise ValueError(
-            f"`sparsity`={sparsity!r} conflicts with `sparsity_m_by_n`={sparsity_m_by_n!r}, which prunes "
-            f"m/n = {implied:g} of every pruned kernel; pass sparsity=None (or {implied!r})."
-        )
+        return sparsity, block, None
     if min_kept_per_variable:
         raise ValueError(
             f"`min_kept_per_variable`={min_kept_per_variable!r} does not apply with `sparsity_m_by_n` (every group of "
             "n keeps n - m weights, no variable is emptied); leave it at 0."
         )
-    return implied, block, m_by_n
+    return sparsity, block, m_by_n
 
 
 def _check_options(scope, criterion, seed):

@@ -48,6 +48,42 @@ without ties at the final pruning step. Which weights end up pruned is decided
 by tfmot from the weights at its pruning steps, not by the plan: the plan fixes
 how many per layer.
 
+Structured pruning (``block_size=``, ``sparsity_m_by_n=``, passed to tfmot's
+``prune_low_magnitude``; ``pruning_impl.Pruning._maybe_update_block_mask``):
+
+* **Blocks**: ``block_size=(r, c)`` means what it means in ``tf_selopt.prune``
+  (``tf_selopt.core.sparsity``): ``r`` consecutive output units times ``c``
+  consecutive inputs, so ``(1, 4)`` is LiteRT's float block of four consecutive
+  inputs. tfmot's own ``block_size`` runs over the kernel as stored,
+  ``(rows, cols) = (inputs, outputs)``: it is given ``(c, r)``. tfmot pools
+  ``|w|`` per block (``AVG``, which ranks as the sum for blocks of one size)
+  and applies its count formula to the pooled tensor: it keeps
+  ``max(round(blocks * (1 - s)), 1)`` whole blocks. So the plan counts
+  **blocks**: the ``B`` blocks of all pruned tensors are ranked together by
+  summed ``|w|`` and exactly ``floor(s * B + 0.5)`` are pruned (each tensor
+  keeps its best block); ``LayerPlan.pruned`` and ``size`` stay in weights
+  (blocks times ``r * c``). tfmot accepts only rank-2 weights for blocks
+  (Dense, Embedding, RNN kernels; not Conv), squeezes them first (a dimension of
+  1 breaks it) and pads partial blocks at the edges; the bridge refuses all three
+  before building anything: every pruned tensor must be 2-D, without a
+  dimension of 1, and divide into whole blocks.
+* **N:M**: ``sparsity_m_by_n=(m, n)`` (``m`` zeros in every ``n`` consecutive
+  inputs, per output unit; tfmot's convention and ``tf_selopt.prune``'s).
+  tfmot decides this per tensor, not by count: it computes the mask **once, at
+  the first training step** (``conditional_mask_update``: ``step == 1``) and
+  ignores the pruning schedule entirely; afterwards the mask only keeps the
+  pruned weights at zero. There is no global plan to make: every layer gets
+  ``m / n`` (``sparsity`` must be None or ``m / n``), and the schedule
+  arguments (``end_step``, ``begin_step``, ``frequency``, ``initial_sparsity``,
+  ``power``) are refused rather than silently ignored. Its top-k per group keeps
+  exactly ``n - m`` positions, so every group has at least ``m`` zeros, with no
+  tie problem. The first ``fit`` must start from step 1 (a fresh optimizer, as
+  after compiling the returned model). tfmot pads a group cut by the tensor's
+  end, which then gets fewer zeros, and handles rank 2 and 4 only: the bridge
+  requires rank 2 or 4 and the input axis (``-2``) divisible by ``n``.
+  tfmot's ``PruneLowMagnitude.get_config`` leaves ``sparsity_m_by_n`` out:
+  ``strip_pruning`` before saving.
+
 Import. tfmot picks Keras 2 by setting ``TF_USE_LEGACY_KERAS=1`` when it is
 first imported; if ``tf.keras`` has not been resolved yet, that switches
 ``tf.keras`` to tf_keras for the whole process. This module resolves ``tf.keras``
@@ -86,6 +122,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_selopt.core import selection
+from tf_selopt.core import sparsity as sparsity_lib
 from tf_selopt.core.checks import fraction, is_int, positive
 from tf_selopt.keras2 import _compat, _tfmot_compat
 
@@ -227,23 +264,60 @@ def _layer_sparsity(sizes: list, pruned: int) -> tuple[float, int]:
 # ---------------------------------------------------------------- the plan
 
 
-def _plan(found: dict, sparsity: float, where: str) -> dict:
+def _check_tfmot_structure(tensors, block_size, m_by_n):
+    """ValueError naming the first weight tfmot cannot prune in this structure (nothing built yet)."""
+    if m_by_n is None and block_size == (1, 1):
+        return
+    what = f"`sparsity_m_by_n`={m_by_n}" if m_by_n else f"`block_size`={block_size}"
+    for name, w in tensors:
+        shape, label = tuple(w.shape), f"weight {w.name!r} of layer {name!r}"
+        if m_by_n and len(shape) not in (2, 4):
+            raise ValueError(
+                f"{what}: {label} has shape {shape}; tfmot's N:M pruning handles rank-2 (Dense) and rank-4 (Conv2D) "
+                "weights only. Leave the layer out with `layers=[...]`."
+            )
+        if not m_by_n and (len(shape) != 2 or 1 in shape):
+            raise ValueError(
+                f"{what}: {label} has shape {shape}; tfmot prunes blocks only in 2-D weights with no dimension of 1 "
+                "(Dense, Embedding, RNN kernels; it squeezes the weight first). Leave the layer out with "
+                "`layers=[...]`."
+            )
+        rows, cols = (1, m_by_n[1]) if m_by_n else block_size
+        sparsity_lib.check_divisible(shape, rows, cols, what, label)
+
+
+def _plan(found: dict, sparsity: float, where: str, block_size=(1, 1), m_by_n=None) -> dict:
     tensors = [(name, w) for name, weights in found.items() for w in weights]
     values = [np.asarray(tf.convert_to_tensor(w)) for _, w in tensors]
     for (name, w), v in zip(tensors, values):
         if not np.all(np.isfinite(v)):
             raise ValueError(f"{where}: weight {w.name!r} of layer {name!r} has NaN or infinite values.")
+    _check_tfmot_structure(tensors, block_size, m_by_n)
+    if m_by_n is not None:  # tfmot prunes m of every n in each tensor: no choice left to plan
+        m, n = m_by_n
+        return {
+            name: LayerPlan(
+                sparsity=m / n,
+                pruned=sum(w.shape.num_elements() for w in ws) * m // n,
+                size=sum(w.shape.num_elements() for w in ws),
+            )
+            for name, ws in found.items()
+        }
+    per_block = block_size[0] * block_size[1]
+    if per_block > 1:  # rank whole blocks: tfmot's count formula runs on the pooled tensor
+        values = [sparsity_lib.block_scores(np.abs(v), block_size).numpy() for v in values]
+    unit = "blocks" if per_block > 1 else "weights"
     sizes = [int(v.size) for v in values]
     total = sum(sizes)
     n_pruned = selection.count_of(sparsity, total)
     keep = total - n_pruned
     if keep < len(values):
         raise ValueError(
-            f"`sparsity`={sparsity!r} prunes {n_pruned} of {total} weights and keeps {keep}, but tfmot keeps at "
-            f"least one weight in each of the {len(values)} prunable tensors; use sparsity < "
+            f"`sparsity`={sparsity!r} prunes {n_pruned} of {total} {unit} and keeps {keep}, but tfmot keeps at "
+            f"least one of them in each of the {len(values)} prunable tensors; use sparsity < "
             f"{(total - len(values) + 0.5) / total:.6g}."
         )
-    # tfmot keeps each tensor's largest |w|: force it into the selection (+inf), then the global top-k.
+    # tfmot keeps each tensor's largest |w| (block): force it into the selection (+inf), then the global top-k.
     scores = []
     for v in values:
         score = np.abs(v).astype(np.float32).reshape(-1)
@@ -261,24 +335,31 @@ def _plan(found: dict, sparsity: float, where: str) -> dict:
         if reached != planned:
             warnings.warn(
                 f"Layer {name!r} (prunable tensors of sizes {layer_sizes}): no sparsity makes tfmot prune "
-                f"exactly the planned {planned} weights (one float32 sparsity per layer, rounded per tensor); "
+                f"exactly the planned {planned} {unit} (one float32 sparsity per layer, rounded per tensor); "
                 f"the closest it can reach is {reached}, so the total is off by {reached - planned}.",
                 stacklevel=3,
             )
-        plan[name] = LayerPlan(sparsity=target, pruned=reached, size=sum(layer_sizes))
+        plan[name] = LayerPlan(sparsity=target, pruned=reached * per_block, size=sum(layer_sizes) * per_block)
     return plan
 
 
-def global_magnitude_plan(model, sparsity, layers=None) -> dict:
+def global_magnitude_plan(model, sparsity, layers=None, *, block_size=None, sparsity_m_by_n=None) -> dict:
     """Per-layer tfmot targets that together prune the globally smallest ``|w|``.
 
     Args:
         model: a built tf_keras Sequential or functional model (its weights are
             read, nothing is changed).
         sparsity: fraction of the prunable weights to zero, a float in [0, 1);
-            ``floor(sparsity * N + 0.5)`` of the ``N`` prunable weights.
+            ``floor(sparsity * N + 0.5)`` of the ``N`` prunable weights
+            (blocks, with ``block_size``). With ``sparsity_m_by_n``: None or ``m / n``.
         layers: None (every layer tfmot can prune) or a list of layer names;
             ``N`` then counts only their weights.
+        block_size: None or ``(r, c)``: prune whole blocks of ``r`` output
+            units x ``c`` consecutive inputs (``tf_selopt.prune``'s
+            convention); the plan counts blocks (module docstring).
+        sparsity_m_by_n: None or ``(m, n)``: ``m`` zeros in every ``n``
+            consecutive inputs; every layer's target is ``m / n`` (tfmot
+            decides per tensor, there is nothing global to plan).
 
     Returns:
         dict: layer name -> ``LayerPlan(sparsity, pruned, size)``, in layer
@@ -287,65 +368,28 @@ def global_magnitude_plan(model, sparsity, layers=None) -> dict:
     Raises:
         ValueError: for a Keras 3 or subclassed or unbuilt model, a sparsity
             outside [0, 1) or too high to keep one weight per tensor, an unknown
-            or non-prunable layer name, nothing prunable, non-finite weights.
+            or non-prunable layer name, nothing prunable, non-finite weights, a
+            bad ``block_size``/``sparsity_m_by_n`` or a weight they do not fit.
     """
-    _check_model(model, "global_magnitude_plan")
-    sparsity = fraction("sparsity", sparsity)
-    return _plan(_collect(model, layers, "global_magnitude_plan"), sparsity, "global_magnitude_plan")
-
-
-def prune_low_magnitude_global(
-    model,
-    sparsity,
-    schedule: str = "polynomial",
-    *,
-    end_step: int,
-    begin_step: int = 0,
-    frequency: int = 100,
-    initial_sparsity: float = 0.0,
-    power: float = 3,
-    layers=None,
-):
-    """Wrap ``model``'s layers with tfmot pruning, per-layer targets from the global plan.
-
-    Like tfmot's ``prune_low_magnitude(model)``, the returned model wraps the
-    model's own layers (the two share weights) and has no optimizer: compile it,
-    train with ``pruning_callbacks(...)`` for at least ``end_step`` batches
-    (``UpdatePruningStep`` numbers the batches 1, 2, ...), then
-    ``tfmot.sparsity.keras.strip_pruning``. Layers whose target is 0 stay unwrapped.
-
-    Args:
-        model: a built tf_keras Sequential or functional model.
-        sparsity: final fraction of the prunable weights to zero, in [0, 1).
-        schedule: ``"polynomial"``: per layer a ``PolynomialDecay`` from
-            ``initial_sparsity`` to the layer's target, both scaled by
-            ``target / sparsity`` so that every layer follows the same curve
-            and the total follows the global one; ``"constant"``: per layer a
-            ``ConstantSparsity`` at its target.
-        end_step: ``"polynomial"``: the step at which the targets are reached,
-            ``> begin_step`` and ``begin_step + m * frequency`` (tfmot only
-            prunes at those steps, so any other value never applies the final
-            sparsity). ``"constant"``: the last step at which pruning may
-            happen, or -1 (no end); it must allow at least one pruning step.
-        begin_step: first pruning step, an int >= 0.
-        frequency: prune every ``frequency`` steps from ``begin_step``, an int >= 1.
-        initial_sparsity: ``"polynomial"`` only: the global sparsity at
-            ``begin_step``, a float in [0, sparsity].
-        power: ``"polynomial"`` only: exponent of the decay, a finite number > 0.
-        layers: None or a list of layer names to restrict pruning to.
-
-    Returns:
-        ``(pruned_model, plan)``: a tf_keras model with ``PruneLowMagnitude``
-        wrappers, and the plan of ``global_magnitude_plan``.
-
-    Raises:
-        ValueError: for any invalid argument, before anything is built.
-    """
-    where = "prune_low_magnitude_global"
+    where = "global_magnitude_plan"
     _check_model(model, where)
-    sparsity = fraction("sparsity", sparsity)
-    if schedule not in SCHEDULES:
-        raise ValueError(f"`schedule` must be one of {SCHEDULES}; received schedule={schedule!r}.")
+    sparsity, block, m_by_n = sparsity_lib.check_structure(sparsity, block_size, sparsity_m_by_n)
+    return _plan(_collect(model, layers, where), sparsity, where, block, m_by_n)
+
+
+def _refuse_schedule_arguments(sparsity_m_by_n, **given):
+    """ValueError for a schedule argument given with N:M, which tfmot ignores (its masks are set at step 1)."""
+    defaults = dict(end_step=None, begin_step=0, frequency=100, initial_sparsity=0.0, power=3)
+    for name, value in given.items():
+        if value is not defaults[name] and (isinstance(value, bool) or value != defaults[name]):
+            raise ValueError(
+                f"`{name}`={value!r} does not apply with `sparsity_m_by_n`={sparsity_m_by_n!r}: tfmot sets the N:M "
+                f"masks once, at the first training step, and ignores the pruning schedule; leave `{name}` out."
+            )
+
+
+def _check_schedule(schedule, sparsity, end_step, begin_step, frequency, initial_sparsity, power) -> float:
+    """Validate the schedule arguments of ``prune_low_magnitude_global``; returns ``initial_sparsity``."""
     if not is_int(begin_step) or begin_step < 0:
         raise ValueError(f"`begin_step` must be an int >= 0; received begin_step={begin_step!r}.")
     if not is_int(frequency) or frequency < 1:
@@ -359,18 +403,101 @@ def prune_low_magnitude_global(
             )
         initial_sparsity = fraction("initial_sparsity", initial_sparsity, upper=sparsity, closed=True)
         positive("power", power)
+        return initial_sparsity
+    first = begin_step if begin_step >= 1 else frequency  # the wrapper sees steps 1, 2, ...
+    if not is_int(end_step) or not (end_step == -1 or end_step >= first):
+        raise ValueError(
+            f"`end_step` must be -1 (no end) or an int >= {first}, the first step at which tfmot prunes "
+            f"with begin_step={begin_step}, frequency={frequency}; received end_step={end_step!r}."
+        )
+    return initial_sparsity
+
+
+def prune_low_magnitude_global(
+    model,
+    sparsity,
+    schedule: str = "polynomial",
+    *,
+    end_step: int | None = None,
+    begin_step: int = 0,
+    frequency: int = 100,
+    initial_sparsity: float = 0.0,
+    power: float = 3,
+    layers=None,
+    block_size=None,
+    sparsity_m_by_n=None,
+):
+    """Wrap ``model``'s layers with tfmot pruning, per-layer targets from the global plan.
+
+    Like tfmot's ``prune_low_magnitude(model)``, the returned model wraps the
+    model's own layers (the two share weights) and has no optimizer: compile it,
+    train with ``pruning_callbacks(...)`` for at least ``end_step`` batches
+    (``UpdatePruningStep`` numbers the batches 1, 2, ...), then
+    ``tfmot.sparsity.keras.strip_pruning``. Layers whose target is 0 stay unwrapped.
+
+    Args:
+        model: a built tf_keras Sequential or functional model.
+        sparsity: final fraction of the prunable weights (blocks, with
+            ``block_size``) to zero, in [0, 1); with ``sparsity_m_by_n``, None
+            or ``m / n``.
+        schedule: ``"polynomial"``: per layer a ``PolynomialDecay`` from
+            ``initial_sparsity`` to the layer's target, both scaled by
+            ``target / sparsity`` so that every layer follows the same curve
+            and the total follows the global one; ``"constant"``: per layer a
+            ``ConstantSparsity`` at its target.
+        end_step: ``"polynomial"``: the step at which the targets are reached,
+            ``> begin_step`` and ``begin_step + m * frequency`` (tfmot only
+            prunes at those steps, so any other value never applies the final
+            sparsity). ``"constant"``: the last step at which pruning may
+            happen, or -1 (no end); it must allow at least one pruning step.
+            Required, except with ``sparsity_m_by_n`` (where it must be left out).
+        begin_step: first pruning step, an int >= 0.
+        frequency: prune every ``frequency`` steps from ``begin_step``, an int >= 1.
+        initial_sparsity: ``"polynomial"`` only: the global sparsity at
+            ``begin_step``, a float in [0, sparsity].
+        power: ``"polynomial"`` only: exponent of the decay, a finite number > 0.
+        layers: None or a list of layer names to restrict pruning to.
+        block_size: None or ``(r, c)``: tfmot prunes whole blocks of ``r``
+            output units x ``c`` consecutive inputs (passed to tfmot as its
+            ``block_size=(c, r)``); ``(1, 4)`` is LiteRT's float sparse block.
+            The plan is exact in blocks per layer (module docstring). Every
+            pruned weight must be 2-D, with no dimension of 1, divisible into blocks.
+        sparsity_m_by_n: None or ``(m, n)``, passed to tfmot: ``m`` zeros in
+            every ``n`` consecutive inputs of every pruned weight, set once at
+            the first training step; tfmot ignores the schedule, so
+            ``end_step``, ``begin_step``, ``frequency``, ``initial_sparsity``
+            and ``power`` must be left out. Excludes ``block_size``.
+
+    Returns:
+        ``(pruned_model, plan)``: a tf_keras model with ``PruneLowMagnitude``
+        wrappers, and the plan of ``global_magnitude_plan``.
+
+    Raises:
+        ValueError: for any invalid argument, before anything is built.
+    """
+    where = "prune_low_magnitude_global"
+    _check_model(model, where)
+    sparsity, block, m_by_n = sparsity_lib.check_structure(sparsity, block_size, sparsity_m_by_n)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {SCHEDULES}; received schedule={schedule!r}.")
+    if m_by_n is not None:
+        _refuse_schedule_arguments(
+            sparsity_m_by_n,
+            end_step=end_step,
+            begin_step=begin_step,
+            frequency=frequency,
+            initial_sparsity=initial_sparsity,
+            power=power,
+        )
     else:
-        first = begin_step if begin_step >= 1 else frequency  # the wrapper sees steps 1, 2, ...
-        if not is_int(end_step) or not (end_step == -1 or end_step >= first):
-            raise ValueError(
-                f"`end_step` must be -1 (no end) or an int >= {first}, the first step at which tfmot prunes "
-                f"with begin_step={begin_step}, frequency={frequency}; received end_step={end_step!r}."
-            )
-    plan = _plan(_collect(model, layers, where), sparsity, where)
+        initial_sparsity = _check_schedule(schedule, sparsity, end_step, begin_step, frequency, initial_sparsity, power)
+    plan = _plan(_collect(model, layers, where), sparsity, where, block, m_by_n)
 
     sparsity_module = tfmot.sparsity.keras
 
     def make_schedule(target: float):
+        if m_by_n is not None:  # not read by tfmot for N:M masks (pruning_impl.Pruning.conditional_mask_update)
+            return sparsity_module.ConstantSparsity(target, 0, end_step=-1, frequency=1)
         if schedule == "constant":
             return sparsity_module.ConstantSparsity(target, begin_step, end_step=end_step, frequency=frequency)
         initial = min(target, initial_sparsity * target / sparsity)
@@ -382,7 +509,12 @@ def prune_low_magnitude_global(
         entry = plan.get(layer.name)
         if entry is None or entry.pruned == 0:
             return layer
-        return sparsity_module.prune_low_magnitude(layer, pruning_schedule=make_schedule(entry.sparsity))
+        return sparsity_module.prune_low_magnitude(
+            layer,
+            pruning_schedule=make_schedule(entry.sparsity),
+            block_size=(block[1], block[0]),  # tfmot's (rows, cols) of the kernel as stored: (inputs, outputs)
+            sparsity_m_by_n=m_by_n,
+        )
 
     pruned = tf_keras.models.clone_model(model, clone_function=clone)
     _check_wrappers(pruned, plan, model, layers)
