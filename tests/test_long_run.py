@@ -15,7 +15,7 @@ NAN_BATCH, PRUNE_MORE_AT = 1234, 1500
 
 @pytest.mark.slow
 def test_long_run_exact_counts_frozen_entries_and_pruned_zeros():
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
     prune(model, 0.3)  # before tracing: the masks are read at trace time, their values later

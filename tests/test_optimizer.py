@@ -16,7 +16,7 @@ BATCH = 16  # 64 examples -> 4 steps per epoch
 
 @pytest.fixture(autouse=True)
 def _clear_session():
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
 
 
 def selective(inner="adam", **kwargs):
@@ -59,9 +59,11 @@ def test_warmup_is_the_inner_optimizer_bit_for_bit(kind, inner):
     assert int(optimizer.selections) == 0 and int(optimizer.selected_count) == optimizer.num_parameters
 
 
+# Under XLA (a compile of ~10 s each): one criterion per kind of window state in the compiled step: one slot
+# (gradient_sum; fisher differs only by g*g for |g|), two slots (preconditioned), none (random; magnitude too).
 @pytest.mark.usefixtures("same_graph_rewrites")
-@pytest.mark.parametrize("criterion", CRITERIA)
-def test_warmup_bitwise_for_every_criterion_under_xla(criterion):
+@pytest.mark.parametrize("criterion", ["gradient_sum", "preconditioned", "random"])
+def test_warmup_bitwise_under_xla(criterion):
     x, y = make_data("functional")
     reference = make_model("functional")
     fit(reference, INNER["adamw"](), x, y, epochs=1, jit_compile=True)
@@ -87,8 +89,13 @@ def test_warmup_bitwise_eager_with_default_graph_options(kind, inner):
 
 
 # ------------------------------------------------------------ masked phase
-@pytest.mark.parametrize("inner", sorted(INNER))
-@pytest.mark.parametrize("criterion", CRITERIA)
+# Every criterion (which entries: the masks) with Adam, and every inner optimizer (how the restricted phase
+# updates: selected-only for SGD with momentum, Adam and AdamW with its decay; masked for RMSprop) with
+# gradient_sum: the criterion decides the masks only, the inner only the update, so the full grid adds nothing.
+MASKED_PHASE_GRID = [(c, "adam") for c in CRITERIA] + [("gradient_sum", i) for i in sorted(INNER) if i != "adam"]
+
+
+@pytest.mark.parametrize("criterion, inner", MASKED_PHASE_GRID)
 def test_masked_phase_freezes_exactly(criterion, inner):
     x, y = make_data("functional")
     model = make_model("functional")

@@ -16,7 +16,7 @@ ARGS = dict(criterion="gradient_sum", keep=5, warmup_steps=4, window=2, seed=0)
 
 @pytest.fixture(autouse=True)
 def _clear_session():
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
     yield
     keras.mixed_precision.set_global_policy("float32")
 

@@ -272,7 +272,7 @@ def test_gradual_pruning_resumed_past_begin_step_takes_the_zeros_as_pruned(itera
     import tf_selopt
     from tf_selopt.keras.pruning import prunable_variables, pruning_mask
 
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
     model = make_model("sequential")
     kernel = prunable_variables(model)[0]
     zeroed = np.arange(48).reshape(kernel.shape) % 5 == 0

@@ -28,7 +28,7 @@ BATCH = 16
 @pytest.fixture(autouse=True)
 def _clear_session():
     tf_keras.backend.clear_session()
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
 
 
 def selective(inner="adam", **kwargs):
