@@ -314,6 +314,18 @@ def _run_round_robin(timers, runs, warmup):
                 t.times.append(time.perf_counter_ns() - start)
 
 
+def _check_timing(runs, warmup, threads, xnnpack):
+    """The timing arguments of ``tflite_latency`` and ``deployment_benchmark``: ValueError naming the bad one;
+    returns ``(threads, xnnpack)`` as lists."""
+    if not is_int(runs) or runs < 1:
+        raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
+    if not is_int(warmup) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+    threads = _check_number_list("threads", threads, lambda t: is_int(t) and t >= 1, "integers >= 1")
+    xnnpack = _check_number_list("xnnpack", xnnpack, lambda b: isinstance(b, bool), "True/False")
+    return threads, xnnpack
+
+
 def tflite_latency(paths, x1, threads=(1,), xnnpack=(True, False), runs=200, warmup=20, runtime="auto") -> list:
     """Batch-``len(x1)`` latency of TFLite files, timed as ``deployment_benchmark`` times them.
 
@@ -337,12 +349,7 @@ def tflite_latency(paths, x1, threads=(1,), xnnpack=(True, False), runs=200, war
     for p in paths:
         if not os.path.isfile(p):
             raise ValueError(f"paths: {os.fspath(p)!r} is not a file")
-    if not is_int(runs) or runs < 1:
-        raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
-    if not is_int(warmup) or warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
-    threads = _check_number_list("threads", threads, lambda t: is_int(t) and t >= 1, "integers >= 1")
-    xnnpack = _check_number_list("xnnpack", xnnpack, lambda b: isinstance(b, bool), "True/False")
+    threads, xnnpack = _check_timing(runs, warmup, threads, xnnpack)
     x1 = np.asarray(x1)
     configs = [{"threads": t, "xnnpack": b} for t in threads for b in xnnpack]
     out, timers = [[] for _ in paths], []
@@ -546,12 +553,7 @@ def deployment_benchmark(
     artifacts = _check_number_list("artifacts", artifacts, lambda a: a in ARTIFACTS, f"names from {ARTIFACTS}")
     if isinstance(float_atol, bool) or not isinstance(float_atol, (int, float)) or not float_atol >= 0:
         raise ValueError(f"float_atol must be a number >= 0, got {float_atol!r}")
-    if not is_int(runs) or runs < 1:
-        raise ValueError(f"runs must be an integer >= 1, got {runs!r}")
-    if not is_int(warmup) or warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
-    threads = _check_number_list("threads", threads, lambda t: is_int(t) and t >= 1, "integers >= 1")
-    xnnpack = _check_number_list("xnnpack", xnnpack, lambda b: isinstance(b, bool), "True/False")
+    threads, xnnpack = _check_timing(runs, warmup, threads, xnnpack)
     _, _, runtime_name = export.tflite_runtime(runtime)
     if set(export.INT8_MODES) & set(artifacts) and representative_data is None:
         raise ValueError(
