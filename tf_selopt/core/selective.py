@@ -61,6 +61,11 @@ def refuse_base_arguments(kwargs: dict) -> None:
         raise ValueError(f"SelectiveOptimizer got unknown arguments: {sorted(kwargs)}.")
 
 
+def _and_kept(mask, kept):
+    """The entries of ``mask`` that train: those not pruned (``kept`` a pruning mask, True = kept, or None)."""
+    return mask if kept is None else tf.logical_and(mask, kept)
+
+
 def _variable_name(variable, suffix):
     base = getattr(variable, "path", None) or variable.name
     return f"{base.replace('/', '_').replace(':', '_')}_{suffix}"
@@ -212,11 +217,7 @@ class Selective:
         self.motion_slots = None  # the N-sized inner state is not used after a selection
         if self.given_masks is not None:  # the selection was made before training: take it now
             with tf.init_scope():
-                trains = []
-                for i, mask in enumerate(self.given_masks):
-                    kept = self._kept(i)
-                    mask = tf.convert_to_tensor(mask)
-                    trains.append(mask if kept is None else tf.logical_and(mask, kept))
+                trains = [_and_kept(tf.convert_to_tensor(m), self._kept(i)) for i, m in enumerate(self.given_masks)]
                 updater.select(trains, True)
 
     def release(self, keep_scores=False):
@@ -259,9 +260,7 @@ class Selective:
 
     def trains(self, i):
         """Bool tensor: entries of variable ``i`` that train (selected and not pruned)."""
-        kept = self._kept(i)
-        mask = self.selection_mask(i)
-        return mask if kept is None else tf.logical_and(mask, kept)
+        return _and_kept(self.selection_mask(i), self._kept(i))
 
     def selected_count(self):
         """Parameters that train (int64): ``N`` minus pruned before selection, at most ``k`` after."""
@@ -379,10 +378,10 @@ class Selective:
             mask_var.assign(mask)
             score_var.assign(score)
             for slot in self.motion_slots[i] if self.motion_slots is not None else ():
-                trains = mask if kept[i] is None else tf.logical_and(mask, kept[i])
+                trains = _and_kept(mask, kept[i])
                 slot.assign(tf.where(trains, tf.convert_to_tensor(slot), tf.zeros((), slot.dtype)))
         if self.updater is not None:
-            trains = [m if k is None else tf.logical_and(m, k) for m, k in zip(masks, kept)]
+            trains = [_and_kept(m, k) for m, k in zip(masks, kept)]
             self.updater.select(trains, tf.equal(self.selections, 0))
         for state in self.criterion_state:
             for var in state.values():
