@@ -182,7 +182,8 @@ class _Group:
     def slices(self, tensor, offsets=None):
         """``tensor`` (k,) cut into the group's variables' parts (dynamic sizes)."""
         offsets = tf.convert_to_tensor(self.offsets) if offsets is None else offsets
-        return [tensor[offsets[i] : offsets[i + 1]] for i in range(len(self.variables))]
+        sizes = tf.concat([offsets[1:] - offsets[:-1], [self.k - offsets[-1]]], 0)  # the last part: padding
+        return tf.split(tensor, sizes, num=len(self.variables) + 1)[:-1]
 
     # -------------------------------------------------------------- steps
     def gather_full(self, tensors, positions, offsets):
