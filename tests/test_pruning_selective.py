@@ -50,8 +50,8 @@ def assert_consistent(optimizer, rows, pruned_count):
     assert np.isclose(float(optimizer.frozen_fraction), frozen / optimizer.num_parameters)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-@pytest.mark.parametrize("kind", ["functional", "subclassed"])
+# Both kinds in graph mode; under XLA the subclassed model (its Embedding's IndexedSlices gradient densified).
+@pytest.mark.parametrize("kind, jit_compile", [("functional", False), ("subclassed", False), ("subclassed", True)])
 def test_one_shot_pruned_entries_are_never_selected(kind, jit_compile):
     x, y = make_data(kind)
     model = make_model(kind)

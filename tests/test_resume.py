@@ -3,10 +3,10 @@
 uninterrupted run (every model weight, every optimizer variable: inner state, masks, scores,
 criterion state, ``iterations``, ``selections``, ``window_count``, ``skipped_steps``; pruning masks).
 
-TensorFlow op determinism is process-global, so each mechanism runs in its own Python process
-(``python -c``: this module's ``_run``), which writes the final states to an ``.npz`` file; the
-assertions run here. One run = 32 batches of 16 (4 per epoch, no shuffle) on conftest's
-sequential model (Dense+BatchNorm+Dense, N = 99), ``SelectiveOptimizer(Adam)`` with
+TensorFlow op determinism is process-global, so the runs happen in one Python process of their own
+(``python -c``: this module's ``_run``, every mechanism after a fresh Keras session), which writes the
+final states to an ``.npz`` file; the assertions run here. One run = 32 batches of 16 (4 per epoch, no
+shuffle) on conftest's sequential model (Dense+BatchNorm+Dense, N = 99), ``SelectiveOptimizer(Adam)`` with
 ``warmup_steps=10, window=4, reselect_every=5`` (selections at steps 10, 15, 20). The second
 batch of every epoch has a NaN sample weight, so it is skipped (8 skipped, 24 finite steps; the
 window of step 10 spans a skipped batch). The ``fit`` runs add ``GradualPruning`` with
@@ -197,32 +197,39 @@ def _backup_and_restore_runs(tmp, tf, keras, tf_selopt, x, y, sample_weight, new
 RUNS = {"checkpoint": _checkpoint_runs, "keras_file": _keras_file_runs, "backup_and_restore": _backup_and_restore_runs}
 
 
-def _run(mechanism, out):
-    """Subprocess entry point: op determinism on, all runs of ``mechanism``, states to ``out`` (npz)."""
+def _run(out):
+    """Subprocess entry point: op determinism on, every mechanism's runs (a fresh Keras session each), states
+    to ``out`` (npz)."""
     import tempfile
 
+    import keras
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = RUNS[mechanism](tmp, *_setup())
+    results = {}
+    for mechanism, runs in RUNS.items():
+        keras.backend.clear_session()
+        with tempfile.TemporaryDirectory() as tmp:
+            results.update({f"{mechanism}:{run}": state for run, state in runs(tmp, *_setup()).items()})
     np.savez(out, **{f"{run}|{key}": value for run, state in results.items() for key, value in state.items()})
 
 
 # ---------------------------------------------------------------- the tests
 @functools.cache
-def _results(mechanism, tmp_dir):
-    out = os.path.join(tmp_dir, f"{mechanism}.npz")
-    code = f"import sys; sys.path.insert(0, {HERE!r}); import test_resume; test_resume._run({mechanism!r}, {out!r})"
+def _results(tmp_dir):
+    """{mechanism: {run: state}} from one Python process (one TensorFlow start-up for all three)."""
+    out = os.path.join(tmp_dir, "resume.npz")
+    code = f"import sys; sys.path.insert(0, {HERE!r}); import test_resume; test_resume._run({out!r})"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    runs = {}
+    results = {}
     with np.load(out) as data:
         for name in data.files:
-            run, key = name.split("|")
-            runs.setdefault(run, {})[key] = data[name]
-    return runs
+            where, key = name.split("|")
+            mechanism, run = where.split(":")
+            results.setdefault(mechanism, {}).setdefault(run, {})[key] = data[name]
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -234,11 +241,11 @@ def _count(state, name):
     return int(state[f"count/{name}"])
 
 
-@pytest.mark.slow  # one Python process per mechanism: 11-14 s alone, up to ~80 s on a loaded 2-core machine
+@pytest.mark.slow  # one Python process for all mechanisms: ~35 s alone on a loaded 2-core machine
 @pytest.mark.parametrize("point", ["warmup", "masked"])
 @pytest.mark.parametrize("mechanism", sorted(RUNS))
 def test_interrupted_run_resumes_bit_identical(mechanism, point, results_dir):
-    runs = _results(mechanism, results_dir)
+    runs = _results(results_dir)[mechanism]
     reference, resumed, at = runs["reference"], runs[f"{point}/resumed"], runs[f"{point}/at_interruption"]
     # The uninterrupted run did what the scenario says: 24 finite steps, 3 selections, 8 skipped.
     counts = [_count(reference, name) for name in ("iterations", "selections", "skipped_steps")]
