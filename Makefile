@@ -58,13 +58,13 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.overhead --out results/bench_overhead.json
 	$(BIN)/python -m benchmarks.selection_cost --out results/bench_selection.json
 	$(BIN)/python -m benchmarks.memory --out results/bench_memory.json
-	$(BIN)/python benchmarks/savings.py --out results/bench_savings.json
+	$(BIN)/python -m benchmarks.savings --out results/bench_savings.json
 
 deployment: $(STAMP)
-	$(BIN)/python serving/run_benchmark.py
+	$(BIN)/python -m benchmarks.deployment
 
 quality: $(STAMP)
-	$(BIN)/python examples/quality.py --out results/quality.json
+	$(BIN)/python -m benchmarks.quality --out results/quality.json
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

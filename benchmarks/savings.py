@@ -20,8 +20,8 @@ with ``granularity`` "variable" and "unit":
 
 The CPU is shared: medians and minima of the step times are both reported.
 
-    python benchmarks/savings.py --out results/bench_savings.json
-    python benchmarks/savings.py --quick --out /tmp/savings_quick.json   # smoke test
+    python -m benchmarks.savings --out results/bench_savings.json
+    python -m benchmarks.savings --quick --out /tmp/savings_quick.json   # smoke test
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The README's main job and the custom-loop example run end to end on the bundled data."""
+"""The README's main job and the custom-loop example run end to end on the bundled data; a smoke run of the
+pruning benchmark (``python -m benchmarks.pruning``)."""
 
 import re
 import subprocess
@@ -10,16 +11,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_example(name, *args):
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name), *args],
+def run(command, *args):
+    return subprocess.run(
+        [sys.executable, *command, *args],
         capture_output=True,
         text=True,
         timeout=600,
         check=True,
         cwd=ROOT,
     ).stdout
-    return out
+
+
+def run_example(name, *args):
+    """Run ``python examples/<name>``; its stdout."""
+    return run([str(ROOT / "examples" / name)], *args)
 
 
 @pytest.mark.slow
@@ -45,8 +50,8 @@ def test_pruning_benchmark_smoke(tmp_path):
     import json
 
     out_json = tmp_path / "pruning_benchmark.json"
-    out = run_example(
-        "pruning_benchmark.py",
+    out = run(
+        ["-m", "benchmarks.pruning"],
         "--models",
         "lenet",
         "--seeds",

@@ -333,7 +333,7 @@ def test_existing_report_refused_unless_overwrite(tmp_path, trained, digits):
 
 
 @pytest.mark.slow
-def test_run_benchmark_script(tmp_path):
+def test_deployment_benchmark_script(tmp_path):
     import subprocess
     import sys
 
@@ -341,7 +341,8 @@ def test_run_benchmark_script(tmp_path):
     subprocess.run(
         [
             sys.executable,
-            os.path.join(root, "serving", "run_benchmark.py"),
+            "-m",
+            "benchmarks.deployment",
             "--out",
             str(tmp_path / "results"),
             "--artifacts",

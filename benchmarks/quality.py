@@ -5,7 +5,7 @@ batch 64, the same epoch budget for every method; selection after one epoch
 (warmup_steps = steps per epoch; --warmup-epochs changes it) from a 20-step window. Prints a Markdown table
 (mean +- std over seeds) and writes every run to JSON.
 
-    python examples/quality.py --seeds 0 1 2 --epochs 8 --out results/quality.json
+    python -m benchmarks.quality --seeds 0 1 2 --epochs 8 --out results/quality.json
 """
 
 import argparse

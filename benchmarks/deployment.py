@@ -1,7 +1,7 @@
 """Train LeNet-300-100 and the small CNN briefly on the bundled MNIST subset, then run the deployment benchmark.
 
-    .venv/bin/python serving/run_benchmark.py                  # writes serving/results/deployment.{json,md}
-    .venv/bin/python serving/run_benchmark.py --runs 200 --epochs 1 --out /tmp/bench   # quicker
+    .venv/bin/python -m benchmarks.deployment                  # writes results/deployment.{json,md}
+    .venv/bin/python -m benchmarks.deployment --runs 200 --epochs 1 --out /tmp/bench   # quicker
 
 Each model is trained with Adam 1e-3, batch 64, on the 3,500 training images,
 then ``tf_selopt.deploy.benchmark.deployment_benchmark`` prunes copies of it globally to
@@ -26,7 +26,7 @@ import keras  # noqa: E402
 from tf_selopt.deploy import benchmark as serving
 from tf_selopt.study import data, models  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
 def _trained(build, splits, epochs, seed):
@@ -43,7 +43,7 @@ def _trained(build, splits, epochs, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "results"))
     parser.add_argument("--artifacts", default="runs/deployment_artifacts")
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.5, 0.8, 0.9, 0.95])
     parser.add_argument("--epochs", type=int, default=5)

@@ -31,7 +31,7 @@ else ``import tf_keras``; either way its models are tf_keras models. The
 script builds the tfmot models from that same module; ``import keras`` stays
 Keras 3 in the same process (checked at start-up).
 
-    python examples/pruning_benchmark.py --out results/pruning_benchmark.json
+    python -m benchmarks.pruning --out results/pruning_benchmark.json
 """
 
 import argparse
