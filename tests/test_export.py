@@ -359,3 +359,21 @@ def test_tflite_fixed_batch_checks_every_row(tmp_path):
     interpreter, _, _ = export.tflite_runtime()
     inputs = interpreter(model_path=report.path).get_signature_runner("serving_default").get_input_details()
     assert list(inputs["inputs"]["shape"]) == [3, 6]
+
+
+def test_float_tflite_bound_scales_with_the_outputs(tmp_path):
+    """Logits in the thousands differ from TFLite's by far more than FLOAT_ATOL (its kernels round in another
+    order): the default bound is FLOAT_ATOL + FLOAT_RTOL * max|output|, and FLOAT_ATOL alone fails the check."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(256, activation="relu"), keras.layers.Dense(10)])
+    for v in model.trainable_variables:
+        v.assign(v.numpy() * 30)
+    x = np.random.default_rng(0).normal(size=(8, 784)).astype("float32")
+    peak = float(np.max(np.abs(model(x, training=False))))
+    assert peak > 1000
+    report = export_tflite(model, tmp_path / "a.tflite", sample_inputs=x)
+    assert report.atol == pytest.approx(export.FLOAT_ATOL + export.FLOAT_RTOL * peak)
+    assert export.FLOAT_ATOL < report.max_abs_diff <= report.atol
+    with pytest.raises(ExportVerificationError, match="atol"):
+        export_tflite(model, tmp_path / "b.tflite", sample_inputs=x, atol=export.FLOAT_ATOL)
+    assert not os.path.exists(tmp_path / "b.tflite")

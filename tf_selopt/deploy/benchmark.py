@@ -433,7 +433,12 @@ def _make_artifact(variant, artifact, work, runtime, sample, x1, configs, repres
     ``(config, call)`` timers and the latency entries of configurations that failed to prepare."""
     if artifact == "saved_model":
         report = export.export_saved_model(
-            variant.model, os.path.join(work, "saved_models"), variant.name, 1, sample_inputs=sample, atol=float_atol
+            variant.model,
+            os.path.join(work, "saved_models"),
+            variant.name,
+            1,
+            sample_inputs=sample,
+            atol=export.FLOAT_ATOL if float_atol is None else float_atol,
         )
         predict, call = _saved_model_calls(report.path, x1)
         return report, predict, [({"threads": None, "xnnpack": None}, call)], []
@@ -501,7 +506,7 @@ def deployment_benchmark(
     runtime="auto",
     artifacts_dir=None,
     overwrite=False,
-    float_atol=export.FLOAT_ATOL,
+    float_atol=None,
 ) -> list:
     """Export, time and score every artefact; write ``deployment.json`` and ``deployment.md``; return the rows.
 
@@ -533,10 +538,10 @@ def deployment_benchmark(
             directory to keep them in (replaced as a whole; refused if not empty
             unless ``overwrite``).
         overwrite: replace existing reports / artefacts.
-        float_atol: the export check's bound for the float artefacts
-            (``saved_model``, ``float32``, ``sparse_float32``), a number >= 0;
-            default ``export.FLOAT_ATOL`` (1e-5). Larger logits may need more
-            (float32 rounding differs between TensorFlow and LiteRT).
+        float_atol: None (the exports' defaults: ``export.FLOAT_ATOL``, 1e-5, for
+            the SavedModel; ``FLOAT_ATOL + FLOAT_RTOL * max|keras output|`` for
+            ``float32`` and ``sparse_float32``) or one bound, a number >= 0, for
+            those three float artefacts.
 
     Returns:
         list of dicts, one per model and artefact (fields in the module docstring).
@@ -551,8 +556,10 @@ def deployment_benchmark(
     artifacts_dir = _check_artifacts_dir(artifacts_dir, overwrite)
     x, y = _check_test_data(x_test, y_test)
     artifacts = _check_number_list("artifacts", artifacts, lambda a: a in ARTIFACTS, f"names from {ARTIFACTS}")
-    if isinstance(float_atol, bool) or not isinstance(float_atol, (int, float)) or not float_atol >= 0:
-        raise ValueError(f"float_atol must be a number >= 0, got {float_atol!r}")
+    if float_atol is not None and (
+        isinstance(float_atol, bool) or not isinstance(float_atol, (int, float)) or not float_atol >= 0
+    ):
+        raise ValueError(f"float_atol must be None (the exports' defaults) or a number >= 0, got {float_atol!r}")
     threads, xnnpack = _check_timing(runs, warmup, threads, xnnpack)
     _, _, runtime_name = export.tflite_runtime(runtime)
     if set(export.INT8_MODES) & set(artifacts) and representative_data is None:
