@@ -57,6 +57,7 @@ bazel-test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.overhead --out results/bench_overhead.json
 	$(BIN)/python -m benchmarks.selection_cost --out results/bench_selection.json
+	$(BIN)/python -m benchmarks.selection_graph --out results/bench_selection_graph.json
 	$(BIN)/python -m benchmarks.memory --out results/bench_memory.json
 	$(BIN)/python -m benchmarks.savings --out results/bench_savings.json
 

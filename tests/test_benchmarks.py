@@ -128,3 +128,12 @@ def test_shrink_quick(tmp_path):
         assert all(0 < e[arm]["p50_us"] <= e[arm]["p95_us"] for arm in ("dense", "shrunk"))
         assert e["p50_shrunk_vs_dense"] == round(e["shrunk"]["p50_us"] / e["dense"]["p50_us"], 3)
     assert "small_cnn" in stdout
+
+
+def test_selection_graph_quick(tmp_path):
+    result, _ = run_benchmark("selection_graph", tmp_path / "graph.json")
+    assert result["same_masks"] is True and result["config"]["quick"] is True
+    loop, unrolled = result["rows"]["loop"], result["rows"]["unrolled"]
+    assert loop["graph_ops"] < unrolled["graph_ops"] / 4  # ~15 ops per variable's search instead of ~200
+    for row in (loop, unrolled):
+        assert row["trace_s"] > 0 and row["top_k_xla"]["median_s"] > 0

@@ -135,8 +135,8 @@ def _kth_largest_key(keys, k: int):
         count = tf.reduce_sum(tf.cast(keys >= candidate, tf.int32))
         return bit - 1, tf.where(count >= k, candidate, t)
 
-    # A loop in the graph rather than 32 unrolled rounds: ~15 ops to trace and compile instead of ~200 (XLA
-    # compiles a top_k_mask in 0.6 s instead of 1.3 s; a selection over 5.8M scores runs 100 ms instead of 80).
+    # A loop in the graph rather than 32 unrolled rounds: ~15 ops to trace and compile instead of ~200
+    # (measured against the unrolled rounds by benchmarks/selection_graph.py).
     start = (tf.constant(31, tf.int32), tf.constant(tf.int32.min, tf.int32))
     return tf.while_loop(lambda bit, t: bit >= 0, step, start, maximum_iterations=32)[1]
 
