@@ -171,9 +171,10 @@ class _Group:
         """(k,) int32: which of the group's variables each buffer slot holds (m, their number: padding)."""
         return _owners(tf.convert_to_tensor(self.offsets) if offsets is None else offsets, self.k)
 
-    def keys(self, positions, offsets):
-        """Sorted int64 global positions of the buffer slots (padding: ``padding_key``)."""
-        owner = _owners(offsets, self.k)
+    def keys(self, positions, offsets, owner=None):
+        """Sorted int64 global positions of the buffer slots (padding: ``padding_key``); ``owner``: the slots'
+        ``owners(offsets)`` when already computed."""
+        owner = _owners(offsets, self.k) if owner is None else owner
         bases = tf.constant(self.bases + [self.padding_key], tf.int64)
         is_padding = tf.range(self.k, dtype=offsets.dtype) >= offsets[-1]
         keys = tf.gather(bases, owner) + tf.cast(positions, tf.int64)
@@ -186,55 +187,38 @@ class _Group:
         return tf.split(tensor, sizes, num=len(self.variables) + 1)[:-1]
 
     # -------------------------------------------------------------- steps
-    def gather_full(self, tensors, positions, offsets):
-        """(k,) tensor: each N-sized ``tensors[i]``'s entries at the selected positions, padding 0."""
-        if _compat.in_xla_context():
-            return self.gather_static(tensors, positions, offsets)
-        parts = [
-            tf.gather(tf.reshape(tf.convert_to_tensor(t), [-1]), p)
-            for t, p in zip(tensors, self.slices(positions, offsets))
-        ]
-        return self._pad(parts, offsets)
+    def gather(self, positions=None, offsets=None, owner=None) -> "_Gather":
+        """The gather at ``positions``/``offsets`` (default: the held ones); see ``_Gather``."""
+        positions = tf.convert_to_tensor(self.positions) if positions is None else positions
+        offsets = tf.convert_to_tensor(self.offsets) if offsets is None else offsets
+        return _Gather(self, positions, offsets, owner)
 
-    def gather_static(self, tensors, positions, offsets):
-        """``gather_full`` with static shapes only (XLA compiles it; m gathers of k entries, for ``select``)."""
-        owner = _owners(offsets, self.k)
-        result = None
-        for i, t in enumerate(tensors):
-            flat = tf.reshape(tf.convert_to_tensor(t), [-1])
-            part = tf.gather(flat, tf.clip_by_value(positions, 0, tf.cast(tf.size(flat) - 1, positions.dtype)))
-            result = tf.where(owner == i, part, tf.zeros((), part.dtype) if result is None else result)
-        return result
-
-    def _pad(self, parts, offsets):
-        flat = tf.concat(parts + [tf.zeros([self.k - offsets[-1]], parts[0].dtype)], 0)
-        return tf.ensure_shape(flat, (self.k,))
-
-    def gather_gradients(self, grads):
-        offsets = tf.convert_to_tensor(self.offsets)
-        if _compat.in_xla_context():  # static shapes: densify IndexedSlices, m gathers of k entries
+    def gather_gradients(self, grads, gather=None):
+        """(k,) gradient from ``grads`` (one per variable of the group; dense, IndexedSlices or None) at the held
+        positions (or ``gather``'s)."""
+        gather = self.gather() if gather is None else gather
+        if gather.parts is None:  # static shapes (XLA): densify IndexedSlices, m gathers of k entries
             dense = [
                 tf.zeros(v.shape, self.dtype) if g is None else tf.convert_to_tensor(g)
                 for g, v in zip(grads, self.variables)
             ]
-            return self.gather_static(dense, tf.convert_to_tensor(self.positions), offsets)
-        positions = self.slices(tf.convert_to_tensor(self.positions), offsets)
+            return gather(dense)
         parts = []
-        for g, v, p in zip(grads, self.variables, positions):
+        for g, v, p in zip(grads, self.variables, gather.parts):
             if g is None:
                 parts.append(tf.zeros(tf.shape(p), self.dtype))
             elif isinstance(g, tf.IndexedSlices):
                 parts.append(_gather_indexed_slices(g, v.shape, p))
             else:
                 parts.append(tf.gather(tf.reshape(g, [-1]), p))
-        return self._pad(parts, offsets)
+        return gather.pad(parts)
 
-    def scatter(self, values):
-        offsets = tf.convert_to_tensor(self.offsets)
-        if _compat.in_xla_context():
-            return self._scatter_static(values, offsets)
-        positions = self.slices(tf.convert_to_tensor(self.positions), offsets)
-        for v, p, x in zip(self.variables, positions, self.slices(values, offsets)):
+    def scatter(self, values, gather=None):
+        """Write ``values`` (k,) into the group's variables at the held positions (or ``gather``'s)."""
+        gather = self.gather() if gather is None else gather
+        if gather.parts is None:
+            return self._scatter_static(values, gather.offsets)
+        for v, p, x in zip(self.variables, gather.parts, self.slices(values, gather.offsets)):
             if self.k >= COMPILED_SCATTER_MIN_ENTRIES and not tf.distribute.has_strategy():
                 _compiled_scatter(_tf_variable(v), p, x)
             else:
@@ -255,6 +239,50 @@ class _Group:
             mine = owner == i
             index = tf.where(mine, positions, anchor_position)
             _scatter_nd_update(v, _unravel(index, v.shape), tf.where(mine, values, anchor_value))
+
+
+class _Gather:
+    """Entries of N-sized tensors (one per variable of a group, in its order) at the buffer slots' positions, as a
+    (k,) tensor, padding 0. The index work is done once for every gather at the same positions: outside XLA one
+    split of the positions into the variables' parts (``parts``; then m gathers of their sizes), under XLA
+    (static shapes only) the slots' owners (``parts`` None; then m gathers of k entries, each kept where the
+    slot is the variable's).
+
+    >>> import tensorflow as tf
+    >>> from tf_selopt.core.selected_only import SelectedOnly
+    >>> a, b = tf.Variable([1.0, 2.0, 3.0]), tf.Variable([[4.0, 5.0]])
+    >>> state = SelectedOnly()
+    >>> state.build([a, b], 3, lambda shape, dtype, init, name: tf.Variable(tf.zeros(shape, dtype), name=name))
+    >>> state.select([tf.constant([False, True, True]), tf.constant([[True, False]])])
+    >>> state.groups[0].gather()([a, b]).numpy().tolist()
+    [2.0, 3.0, 4.0]
+    """
+
+    def __init__(self, group, positions, offsets, owner=None):
+        self.k = group.k
+        self.offsets = offsets
+        if _compat.in_xla_context():
+            owner = _owners(offsets, group.k) if owner is None else owner
+            self.parts = None
+            self._mine = [owner == i for i in range(len(group.variables))]
+            self._at = [tf.clip_by_value(positions, 0, max(_num(v) - 1, 0)) for v in group.variables]
+        else:
+            self.parts = group.slices(positions, offsets)
+
+    def __call__(self, tensors):
+        flat = [tf.reshape(tf.convert_to_tensor(t), [-1]) for t in tensors]
+        if self.parts is not None:
+            return self.pad([tf.gather(t, p) for t, p in zip(flat, self.parts)])
+        result = None
+        for t, mine, at in zip(flat, self._mine, self._at):
+            part = tf.gather(t, at)
+            result = tf.where(mine, part, tf.zeros((), part.dtype) if result is None else result)
+        return result
+
+    def pad(self, parts):
+        """The variables' parts (outside XLA) as one (k,) tensor, padding 0."""
+        flat = tf.concat(parts + [tf.zeros([self.k - self.offsets[-1]], parts[0].dtype)], 0)
+        return tf.ensure_shape(flat, (self.k,))
 
 
 def _owners(offsets, k):
@@ -371,18 +399,22 @@ class SelectedOnly:
         first = tf.convert_to_tensor(first, tf.bool)
         for group, group_links in zip(self.groups, links):
             positions, offsets = group.new_indices([masks[i] for i in group.members])
+            owner = _owners(offsets, self.k)
             old_keys = group.keys(tf.convert_to_tensor(group.positions), tf.convert_to_tensor(group.offsets))
-            new_keys = group.keys(positions, offsets)
+            new_keys = group.keys(positions, offsets, owner)
             at = tf.minimum(_count_below(old_keys, new_keys), self.k - 1)
             kept = tf.logical_and(tf.gather(old_keys, at) == new_keys, new_keys != group.padding_key)
             kept = tf.logical_and(kept, tf.logical_not(first))
-            values = group.gather_static(group.variables, positions, offsets)
+            gather = group.gather(positions, offsets, owner)
+            values = gather(group.variables)
+            from_full = None  # the first selection's held slots: their state comes from the N-sized slots
             for link in group_links:
                 initial = values if link.initial is None else tf.constant(link.initial, link.small.dtype)
                 new = tf.where(kept, tf.gather(tf.convert_to_tensor(link.small), at), initial)
                 if link.full is not None:
-                    taken = group.gather_static(link.full, positions, offsets)
-                    new = tf.where(tf.logical_and(first, tf.range(self.k) < offsets[-1]), taken, new)
+                    if from_full is None:
+                        from_full = tf.logical_and(first, tf.range(self.k) < offsets[-1])
+                    new = tf.where(from_full, gather(link.full), new)
                 link.small.assign(new)
             group.positions.assign(positions)
             group.offsets.assign(offsets)
@@ -399,13 +431,13 @@ class SelectedOnly:
         selected entries that are pruned get a zero gradient and keep their value. A variable whose
         gradient is None is skipped, as Keras skips it: its entries keep their value and, in ``slots``
         (per group, the inner optimizer's k-sized slot variables), their state."""
-        small = self.gather_gradients(grads)
+        gathers = [group.gather() for group in self.groups]  # the held positions, split once per group
+        small = [g.gather_gradients([grads[i] for i in g.members], at) for g, at in zip(self.groups, gathers)]
         live = [None] * len(self.groups)
         before = [None] * len(self.groups)
         held = [None] * len(self.groups)  # (slots of the variables without a gradient, their state before)
-        for j, group in enumerate(self.groups):
-            offsets = tf.convert_to_tensor(group.offsets)
-            values = group.gather_full(group.variables, tf.convert_to_tensor(group.positions), offsets)
+        for j, (group, gather) in enumerate(zip(self.groups, gathers)):
+            values = gather(group.variables)
             group.values.assign(values)
             masks = [None if kept is None else kept[i] for i in group.members]
             absent = [grads[i] is None for i in group.members]
@@ -414,14 +446,14 @@ class SelectedOnly:
                     tf.zeros(v.shape, tf.bool) if gone else tf.ones(v.shape, tf.bool) if m is None else m
                     for m, v, gone in zip(masks, group.variables, absent)
                 ]
-                live[j] = group.gather_full(masks, tf.convert_to_tensor(group.positions), offsets)
+                live[j] = gather(masks)
                 small[j] = tf.where(live[j], small[j], tf.zeros((), small[j].dtype))
                 before[j] = values
             if any(absent) and slots is not None:
-                skipped = tf.gather(tf.constant([not gone for gone in absent] + [True]), group.owners(offsets))
+                skipped = tf.gather(tf.constant([not gone for gone in absent] + [True]), group.owners(gather.offsets))
                 held[j] = (skipped, [(s, tf.identity(s)) for s in slots[j]])
         inner_apply(small, self.buffers)
-        for j, group in enumerate(self.groups):
+        for j, (group, gather) in enumerate(zip(self.groups, gathers)):
             values = tf.convert_to_tensor(group.values)
             if live[j] is not None:
                 values = tf.where(live[j], values, before[j])
@@ -429,7 +461,7 @@ class SelectedOnly:
                 updated, state = held[j]
                 for slot, old in state:
                     slot.assign(tf.where(updated, tf.convert_to_tensor(slot), old))
-            group.scatter(values)
+            group.scatter(values, gather)
 
     def scatter_into_variables(self, tensors):
         """Write ``tensors`` (one (k,) tensor per group, e.g. the inner optimizer's moving averages of the

@@ -366,11 +366,15 @@ class Selective:
 
     def _select(self):
         count = tf.convert_to_tensor(self.window_count)
+        # variable i's seed: [config seed, selections * 65536 + i] mod 2**31 - 1, all m in a few ops
+        m = len(self.variables)
+        streams = tf.cast(self.selections, tf.int64) * 65536 + tf.range(m, dtype=tf.int64)
+        seeds = tf.stack([tf.fill([m], tf.constant(self.config.seed, tf.int64)), streams], axis=1)
+        seeds = tf.unstack(tf.cast(seeds % (2**31 - 1), tf.int32), num=m)
         scores = []
-        for i, v in enumerate(self.variables):
+        for i, (v, seed) in enumerate(zip(self.variables, seeds)):
             state = {slot: tf.convert_to_tensor(var) for slot, var in self.criterion_state[i].items()}
-            seed = tf.stack([tf.constant(self.config.seed, tf.int64), tf.cast(self.selections, tf.int64) * 65536 + i])
-            score = self.criterion.score(state, tf.convert_to_tensor(v), count, tf.cast(seed % (2**31 - 1), tf.int32))
+            score = self.criterion.score(state, tf.convert_to_tensor(v), count, seed)
             scores.append(tf.ensure_shape(tf.cast(score, tf.float32), v.shape))
         kept = [self._kept(i) for i in range(len(self.variables))]
         masks = selection.select(scores, self.k, self.config.scope, self.config.granularity, kept)
