@@ -13,12 +13,15 @@ Reported: every timing, the medians, and the ratios selective / plain of
 the medians (the target of issue 14: at most 1.5). Timings on a shared machine
 are noisy: compare the ratios, and read ``machine.load_average_1min``.
 
-With ``--breakdown`` it also times the pieces of the wrapper's step on their
-own, traced in a ``tf.function`` over the model's variables: the inner Adam
-update, the criterion's accumulation, the selection (scores + exact top-k)
-and the whole ``Selective.apply``.
+With ``--breakdown`` it also traces the pieces of the wrapper's step on their
+own, each in a ``tf.function`` over the model's variables, and reports the
+trace seconds and the graph's ops (cond branches and loop bodies included):
+the inner Adam update, the criterion's accumulation, the selection (scores +
+exact top-k + the selected-only state's selection), the selected-only
+selection alone, the restricted update and the whole ``apply_gradients``.
 
     python -m benchmarks.trace_time --out results/bench_trace_time.json
+    python -m benchmarks.trace_time --breakdown-only --out results/bench_trace_breakdown.json
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ def breakdown(alpha: float, size: int, seed: int) -> dict:
         "inner_adam_update": lambda: inner.apply(grads, variables),
         "criterion_accumulate": lambda: selective._accumulate(grads, variables, indices),
         "selection": selective._select,
+        "selected_only_selection": lambda: selective.updater.select(
+            [tf.convert_to_tensor(m) for m in selective.masks], tf.constant(True)
+        ),  # (the default update path, "selected_only", where Adam's is exact)
         "restricted_update": lambda: selective._restricted_update(
             grads, variables, indices, lambda g, v: inner.apply(g, v)
         ),
@@ -80,9 +86,15 @@ def breakdown(alpha: float, size: int, seed: int) -> dict:
     out = {}
     for name, fn in pieces.items():
         start = time.perf_counter()
-        tf.function(lambda fn=fn: (fn(), 0)[1]).get_concrete_function()
-        out[name] = round(time.perf_counter() - start, 2)
+        graph = tf.function(lambda fn=fn: (fn(), 0)[1]).get_concrete_function().graph
+        out[name] = {"trace_s": round(time.perf_counter() - start, 2), "graph_ops": graph_ops(graph)}
     return out
+
+
+def graph_ops(graph) -> int:
+    """Nodes of ``graph``, those of the functions it calls (cond branches, while bodies) included."""
+    graph_def = graph.as_graph_def()
+    return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
 
 
 def main(argv=None):
@@ -95,7 +107,16 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--no-load", action="store_true", help="skip the after-load_model timings")
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--breakdown-only", action="store_true", help="only the pieces (no fits)")
     args = parser.parse_args(argv)
+    if args.breakdown_only:
+        result = {
+            "model": f"MobileNetV2(alpha={args.alpha}, input {args.size}x{args.size}x3, weights=None, classes=10)",
+            "breakdown": breakdown(args.alpha, args.size, seed=0),
+        }
+        print(result)
+        write_result(args.out, result)
+        return
     rng = np.random.default_rng(0)
     n = args.batch * args.steps
     x = rng.uniform(-1, 1, (n, args.size, args.size, 3)).astype("float32")
@@ -132,7 +153,7 @@ def main(argv=None):
             statistics.median(loaded["selective"]) / statistics.median(loaded["plain"]), 2
         )
     if args.breakdown:
-        result["breakdown_trace_s"] = breakdown(args.alpha, args.size, seed=0)
+        result["breakdown"] = breakdown(args.alpha, args.size, seed=0)
     print(result)
     write_result(args.out, result)
 
