@@ -4,6 +4,7 @@ is lazy; the library's own use loads none of the extras' packages; a missing ext
 (The base install without any extra is tried for real by scripts/smoke_install.sh, CI's `make smoke`.)
 """
 
+import json
 import os
 import pathlib
 import subprocess
@@ -86,82 +87,106 @@ def test_startup_filter_keeps_warnings_and_errors():
     assert not any(_STARTUP_NOISE.match(line) for line in kept)
 
 
-def test_import_is_lazy_and_keeps_the_public_names():
+def _facts(code, timeout=120):
+    """Run ``code`` in a fresh interpreter that ends by printing one JSON object; (that object, the result)."""
+    result = _python(code, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1]), result
+
+
+# Each fresh interpreter that imports TensorFlow and Keras costs ~11 s here, so the checks that need one share
+# it where their import order allows: one process imports tf_selopt before Keras (laziness), one Keras before
+# tf_selopt (registration, library use). A check that blocks an extra (`sys.modules[name] = None`, Python's own
+# way to make `import name` fail) runs last in its process, after asserting that the package is not loaded yet,
+# so that nothing before it ran without the extra. The CLI command of test_command_prints_no_startup_lines keeps
+# its own process (its stderr is the check).
+
+
+def test_import_is_lazy_and_keeps_the_public_names_and_a_missing_tf_keras_is_named():
+    """tf_selopt first, then Keras: ``import tf_selopt`` loads neither TensorFlow nor Keras; the public names are
+    in ``dir``; the first use of one registers our serializables; subpackages resolve as attributes; an unknown
+    name is an AttributeError. Then, with ``tf_keras`` blocked: importing the tfmot bridge names the extra."""
     code = """
-import sys
+import json, sys
+facts = {}
 import tf_selopt
-assert "tensorflow" not in sys.modules and "keras" not in sys.modules
-assert set(tf_selopt.__all__) <= set(dir(tf_selopt))
+facts["loaded by import tf_selopt"] = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
+facts["public names not in dir"] = sorted(set(tf_selopt.__all__) - set(dir(tf_selopt)))
 import keras
-assert keras.saving.get_registered_object("tf_selopt>SelectiveOptimizer") is None  # nothing imported yet
+facts["registered before first use"] = keras.saving.get_registered_object("tf_selopt>SelectiveOptimizer") is not None
 names = {name: getattr(tf_selopt, name) for name in tf_selopt.__all__}
-assert keras.saving.get_registered_object("tf_selopt>SelectiveOptimizer") is tf_selopt.SelectiveOptimizer
-assert tf_selopt.deploy.__name__ == "tf_selopt.deploy" and tf_selopt.criteria.get  # subpackages resolve as attributes
+facts["registered after first use"] = (
+    keras.saving.get_registered_object("tf_selopt>SelectiveOptimizer") is tf_selopt.SelectiveOptimizer
+)
+facts["tf_selopt.deploy"] = tf_selopt.deploy.__name__  # subpackages resolve as attributes
+facts["tf_selopt.criteria.get"] = bool(tf_selopt.criteria.get)
 try:
     tf_selopt.nope
+    facts["tf_selopt.nope"] = "no AttributeError"
 except AttributeError as e:
-    print("ok", e)
+    facts["tf_selopt.nope"] = str(e)
+
+facts["loaded before blocking tf_keras"] = sorted(m for m in ("tf_keras", "tf_selopt.keras2") if m in sys.modules)
+sys.modules["tf_keras"] = None
+try:
+    from tf_selopt.keras2 import tfmot_bridge
+    facts["tfmot_bridge without tf_keras"] = "imported"
+except ImportError as e:
+    facts["tfmot_bridge without tf_keras"] = str(e)
+print(json.dumps(facts))
 """
-    result = _python(code)
-    assert result.returncode == 0, result.stderr
-    assert "ok module 'tf_selopt' has no attribute 'nope'" in result.stdout
+    facts, _ = _facts(code)
+    assert facts["loaded by import tf_selopt"] == [], facts
+    assert facts["public names not in dir"] == [], facts
+    assert facts["registered before first use"] is False, facts  # nothing imported yet
+    assert facts["registered after first use"] is True, facts
+    assert facts["tf_selopt.deploy"] == "tf_selopt.deploy" and facts["tf_selopt.criteria.get"] is True, facts
+    assert facts["tf_selopt.nope"] == "module 'tf_selopt' has no attribute 'nope'", facts
+    assert facts["loaded before blocking tf_keras"] == [], facts  # else the next check would not be one
+    assert "pip install 'tf_selopt[tf_keras]'" in facts["tfmot_bridge without tf_keras"], facts
 
 
-def test_import_after_keras_registers_serializables():
-    code = """
-import keras
-import tf_selopt
-assert keras.saving.get_registered_object("tf_selopt>SelectiveOptimizer") is not None
-print("ok")
-"""
-    result = _python(code)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
-
-
-def test_library_use_loads_no_extra():
+def test_import_after_keras_registers_and_library_use_loads_no_extra_and_a_missing_study_extra_is_named(tmp_path):
+    """Keras first, then tf_selopt: the import registers our serializables; fit, ``prune`` and the deploy module
+    load none of the extras' packages that Keras does not load itself. Then, with ``pydantic`` blocked:
+    ``selopt study`` exits 1 with an error that names the extra, and writes nothing."""
+    out = tmp_path / "out"
     code = f"""
-import sys
+import json, sys
 import keras, numpy as np
 before = set(sys.modules)
 import tf_selopt
+facts = {{}}
+facts["registered by import after keras"] = (
+    keras.saving.get_registered_object("tf_selopt>SelectiveOptimizer") is not None
+)
+
 from tf_selopt.deploy import export
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
 optimizer = tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(), keep=0.5, warmup_steps=2, window=2, seed=0)
 model.compile(optimizer=optimizer, loss="mse")
 model.fit(np.ones((8, 4), "float32"), np.ones((8, 3), "float32"), epochs=2, batch_size=2, verbose=0)
 tf_selopt.prune(model, 0.5)
-loaded = sorted(m for m in {EXTRAS_NOT_LOADED_BY_KERAS!r} if m in set(sys.modules) - before)
-print("extras", loaded)
-"""
-    result = _python(code, timeout=180)
-    assert result.returncode == 0, result.stderr
-    assert "extras []" in result.stdout, result.stdout
+loaded = set(sys.modules) - before
+facts["extras loaded by library use"] = sorted(m for m in {EXTRAS_NOT_LOADED_BY_KERAS!r} if m in loaded)
 
-
-# `sys.modules[name] = None` is Python's own way to make `import name` fail (ModuleNotFoundError)
-def test_missing_extra_is_named_by_the_package():
-    code = """
-import sys
-sys.modules["tf_keras"] = None
-import tf_selopt
-try:
-    from tf_selopt.keras2 import tfmot_bridge
-except ImportError as e:
-    print(e)
-"""
-    result = _python(code)
-    assert result.returncode == 0, result.stderr
-    assert "pip install 'tf_selopt[tf_keras]'" in result.stdout, result.stdout
-
-
-def test_missing_extra_is_named_by_the_cli(tmp_path):
-    code = f"""
-import sys
+facts["loaded before blocking pydantic"] = sorted(m for m in ("pydantic", "tf_selopt.study.config") if m in sys.modules)
 sys.modules["pydantic"] = None
 from tf_selopt.cli import CONFIGS, main
-main(["study", "--config", str(CONFIGS / "demo.yaml"), "--out", {str(tmp_path / "out")!r}], prog_name="selopt")
+print("--- selopt study ---", file=sys.stderr, flush=True)
+try:
+    main(["study", "--config", str(CONFIGS / "demo.yaml"), "--out", {str(out)!r}], prog_name="selopt")
+    facts["selopt study exit code"] = "returned"
+except SystemExit as e:
+    facts["selopt study exit code"] = e.code
+sys.stderr.flush()
+print(json.dumps(facts))
 """
-    result = _python(code)
-    assert result.returncode == 1, result.stderr
-    assert "Error: " in result.stderr and "pip install 'tf_selopt[study]'" in result.stderr, result.stderr
-    assert not (tmp_path / "out").exists()
+    facts, result = _facts(code, timeout=180)
+    assert facts["registered by import after keras"] is True, facts
+    assert facts["extras loaded by library use"] == [], facts
+    assert facts["loaded before blocking pydantic"] == [], facts  # else the next check would not be one
+    cli_stderr = result.stderr.split("--- selopt study ---\n", 1)[-1]
+    assert facts["selopt study exit code"] == 1, (facts, cli_stderr)
+    assert "Error: " in cli_stderr and "pip install 'tf_selopt[study]'" in cli_stderr, cli_stderr
+    assert not out.exists()
