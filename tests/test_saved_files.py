@@ -1,7 +1,8 @@
 """Files saved by an earlier release keep loading: `tests/fixtures/selective_0_1_0.keras` was written by
 tf_selopt 0.1.0 (commit 45524d5, `tests/fixtures/make_saved_by_0_1_0.py`), before the package was split
 into subpackages. Loading must give back every weight and optimizer variable bit for bit, the same
-predictions, and training that goes on with the loaded masks."""
+predictions (bit for bit on the machine that loads; within 1e-6 of those recorded on the machine that
+saved), and training that goes on with the loaded masks."""
 
 import os
 
@@ -33,7 +34,14 @@ def test_keras_file_saved_by_0_1_0_loads_bit_for_bit_and_trains_on():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 6)).astype("float32")
     y = rng.integers(0, 3, size=64)
-    np.testing.assert_array_equal(model.predict(x, verbose=0), expected["predictions"])
+    predictions = model.predict(x, verbose=0)
+    # Same weights, same predictions, bit for bit, on this machine: a model rebuilt from the saved weights in this
+    # process. The predictions recorded when the file was written came from another CPU, whose matmul kernels
+    # may round the last bit differently (1.2e-7 apart on an AVX2-only EPYC against the file's machine).
+    rebuilt = keras.models.clone_model(model)
+    rebuilt.set_weights([expected[f"weight_{i}"] for i in range(len(weights))])
+    np.testing.assert_array_equal(predictions, rebuilt.predict(x, verbose=0))
+    np.testing.assert_allclose(predictions, expected["predictions"], rtol=0, atol=1e-6)
 
     assert int(optimizer.selections) == 1 and int(optimizer.iterations) == 12
     zeros = tf_selopt.mask_zeros(model)  # pruning masks are run-time state: re-derived from the zeros
