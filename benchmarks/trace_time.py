@@ -109,11 +109,9 @@ def main(argv=None):
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--breakdown-only", action="store_true", help="only the pieces (no fits)")
     args = parser.parse_args(argv)
+    model_name = f"MobileNetV2(alpha={args.alpha}, input {args.size}x{args.size}x3, weights=None, classes=10)"
     if args.breakdown_only:
-        result = {
-            "model": f"MobileNetV2(alpha={args.alpha}, input {args.size}x{args.size}x3, weights=None, classes=10)",
-            "breakdown": breakdown(args.alpha, args.size, seed=0),
-        }
+        result = {"model": model_name, "breakdown": breakdown(args.alpha, args.size, seed=0)}
         print(result)
         write_result(args.out, result)
         return
@@ -137,7 +135,7 @@ def main(argv=None):
             loaded[kind].append(round(first_fit(again, x, y, args.batch), 2))
             print(f"round {r} {kind}: first fit after load_model {loaded[kind][-1]} s", flush=True)
     result = {
-        "model": f"MobileNetV2(alpha={args.alpha}, input {args.size}x{args.size}x3, weights=None, classes=10)",
+        "model": model_name,
         "fit": f"{args.steps} steps of batch {args.batch}, fresh model each time",
         "jit_compile": bool(model.jit_compile),
         "first_fit_s": times,

@@ -420,9 +420,11 @@ class SelectedOnly:
             group.offsets.assign(offsets)
             group.values.assign(values)
 
-    def gather_gradients(self, grads):
-        """(k,) gradient per group from ``grads`` (one per model variable; dense, IndexedSlices or None)."""
-        return [g.gather_gradients([grads[i] for i in g.members]) for g in self.groups]
+    def gather_gradients(self, grads, gathers=None):
+        """(k,) gradient per group from ``grads`` (one per model variable; dense, IndexedSlices or None), at the
+        held positions (or, per group, ``gathers``')."""
+        gathers = gathers or [None] * len(self.groups)
+        return [g.gather_gradients([grads[i] for i in g.members], at) for g, at in zip(self.groups, gathers)]
 
     def apply(self, grads, inner_apply, kept=None, slots=None):
         """One restricted step: ``inner_apply(small_grads, buffers)`` updates the buffers in place.
@@ -432,7 +434,7 @@ class SelectedOnly:
         gradient is None is skipped, as Keras skips it: its entries keep their value and, in ``slots``
         (per group, the inner optimizer's k-sized slot variables), their state."""
         gathers = [group.gather() for group in self.groups]  # the held positions, split once per group
-        small = [g.gather_gradients([grads[i] for i in g.members], at) for g, at in zip(self.groups, gathers)]
+        small = self.gather_gradients(grads, gathers)
         live = [None] * len(self.groups)
         before = [None] * len(self.groups)
         held = [None] * len(self.groups)  # (slots of the variables without a gradient, their state before)
