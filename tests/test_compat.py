@@ -423,3 +423,22 @@ def test_no_inherited_private_attribute_outside_the_compat_modules(layer):
 def test_core_return_freed_memory_trims_the_c_heap():
     """glibc (this image's libc) has ``malloc_trim``: the call runs and says so."""
     assert core_compat.return_freed_memory() is True, _changed("TensorFlow (core)", "libc malloc_trim")
+
+
+def test_core_variables_created_eagerly_spare_the_second_trace():
+    """A ``tf.function`` whose first trace creates its variables in ``variables_created_eagerly`` is traced once;
+    under a bare ``tf.init_scope()`` TensorFlow records them as the function's and traces it again."""
+    for scope, expected in ((core_compat.variables_created_eagerly, 1), (tf.init_scope, 2)):
+        traces, holder = [], []
+
+        @tf.function
+        def step():
+            traces.append(1)
+            if not holder:
+                with scope():
+                    holder.append(tf.Variable(1.0))
+            return holder[0].assign_add(1.0)
+
+        assert [float(step()), float(step())] == [2.0, 3.0]
+        message = _changed("TensorFlow (core)", "Function._initialize (experimental_enable_variable_lifting)")
+        assert len(traces) == expected, message

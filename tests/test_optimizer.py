@@ -300,6 +300,53 @@ def test_custom_loop_matches_fit():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kwargs", [dict(update="masked"), dict(update="selected_only"), dict(masks="given")])
+def test_a_step_that_builds_the_optimizer_is_traced_once(kwargs, monkeypatch):
+    """Keras builds an unbuilt optimizer inside the first trace of ``fit``'s train step; ours creates its variables
+    eagerly there (``core._compat.variables_created_eagerly``), so that step is traced once, not twice (a
+    ``tf.function`` whose first trace creates variables runs a second trace), with the same weights and state
+    as when the optimizer is built before ``fit``. The same in a custom loop's ``tf.function``."""
+    x, y = make_data("sequential")
+    if kwargs.get("masks") == "given":  # trained from step 0 on k-sized state (keep, warm-up and window unused)
+        shapes = [v.shape for v in make_model("sequential").trainable_variables]
+        masks = [np.arange(int(np.prod(s))).reshape(s) % 3 == 0 for s in shapes]
+
+        def new_optimizer():
+            return tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(1e-2), masks=masks)
+    else:
+
+        def new_optimizer():
+            return selective("adam", **kwargs)
+
+    runs = []
+    for built_before in (False, True):
+        model = make_model("sequential")
+        optimizer = new_optimizer()
+        model.compile(optimizer=optimizer, loss=LOSS)
+        if built_before:
+            optimizer.build(model.trainable_variables)
+        traces, train_step = [], model.train_step
+        monkeypatch.setattr(model, "train_step", lambda data: traces.append(1) or train_step(data))
+        model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)  # 8 steps, across the selection
+        assert len(traces) == 1, built_before
+        runs.append(weights(model) + [v.numpy() for v in optimizer.variables])
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    model, optimizer, traces = make_model("sequential"), new_optimizer(), []
+
+    @tf.function
+    def step(xb, yb):
+        traces.append(1)
+        with tf.GradientTape() as tape:
+            loss = LOSS(yb, model(xb, training=True))
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+
+    for s in range(8):
+        step(x[s * 8 : (s + 1) * 8], y[s * 8 : (s + 1) * 8])
+    assert len(traces) == 1 and int(optimizer.iterations) == 8
+
+
 # ------------------------------------------------------------ save / load
 def test_config_round_trip():
     optimizer = selective(

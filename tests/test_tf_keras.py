@@ -108,6 +108,26 @@ def test_fit_warmup_is_the_inner_bit_for_bit_then_frozen_entries_never_move(inne
     assert moved > 0.9 * optimizer.k
 
 
+def test_fit_step_that_builds_the_optimizer_is_traced_once(monkeypatch):
+    """tf_keras' ``fit`` builds the optimizer inside the first trace of its train step; ours creates its variables
+    eagerly there, so the step is traced once (twice when they count as the function's), with the same weights
+    and state as when built before ``fit``."""
+    x, y = make_data()
+    runs = []
+    for built_before in (False, True):
+        model, optimizer = make_model(), selective("adam")
+        if built_before:
+            optimizer.build(model.trainable_variables)
+        model.compile(optimizer=optimizer, loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        traces, train_step = [], model.train_step
+        monkeypatch.setattr(model, "train_step", lambda data: traces.append(1) or train_step(data))
+        model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)  # 8 steps, across the selection
+        assert len(traces) == 1 and int(optimizer.selections) == 1, built_before
+        runs.append(weights(model) + [v.numpy() for v in optimizer.variables])
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_non_finite_step_changes_nothing():
     x, y = make_data()
     model = make_model()

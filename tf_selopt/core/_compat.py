@@ -6,6 +6,7 @@ with "TensorFlow X.Y changed <name>: update tf_selopt/core/_compat.py".
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -22,6 +23,40 @@ def in_xla_context() -> bool:
     e.g. ``model.compile(jit_compile=True)``), where every shape must be static
     (``control_flow_util.GraphOrParentsInXlaContext``)."""
     return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+def _not_lifted(next_creator, **kwargs):
+    kwargs["experimental_enable_variable_lifting"] = False
+    return next_creator(**kwargs)
+
+
+@contextlib.contextmanager
+def variables_created_eagerly():
+    """Create the variables made in this block eagerly, even while a ``tf.function`` traces, and keep them out of
+    the function's own variable creation, so that its first trace is also the one it runs.
+
+    A ``tf.function`` whose first trace creates variables (Keras' ``fit`` step building an optimizer in its first
+    ``apply``) traces a second time, with variable creation forbidden, and runs that second trace; variables
+    made under ``tf.init_scope()`` with ``tf.Variable(..., experimental_enable_variable_lifting=False)`` are not
+    recorded as the function's (TensorFlow's ``Function._initialize``, ``variable_capturing_scope``), so
+    building a whole optimizer in this block spares that second trace of its step. Only outside
+    ``tf.distribute`` strategies: their variable creators must see the variable as usual.
+
+    Example:
+        >>> traces = []
+        >>> holder = []
+        >>> @tf.function
+        ... def step():
+        ...     traces.append(1)
+        ...     if not holder:
+        ...         with variables_created_eagerly():
+        ...             holder.append(tf.Variable(1.0))
+        ...     return holder[0].assign_add(1.0)
+        >>> float(step()), float(step()), len(traces)
+        (2.0, 3.0, 1)
+    """
+    with tf.init_scope(), tf.variable_creator_scope(_not_lifted):
+        yield
 
 
 def return_freed_memory() -> bool:

@@ -27,6 +27,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from tf_selopt.core import _compat as core_compat
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core.config import config_arguments
 from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
@@ -355,9 +356,15 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             trainable_variables = _compat.built_variables(self)
         trainable_variables = list(trainable_variables)
         if not self.built:
-            # Given masks are taken at build (the selected-only positions and values): build eagerly, so that
-            # a first step being traced does not leave the new variables uninitialized until it runs.
-            eager = tf.init_scope() if self._selective.config.preselected else contextlib.nullcontext()
+            # Built eagerly, also when the first step is being traced: given masks are taken at build (the
+            # selected-only positions and values), so its variables must not wait for the step to run to be
+            # initialized; and a step that only reads variables made elsewhere is traced once, not twice
+            # (core._compat.variables_created_eagerly). Under a tf.distribute strategy (Keras builds before
+            # tracing) its variable creators see every variable as usual.
+            if tf.distribute.has_strategy():
+                eager = tf.init_scope() if self._selective.config.preselected else contextlib.nullcontext()
+            else:
+                eager = core_compat.variables_created_eagerly()
             with eager, keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True

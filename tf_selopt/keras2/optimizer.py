@@ -27,6 +27,7 @@ import types
 import tensorflow as tf
 import tf_keras
 
+from tf_selopt.core import _compat as core_compat
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core.config import config_arguments
 from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
@@ -151,7 +152,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
                 "the Keras 3 tf_selopt.SelectiveOptimizer does."
             )
         variables = [v for _, v in pairs]
-        with tf.init_scope():
+        with core_compat.variables_created_eagerly():  # a first step being traced is traced once, not twice
             self.build(variables)
         inner = self.inner_optimizer
         self._selective.apply(
