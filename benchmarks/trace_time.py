@@ -9,9 +9,10 @@ each round: a fresh model with ``keras.optimizers.Adam(1e-3)``, one with
 (gradient_sum, global; the steps stay in the warm-up, the trace is the same
 at every step), and each of the two after ``model.save`` +
 ``keras.saving.load_model`` (the loaded model's first ``fit`` traces again).
-Reported: every timing, the medians, and the ratios selective / plain of
-the medians (the target of issue 14: at most 1.5). Timings on a shared machine
-are noisy: compare the ratios, and read ``machine.load_average_1min``.
+Reported: every timing, how many times each ``fit`` traced the train step, the
+medians, and the ratios selective / plain of the medians (the target of issue
+14: at most 1.5). Timings on a shared machine are noisy: compare the ratios,
+and read ``machine.load_average_1min``.
 
 With ``--breakdown`` it also traces the pieces of the wrapper's step on their
 own, each in a ``tf.function`` over the model's variables, and reports the
@@ -21,6 +22,7 @@ exact top-k + the selected-only state's selection), the selected-only
 selection alone, the restricted update and the whole ``apply_gradients``.
 
     python -m benchmarks.trace_time --out results/bench_trace_time.json
+    python -m benchmarks.trace_time --metrics accuracy --out results/bench_trace_time_accuracy.json
     python -m benchmarks.trace_time --breakdown-only --out results/bench_trace_breakdown.json
 """
 
@@ -42,7 +44,7 @@ from benchmarks.common import write_result
 KINDS = ("plain", "selective")
 
 
-def build(kind: str, alpha: float, size: int, seed: int) -> keras.Model:
+def build(kind: str, alpha: float, size: int, seed: int, metrics=()) -> keras.Model:
     keras.utils.set_random_seed(seed)
     model = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, weights=None, classes=10)
     inner = keras.optimizers.Adam(1e-3)
@@ -51,14 +53,20 @@ def build(kind: str, alpha: float, size: int, seed: int) -> keras.Model:
         if kind == "plain"
         else tf_selopt.SelectiveOptimizer(inner, keep=0.1, warmup_steps=100, window=20, seed=seed)
     )
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=list(metrics) or None)
     return model
 
 
-def first_fit(model, x, y, batch: int) -> float:
+def first_fit(model, x, y, batch: int) -> tuple:
+    """Seconds of the first ``fit`` and how many times it traced the train step (``train_step`` runs in Python
+    only while being traced)."""
+    traces, train_step = [], model.train_step
+    model.train_step = lambda data: traces.append(1) or train_step(data)
     start = time.perf_counter()
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    del model.train_step
+    return seconds, len(traces)
 
 
 def breakdown(alpha: float, size: int, seed: int) -> dict:
@@ -106,6 +114,12 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--no-load", action="store_true", help="skip the after-load_model timings")
+    parser.add_argument(
+        "--metrics",
+        nargs="*",
+        default=[],
+        help="compile metrics, e.g. accuracy (Keras builds them in the first trace: the step is traced twice)",
+    )
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--breakdown-only", action="store_true", help="only the pieces (no fits)")
     args = parser.parse_args(argv)
@@ -121,24 +135,32 @@ def main(argv=None):
     y = rng.integers(0, 10, n)
     times = {kind: [] for kind in KINDS}
     loaded = {kind: [] for kind in KINDS}
+    traces = {kind: [] for kind in KINDS}
+    traces_after_load = {kind: [] for kind in KINDS}
     work = tempfile.mkdtemp()
     for r in range(args.rounds):
         for kind in KINDS if r % 2 == 0 else KINDS[::-1]:
-            model = build(kind, args.alpha, args.size, seed=r)
-            times[kind].append(round(first_fit(model, x, y, args.batch), 2))
-            print(f"round {r} {kind}: first fit {times[kind][-1]} s", flush=True)
+            model = build(kind, args.alpha, args.size, seed=r, metrics=args.metrics)
+            seconds, count = first_fit(model, x, y, args.batch)
+            times[kind].append(round(seconds, 2))
+            traces[kind].append(count)
+            print(f"round {r} {kind}: first fit {times[kind][-1]} s, train step traced {count}x", flush=True)
             if args.no_load:
                 continue
             path = f"{work}/{kind}_{r}.keras"
             model.save(path)
             again = keras.saving.load_model(path)
-            loaded[kind].append(round(first_fit(again, x, y, args.batch), 2))
-            print(f"round {r} {kind}: first fit after load_model {loaded[kind][-1]} s", flush=True)
+            seconds, count = first_fit(again, x, y, args.batch)
+            loaded[kind].append(round(seconds, 2))
+            traces_after_load[kind].append(count)
+            print(f"round {r} {kind}: first fit after load_model {loaded[kind][-1]} s, traced {count}x", flush=True)
     result = {
         "model": model_name,
         "fit": f"{args.steps} steps of batch {args.batch}, fresh model each time",
         "jit_compile": bool(model.jit_compile),
+        "metrics": args.metrics,
         "first_fit_s": times,
+        "train_step_traces": traces,
         "median_first_fit_s": {k: statistics.median(v) for k, v in times.items()},
         "ratio_selective_over_plain": round(
             statistics.median(times["selective"]) / statistics.median(times["plain"]), 2
@@ -146,6 +168,7 @@ def main(argv=None):
     }
     if not args.no_load:
         result["first_fit_after_load_model_s"] = loaded
+        result["train_step_traces_after_load_model"] = traces_after_load
         result["median_first_fit_after_load_model_s"] = {k: statistics.median(v) for k, v in loaded.items()}
         result["ratio_after_load_selective_over_plain"] = round(
             statistics.median(loaded["selective"]) / statistics.median(loaded["plain"]), 2

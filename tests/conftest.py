@@ -126,6 +126,17 @@ def make_data(kind: str, n: int = 64, seed: int = 1):
 
 
 MODEL_KINDS = ("sequential", "functional", "subclassed")
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+BATCH = 16  # make_data's 64 examples -> 4 steps per epoch
+
+
+def fit(model, optimizer, x, y, epochs, callbacks=(), jit_compile=False):
+    """``model.fit`` in batches of ``BATCH``, unshuffled; compiled with ``optimizer`` and ``LOSS`` first unless it
+    already is (``optimizer`` then keeps its state and step count across calls)."""
+    if not model.compiled or model.optimizer is not optimizer:
+        model.compile(optimizer=optimizer, loss=LOSS, jit_compile=jit_compile)
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=list(callbacks))
+
 
 INNER = {
     "sgd_momentum": lambda: keras.optimizers.SGD(0.05, momentum=0.9),
@@ -157,6 +168,14 @@ BAD_ARGUMENTS = [
     (dict(keep=float("nan")), "keep"),
     (dict(update="fast"), "update"),
 ]
+
+
+@pytest.fixture
+def fresh_keras_names():
+    """``keras.backend.clear_session`` before the test, so that layer and variable names start from scratch
+    (without its ``gc.collect()``: 1-3 s in a grown worker). Modules that compare names or build many models
+    use it for every test: ``pytestmark = pytest.mark.usefixtures("fresh_keras_names")``."""
+    keras.backend.clear_session(free_memory=False)
 
 
 @pytest.fixture

@@ -7,19 +7,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_data, make_model
+from conftest import BATCH, LOSS, fit, make_data, make_model
 
 import tf_selopt
 from tf_selopt.core import criteria, selection
 from tf_selopt.keras import pruning
 
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-BATCH = 16
-
-
-@pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
+pytestmark = pytest.mark.usefixtures("fresh_keras_names")
 
 
 def values(variables):
@@ -199,12 +193,6 @@ def calibrated(kind="sequential", keep=0.1, **kwargs):
     return model, x, y, masks
 
 
-def fit(model, optimizer, x, y, epochs=2, jit_compile=False):
-    if getattr(model, "optimizer", None) is not optimizer:
-        model.compile(optimizer=optimizer, loss=LOSS, jit_compile=jit_compile)
-    model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0)
-
-
 @pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
 def test_given_masks_train_exactly_those_entries_from_step_0_on_k_sized_state(kind):
     model, x, y, masks = calibrated(kind)
@@ -242,7 +230,7 @@ def test_given_masks_equal_the_masked_path_bit_for_bit(kind):
     for update in ("auto", "masked"):
         model, x, y, masks = calibrated(kind)
         optimizer = tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(1e-2), masks=masks, update=update)
-        fit(model, optimizer, x, y)
+        fit(model, optimizer, x, y, epochs=2)
         runs.append((values(model.trainable_variables), optimizer.update_path))
     assert [path for _, path in runs] == ["selected_only", "masked"]
     assert_bits(runs[0][0], runs[1][0])

@@ -14,9 +14,7 @@ from tf_selopt.keras.pruning import GradualPruning, pruning_mask
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
+pytestmark = pytest.mark.usefixtures("fresh_keras_names")
 
 
 def make_model():

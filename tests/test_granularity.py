@@ -5,21 +5,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from conftest import make_data, make_model
+from conftest import LOSS, fit, make_data, make_model
 
 import tf_selopt
 from tf_selopt.core.selection import group_size, select
 from tf_selopt.keras.freezing import DropFrozenVariables
 from tf_selopt.keras2 import SelectiveOptimizer as TfKerasSelectiveOptimizer
 
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-BATCH = 16  # 64 examples -> 4 steps per epoch
 GROUPED = ("unit", "variable")
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
+pytestmark = pytest.mark.usefixtures("fresh_keras_names")
 
 
 def selective(granularity, **kwargs):
@@ -29,12 +25,6 @@ def selective(granularity, **kwargs):
 
 def weights(model):
     return [v.numpy().copy() for v in model.trainable_variables]
-
-
-def fit(model, optimizer, x, y, epochs, callbacks=(), jit_compile=False):
-    if not model.compiled or model.optimizer is not optimizer:
-        model.compile(optimizer=optimizer, loss=LOSS, jit_compile=jit_compile)
-    model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=list(callbacks))
 
 
 # --------------------------------------------------------- numpy reference

@@ -4,19 +4,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import INNER, MODEL_KINDS, make_data, make_model
+from conftest import BATCH, INNER, LOSS, MODEL_KINDS, fit, make_data, make_model
 
 import tf_selopt
 from tf_selopt.core import criteria
 
 CRITERIA = ("gradient_sum", "preconditioned", "fisher", "magnitude", "random")
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-BATCH = 16  # 64 examples -> 4 steps per epoch
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
+pytestmark = pytest.mark.usefixtures("fresh_keras_names")
 
 
 def selective(inner="adam", **kwargs):
@@ -26,16 +22,6 @@ def selective(inner="adam", **kwargs):
 
 def weights(model):
     return [v.numpy().copy() for v in model.trainable_variables]
-
-
-def fit(model, optimizer, x, y, epochs, jit_compile=False):
-    if not model.compiled or model.optimizer is not optimizer:
-        model.compile(optimizer=optimizer, loss=LOSS, jit_compile=jit_compile)
-        # Built before the first trace, Keras traces the train step once instead of twice (it builds an unbuilt
-        # optimizer inside the first trace, then retraces): ~2 s less per model here. Building inside the
-        # trace, what a plain `fit` does, is the path of the other modules' tests.
-        optimizer.build(model.trainable_variables)
-    model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0)
 
 
 def assert_frozen_and_moving(before, after, masks):
@@ -345,6 +331,21 @@ def test_a_step_that_builds_the_optimizer_is_traced_once(kwargs, monkeypatch):
     for s in range(8):
         step(x[s * 8 : (s + 1) * 8], y[s * 8 : (s + 1) * 8])
     assert len(traces) == 1 and int(optimizer.iterations) == 8
+
+
+def test_with_compile_metrics_built_by_one_evaluate_fit_traces_its_step_once(monkeypatch):
+    """Keras builds compile metrics in the first trace of the train step (so it is traced twice), unless an
+    ``evaluate`` built them first: the selection guide's tip."""
+    x, y = make_data("sequential")
+    for evaluate_first, expected in ((False, 2), (True, 1)):
+        model, optimizer = make_model("sequential"), selective("adam")
+        model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+        if evaluate_first:
+            model.evaluate(x[:BATCH], y[:BATCH], verbose=0)
+        traces, train_step = [], model.train_step
+        monkeypatch.setattr(model, "train_step", lambda data: traces.append(1) or train_step(data))
+        model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+        assert len(traces) == expected and int(optimizer.selections) == 1, evaluate_first
 
 
 # ------------------------------------------------------------ save / load

@@ -14,9 +14,11 @@ from tf_selopt.keras2 import SelectiveOptimizer as TfKerasSelectiveOptimizer
 ARGS = dict(criterion="gradient_sum", keep=5, warmup_steps=4, window=2, seed=0)
 
 
+pytestmark = pytest.mark.usefixtures("fresh_keras_names")
+
+
 @pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
+def _float32_policy_after():
     yield
     keras.mixed_precision.set_global_policy("float32")
 

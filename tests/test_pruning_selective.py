@@ -12,9 +12,7 @@ from tf_selopt.keras.pruning import GradualPruning, prunable_variables, prune, p
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
+pytestmark = pytest.mark.usefixtures("fresh_keras_names")
 
 
 def compile_selective(model, keep, warmup_steps=4, jit_compile=False, criterion="gradient_sum"):

@@ -26,9 +26,7 @@ EXACT_IN_GRAPH = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _clear_session():
-    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
+pytestmark = pytest.mark.usefixtures("fresh_keras_names")
 
 
 def selective(make, **kwargs):

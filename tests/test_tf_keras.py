@@ -25,10 +25,12 @@ DEFAULTS = dict(criterion="gradient_sum", keep=0.2, warmup_steps=4, window=3, se
 BATCH = 16
 
 
+pytestmark = pytest.mark.usefixtures("fresh_keras_names")
+
+
 @pytest.fixture(autouse=True)
-def _clear_session():
+def _clear_tf_keras_session():
     tf_keras.backend.clear_session()
-    keras.backend.clear_session(free_memory=False)  # names reset; no gc.collect() (1-3 s in a grown worker)
 
 
 def selective(inner="adam", **kwargs):
