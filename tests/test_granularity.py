@@ -217,7 +217,7 @@ def test_dropping_frozen_variables_equals_the_elementwise_path(granularity, jit_
     n = len(model.trainable_variables)
     frozen = len(opt.frozen_variables)
     assert frozen > 0 and drop.dropped_count == frozen
-    # traced with all variables (twice on the first call: it creates the optimizer's), then without the frozen ones
+    # traced with all variables, then without the frozen ones
     assert set(opt.received[:-1]) == {n} and opt.received[-1] == n - frozen
     assert drop.switches == 2 and drop.rebuilds == 1  # dropped (built), then restored at the end (kept step)
     assert len(model.trainable_variables) == n

@@ -7,12 +7,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_data, make_model
+from conftest import BATCH, LOSS, fit, make_data, make_model
 
 import tf_selopt
-
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-BATCH = 16  # 64 examples -> 4 steps per epoch
 
 EXACT_IN_GRAPH = {
     "sgd_nesterov": lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
@@ -32,16 +29,6 @@ pytestmark = pytest.mark.usefixtures("fresh_keras_names")
 def selective(make, **kwargs):
     defaults = dict(criterion="gradient_sum", keep=0.2, warmup_steps=4, window=3, seed=0)
     return tf_selopt.SelectiveOptimizer(make(), **(defaults | kwargs))
-
-
-def fit(model, optimizer, x, y, epochs, jit_compile=False):
-    if not model.compiled or model.optimizer is not optimizer:
-        model.compile(optimizer=optimizer, loss=LOSS, jit_compile=jit_compile)
-        # Built before the first trace, Keras traces the train step once instead of twice (it builds an unbuilt
-        # optimizer inside the first trace, then retraces): ~2 s less per model here. Building inside the
-        # trace, what a plain `fit` does, is the path of the other modules' tests.
-        optimizer.build(model.trainable_variables)
-    model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0)
 
 
 def weights(model):

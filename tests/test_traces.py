@@ -53,8 +53,8 @@ def test_both_callbacks_trace_each_state_once_and_train_bit_identically(batches)
     state_a = model_a.trainable_variables + opt_a.masks + opt_a.scores
     for a, b in zip(state_a, model_b.trainable_variables + opt_b.masks + opt_b.scores):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=getattr(a, "path", ""))
-    # switches grow with the cycles; built and traced steps do not. Traced: the general step (twice on
-    # the first call, which builds the optimizer's variables), warm-up, and masked with the kernel dropped.
+    # switches grow with the cycles; built and traced steps do not. Traced: the general step, warm-up, and
+    # masked with the kernel dropped.
     # Built: also two states between the callbacks' switches on one batch, never called, so never traced.
     assert drop.switches + phases.switches >= 2 * int(opt_b.selections)
     assert drop.rebuilds + phases.rebuilds == 4

@@ -356,11 +356,10 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             trainable_variables = _compat.built_variables(self)
         trainable_variables = list(trainable_variables)
         if not self.built:
-            # Built eagerly, also when the first step is being traced: given masks are taken at build (the
-            # selected-only positions and values), so its variables must not wait for the step to run to be
-            # initialized; and a step that only reads variables made elsewhere is traced once, not twice
-            # (core._compat.variables_created_eagerly). Under a tf.distribute strategy (Keras builds before
-            # tracing) its variable creators see every variable as usual.
+            # Built eagerly even while the first step traces: given masks are read at build, so their variables
+            # must be initialized before the step runs; and a step that creates no variable of its own is
+            # traced once, not twice (core._compat.variables_created_eagerly). Under a tf.distribute strategy,
+            # where Keras builds before tracing, the strategy's variable creators see each variable as usual.
             if tf.distribute.has_strategy():
                 eager = tf.init_scope() if self._selective.config.preselected else contextlib.nullcontext()
             else:
