@@ -171,6 +171,7 @@ def train(criterion: str, inner: str, pruning: bool, driver: str, update: str = 
             num_examples=len(x),
             update=update,
         )
+        optimizer.keep_scores = True  # compared below (the selection releases them otherwise)
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         snapshot = []
         drivers = {"fit": _fit, "fit_per_phase": functools.partial(_fit, per_phase=True), "loop": _loop}

@@ -181,6 +181,7 @@ def test_preconditioned_scores_match_numpy_over_the_window():
     x, y = make_data("sequential", n=160)
     model = make_model("sequential")
     optimizer = selective("sgd_momentum", criterion="preconditioned", warmup_steps=5, window=4, num_examples=1000)
+    optimizer.keep_scores = True  # read after the selection
     grads = []
     for s in range(6):
         xb, yb = x[s * 8 : (s + 1) * 8], y[s * 8 : (s + 1) * 8]
@@ -200,6 +201,7 @@ def test_magnitude_reads_weights_at_the_selection_step():
     x, y = make_data("sequential")
     model = make_model("sequential")
     optimizer = selective("adam", criterion="magnitude", warmup_steps=3)
+    optimizer.keep_scores = True  # read after the selection
     fit(model, optimizer, x[:48], y[:48], epochs=1)  # steps 0..2
     at_selection = weights(model)
     fit(model, optimizer, x[48:], y[48:], epochs=1)  # step 3 selects
@@ -237,6 +239,7 @@ def test_user_criterion_drives_selection_and_round_trips():
     x, y = make_data("sequential", n=160)
     model = make_model("sequential")
     optimizer = selective("sgd_momentum", criterion=LastAbsGradient(), warmup_steps=3, window=2)
+    optimizer.keep_scores = True  # read after the selection
     abs_grads = _custom_loop(model, optimizer, x, y, steps=4)  # selection at step 3
     for expected, got in zip(abs_grads[3], optimizer.scores):
         np.testing.assert_array_equal(got.numpy(), expected)
@@ -391,7 +394,10 @@ def test_tf_checkpoint_round_trip(tmp_path):
     other = make_model("subclassed", seed=5)
     other_opt = selective("adam", warmup_steps=3, window=2)
     other_opt.build(other.trainable_variables)
-    tf.train.Checkpoint(model=other, optimizer=other_opt).read(path).assert_consumed()
+    status = tf.train.Checkpoint(model=other, optimizer=other_opt).read(path)
+    assert optimizer.warmup_state_released  # at the selection: the file has the released layout
+    other_opt.release_warmup_state()  # the documented order: read, release, check
+    status.assert_consumed()
     for a, b in zip(optimizer.variables, other_opt.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 

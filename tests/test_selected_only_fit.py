@@ -10,6 +10,7 @@ import tensorflow as tf
 from conftest import BATCH, LOSS, fit, make_data, make_model
 
 import tf_selopt
+from tf_selopt.core import _compat as core_compat
 
 EXACT_IN_GRAPH = {
     "sgd_nesterov": lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
@@ -217,12 +218,14 @@ def test_tf_checkpoint_resumes_the_restricted_phase_bit_for_bit(tmp_path):
     x, y = make_data("subclassed")
     model = make_model("subclassed")
     optimizer = selective(EXACT_IN_GRAPH["adam"])
-    fit(model, optimizer, x, y, epochs=2)  # selected at step 3
-    path = tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "ckpt"))
+    fit(model, optimizer, x, y, epochs=2)  # selected at step 3, which released the warm-up state in-graph
+    path = tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "ckpt"))  # nothing read before
     other = make_model("subclassed", seed=5)
     other_optimizer = selective(EXACT_IN_GRAPH["adam"])
     other_optimizer.build(other.trainable_variables)
-    tf.train.Checkpoint(model=other, optimizer=other_optimizer).read(path).assert_consumed()
+    status = tf.train.Checkpoint(model=other, optimizer=other_optimizer).read(path)
+    other_optimizer.release_warmup_state()
+    status.assert_consumed()
     assert_bits(optimizer.variables, other_optimizer.variables)
     fit(model, optimizer, x, y, epochs=1)
     fit(other, other_optimizer, x, y, epochs=1)
@@ -282,6 +285,92 @@ def test_keep_scores_keeps_the_scores_only():
     phases = fit_with_release(model, optimizer, x, y, epochs=2, keep_scores=True)
     assert optimizer.warmup_state_released and phases.released_bytes == optimizer.num_parameters * (8 + 4)
     assert len(optimizer.scores) == len(model.trainable_variables)
+
+
+def _nbytes(v):
+    return int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size
+
+
+def _assert_released_at_selection(optimizer, emptied):
+    """The optimizer holds what the restricted phase reads only (masks 1 B/param, k-sized state, counters) and
+    every emptied variable holds no entry (its memory is freed), while its static shape is unchanged."""
+    assert optimizer.warmup_state_released and optimizer.scores is None
+    n = optimizer.num_parameters
+    masks = [v for v in optimizer.variables if v.dtype == "bool"]
+    assert sum(_nbytes(v) for v in masks) == n
+    assert all(int(np.prod(v.shape)) <= optimizer.k for v in optimizer.variables if v.dtype != "bool")
+    assert emptied and all(core_compat.holds_no_entries(v) for v in emptied)
+    assert optimizer.released_bytes == sum(_nbytes(v) for v in emptied) == n * (8 + 4 + 4)  # m, v, scores, sums
+
+
+def _warmup_state(optimizer):
+    """Adam's N-sized moments, the scores and the window's sums, before they are released."""
+    inner = [v for v in optimizer.inner_optimizer.variables if len(v.shape)]
+    return list(optimizer.scores) + [v for s in optimizer.criterion_state for v in s.values()] + inner
+
+
+def test_plain_fit_releases_the_warmup_state_at_the_selection_and_training_is_unchanged():
+    """No callback, no retrace: the selection step empties the N-sized state in-graph; the weights equal the
+    masked path's bit for bit, in the epoch of the selection and after it."""
+    x, y = make_data("sequential")
+    masked, _, _ = run("sequential", EXACT_IN_GRAPH["adam"], "masked")
+    model = make_model("sequential")
+    optimizer = selective(EXACT_IN_GRAPH["adam"])
+    optimizer.build(model.trainable_variables)
+    emptied = _warmup_state(optimizer)
+    fit(model, optimizer, x, y, epochs=2)  # the selection at step 4, the first of the second epoch
+    traced = model.train_function
+    _assert_released_at_selection(optimizer, emptied)
+    fit(model, optimizer, x, y, epochs=1)
+    assert model.train_function is traced  # the same trace ran on
+    assert_bits(weights(model), weights(masked))
+
+
+def test_a_custom_loop_releases_at_the_selection_too():
+    x, y = make_data("sequential")
+    model = make_model("sequential")
+    optimizer = selective(EXACT_IN_GRAPH["adam"])
+    optimizer.build(model.trainable_variables)
+    emptied = _warmup_state(optimizer)
+    variables = model.trainable_variables
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = keras.losses.get(LOSS)(yb, model(xb, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+    for i in range(6):  # the selection at step 4
+        b = i % (len(x) // BATCH) * BATCH
+        step(x[b : b + BATCH], y[b : b + BATCH])
+    _assert_released_at_selection(optimizer, emptied)
+
+
+def test_under_xla_the_selection_keeps_the_state_and_release_warmup_state_drops_it():
+    """Compiled resources keep their shape: under XLA the state stays until ``release_warmup_state``."""
+    x, y = make_data("sequential")
+    model = make_model("sequential")
+    optimizer = selective(EXACT_IN_GRAPH["adam"])
+    fit(model, optimizer, x, y, epochs=2, jit_compile=True)
+    assert int(optimizer.selections) == 1 and not optimizer.warmup_state_released
+    assert optimizer.released_bytes == 0
+    assert optimizer.release_warmup_state() == optimizer.num_parameters * (8 + 4 + 4)
+
+
+def test_keep_scores_and_the_monitor_keep_the_scores_at_the_selection(tmp_path):
+    x, y = make_data("sequential")
+    for callbacks in ([], [tf_selopt.SelectionMonitor(str(tmp_path))]):
+        model = make_model("sequential")
+        optimizer = selective(EXACT_IN_GRAPH["adam"])
+        if not callbacks:
+            optimizer.keep_scores = True
+        fit(model, optimizer, x, y, epochs=2, callbacks=callbacks)
+        assert optimizer.warmup_state_released and optimizer.keep_scores
+        assert optimizer.released_bytes == optimizer.num_parameters * (8 + 4)
+        assert [tuple(s.shape) for s in optimizer.scores] == [tuple(v.shape) for v in model.trainable_variables]
+        assert np.concatenate([np.ravel(s.numpy()) for s in optimizer.scores]).max() > 0
+    with pytest.raises(ValueError, match="`keep_scores` must be True or False"):
+        optimizer.keep_scores = 1
 
 
 def test_keras_file_after_release_loads_released_and_continues_bit_for_bit(tmp_path):

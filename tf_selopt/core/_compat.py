@@ -72,3 +72,44 @@ def return_freed_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+def _resource(variable):
+    """The ``tf.Variable`` behind a Keras 3 variable (``.value``), or ``variable`` itself."""
+    return variable if isinstance(variable, tf.Variable) else variable.value
+
+
+def empty_in_place(variable) -> None:
+    """Replace ``variable``'s value by an empty tensor of its rank, freeing its buffer, also inside a running
+    ``tf.function``: every function traced with the variable stays valid (the variable object, its handle and
+    its static shape are unchanged) as long as it does not read it again.
+
+    TensorFlow's ``AssignVariableOp`` with ``validate_shape=False`` takes a value of another shape at run time;
+    the graph's static check of the shape is avoided by a zero length known only at run time (a random
+    integer in [0, 1), which constant folding cannot fold). Not under XLA: a compiled cluster holds every
+    resource's shape fixed (tf2xla refuses the assignment). Rank-0 variables are left as they are.
+
+    Example:
+        >>> v = tf.Variable(tf.ones([3, 4]))
+        >>> empty_in_place(v)
+        >>> holds_no_entries(v), tuple(v.shape)
+        (True, (3, 4))
+    """
+    variable = _resource(variable)
+    rank = variable.shape.rank
+    if rank == 0:
+        return
+    zero = tf.random.uniform([], 0, 1, dtype=tf.int32)
+    value = tf.zeros(tf.fill([rank], zero), variable.dtype)
+    tf.raw_ops.AssignVariableOp(resource=variable.handle, value=value, validate_shape=False)
+
+
+def holds_no_entries(variable) -> bool:
+    """Whether ``variable`` holds an empty value at run time (``empty_in_place``) although its static shape
+    has entries; read eagerly without copying the value (``VariableShape``)."""
+    variable = _resource(variable)
+    if variable.shape.rank == 0 or variable.shape.num_elements() == 0:
+        return False
+    with tf.init_scope():
+        shape = tf.raw_ops.VariableShape(input=variable.handle, out_type=tf.int64)
+        return int(tf.reduce_prod(shape)) == 0

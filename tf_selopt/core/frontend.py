@@ -77,6 +77,7 @@ class SelectiveFrontEnd:
     """
 
     _phase = None
+    _selective = None  # set by the front end's constructor
 
     @property
     def phase(self):
@@ -125,13 +126,18 @@ class SelectiveFrontEnd:
             return [selective.selection_mask(i) for i in range(len(selective.variables))]
         return selective.masks
 
+    def _sync_release(self):
+        """Bring what this object holds in line with state the step released in-graph (a front end's hook)."""
+
     @property
     def scores(self):
-        """float32 variables: the criterion's scores at the last selection."""
+        """float32 variables: the criterion's scores at the last selection (None once released)."""
+        self._sync_release()
         return self._selective.scores
 
     @property
     def criterion_state(self):
+        self._sync_release()
         return self._selective.criterion_state
 
     @property
@@ -237,6 +243,7 @@ class SelectiveFrontEnd:
     def finalize_variable_values(self, var_list):
         """The inner optimizer's (with ``use_ema``: the model takes the moving averages), frozen entries
         excepted: they keep their values bit for bit (``Selective.set_averages``)."""
+        self._sync_release()
         self._selective.keep_frozen(lambda: self.inner_optimizer.finalize_variable_values(var_list))
 
     def get_weights(self):

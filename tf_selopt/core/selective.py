@@ -37,7 +37,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from tf_selopt.core import selection
+from tf_selopt.core import _compat, selection
 from tf_selopt.core.config import BASE_ARGUMENTS, BASE_DEFAULTS, SelectionConfig
 from tf_selopt.core.plan import PHASES
 from tf_selopt.core.selected_only import SelectedOnly
@@ -64,6 +64,11 @@ def refuse_base_arguments(kwargs: dict) -> None:
 def _and_kept(mask, kept):
     """The entries of ``mask`` that train: those not pruned (``kept`` a pruning mask, True = kept, or None)."""
     return mask if kept is None else tf.logical_and(mask, kept)
+
+
+def _first_emptiable(variables):
+    """The first of ``variables`` that ``_compat.empty_in_place`` can empty (rank > 0, some entries), or None."""
+    return next((v for v in variables if v.shape.rank and v.shape.num_elements()), None)
 
 
 def _variable_name(variable, suffix):
@@ -95,6 +100,9 @@ class Selective:
         self.selected_state = None  # ``SelectedOnly`` (built when the restricted phase updates selected entries only)
         self.updater = None  # the front end's inner optimizer on ``selected_state`` (``use_selected_only``)
         self.released = False
+        self.inner_warmup_state = None  # the inner optimizer's N-sized state, emptied at the selection
+        self.keep_scores = False  # read when ``apply`` is traced: the selection empties the scores unless set
+        self._empties_traced = False  # whether a traced (or eager) selection empties the warm-up state
 
     # ----------------------------------------------------------------- build
     def build(self, var_list, add_variable: AddVariable, add_slot: AddSlot, pruned_mask_of=None, selected_only=False):
@@ -220,6 +228,53 @@ class Selective:
                 trains = [_and_kept(tf.convert_to_tensor(m), self._kept(i)) for i, m in enumerate(self.given_masks)]
                 updater.select(trains, True)
 
+    def empty_at_selection(self, inner_warmup_state):
+        """On the selected-only path, empty the warm-up's N-sized state in-graph at the selection
+        (``core._compat.empty_in_place``): ``inner_warmup_state`` (the inner optimizer's slots and moving
+        averages on the model variables, which the restricted phase no longer reads), the criterion's window
+        state and, unless ``keep_scores``, the scores. Their buffers are freed inside the running step, so a
+        plain ``fit`` or ``tf.function`` loop holds k-sized state from the selection on, with no retrace.
+
+        Only where the step can do it (``_empties_at_selection``, read when ``apply`` is traced): no
+        ``reselect_every`` (a reselection reads the window state), no XLA (compiled resources keep their
+        shape), no ``tf.distribute`` strategy. The front end then drops the emptied variables from what it
+        holds (``release``) when it next reads them (``emptied_in_graph``)."""
+        self.inner_warmup_state = list(inner_warmup_state)
+
+    def _empties_at_selection(self) -> bool:
+        """Whether the selection traced now empties the warm-up state (``empty_at_selection``)."""
+        return (
+            self.inner_warmup_state is not None
+            and self.updater is not None
+            and self.plan.reselect_every is None
+            and not self.released
+            and not _compat.in_xla_context()
+            and not tf.distribute.has_strategy()
+        )
+
+    def _warmup_state(self, keep_scores):
+        """The N-sized variables the restricted phase does not read: window state, scores (unless
+        ``keep_scores``), the inner optimizer's (``empty_at_selection``)."""
+        own = [var for state in self.criterion_state for var in state.values()]
+        scores = [] if keep_scores or self.scores is None else list(self.scores)
+        return scores + own + list(self.inner_warmup_state or ())
+
+    def emptied_in_graph(self):
+        """None if the selection did not empty the warm-up state (or it is released already), else whether the
+        scores were kept (eager; see ``empty_at_selection``)."""
+        if self.released or not self._empties_traced:
+            return None
+        scores = _first_emptiable(self.scores or ())
+        probe = _first_emptiable(self._warmup_state(keep_scores=True))
+        probe = scores if probe is None else probe
+        if probe is None or not _compat.holds_no_entries(probe):
+            return None
+        return scores is not None and not _compat.holds_no_entries(scores)
+
+    def criterion_state_variables(self):
+        """The criterion's window state, one dict of slots per variable, flattened (slot order per variable)."""
+        return [var for state in self.criterion_state for var in state.values()]
+
     def release(self, keep_scores=False):
         """Forget the warm-up's state: the window state, the scores (unless ``keep_scores``) and the inner
         optimizer's moving averages; the front end drops the variables. Only after a selection of a run
@@ -233,13 +288,18 @@ class Selective:
         if self.plan.reselect_every is not None:
             raise ValueError("With `reselect_every` set, the warm-up state is needed for every reselection.")
         released = [] if keep_scores or self.scores is None else list(self.scores)
-        released += [var for state in self.criterion_state for var in state.values()]
+        released += self.criterion_state_variables()
         if not keep_scores:
             self.scores = None
         self.criterion_state = [{} for _ in self.variables]
         self.averages = None
         self.released = True
         return released
+
+    def drop_scores(self):
+        """Forget the scores kept past a release (``release(keep_scores=True)``); returns their variables."""
+        scores, self.scores = list(self.scores or ()), None
+        return scores
 
     def _skips_restore(self):
         """Whether frozen entries stay in place without a restore (read at trace time)."""
@@ -378,17 +438,23 @@ class Selective:
             scores.append(tf.ensure_shape(tf.cast(score, tf.float32), v.shape))
         kept = [self._kept(i) for i in range(len(self.variables))]
         masks = selection.select(scores, self.k, self.config.scope, self.config.granularity, kept)
+        empties = self._empties_at_selection()
+        self._empties_traced = self._empties_traced or empties
         for i, (mask_var, score_var, mask, score) in enumerate(zip(self.masks, self.scores, masks, scores)):
             mask_var.assign(mask)
-            score_var.assign(score)
+            if not empties or self.keep_scores:
+                score_var.assign(score)
             for slot in self.motion_slots[i] if self.motion_slots is not None else ():
                 trains = _and_kept(mask, kept[i])
                 slot.assign(tf.where(trains, tf.convert_to_tensor(slot), tf.zeros((), slot.dtype)))
         if self.updater is not None:
             trains = [_and_kept(m, k) for m, k in zip(masks, kept)]
             self.updater.select(trains, tf.equal(self.selections, 0))
-        for state in self.criterion_state:
-            for var in state.values():
+        if empties:  # after the selected entries' state was gathered from it
+            for var in self._warmup_state(self.keep_scores):
+                _compat.empty_in_place(var)
+        else:
+            for var in self.criterion_state_variables():
                 var.assign(tf.math.multiply_no_nan(tf.convert_to_tensor(var), tf.constant(0, var.dtype)))
         self.window_count.assign(0.0)
         self.selections.assign_add(1)

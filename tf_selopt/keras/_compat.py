@@ -152,3 +152,13 @@ def flatten_layers(model):
     """``model`` itself and every layer nested in it, depth-first (``Layer._flatten_layers``; Keras has no
     public recursive listing: ``model.layers`` is one level)."""
     return model._flatten_layers(include_self=True, recursive=True)
+
+
+class SyncsBeforeCheckpoint:
+    """Mixin for an object with ``_sync_release()``: called before ``tf.train.Checkpoint`` lists the object's
+    children (``Trackable._trackable_children``), so a checkpoint never holds state the step emptied in-graph
+    (``SelectiveOptimizer``)."""
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        self._sync_release()
+        return super()._trackable_children(save_type, **kwargs)

@@ -137,6 +137,9 @@ class SelectionMonitor(keras.callbacks.Callback):
 
     # ------------------------------------------------------------ callbacks
     def on_train_begin(self, logs=None):
+        optimizer = selective_of(self.model.optimizer)
+        if hasattr(optimizer, "keep_scores"):  # before the step is traced: the selection then keeps the scores
+            optimizer.keep_scores = True
         self._writer = tf.summary.create_file_writer(self.log_dir)
         self._kept_scores = None
         self._last_step = self._step()

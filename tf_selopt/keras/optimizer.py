@@ -48,7 +48,7 @@ def _bare_pruning_mask(constraint) -> bool:
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt")
-class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
+class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras.optimizers.Optimizer):
     """Train only the parameters a criterion selects; freeze the rest exactly.
 
     Args:
@@ -193,6 +193,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
         self.inner_optimizer = inner
         self._selected_only_clones = []  # the k-sized inner optimizers, one per dtype (selected-only path)
         self.masked_reason = None  # set at build
+        self._released_bytes = 0
 
     def build(self, var_list):
         """Create the state in ``Selective.build``'s order (the checkpoint layout),
@@ -230,6 +231,8 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
                 )
             self._selected_only_clones = updater.clones  # tracked: checkpoints hold their state
             self._selective.use_selected_only(updater)
+            if not inner_on_buffers_only:
+                self._selective.empty_at_selection(self._warmup_slots())
         else:
             self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES, _bare_pruning_mask)
         if not inner_on_buffers_only:
@@ -265,11 +268,19 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
 
         After the selection of a run without ``reselect_every`` on the selected-only path
         (``update_path``), the warm-up's inner optimizer slots (e.g. Adam's two moments, its moving
-        averages) and the criterion's window state leave ``variables``, checkpoints and ``.keras`` files,
-        and with them memory once nothing else references them (a traced train step does:
-        ``tf_selopt.keras.TracePerPhase`` calls this and drops the steps traced before). The scores go too
-        unless ``keep_scores`` (TensorBoard histograms read them). The masks (1 B/param) and the k-sized
-        state stay. Every later step is traced as a restricted one. Calling it again does nothing.
+        averages) and the criterion's window state leave ``variables``, checkpoints and ``.keras`` files.
+        The scores go too unless ``keep_scores`` (TensorBoard histograms read them). The masks (1 B/param)
+        and the k-sized state stay. Calling it again returns 0, unless scores kept so far (``keep_scores``)
+        are now to go (``keep_scores=False``): then their bytes.
+
+        The selection step does this itself wherever it can: outside XLA and ``tf.distribute`` strategies
+        it empties those variables in-graph (``Selective.empty_at_selection``), so in a plain ``fit`` or
+        ``tf.function`` loop their memory goes at the selection, with no callback and no retrace, and this
+        call finds it done (``released_bytes`` says how much went; ``keep_scores`` keeps the scores there,
+        set before the step is traced). Under XLA (``jit_compile=True``, compiled resources keep their
+        shape) or a strategy, call this after the selection: the variables leave this object, and their
+        memory once nothing else references them (a traced train step does: ``tf_selopt.keras.TracePerPhase``
+        calls this and drops the steps traced before). Every later step is traced as a restricted one.
 
         Resuming: a ``.keras`` file or ``get_weights`` list with the released layout loads into a fresh
         optimizer as is (``load_own_variables`` releases first); for ``tf.train.Checkpoint``, restore
@@ -280,15 +291,17 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
             >>> opt = tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(1e-3), keep=4, warmup_steps=2, window=1)
             >>> model.compile(optimizer=opt, loss="mse")
-            >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 8)), batch_size=2, verbose=0)
-            >>> before = len(opt.variables)
-            >>> opt.release_warmup_state()  # Adam's m and v of the kernel and bias, scores, window sums
-            640
-            >>> before - len(opt.variables), opt.scores
-            (8, None)
+            >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 8)), batch_size=2, epochs=1, verbose=0)
+            >>> opt.release_warmup_state()  # the selection step released it already
+            0
+            >>> opt.warmup_state_released, opt.released_bytes, opt.scores  # Adam's m and v, scores, window sums
+            (True, 640, None)
         """
+        self._sync_release()
         if self._selective.released:
-            return 0
+            if keep_scores or self._selective.scores is None:
+                return 0
+            return self._release_scores()  # the selection step kept them (``keep_scores``): they go now
         if not self.built:
             raise ValueError("`release_warmup_state` needs a built optimizer after its selection; it is not built.")
         if self.update_path != "selected_only":
@@ -300,44 +313,102 @@ class SelectiveOptimizer(SelectiveFrontEnd, keras.optimizers.Optimizer):
             raise ValueError("`release_warmup_state` must follow the selection: `selections` is 0.")
         return self._release(keep_scores)
 
-    def _release(self, keep_scores):
+    def _warmup_slot_names(self):
+        """The inner optimizer's per-variable slot lists the restricted phase does not read on the selected-only
+        path (its moments, its moving averages)."""
         inner = self.inner_optimizer
-        names = [n for n in SLOT_ATTRIBUTES[type(inner)]] + ([_compat.EMA_ATTRIBUTE] if inner.use_ema else [])
-        slots = [v for name in names for v in (_compat.state(inner, name) or ()) if v is not None]
+        return list(SLOT_ATTRIBUTES.get(type(inner), ())) + ([_compat.EMA_ATTRIBUTE] if inner.use_ema else [])
+
+    def _warmup_slots(self):
+        inner = self.inner_optimizer
+        return [v for name in self._warmup_slot_names() for v in (_compat.state(inner, name) or ()) if v is not None]
+
+    def _release(self, keep_scores):
+        slots = self._warmup_slots()
         own = self._selective.release(keep_scores)  # raises with reselect_every
         released = own + slots
         _compat.release(self, own)
-        _compat.release(inner, slots, names)
-        return sum(int(v.shape.num_elements()) * tf.as_dtype(v.dtype).size for v in released)
+        _compat.release(self.inner_optimizer, slots, self._warmup_slot_names())
+        self._released_bytes = sum(int(v.shape.num_elements()) * tf.as_dtype(v.dtype).size for v in released)
+        return self._released_bytes
+
+    def _release_scores(self):
+        scores = self._selective.drop_scores()
+        _compat.release(self, scores)
+        released = sum(int(v.shape.num_elements()) * tf.as_dtype(v.dtype).size for v in scores)
+        self._released_bytes += released
+        return released
+
+    def _sync_release(self):
+        """Drop from ``variables`` (and so from checkpoints and ``.keras`` files) what the selection emptied
+        in-graph (``Selective.empty_at_selection``): the layout ``release_warmup_state`` leaves."""
+        selective = self._selective
+        if selective is None or selective.variables is None:
+            return
+        kept_scores = selective.emptied_in_graph()
+        if kept_scores is not None:
+            self._release(kept_scores)
+
+    @property
+    def released_bytes(self) -> int:
+        """Bytes of N-sized warm-up state released so far (at the selection, or by ``release_warmup_state``)."""
+        self._sync_release()
+        return self._released_bytes
+
+    @property
+    def keep_scores(self) -> bool:
+        """Whether the scores stay after the selection where it releases the warm-up state (default False;
+        ``SelectionMonitor`` sets it). Read when the step is traced."""
+        return self._selective.keep_scores
+
+    @keep_scores.setter
+    def keep_scores(self, keep):
+        if not isinstance(keep, bool):
+            raise ValueError(f"`keep_scores` must be True or False; received {keep!r}.")
+        self._selective.keep_scores = keep
 
     def _released_layout_sizes(self) -> dict:
         """Number of ``variables`` after ``release_warmup_state(keep_scores)``, for each ``keep_scores``."""
         inner = self.inner_optimizer
-        names = list(SLOT_ATTRIBUTES.get(type(inner), ())) + ([_compat.EMA_ATTRIBUTE] if inner.use_ema else [])
-        slots = sum(len(_compat.state(inner, name) or ()) for name in names)
+        slots = sum(len(_compat.state(inner, name) or ()) for name in self._warmup_slot_names())
         window = sum(len(state) for state in self._selective.criterion_state)
         total = len(self.variables) - slots - window
         return {True: total, False: total - len(self._selective.scores)}
 
-    def load_own_variables(self, store):
-        """Keras' loading, after releasing the warm-up state when ``store`` holds a released layout."""
-        if self.built and not self._selective.released and self.update_path == "selected_only":
-            if self._selective.config.reselect_every is None and len(store.keys()) != len(self.variables):
+    def _take_released_layout(self, count):
+        """Release the warm-up state if ``count`` saved arrays are the released layout and this optimizer
+        still holds the full one (a file or list saved after the selection, loaded into a fresh optimizer)."""
+        if self.built and not self.warmup_state_released and self.update_path == "selected_only":
+            if self._selective.config.reselect_every is None and count != len(self.variables):
                 for keep_scores, size in self._released_layout_sizes().items():
-                    if len(store.keys()) == size:
+                    if count == size:
                         self._release(keep_scores)
                         break
+
+    def load_own_variables(self, store):
+        """Keras' loading, after releasing the warm-up state when ``store`` holds a released layout."""
+        self._take_released_layout(len(store.keys()))
         super().load_own_variables(store)
+
+    def set_weights(self, weights):
+        """``SelectiveFrontEnd.set_weights``; a list with the released layout (``get_weights`` after the
+        selection) releases this optimizer's warm-up state first, as ``load_own_variables`` does."""
+        weights = list(weights)
+        self._take_released_layout(len(weights))
+        super().set_weights(weights)
 
     @property
     def warmup_state_released(self) -> bool:
-        """Whether ``release_warmup_state`` ran (then ``scores`` is None unless kept)."""
+        """Whether the warm-up state is released (at the selection, or by ``release_warmup_state``; then
+        ``scores`` is None unless kept)."""
+        self._sync_release()
         return self._selective.released
 
     @property
     def variables(self):
         """Everything the optimizer holds and a checkpoint saves: its own state, the inner optimizer's, and on
         the selected-only path the k-sized inner state."""
+        self._sync_release()
         clones = [v for c in self._selected_only_clones for v in c.variables]
         return super().variables + self.inner_optimizer.variables + clones
 

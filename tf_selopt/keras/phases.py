@@ -10,9 +10,11 @@ it swaps the general step back. Results are bit-identical to training without it
 (tested). An in-graph assertion stops a step traced for one phase from running
 in another. Each phase's step is traced once per ``fit`` and reused at later
 switches (``tf_selopt.keras.traces``): with ``reselect_every`` the cycles cost no
-further traces. Without it, on the selected-only path, the switch to the
-restricted phase releases the warm-up's N-sized state
-(``SelectiveOptimizer.release_warmup_state``) and drops the steps traced before.
+further traces. Without it, on the selected-only path, the warm-up's N-sized
+state is released at the selection: by the selection step itself outside XLA
+and ``tf.distribute`` strategies, otherwise at the switch to the restricted
+phase (``SelectiveOptimizer.release_warmup_state``), which then drops the steps
+traced before.
 
 Examples:
     >>> import keras, numpy as np, tf_selopt
@@ -22,7 +24,7 @@ Examples:
     >>> phases = TracePerPhase()
     >>> _ = model.fit(np.ones((16, 4)), np.ones((16, 2)), batch_size=2, callbacks=[phases], verbose=0)
     >>> phases.switches, phases.rebuilds, int(opt.selections)
-    (4, 3, 1)
+    (4, 2, 1)
     >>> opt.warmup_state_released, phases.released_bytes  # Adam's m and v, scores, window sums of 10 params
     (True, 160)
 """
@@ -45,10 +47,12 @@ class TracePerPhase(keras.callbacks.Callback):
     batch; at the end of ``fit`` the general step is restored.
 
     ``release_warmup_state``: at the switch to the restricted phase on the
-    selected-only path without ``reselect_every``, call the optimizer's
-    ``release_warmup_state(keep_scores)`` and drop every step traced before (they
-    hold the released variables), so the warm-up's N-sized state leaves memory.
-    ``released_bytes`` says how much it released. Read-outs:
+    selected-only path without ``reselect_every``, if the selection step did not
+    release the warm-up state itself (under XLA or a strategy), call the
+    optimizer's ``release_warmup_state(keep_scores)`` and drop every step traced
+    before (they hold the released variables), so the warm-up's N-sized state
+    leaves memory. ``keep_scores`` is passed to the optimizer at ``on_train_begin``
+    too. ``released_bytes`` says how much was released. Read-outs:
     ``phase`` (None, ``"warmup"`` or ``"restricted"``: what the current trace holds),
     ``switches`` (changes of the traced phase so far), ``rebuilds`` (train steps built
     for them; the others were reused).
@@ -74,6 +78,8 @@ class TracePerPhase(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._optimizer = required_selective(self)
+        if self.keep_scores and hasattr(self._optimizer, "keep_scores"):
+            self._optimizer.keep_scores = True
 
     def on_train_batch_begin(self, batch, logs=None):
         optimizer = self._optimizer
@@ -82,10 +88,13 @@ class TracePerPhase(keras.callbacks.Callback):
         step = int(optimizer.iterations.numpy())
         last = step + int(self.model.steps_per_execution) - 1
         phase = optimizer.plan.ordinary_phase(step, last)
+        if phase == "restricted" and self.release_warmup_state and optimizer.warmup_state_released:
+            self.released_bytes = optimizer.released_bytes  # released by the selection step itself
         if phase == "restricted" and self._can_release(optimizer):
             with switching_state(self.model, forget_others=True) as switch:
-                self.released_bytes = optimizer.release_warmup_state(self.keep_scores)
+                optimizer.release_warmup_state(self.keep_scores)
                 optimizer.phase = phase
+            self.released_bytes = optimizer.released_bytes
             _compat.return_freed_memory()  # the old traces are gone: the released variables with them
             self.switches += 1
             self.rebuilds += switch.built
@@ -93,9 +102,12 @@ class TracePerPhase(keras.callbacks.Callback):
         self._set_phase(phase)
 
     def _can_release(self, optimizer) -> bool:
+        """Whether the switch releases something: the warm-up state, or the scores the selection step kept
+        for another callback (``SelectionMonitor``) when ``keep_scores`` is False."""
+        if optimizer.warmup_state_released:
+            return self.release_warmup_state and not self.keep_scores and optimizer.scores is not None
         return (
             self.release_warmup_state
-            and not optimizer.warmup_state_released
             and optimizer.update_path == "selected_only"
             and optimizer.reselect_every is None
             and int(optimizer.selections.numpy()) > 0
