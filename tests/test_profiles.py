@@ -137,15 +137,15 @@ def test_nothing_is_logged_when_the_path_is_the_one_asked_for(update, caplog):
 
 
 @pytest.mark.parametrize(
-    "make, reason",
+    "make, message",
     [
         (lambda: keras.optimizers.Ftrl(0.1), "Ftrl's pow(accumulator, -lr_power) rounds differently"),
         (lambda: AdamWithOwnUpdateStep(1e-2), "AdamWithOwnUpdateStep overrides update_step"),
     ],
 )
-def test_selected_only_where_it_is_not_exact_raises_naming_the_reason(make, reason):
+def test_selected_only_where_it_is_not_exact_raises_naming_the_reason(make, message):
     optimizer = selective(make, update="selected_only")
     with pytest.raises(ValueError) as raised:
         optimizer.build(make_model("sequential").trainable_variables)
-    assert f"`update`='selected_only' is not exact here: {reason}" in str(raised.value)
+    assert f"`update`='selected_only' is not exact here: {message}" in str(raised.value)
     assert not optimizer.built and optimizer.update_path_reason is None

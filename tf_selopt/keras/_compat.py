@@ -4,7 +4,8 @@ Each function names what it relies on; ``tests/test_compat.py`` checks each of
 them against the installed Keras and fails with "Keras X.Y changed <name>:
 update tf_selopt/keras/_compat.py" when an upgrade changes one. No other module
 of ``tf_selopt.keras`` touches a private attribute of Keras (``tests/test_compat.py``
-greps for it).
+greps for it). The built-in optimizers' profiles (``PROFILES``) are here too, as
+they name the optimizers' private slot lists.
 """
 
 from __future__ import annotations
