@@ -109,7 +109,7 @@ def child(mode: str, model_name: str, steps: int, keep: float) -> dict:
         if int(optimizer.selections) != 1 or int(optimizer.selected_count) != optimizer.k:
             raise AssertionError(f"expected one selection of k={optimizer.k}")
         if optimizer.update_path != ("masked" if mode == "masked" else "selected_only"):
-            raise AssertionError(f"{mode}: update_path {optimizer.update_path} ({optimizer.masked_reason})")
+            raise AssertionError(f"{mode}: update_path {optimizer.update_path} ({optimizer.update_path_reason})")
         result["released"] = optimizer.warmup_state_released
         result["k"] = optimizer.k
     return result

@@ -52,6 +52,7 @@ SECTIONS = {
         "test_stay_put.py::test_an_inner_optimizer_that_accumulates_gradients_is_refused",
         "test_optimizer.py::test_inner_must_be_a_keras3_optimizer",
         "test_selected_only_fit.py::test_selected_only_where_it_is_not_exact_raises_at_build_before_any_state",
+        "test_profiles.py::test_selected_only_where_it_is_not_exact_raises_naming_the_reason",
         "test_selected_only_fit.py::test_release_where_it_cannot_raises_and_changes_nothing",
         "test_calibrate.py::test_bad_masks_raise_at_construction",
         "test_calibrate.py::test_masks_that_do_not_fit_the_model_raise_at_build_before_any_state",

@@ -146,6 +146,14 @@ INNER = {
 }
 
 
+class AdamWithOwnUpdateStep(keras.optimizers.Adam):
+    """A user subclass of Adam that overrides ``update_step`` (here only to call Adam's): tf_selopt cannot know
+    what it does, so it gets no profile (``tf_selopt.keras.profiles``) and runs masked, with a restore."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        super().update_step(gradient, variable, learning_rate)
+
+
 # Bad SelectiveOptimizer arguments (both front ends) and a word the error must contain.
 BAD_ARGUMENTS = [
     (dict(keep=0.0), "keep"),

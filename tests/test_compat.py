@@ -20,6 +20,7 @@ import tf_keras
 
 import tf_selopt
 from tf_selopt.core import _compat as core_compat
+from tf_selopt.core import profiles as core_profiles
 from tf_selopt.deploy import _compat as tflite_compat
 from tf_selopt.keras import _compat as keras_compat
 from tf_selopt.keras2 import _compat as tf_keras_compat
@@ -47,32 +48,43 @@ def _keras_variables():
 
 # ---------------------------------------------------------------- Keras 3
 
-#: Options under which each optimizer creates every slot list of the tables.
+#: Options under which each optimizer creates every slot list of its profile, with a slot's initial value not 0.
 KERAS_FULL = {
     keras.optimizers.SGD: dict(momentum=0.9),
     keras.optimizers.Adam: dict(amsgrad=True),
     keras.optimizers.AdamW: dict(amsgrad=True),
     keras.optimizers.RMSprop: dict(momentum=0.9, centered=True),
+    keras.optimizers.Adagrad: dict(initial_accumulator_value=0.3),
+    keras.optimizers.Ftrl: dict(initial_accumulator_value=0.3),
 }
-KERAS_TABLE = {
-    cls: set(keras_compat.MOTION_SLOT_ATTRIBUTES.get(cls, ())) | set(keras_compat.SLOT_ATTRIBUTES.get(cls, ()))
-    for cls in set(keras_compat.MOTION_SLOT_ATTRIBUTES) | set(keras_compat.SLOT_ATTRIBUTES)
-}
+#: Every Keras optimizer class with a profile: the registry's rows and the built-in subclasses that take one.
+KERAS_PROFILED = sorted(
+    (
+        cls
+        for cls in vars(keras.optimizers).values()
+        if isinstance(cls, type) and core_profiles.find(cls, keras_compat.PROFILES)[0] is not None
+    ),
+    key=lambda c: c.__name__,
+)
 
 
-@pytest.mark.parametrize("cls", sorted(KERAS_TABLE, key=lambda c: c.__name__), ids=lambda c: c.__name__)
-def test_keras_slot_attributes_are_one_variable_per_model_variable(cls):
+@pytest.mark.parametrize("cls", KERAS_PROFILED, ids=lambda c: c.__name__)
+def test_keras_profile_slots_are_one_variable_per_model_variable_at_their_initial_value(cls):
     variables = _keras_variables()
     optimizer = cls(**KERAS_FULL.get(cls, {}))
     optimizer.build(variables)
-    for name in sorted(KERAS_TABLE[cls]):
+    profile, _ = core_profiles.find(cls, keras_compat.PROFILES)
+    assert set(profile.motion or ()) <= set(profile.slots)
+    for name in profile.slots:
         slots = keras_compat.state(optimizer, name)
         assert isinstance(slots, list) and len(slots) == len(variables), _changed("Keras", f"{cls.__name__}.{name}")
+        initial = np.float32(profile.initial_value(optimizer, name))
         for slot, v in zip(slots, variables):
             assert isinstance(slot, keras.Variable) and tuple(slot.shape) == tuple(v.shape), _changed(
                 "Keras", f"{cls.__name__}.{name}"
             )
-    for name in keras_compat.SCALAR_ATTRIBUTES.get(cls, ()):
+            assert np.all(slot.numpy() == initial), _changed("Keras", f"{cls.__name__}.{name}'s initial value")
+    for name in profile.scalars:
         scalar = keras_compat.state(optimizer, name)
         assert isinstance(scalar, keras.Variable) and tuple(scalar.shape) == (), _changed("Keras", name)
 
@@ -207,16 +219,14 @@ def _tf_keras_variables():
     return [tf.Variable(np.ones(s, "float32"), name=f"v{i}") for i, s in enumerate(SHAPES)]
 
 
-@pytest.mark.parametrize(
-    "cls", sorted(tf_keras_compat.MOTION_SLOT_ATTRIBUTES, key=lambda c: c.__name__), ids=lambda c: c.__name__
-)
-def test_tf_keras_slot_attributes_are_one_variable_per_model_variable(cls):
+@pytest.mark.parametrize("cls", sorted(tf_keras_compat.PROFILES, key=lambda c: c.__name__), ids=lambda c: c.__name__)
+def test_tf_keras_motion_slots_are_one_variable_per_model_variable(cls):
     variables = _tf_keras_variables()
     optimizer = cls(**TF_KERAS_FULL.get(cls, {}))
     assert not tf_keras_compat.is_built(optimizer)
     optimizer.build(variables)
     assert tf_keras_compat.is_built(optimizer), _changed("tf_keras", "_built")
-    for name in tf_keras_compat.MOTION_SLOT_ATTRIBUTES[cls]:
+    for name in tf_keras_compat.PROFILES[cls].motion:
         slots = getattr(optimizer, name, None)
         assert isinstance(slots, list) and len(slots) == len(variables), _changed("tf_keras", f"{cls.__name__}.{name}")
         for slot, v in zip(slots, variables):

@@ -117,7 +117,7 @@ def test_reselection_with_adam_runs_selected_only_only_when_asked():
         (lambda: keras.optimizers.RMSprop(1e-2), {}, "1 ulp"),
         (lambda: keras.optimizers.Adagrad(0.1), {}, "1 ulp"),
         (lambda: keras.optimizers.Adam(1e-2, clipnorm=1.0), {}, "clipnorm"),
-        (lambda: keras.optimizers.Lamb(1e-2), {}, "elementwise"),
+        (lambda: keras.optimizers.Lamb(1e-2), {}, "profiled optimizers"),
         (lambda: keras.optimizers.Ftrl(1e-2), {}, "Ftrl"),
         (lambda: keras.optimizers.Adam(1e-2), {"update": "masked"}, "update='masked'"),
     ],
@@ -134,7 +134,7 @@ def test_auto_runs_masked_with_a_reason(make, kwargs, word):
     "make, word",
     [
         (lambda: keras.optimizers.Adam(1e-2, clipnorm=1.0), "clipnorm"),
-        (lambda: keras.optimizers.Lamb(1e-2), "elementwise"),
+        (lambda: keras.optimizers.Lamb(1e-2), "profiled optimizers"),
     ],
 )
 def test_selected_only_where_it_is_not_exact_raises_at_build_before_any_state(make, word):

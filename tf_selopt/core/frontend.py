@@ -170,10 +170,24 @@ class SelectiveFrontEnd:
     def update_path(self):
         """How the restricted phase updates: ``"selected_only"`` (the inner optimizer on the k selected
         entries only) or ``"masked"`` (on all N entries, masked gradient); None before ``build``. Why a
-        masked path runs: ``masked_reason``."""
+        masked path runs: ``update_path_reason``."""
         if self._selective.variables is None:
             return None
         return "masked" if self._selective.updater is None else "selected_only"
+
+    _update_path_reason = None
+
+    @property
+    def update_path_reason(self):
+        """Why the restricted phase does not take the selected-only path ("" when it does; None before the
+        Keras 3 front end is built), e.g. "MyAdam overrides update_step (its update or slots may differ from
+        Adam's)" (``tf_selopt.keras.profiles.why_not``)."""
+        return self._update_path_reason
+
+    @property
+    def masked_reason(self):
+        """``update_path_reason`` (an older name)."""
+        return self._update_path_reason
 
     @property
     def restores_frozen(self):

@@ -171,21 +171,20 @@ class Selective:
                     "(masks follow model.trainable_variables order)."
                 )
 
-    def set_motion_slots(self, inner, attributes, constraint_allowed=lambda constraint: False):
+    def set_motion_slots(self, inner, lookup, constraint_allowed=lambda constraint: False):
         """Skip the restore of frozen entries where the inner optimizer allows it (front ends, after
         building ``inner`` on the same variables).
 
-        ``attributes``: optimizer class -> names of its per-variable slot lists that
-        must be zero for an entry with a zero gradient to stay exactly in place
-        (e.g. Adam's first moments; ``()``: none needed). Exact classes only, as a
-        subclass may change the update. The guarantee is off with weight decay,
-        EMA, gradient accumulation, RMSprop's ``centered`` (a square root of a
-        difference), a variable overwritten with its gradient, or a constraint
-        ``constraint_allowed`` does not accept; it is checked again whenever
-        ``apply`` is traced. When it holds, the slots of every entry that stops
+        ``lookup(inner)``: the names of ``inner``'s per-variable slot lists that must be zero for an entry
+        with a zero gradient to stay exactly in place (e.g. Adam's first moments; ``()``: none needed), or
+        None where no such guarantee is known: a front end's profile registry
+        (``tf_selopt.core.profiles.motion_lookup``, which finds a subclass's profile along its MRO unless it
+        overrides the update). The guarantee is off with weight decay, EMA, gradient accumulation, a
+        variable overwritten with its gradient, or a constraint ``constraint_allowed`` does not accept; it
+        is checked again whenever ``apply`` is traced. When it holds, the slots of every entry that stops
         training are zeroed at each selection and no restore follows the update.
         """
-        names = attributes.get(type(inner))
+        names = lookup(inner)
         if names is None:
             return
         lists = [slots for slots in (getattr(inner, name) for name in names) if slots]  # e.g. SGD without momentum
@@ -196,7 +195,7 @@ class Selective:
         def holds():
             if getattr(inner, "weight_decay", None) or getattr(inner, "use_ema", False):
                 return False
-            if getattr(inner, "gradient_accumulation_steps", None) or getattr(inner, "centered", False):
+            if getattr(inner, "gradient_accumulation_steps", None):
                 return False
             return all(
                 not getattr(v, "overwrite_with_gradient", False)

@@ -4,55 +4,78 @@ Each function names what it relies on; ``tests/test_compat.py`` checks each of
 them against the installed Keras and fails with "Keras X.Y changed <name>:
 update tf_selopt/keras/_compat.py" when an upgrade changes one. No other module
 of ``tf_selopt.keras`` touches a private attribute of Keras (``tests/test_compat.py``
-greps for it).
+greps for it). The built-in optimizers' profiles (``PROFILES``) are here too, as
+they name the optimizers' private slot lists.
 """
 
 from __future__ import annotations
 
 import keras
 
+from tf_selopt.core.profiles import Profile
+
 #: The Keras version the private names below were read from.
 CHECKED_VERSION = "3.15.1"
 
-# ---------------------------------------------------------------- optimizer slot tables
-# Private per-variable slot lists of the built-in optimizers (lists of one variable per model variable,
-# in ``build`` order, each of the model variable's shape; ``momentums`` of SGD is public).
+# ---------------------------------------------------------------- optimizer profiles
+# The built-in optimizers' rows of the profile registry (``tf_selopt.core.profiles.Profile``; looked up along a
+# class's MRO by ``tf_selopt.keras.profiles``, so AdamW takes Adam's): their private per-variable slot lists
+# (lists of one variable per model variable, in ``build`` order, each of the model variable's shape;
+# ``momentums`` of SGD is public) and scalar state.
 
-#: Inner optimizers that leave an entry exactly in place when its gradient and these slots are 0
-#: (``tf_selopt.core.selective.Selective.set_motion_slots``). Exact classes.
-MOTION_SLOT_ATTRIBUTES = {
-    keras.optimizers.SGD: ("momentums",),
-    keras.optimizers.Adam: ("_momentums",),
-    keras.optimizers.Adamax: ("_m",),
-    keras.optimizers.Nadam: ("_momentums",),
-    keras.optimizers.Lion: ("_momentums",),
-    keras.optimizers.RMSprop: ("_momentums",),
-    keras.optimizers.Adagrad: (),
-    keras.optimizers.Adadelta: (),
-}
+#: In a ``tf.function`` Grappler's arithmetic optimizer rewrites ``x / sqrt(y)`` as ``x * rsqrt(y)``, whose
+#: vectorized and scalar lanes round differently, so an entry's update depends on its position in the tensor.
+_RSQRT = "in a tf.function Grappler rewrites its x / sqrt(y) as x * rsqrt(y), which rounds by lane (1 ulp)"
 
-#: Elementwise optimizers (exact classes) -> all their per-variable slot lists (``tf_selopt.keras.selected_only``).
-SLOT_ATTRIBUTES = {
-    keras.optimizers.SGD: ("momentums",),
-    keras.optimizers.Adam: ("_momentums", "_velocities", "_velocity_hats"),
-    keras.optimizers.AdamW: ("_momentums", "_velocities", "_velocity_hats"),
-    keras.optimizers.Adamax: ("_m", "_u"),
-    keras.optimizers.Nadam: ("_momentums", "_velocities"),
-    keras.optimizers.Lion: ("_momentums",),
-    keras.optimizers.RMSprop: ("_velocities", "_momentums", "_average_gradients"),
-    keras.optimizers.Adagrad: ("_accumulators",),
-    keras.optimizers.Adadelta: ("_accumulated_grads", "_accumulated_delta_vars"),
-}
 
-#: Per-optimizer scalar state (a variable of shape ()), not per variable (``tf_selopt.keras.selected_only``).
-SCALAR_ATTRIBUTES = {keras.optimizers.Nadam: ("_u_product",)}
+def _registry(*rows: Profile) -> dict:
+    return {row.optimizer_class: row for row in rows}
+
+
+#: Optimizer class -> its profile.
+PROFILES = _registry(
+    Profile(keras.optimizers.SGD, slots=("momentums",), motion=("momentums",), reselection_exact=True),
+    Profile(keras.optimizers.Adam, slots=("_momentums", "_velocities", "_velocity_hats"), motion=("_momentums",)),
+    Profile(keras.optimizers.Adamax, slots=("_m", "_u"), motion=("_m",)),
+    Profile(
+        keras.optimizers.Nadam, slots=("_momentums", "_velocities"), motion=("_momentums",), scalars=("_u_product",)
+    ),
+    Profile(keras.optimizers.Lion, slots=("_momentums",), motion=("_momentums",), reselection_exact=True),
+    Profile(
+        keras.optimizers.RMSprop,
+        slots=("_velocities", "_momentums", "_average_gradients"),
+        motion=("_momentums",),
+        breaks_motion=("centered",),
+        graph_rounding=_RSQRT,
+    ),
+    Profile(
+        keras.optimizers.Adagrad,
+        slots=("_accumulators",),
+        motion=(),
+        initial=(("_accumulators", "initial_accumulator_value"),),
+        graph_rounding=_RSQRT,
+    ),
+    Profile(
+        keras.optimizers.Adadelta,
+        slots=("_accumulated_grads", "_accumulated_delta_vars"),
+        motion=(),
+        graph_rounding=_RSQRT,
+    ),
+    Profile(
+        keras.optimizers.Ftrl,
+        slots=("_accumulators", "_linears"),
+        initial=(("_accumulators", "initial_accumulator_value"),),
+        not_exact="Ftrl's pow(accumulator, -lr_power) rounds differently in vectorized and scalar lanes, so an "
+        "entry's update depends on its position in the tensor (1-ulp differences)",
+    ),
+)
 
 #: ``Optimizer.build``'s list of moving averages with ``use_ema`` (a slot list like the ones above).
 EMA_ATTRIBUTE = "_model_variables_moving_average"
 
 
 def state(optimizer, name):
-    """``optimizer``'s private state ``name`` from the tables above: a per-variable slot list (empty, e.g.
+    """``optimizer``'s private state ``name`` from a profile above: a per-variable slot list (empty, e.g.
     SGD's ``momentums`` without momentum) or a scalar variable; None if it has no such attribute."""
     return getattr(optimizer, name, None)
 

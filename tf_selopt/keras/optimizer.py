@@ -23,6 +23,7 @@ clipnorm, constraints) on all N entries with a masked gradient.
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import keras
 import tensorflow as tf
@@ -32,11 +33,13 @@ from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core.config import config_arguments
 from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
 from tf_selopt.core.selective import refuse_base_arguments
-from tf_selopt.keras import _compat, pruning
-from tf_selopt.keras._compat import MOTION_SLOT_ATTRIBUTES, SLOT_ATTRIBUTES
-from tf_selopt.keras.selected_only import KerasSelectedOnly, apply_in_each_replica, supports_selected_only
+from tf_selopt.keras import _compat, profiles, pruning
+from tf_selopt.keras.selected_only import KerasSelectedOnly, apply_in_each_replica
 
 __all__ = ["SelectiveOptimizer"]
+
+#: Says, once at ``build`` (INFO), why ``update="auto"`` runs the restricted phase masked.
+logger = logging.getLogger("tf_selopt")
 
 for _cls in criteria_lib.BUILTIN.values():
     keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
@@ -89,11 +92,12 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
             entries only (k-sized values, int32 indices and inner state; frozen
             entries are never written; the selected entries' values equal the
             masked path's bit for bit): the elementwise optimizers SGD, Adam,
-            AdamW, Adamax, Nadam and Lion (exact classes); RMSprop, Adagrad and
-            Adadelta only when asked for (1 ulp off in a ``tf.function``:
-            ``tf_selopt.keras.selected_only.GRAPH_ROUNDING``); not with
-            clipnorm / global_clipnorm, variable constraints other than a pruning
-            mask, or a tf.distribute strategy (a ValueError at ``build``).
+            AdamW, Adamax, Nadam and Lion, and their subclasses that keep
+            ``update_step`` and ``build``; RMSprop, Adagrad and Adadelta only
+            when asked for (1 ulp off in a ``tf.function``); not with clipnorm /
+            global_clipnorm or variable constraints other than a pruning mask (a
+            ValueError at ``build`` naming the reason: the profiles of
+            ``tf_selopt.keras.profiles``).
             ``"masked"``: the inner optimizer on all N entries with
             a masked gradient. After the last selection (no ``reselect_every``)
             ``release_warmup_state`` drops the N-sized warm-up state.
@@ -113,12 +117,15 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
     ``selected_count`` (selected and not pruned), ``pruned_count``,
     ``frozen_fraction``, ``skipped_steps`` (steps skipped for non-finite
     gradients), ``selections`` (selections done), ``k``, ``num_parameters``,
-    ``update_path`` (``"selected_only"`` or ``"masked"``; ``masked_reason`` says
-    why a masked path runs),
-    ``restores_frozen`` (False when the inner optimizer is one of
-    ``MOTION_SLOT_ATTRIBUTES`` without weight decay, EMA or a constraint other
-    than a pruning mask: frozen entries then stay in place because their
-    momentum is zeroed at selection, and no restore follows each update).
+    ``update_path`` (``"selected_only"`` or ``"masked"``; ``update_path_reason``
+    says why a masked path runs, and under ``update="auto"`` the logger
+    ``"tf_selopt"`` says it once at ``build``, at INFO; ``masked_reason`` is
+    another name for it),
+    ``restores_frozen`` (False when the inner optimizer's profile says a zero
+    gradient with zeroed momentum leaves an entry in place, without weight
+    decay, EMA or a constraint other than a pruning mask: frozen entries then
+    stay in place because their momentum is zeroed at selection, and no
+    restore follows each update).
 
     Keras' contract (docs/guides/selection.md, "What SelectiveOptimizer forwards"): ``learning_rate``,
     ``iterations``, ``loss_scale_factor``, ``exclude_from_weight_decay`` and
@@ -192,7 +199,6 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
         self._selective = selective
         self.inner_optimizer = inner
         self._selected_only_clones = []  # the k-sized inner optimizers, one per dtype (selected-only path)
-        self.masked_reason = None  # set at build
         self._released_bytes = 0
 
     def build(self, var_list):
@@ -207,8 +213,8 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
             return
         var_list = list(var_list)
         parameters = [v for v in var_list if not _compat.overwrites_with_gradient(self, v)]
-        self.masked_reason = self._masked_reason(parameters)  # raises for update="selected_only" where not exact
-        selected_only = not self.masked_reason
+        self._update_path_reason = self._why_masked(parameters)  # raises for update="selected_only" if not exact
+        selected_only = not self._update_path_reason
         self._selective.build(
             parameters,
             add_variable=lambda shape, dtype, init, name: self.add_variable(shape, init, dtype.name, name=name),
@@ -234,29 +240,29 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
             if not inner_on_buffers_only:
                 self._selective.empty_at_selection(self._warmup_slots())
         else:
-            self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES, _bare_pruning_mask)
+            self._selective.set_motion_slots(self.inner_optimizer, profiles.motion_slots, _bare_pruning_mask)
         if not inner_on_buffers_only:
             self._selective.set_averages(_compat.moving_averages(self.inner_optimizer, parameters))
         super().build(var_list)
+        if not selected_only and self._selective.config.update == "auto":
+            logger.info("%s runs the restricted phase masked: %s.", self.name, self._update_path_reason)
 
-    def _masked_reason(self, parameters) -> str:
-        """Why the restricted phase runs masked ("" for selected-only); a ValueError if ``update`` asks for
-        selected-only where it is not exact."""
+    def _why_masked(self, parameters) -> str:
+        """Why the restricted phase runs masked ("" for selected-only; ``tf_selopt.keras.profiles.why_not``); a
+        ValueError if ``update`` asks for selected-only where it is not exact."""
         update = self._selective.config.update
         if update == "masked":
             return "update='masked'"
         if not parameters:
             return "no parameters to select (every variable is overwritten with its gradient)"
-        supported, reason = supports_selected_only(
+        reason = profiles.why_not(
             self.inner_optimizer,
             parameters,
             _bare_pruning_mask,
             exact=update == "auto",
             reselects=self._selective.config.reselect_every is not None,
         )
-        if supported:
-            return ""
-        if update == "selected_only":
+        if reason and update == "selected_only":
             raise ValueError(
                 f"`update`='selected_only' is not exact here: {reason}. Use update='auto' (selected-only "
                 "wherever it is exact) or 'masked'."
@@ -307,7 +313,7 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
         if self.update_path != "selected_only":
             raise ValueError(
                 "`release_warmup_state` needs `update_path` 'selected_only'; this optimizer runs masked "
-                f"({self.masked_reason}), where the inner optimizer's N-sized state is what it updates."
+                f"({self.update_path_reason}), where the inner optimizer's N-sized state is what it updates."
             )
         if int(tf.convert_to_tensor(self.selections)) == 0:
             raise ValueError("`release_warmup_state` must follow the selection: `selections` is 0.")
@@ -316,8 +322,7 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
     def _warmup_slot_names(self):
         """The inner optimizer's per-variable slot lists the restricted phase does not read on the selected-only
         path (its moments, its moving averages)."""
-        inner = self.inner_optimizer
-        return list(SLOT_ATTRIBUTES.get(type(inner), ())) + ([_compat.EMA_ATTRIBUTE] if inner.use_ema else [])
+        return profiles.per_variable_state(self.inner_optimizer)
 
     def _warmup_slots(self):
         inner = self.inner_optimizer

@@ -5,9 +5,10 @@ variables and, per dtype group, a clone of ``inner`` (``from_config(get_config()
 on the group's (k,) value buffer. ``select(masks)`` carries the inner state of
 the selected entries over (the first time from ``inner``'s N-sized slots, then
 from the previous k-sized ones) and continues ``iterations``; ``apply(grads)``
-runs one restricted step. Only the elementwise optimizers of ``SLOT_ATTRIBUTES``
-qualify (``supports_selected_only``): there the selected entries' values equal
-the masked path's (``tf_selopt.core.selective``) bit for bit (``tests/test_selected_only.py``).
+runs one restricted step. Only the elementwise optimizers with a profile
+(``tf_selopt.keras.profiles``: its slots, scalars and initial values) qualify
+(``profiles.why_not``): there the selected entries' values equal the masked
+path's (``tf_selopt.core.selective``) bit for bit (``tests/test_selected_only.py``).
 
 Exactness (tested against ``tf_selopt.SelectiveOptimizer`` with the same inner
 optimizer and masks, eager): bit-identical for SGD (plain, momentum, Nesterov),
@@ -26,7 +27,7 @@ decaying (Adam's v, RMSprop's, Adagrad's accumulators), so there it differs.
 Under ``jit_compile=True`` the step equals the masked path compiled the same way
 (SGD momentum, Adam, AdamW, Lion tested; RMSprop centered 1 ulp off).
 
-Keras internals used (slot attribute names, ``Optimizer._get_variable_index``,
+Keras internals used (slot attribute names in the profiles, ``Optimizer._get_variable_index``,
 ``Optimizer._use_weight_decay``) come from ``tf_selopt.keras._compat``.
 """
 
@@ -36,73 +37,9 @@ import keras
 import tensorflow as tf
 
 from tf_selopt.core.selected_only import SelectedOnly, SlotLink
-from tf_selopt.keras import _compat
-from tf_selopt.keras._compat import MOTION_SLOT_ATTRIBUTES, SCALAR_ATTRIBUTES, SLOT_ATTRIBUTES
+from tf_selopt.keras import _compat, profiles
 
-__all__ = ["KerasSelectedOnly", "GRAPH_ROUNDING", "SLOT_ATTRIBUTES", "apply_in_each_replica", "supports_selected_only"]
-
-#: Elementwise but not bit-exact on a buffer: the reason (``supports_selected_only``).
-NOT_EXACT = {
-    keras.optimizers.Ftrl: "Ftrl's pow(accumulator, -lr_power) rounds differently in vectorized and scalar "
-    "lanes, so an entry's update depends on its position in the tensor (1-ulp differences)",
-}
-
-
-#: Bit-exact eagerly but 1 ulp off in a ``tf.function``: Grappler's arithmetic optimizer rewrites their
-#: ``x / sqrt(y)`` as ``x * rsqrt(y)``, whose vectorized and scalar lanes round differently, so an entry's
-#: update depends on its position in the tensor. ``update="auto"`` keeps them on the masked path;
-#: ``update="selected_only"`` takes them (equal to the masked path up to that rounding).
-GRAPH_ROUNDING = {
-    cls: "in a tf.function Grappler rewrites its x / sqrt(y) as x * rsqrt(y), which rounds by lane (1 ulp)"
-    for cls in (keras.optimizers.RMSprop, keras.optimizers.Adagrad, keras.optimizers.Adadelta)
-}
-
-
-def supports_selected_only(
-    inner, variables=(), constraint_allowed=lambda constraint: False, exact=True, reselects=False
-) -> tuple[bool, str]:
-    """Whether ``inner`` (and the model ``variables``) can train on the selected entries only, exactly.
-
-    Returns ``(True, "")`` or ``(False, reason)``. Exact classes of ``SLOT_ATTRIBUTES`` only (a
-    subclass may change the update); with ``exact`` (a ``tf.function`` must be exact too) not those of
-    ``GRAPH_ROUNDING``, and with ``exact`` and ``reselects`` (a ``reselect_every``) only where the
-    masked path zeroes every slot of an entry that stops training (SGD, Lion; not with weight decay),
-    as the selected-only path starts newly selected entries from zero. No ``clipnorm`` /
-    ``global_clipnorm`` (a norm over the k entries sums in another order than over N with zeros:
-    equal to rounding only), no gradient accumulation, no variable constraint that
-    ``constraint_allowed`` does not accept (the front end accepts a bare pruning mask, whose effect
-    ``apply``'s ``kept`` reproduces) and no ``overwrite_with_gradient``
-    variable (both act on whole tensors).
-    """
-    if type(inner) in NOT_EXACT:
-        return False, NOT_EXACT[type(inner)]
-    if exact and type(inner) in GRAPH_ROUNDING:
-        return False, f"{type(inner).__name__}: {GRAPH_ROUNDING[type(inner)]}"
-    if exact and reselects and _compat.SLOT_ATTRIBUTES.get(type(inner)):
-        zeroed = set(MOTION_SLOT_ATTRIBUTES.get(type(inner), ()))
-        slots = set(SLOT_ATTRIBUTES[type(inner)])
-        if inner.weight_decay or not slots <= zeroed or getattr(inner, "centered", False):
-            return False, (
-                f"reselect_every with {type(inner).__name__}: the masked path keeps updating frozen entries' "
-                f"slots {sorted(slots - zeroed) or sorted(slots)} with zero gradients, the selected-only path "
-                "starts newly selected entries from the initial value"
-            )
-    if type(inner) not in SLOT_ATTRIBUTES:
-        return False, (
-            f"{type(inner).__name__} is not one of the elementwise optimizers "
-            f"{sorted(c.__name__ for c in SLOT_ATTRIBUTES)} (exact class)"
-        )
-    if inner.clipnorm or inner.global_clipnorm:
-        return False, "clipnorm/global_clipnorm: the norm over k entries is not bit-identical to the one over N"
-    if inner.gradient_accumulation_steps:
-        return False, "gradient_accumulation_steps is set"
-    for v in variables:
-        constraint = getattr(v, "constraint", None)
-        if constraint is not None and not constraint_allowed(constraint):
-            return False, f"variable {v.path if hasattr(v, 'path') else v.name} has a constraint"
-        if getattr(v, "overwrite_with_gradient", False):
-            return False, f"variable {v.path if hasattr(v, 'path') else v.name} is overwritten with its gradient"
-    return True, ""
+__all__ = ["KerasSelectedOnly", "apply_in_each_replica"]
 
 
 def apply_in_each_replica(optimizer, grads, variables):
@@ -140,10 +77,11 @@ class KerasSelectedOnly:
     """
 
     def __init__(self, inner, var_list, k, core=None, constraint_allowed=lambda constraint: False):
-        supported, reason = supports_selected_only(inner, var_list, constraint_allowed, exact=False)
-        if not supported:
+        reason = profiles.why_not(inner, var_list, constraint_allowed, exact=False)
+        if reason:
             raise ValueError(f"`inner` cannot train the selected entries only: {reason}.")
         self.inner = inner
+        self.profile, _ = profiles.profile_of(inner)
         self.var_list = list(var_list)
         if core is None:  # standalone (benchmarks, tests): own variables
             core = SelectedOnly()
@@ -162,27 +100,20 @@ class KerasSelectedOnly:
             clone.weight_decay = None  # applied per entry in ``apply`` (honours exclusions)
             clone.build([buffer])
             self.clones.append(clone)
-        # the value a newly selected entry's slot starts from (0, or e.g. Adagrad's initial accumulator)
-        self._initial = {
-            name: float(_compat.state(self.clones[0], name)[0].numpy()[0])
-            for name in SLOT_ATTRIBUTES[type(inner)]
-            if self.clones and _compat.state(self.clones[0], name)
-        }
         self._selected = False
 
     # ------------------------------------------------------------------ state
     def _links(self):
         links = []
         for group, clone in zip(self.core.groups, self.clones):
-            names = list(SLOT_ATTRIBUTES[type(self.inner)]) + ([_compat.EMA_ATTRIBUTE] if self.inner.use_ema else [])
             group_links = []
-            for name in names:
+            for name in profiles.per_variable_state(self.inner):
                 small = _compat.state(clone, name)
                 if not small:
                     continue
                 slots = _compat.state(self.inner, name)  # empty once released (``release_full_state``)
                 full = [slots[_compat.variable_index(self.inner, v)] for v in group.variables] if slots else None
-                initial = None if name == _compat.EMA_ATTRIBUTE else self._initial[name]
+                initial = None if name == _compat.EMA_ATTRIBUTE else self.profile.initial_value(self.inner, name)
                 group_links.append(SlotLink(small[0], full, initial))
             links.append(group_links)
         return links
@@ -200,7 +131,7 @@ class KerasSelectedOnly:
         first = tf.convert_to_tensor(first, tf.bool)
         for clone in self.clones:
             clone.iterations.assign(tf.where(first, self.inner.iterations, clone.iterations))
-            for name in SCALAR_ATTRIBUTES.get(type(self.inner), ()):
+            for name in self.profile.scalars:
                 small, full = _compat.state(clone, name), _compat.state(self.inner, name)
                 small.assign(tf.where(first, tf.convert_to_tensor(full), tf.convert_to_tensor(small)))
         self.core.select(masks, self._links(), first)

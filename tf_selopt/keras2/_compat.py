@@ -11,22 +11,32 @@ from __future__ import annotations
 import tf_keras
 from tf_keras.src.optimizers import utils as _optimizer_utils
 
+from tf_selopt.core.profiles import Profile
+
 #: The tf_keras version the private names below were read from.
 CHECKED_VERSION = "2.21.0"
 
-#: Inner optimizers that leave an entry exactly in place when its gradient and these slots are 0
-#: (``tf_selopt.core.selective.Selective.set_motion_slots``): private per-variable slot lists, one variable
-#: per model variable in ``build`` order (``momentums`` of SGD and Lion are public). Exact classes.
-MOTION_SLOT_ATTRIBUTES = {
-    tf_keras.optimizers.SGD: ("momentums",),
-    tf_keras.optimizers.Adam: ("_momentums",),
-    tf_keras.optimizers.Adamax: ("_m",),
-    tf_keras.optimizers.Nadam: ("_momentums",),
-    tf_keras.optimizers.Lion: ("momentums",),
-    tf_keras.optimizers.RMSprop: ("_momentums",),
-    tf_keras.optimizers.Adagrad: (),
-    tf_keras.optimizers.Adadelta: (),
+#: Optimizer class -> its profile (``tf_selopt.core.profiles.Profile``, looked up along a class's MRO): the
+#: private per-variable slot lists (one variable per model variable in ``build`` order; ``momentums`` of SGD
+#: and Lion are public) that must be zero for an entry with a zero gradient to stay exactly in place
+#: (``tf_selopt.core.selective.Selective.set_motion_slots``). This front end runs the masked path only, so
+#: the rows say nothing else.
+PROFILES = {
+    row.optimizer_class: row
+    for row in (
+        Profile(tf_keras.optimizers.SGD, motion=("momentums",)),
+        Profile(tf_keras.optimizers.Adam, motion=("_momentums",)),
+        Profile(tf_keras.optimizers.Adamax, motion=("_m",)),
+        Profile(tf_keras.optimizers.Nadam, motion=("_momentums",)),
+        Profile(tf_keras.optimizers.Lion, motion=("momentums",)),
+        Profile(tf_keras.optimizers.RMSprop, motion=("_momentums",), breaks_motion=("centered",)),
+        Profile(tf_keras.optimizers.Adagrad, motion=()),
+        Profile(tf_keras.optimizers.Adadelta, motion=()),
+    )
 }
+
+#: Optimizer class -> its motion slots (the rows' ``motion``), public as ``tf_selopt.keras2.MOTION_SLOT_ATTRIBUTES``.
+MOTION_SLOT_ATTRIBUTES = {cls: row.motion for cls, row in PROFILES.items()}
 
 
 def is_built(optimizer) -> bool:

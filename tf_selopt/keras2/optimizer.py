@@ -31,11 +31,12 @@ from tf_selopt.core import _compat as core_compat
 from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core.config import config_arguments
 from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
+from tf_selopt.core.profiles import motion_lookup
 from tf_selopt.core.selective import refuse_base_arguments
 from tf_selopt.keras2 import _compat
 from tf_selopt.keras2._compat import MOTION_SLOT_ATTRIBUTES
 
-__all__ = ["SelectiveOptimizer"]
+__all__ = ["SelectiveOptimizer", "MOTION_SLOT_ATTRIBUTES"]
 
 for _cls in criteria_lib.BUILTIN.values():
     tf_keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
@@ -89,7 +90,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
                 "tf_selopt.SelectiveOptimizer (Keras 3)."
             )
         super().__init__(name=name, jit_compile=False)
-        self.masked_reason = "the tf_keras front end runs the masked path"
+        self._update_path_reason = "the tf_keras front end runs the masked path"
         self._selective = selective
         self.inner_optimizer = inner
         # variable.ref() -> mask (see ``watch_pruning_masks``); a read-only view, which tf.Module's attribute
@@ -110,7 +111,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
         )
         super().build(var_list)
         self.inner_optimizer.build(var_list)
-        self._selective.set_motion_slots(self.inner_optimizer, MOTION_SLOT_ATTRIBUTES)
+        self._selective.set_motion_slots(self.inner_optimizer, motion_lookup(_compat.PROFILES))
         self._selective.set_averages(_compat.moving_averages(self.inner_optimizer, var_list))
         _compat.mark_built(self)
 
