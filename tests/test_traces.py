@@ -97,7 +97,7 @@ def test_state_key_follows_trainable_flags_and_phase():
     model.layers[0].kernel.trainable = True
     assert state_key(model) == key
     optimizer.phase = "warmup"
-    assert state_key(model) == (key[0], "warmup")
+    assert state_key(model) == (key[0], "warmup", None)
     optimizer.phase = None
 
 

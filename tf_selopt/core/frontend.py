@@ -93,6 +93,34 @@ class SelectiveFrontEnd:
         self._phase = phase
 
     @property
+    def frozen_layout(self):
+        """The selected-only layout (per dtype group, the offsets of the k buffer slots as Python ints) that
+        restricted steps traced under XLA are specialized to, or None (``freeze_selected_layout``)."""
+        state = self._selective.selected_state
+        return None if state is None else state.frozen_layout
+
+    def freeze_selected_layout(self):
+        """Specialize the restricted steps traced from now on under XLA to the current selection (eager):
+        each variable gathers and scatters exactly its selected entries (``SelectedOnly.freeze_layout``).
+        Returns the layout; None, doing nothing, on the masked path or before the first selection. A
+        selection thaws it. ``tf_selopt.keras.phases.TracePerPhase`` freezes it for the restricted phase of
+        a run without ``reselect_every`` compiled with XLA."""
+        state = self._selective.selected_state
+        if state is None or self._selective.updater is None or int(self._selective.selections.numpy()) == 0:
+            return None
+        return state.freeze_layout()
+
+    def thaw_selected_layout(self):
+        """Undo ``freeze_selected_layout``: restricted steps traced from now on read the layout in-graph."""
+        if self._selective.selected_state is not None:
+            self._selective.selected_state.thaw_layout()
+
+    def held_selected_layout(self):
+        """The current selected-only layout (eager; what ``freeze_selected_layout`` would freeze), or None."""
+        state = self._selective.selected_state
+        return None if state is None or self._selective.updater is None else state.held_layout()
+
+    @property
     def plan(self):
         """The ``SelectionPlan``: when windows and selections happen (Python ints and tensors)."""
         return self._selective.plan

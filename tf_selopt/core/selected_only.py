@@ -1,4 +1,4 @@
-"""Selected-only state and update: the restricted phase on the k selected entries only (issue 16).
+"""Selected-only state and update: the restricted phase on the k selected entries only.
 
 After a selection (granularity "parameter": bool masks with at most ``k`` True in
 total), the masked path (``tf_selopt.core.selective.Selective._restricted_update``)
@@ -40,16 +40,30 @@ offsets and the k-sized slots handed in); divide by N for bytes per model
 parameter. With Adam: 16 B per selected entry (values 4, position 4, m 4, v 4),
 0.16 B per model parameter at keep 1%, 1.6 at keep 10%.
 
-Cost per step: a gather of k gradient entries and k values, the inner update on
-k entries, a scatter of k entries per variable. From a capacity of
+Cost per step (outside XLA, or under XLA with a frozen layout, below): a gather
+of k gradient entries and k values, the inner update on k entries, a scatter of
+k entries in all. From a capacity of
 ``COMPILED_SCATTER_MIN_ENTRIES`` on, the scatter is compiled by XLA
 (``_compiled_scatter``) even when the step is not: TensorFlow's CPU
 ``ResourceScatterNdUpdate`` writes entry by entry and bounded the step at keep
 10%; XLA's copies the variable once (an N-sized transient per variable) and is
 several times faster, at a one-time cost in resident memory. Under a
 ``tf.distribute`` strategy the scatter goes through ``extended.update`` uncompiled.
-``apply`` and ``select`` compile with ``jit_compile=True`` (the slices by ``offsets`` are bounded by k; ``select``
-uses static shapes only).
+``apply`` and ``select`` compile with ``jit_compile=True`` (``select`` uses static shapes only).
+
+Under XLA shapes are static, so a step that reads ``offsets`` in-graph cannot cut
+the k slots into the variables' parts: it gathers k entries from each of the m
+variables (keeping the slot owner's) and scatters all k slots into each (about
+3 m k random accesses per step). ``freeze_layout`` (eager, once the selection is
+made) fixes the held offsets as Python ints for the steps traced afterwards:
+there variable ``i`` gathers and scatters exactly its ``offsets[i+1] -
+offsets[i]`` entries (static slices, k in all), with the same values. A
+selection thaws it. XLA ignores ``tf.debugging`` assertions, so such a step
+instead compares the held offsets with its frozen ones (one (m+1,) compare) and,
+if they differ, writes the entries' current values back: a stale trace writes no
+wrong entry (``_Gather``). ``tf_selopt.keras.phases.TracePerPhase`` freezes the
+layout for the restricted phase of a run without ``reselect_every`` under
+``jit_compile`` and retraces if the held offsets change.
 
 Pruning: ``apply(..., kept=...)`` takes each variable's pruning mask (True =
 kept): a selected entry that is pruned gets a zero gradient and keeps its
@@ -123,6 +137,7 @@ class _Group:
         self.values = add_variable((k,), dtype, "zeros", f"selected_values_{name}")
         self.positions = add_variable((k,), self.index_dtype, "zeros", f"selected_positions_{name}")
         self.offsets = add_variable((len(variables) + 1,), tf.int32, "zeros", f"selected_offsets_{name}")
+        self.static_offsets = None  # the held offsets as Python ints once the layout is frozen (``freeze_layout``)
 
     # ------------------------------------------------------------ indices
     def new_indices(self, masks):
@@ -188,10 +203,14 @@ class _Group:
 
     # -------------------------------------------------------------- steps
     def gather(self, positions=None, offsets=None, owner=None) -> "_Gather":
-        """The gather at ``positions``/``offsets`` (default: the held ones); see ``_Gather``."""
+        """The gather at ``positions``/``offsets`` (default: the held ones, under XLA cut by the frozen layout
+        if there is one); see ``_Gather``."""
+        static = None
+        if positions is None and offsets is None and _compat.in_xla_context():
+            static = self.static_offsets
         positions = tf.convert_to_tensor(self.positions) if positions is None else positions
         offsets = tf.convert_to_tensor(self.offsets) if offsets is None else offsets
-        return _Gather(self, positions, offsets, owner)
+        return _Gather(self, positions, offsets, owner, static)
 
     def gather_gradients(self, grads, gather=None):
         """(k,) gradient from ``grads`` (one per variable of the group; dense, IndexedSlices or None) at the held
@@ -207,17 +226,31 @@ class _Group:
         for g, v, p in zip(grads, self.variables, gather.parts):
             if g is None:
                 parts.append(tf.zeros(tf.shape(p), self.dtype))
-            elif isinstance(g, tf.IndexedSlices):
+            elif isinstance(g, tf.IndexedSlices) and gather.static is None:
                 parts.append(_gather_indexed_slices(g, v.shape, p))
+            elif isinstance(g, tf.IndexedSlices):  # a frozen layout (XLA): densified, as the static path does
+                parts.append(tf.gather(tf.reshape(tf.convert_to_tensor(g), [-1]), p))
             else:
                 parts.append(tf.gather(tf.reshape(g, [-1]), p))
         return gather.pad(parts)
 
-    def scatter(self, values, gather=None):
-        """Write ``values`` (k,) into the group's variables at the held positions (or ``gather``'s)."""
+    def scatter(self, values, gather=None, unchanged=None):
+        """Write ``values`` (k,) into the group's variables at the held positions (or ``gather``'s).
+
+        With a frozen layout (XLA) each variable gets exactly its slots, and ``values`` are written only if the
+        held offsets still equal the frozen ones; otherwise the slots' current entries (``unchanged``, the
+        gather of the variables at ``gather``; gathered here if None) are written back, so the step writes
+        nothing (``_Gather``)."""
         gather = self.gather() if gather is None else gather
         if gather.parts is None:
             return self._scatter_static(values, gather.offsets)
+        if gather.static is not None:
+            unchanged = gather(self.variables) if unchanged is None else unchanged
+            values = tf.where(gather.matches, values, unchanged)
+            for v, p, x in zip(self.variables, gather.parts, gather.split(values)):
+                if p.shape[0]:
+                    _scatter_nd_update(v, _unravel(p, v.shape), x)
+            return
         for v, p, x in zip(self.variables, gather.parts, self.slices(values, gather.offsets)):
             if self.k >= COMPILED_SCATTER_MIN_ENTRIES and not tf.distribute.has_strategy():
                 _compiled_scatter(_tf_variable(v), p, x)
@@ -243,10 +276,19 @@ class _Group:
 
 class _Gather:
     """Entries of N-sized tensors (one per variable of a group, in its order) at the buffer slots' positions, as a
-    (k,) tensor, padding 0. The index work is done once for every gather at the same positions: outside XLA one
-    split of the positions into the variables' parts (``parts``; then m gathers of their sizes), under XLA
-    (static shapes only) the slots' owners (``parts`` None; then m gathers of k entries, each kept where the
-    slot is the variable's).
+    (k,) tensor, padding 0. The index work is done once for every gather at the same positions, in one of
+    three ways:
+
+    * outside XLA, one split of the positions into the variables' parts (``parts``; then m gathers of their
+      sizes, k entries in all);
+    * under XLA with the group's layout frozen (``static``: the held offsets as Python ints, read when the
+      step was traced), static slices of the positions (``parts``; then m gathers of their sizes, k in all).
+      ``matches`` (bool scalar) says whether the held offsets still equal ``static``; XLA ignores
+      ``tf.debugging`` assertions, so instead each part is capped to its variable's size (every index stays
+      in range) and ``_Group.scatter`` writes back the entries' current values when they differ: a stale
+      trace writes no wrong entry;
+    * under XLA otherwise (static shapes only), the slots' owners (``parts`` None; then m gathers of k
+      entries, each kept where the slot is the variable's).
 
     >>> import tensorflow as tf
     >>> from tf_selopt.core.selected_only import SelectedOnly
@@ -258,10 +300,18 @@ class _Gather:
     [2.0, 3.0, 4.0]
     """
 
-    def __init__(self, group, positions, offsets, owner=None):
+    def __init__(self, group, positions, offsets, owner=None, static=None):
         self.k = group.k
         self.offsets = offsets
-        if _compat.in_xla_context():
+        self.static = static
+        self.matches = None
+        if static is not None:
+            self.matches = tf.reduce_all(tf.equal(offsets, tf.constant(static, tf.int32)))
+            self.parts = [
+                tf.minimum(positions[a:b], tf.constant(max(_num(v) - 1, 0), positions.dtype))
+                for v, a, b in zip(group.variables, static[:-1], static[1:])
+            ]
+        elif _compat.in_xla_context():
             owner = _owners(offsets, group.k) if owner is None else owner
             self.parts = None
             self._mine = [owner == i for i in range(len(group.variables))]
@@ -280,9 +330,14 @@ class _Gather:
         return result
 
     def pad(self, parts):
-        """The variables' parts (outside XLA) as one (k,) tensor, padding 0."""
-        flat = tf.concat(parts + [tf.zeros([self.k - self.offsets[-1]], parts[0].dtype)], 0)
+        """The variables' parts (``parts`` not None) as one (k,) tensor, padding 0."""
+        used = self.offsets[-1] if self.static is None else self.static[-1]
+        flat = tf.concat(parts + [tf.zeros([self.k - used], parts[0].dtype)], 0)
         return tf.ensure_shape(flat, (self.k,))
+
+    def split(self, values):
+        """``values`` (k,) cut into the variables' parts by the frozen layout (static sizes)."""
+        return [values[a:b] for a, b in zip(self.static[:-1], self.static[1:])]
 
 
 def _owners(offsets, k):
@@ -388,13 +443,49 @@ class SelectedOnly:
         """The (k,) value variables, one per group: what the inner optimizer is built on."""
         return [g.values for g in self.groups]
 
+    def held_layout(self) -> tuple:
+        """Per group, the held offsets as a tuple of Python ints (eager): how the buffer slots split into the
+        group's variables."""
+        if not tf.executing_eagerly():
+            raise RuntimeError("`held_layout` reads the offsets eagerly; call it outside a traced function.")
+        return tuple(tuple(int(x) for x in tf.convert_to_tensor(g.offsets).numpy()) for g in self.groups)
+
+    def freeze_layout(self) -> tuple:
+        """Specialize the steps traced from now on under XLA to the held layout; returns it (``held_layout``).
+
+        Under XLA (static shapes) a step that reads the offsets in-graph gathers k entries from each of the m
+        variables and scatters k slots into each (``_Gather``); with the layout frozen, variable ``i`` gathers
+        and scatters exactly its own ``offsets[i+1] - offsets[i]`` entries, k in all. Valid while the held
+        offsets stay as they are: a selection (``select``) thaws the layout, and a traced step whose held
+        offsets no longer equal its frozen ones writes nothing to the model variables (``_Gather``). So
+        freeze only where no selection follows while the traced step is used (``TracePerPhase``: the
+        restricted phase without ``reselect_every``), and retrace after a change. Outside XLA steps do not use
+        it (they already split the k slots by the held offsets)."""
+        layout = self.held_layout()
+        for group, offsets in zip(self.groups, layout):
+            group.static_offsets = offsets
+        return layout
+
+    def thaw_layout(self):
+        """Undo ``freeze_layout``: steps traced from now on read the offsets in-graph."""
+        for group in self.groups:
+            group.static_offsets = None
+
+    @property
+    def frozen_layout(self):
+        """The layout set by ``freeze_layout`` (per group, a tuple of Python ints), or None."""
+        if not self.groups or self.groups[0].static_offsets is None:
+            return None
+        return tuple(g.static_offsets for g in self.groups)
+
     def select(self, masks, links=None, first=True):
         """Take the entries where ``masks`` (bool, one per model variable) are True.
 
         ``links``: per group, a list of ``SlotLink``; ``first`` (bool, or a bool tensor decided in-graph):
         whether this is the first selection, where slots come from the links' N-sized ``full`` slots;
         otherwise from the previous selection's k-sized state (entries that stay keep theirs, new ones start
-        from ``initial``)."""
+        from ``initial``). Thaws a frozen layout (``freeze_layout``): steps traced later read the new offsets."""
+        self.thaw_layout()
         links = links or [[] for _ in self.groups]
         first = tf.convert_to_tensor(first, tf.bool)
         for group, group_links in zip(self.groups, links):
@@ -438,8 +529,9 @@ class SelectedOnly:
         live = [None] * len(self.groups)
         before = [None] * len(self.groups)
         held = [None] * len(self.groups)  # (slots of the variables without a gradient, their state before)
+        refreshed = [None] * len(self.groups)
         for j, (group, gather) in enumerate(zip(self.groups, gathers)):
-            values = gather(group.variables)
+            values = refreshed[j] = gather(group.variables)
             group.values.assign(values)
             masks = [None if kept is None else kept[i] for i in group.members]
             absent = [grads[i] is None for i in group.members]
@@ -463,7 +555,7 @@ class SelectedOnly:
                 updated, state = held[j]
                 for slot, old in state:
                     slot.assign(tf.where(updated, tf.convert_to_tensor(slot), old))
-            group.scatter(values, gather)
+            group.scatter(values, gather, unchanged=refreshed[j])
 
     def scatter_into_variables(self, tensors):
         """Write ``tensors`` (one (k,) tensor per group, e.g. the inner optimizer's moving averages of the

@@ -16,6 +16,18 @@ and ``tf.distribute`` strategies, otherwise at the switch to the restricted
 phase (``SelectiveOptimizer.release_warmup_state``), which then drops the steps
 traced before.
 
+Under XLA (``jit_compile``) the guarding assertion is compiled away (XLA ignores
+assertions); and in the restricted phase of a run without ``reselect_every`` (no
+selection follows) the step is traced for the selection's layout
+(``SelectiveOptimizer.freeze_selected_layout``): each variable gathers and
+scatters exactly its selected entries instead of k from each variable. The
+layout is part of the traced state (``tf_selopt.keras.traces.state_key``): each
+batch of that phase reads the held layout (a few ints) and retraces if it
+changed (e.g. weights loaded by another callback); a step that still runs with
+a stale layout writes nothing to the model variables
+(``tf_selopt.core.selected_only``). At the end of ``fit`` the layout is thawed
+and the general step restored.
+
 Examples:
     >>> import keras, numpy as np, tf_selopt
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -52,7 +64,9 @@ class TracePerPhase(keras.callbacks.Callback):
     optimizer's ``release_warmup_state(keep_scores)`` and drop every step traced
     before (they hold the released variables), so the warm-up's N-sized state
     leaves memory. ``keep_scores`` is passed to the optimizer at ``on_train_begin``
-    too. ``released_bytes`` says how much was released. Read-outs:
+    too. ``released_bytes`` says how much was released. Under ``jit_compile`` the
+    restricted phase of a run without ``reselect_every`` is traced for the
+    selection's layout (``SelectiveOptimizer.frozen_layout`` while it runs). Read-outs:
     ``phase`` (None, ``"warmup"`` or ``"restricted"``: what the current trace holds),
     ``switches`` (changes of the traced phase so far), ``rebuilds`` (train steps built
     for them; the others were reused).
@@ -71,6 +85,7 @@ class TracePerPhase(keras.callbacks.Callback):
         self.rebuilds = 0
         self.switches = 0
         self._optimizer = None
+        self._frozen_layout = None  # the layout this callback froze last (None: none)
 
     @property
     def phase(self):
@@ -94,6 +109,7 @@ class TracePerPhase(keras.callbacks.Callback):
             with switching_state(self.model, forget_others=True) as switch:
                 optimizer.release_warmup_state(self.keep_scores)
                 optimizer.phase = phase
+                self._set_layout(phase)
             self.released_bytes = optimizer.released_bytes
             _compat.return_freed_memory()  # the old traces are gone: the released variables with them
             self.switches += 1
@@ -117,9 +133,34 @@ class TracePerPhase(keras.callbacks.Callback):
         self._set_phase(None)
 
     def _set_phase(self, phase):
-        if phase == self.phase:
+        optimizer = self._optimizer
+        old = self.phase
+        if phase == old and optimizer.frozen_layout == self._wanted_layout(phase):
             return
-        with switching_state(self.model) as switch:
-            self._optimizer.phase = phase
-        self.switches += 1
+        # a layout frozen here and thawed or changed since (a selection): the current step was traced for it
+        stale = optimizer.frozen_layout != self._frozen_layout
+        with switching_state(self.model, keep_current=not stale) as switch:
+            optimizer.phase = phase
+            self._set_layout(phase)
+        self.switches += phase != old
         self.rebuilds += switch.built
+
+    def _wanted_layout(self, phase):
+        """The selected-only layout the step of ``phase`` is traced for: under XLA, in the restricted phase of a
+        run without ``reselect_every`` (no selection follows), the held one (an eager read of the offsets,
+        each batch of that phase: a traced step must never outlive its layout); else None."""
+        optimizer = self._optimizer
+        if phase != "restricted" or not self.model.jit_compile or optimizer.update_path != "selected_only":
+            return None
+        if optimizer.reselect_every is not None:
+            return None
+        if optimizer.frozen_layout is None and int(optimizer.selections.numpy()) == 0:  # frozen: selected
+            return None
+        return optimizer.held_selected_layout()
+
+    def _set_layout(self, phase):
+        if self._wanted_layout(phase) is None:
+            self._optimizer.thaw_selected_layout()
+        else:
+            self._optimizer.freeze_selected_layout()
+        self._frozen_layout = self._optimizer.frozen_layout

@@ -1,8 +1,9 @@
 """Keras 3: one traced train step per training state, swapped in when a callback changes that state.
 
 ``DropFrozenVariables`` (which variables are trainable) and ``TracePerPhase``
-(which phase the wrapper's step is traced for) change what the train step
-traces. ``switching_state(model)`` wraps such a change: the step traced before
+(which phase the wrapper's step is traced for, and under XLA the selected-only
+layout it is specialized to) change what the train step traces.
+``switching_state(model)`` wraps such a change: the step traced before
 it is kept under the old state, and afterwards the step for the new state is
 installed: reused if that state was seen before, else built (and traced at
 its first call). With
@@ -25,10 +26,12 @@ _TRACES = weakref.WeakKeyDictionary()  # model -> {state_key: train_function}
 
 def state_key(model) -> tuple:
     """What a traced train step depends on that our callbacks change: the ids of the trainable
-    variables, in order, and the ``SelectiveOptimizer``'s traced phase (None without one)."""
+    variables, in order, the ``SelectiveOptimizer``'s traced phase and its frozen selected-only layout
+    (``frozen_layout``; both None without one)."""
     optimizer = selective_of(getattr(model, "optimizer", None))
     phase = None if optimizer is None else optimizer.phase
-    return tuple(id(v) for v in model.trainable_variables), phase
+    layout = None if optimizer is None else optimizer.frozen_layout
+    return tuple(id(v) for v in model.trainable_variables), phase, layout
 
 
 @dataclasses.dataclass
@@ -40,13 +43,14 @@ class Switch:
 
 
 @contextlib.contextmanager
-def switching_state(model, forget_others=False):
+def switching_state(model, forget_others=False, keep_current=True):
     """Change the train step's state inside the block; on exit ``model.train_function`` fits the new state.
 
     Yields a ``Switch``. A model whose step is not traced yet is left alone (``fit`` traces the
     current state). A step that is not one this cache installed (first switch, or after
     ``compile``) starts a new cache. ``forget_others``: drop every kept step (they hold variables
-    the block released) and build the new one.
+    the block released) and build the new one. ``keep_current=False``: the current step no longer
+    fits the state it was traced for (that state changed before the block): do not keep it.
     """
     switch = Switch()
     current = getattr(model, "train_function", None)
@@ -57,7 +61,8 @@ def switching_state(model, forget_others=False):
     if traces is None or not any(step is current for step in traces.values()):
         traces = _TRACES[model] = {}
     old = state_key(model)
-    traces[old] = current
+    if keep_current:
+        traces[old] = current
     yield switch
     new = state_key(model)
     if forget_others:
