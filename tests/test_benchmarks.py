@@ -137,3 +137,26 @@ def test_selection_graph_quick(tmp_path):
     assert loop["graph_ops"] < unrolled["graph_ops"] / 4  # ~15 ops per variable's search instead of ~200
     for row in (loop, unrolled):
         assert row["trace_s"] > 0 and row["top_k_xla"]["median_s"] > 0
+
+
+@pytest.mark.slow
+def test_fit_default_path_quick(tmp_path):
+    result, stdout = run_benchmark("fit_default_path", tmp_path / "fit.json")
+    assert result["config"]["quick"] is True and result["nproc"] >= 1 and len(result["load_before"]) == 3
+    assert result["child_env"]["TF_NUM_INTRAOP_THREADS"] == str(result["nproc"])
+    adam, selective = sorted(result["runs"], key=lambda run: run["arm"])
+    assert (adam["arm"], selective["arm"]) == ("adam", "selective")
+    n = 784 * 2048 + 2048 + 2048 * 2048 + 2048 + 2048 * 10 + 10
+    for run in (adam, selective):
+        assert (run["jit"], run["keep"], run["steps"], run["warmup_steps"], run["pair"]) == ("off", 0.01, 40, 4, 0)
+        assert run["num_parameters"] == n and len(run["batch_ms"]) == len(run["batch_cpu_ms"]) == 40
+        assert 0 < run["step_ms"] < 1e3 * run["first_step_s"] and run["step_cpu_ms"] > 0
+        assert run["fit_wall_s"] > run["first_step_s"] and run["fit_cpu_s"] > 0 and run["peak_rss_mib"] > 100
+    assert adam["optimizer_bytes_per_parameter"] == pytest.approx(8, abs=1e-5)  # m and v, float32; 2 scalars
+    assert selective["update_path"] == "selected_only" and selective["k"] == round(0.01 * n)
+    (row,) = result["rows"]
+    assert (row["jit"], row["keep"], row["pairs"]) == ("off", 0.01, 1)
+    ratio = row["selective"]["ratio_to_adam"]
+    assert ratio["step_ms"]["median"] == selective["step_ms"] / adam["step_ms"]
+    assert ratio["fit_cpu_s"]["min"] == ratio["fit_cpu_s"]["max"] == selective["fit_cpu_s"] / adam["fit_cpu_s"]
+    assert "| off | 0.01 | selective |" in stdout
