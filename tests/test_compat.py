@@ -171,17 +171,46 @@ def test_keras_overwrite_with_gradient():
     )
 
 
-@pytest.mark.parametrize("learning_rate", ["float", "variable", "schedule", "lambda"])
-def test_keras_clone_copies_the_configuration_and_shares_a_schedule(learning_rate):
-    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 2, 0.5)
-    rate = {"float": 0.1, "variable": 0.1, "schedule": schedule, "lambda": lambda: 0.25}[learning_rate]
-    optimizer = keras.optimizers.Adam(rate, beta_1=0.8, amsgrad=True)
-    copy = keras_compat.clone(optimizer)
-    assert type(copy) is keras.optimizers.Adam and not copy.built
-    assert copy.beta_1 == 0.8 and copy.amsgrad
-    assert float(copy.learning_rate) == float(optimizer.learning_rate), _changed("Keras", "_learning_rate")
-    if learning_rate in ("schedule", "lambda"):
-        assert copy._learning_rate is optimizer._learning_rate, _changed("Keras", "_learning_rate")
+@pytest.mark.parametrize("learning_rate", ["float", "set_float", "set_schedule", "set_callable", "schedule"])
+def test_keras_follower_steps_with_its_sources_learning_rate_iterations_and_loss_scale(learning_rate):
+    """Two steps of a follower equal, bit for bit, the same two steps of its source, whose learning rate is
+    set after the follower is made (or was a schedule from the start) and whose loss scale is set too."""
+    initial = keras.optimizers.schedules.ExponentialDecay(0.1, 1, 0.5) if learning_rate == "schedule" else 0.1
+    source = keras.optimizers.Adam(initial, beta_1=0.8, amsgrad=True)
+    follower = keras_compat.follower(source)
+    assert isinstance(follower, keras.optimizers.Adam) and not follower.built
+    assert follower.beta_1 == 0.8 and follower.amsgrad
+    rate = {
+        "set_float": 0.3,
+        "set_schedule": keras.optimizers.schedules.ExponentialDecay(0.2, 1, 0.5),
+        "set_callable": lambda: 0.25,
+    }.get(learning_rate)
+    if rate is not None:
+        source.learning_rate = rate
+    source.loss_scale_factor = 4.0
+    a, b = (keras.Variable(np.linspace(-1, 1, 4).astype("float32")) for _ in range(2))
+    source.build([a])
+    follower.build([b])
+    for step in range(2):
+        grads = [tf.constant([4.0, -2.0, 1.0, 8.0]) * (step + 1)]
+        follower.apply(grads, [b])  # at the source's step count, which only the source advances
+        source.apply(grads, [a])
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=_changed("Keras", "Optimizer.apply's reads"))
+    assert int(source.iterations) == 2 and follower.iterations is source.iterations
+
+
+@pytest.mark.parametrize("learning_rate", ["float", "schedule"])
+def test_keras_follower_creates_the_variables_of_a_plain_copy(learning_rate):
+    initial = keras.optimizers.schedules.ExponentialDecay(0.1, 1, 0.5) if learning_rate == "schedule" else 0.1
+    source = keras.optimizers.Adam(initial)
+    plain = keras.optimizers.Adam.from_config({**source.get_config(), "learning_rate": initial})
+    follower = keras_compat.follower(source)
+    variable = keras.Variable(np.ones(3, "float32"))
+    for optimizer in (plain, follower):
+        optimizer.build([variable])
+    layout = [(v.name, tuple(v.shape), v.dtype) for v in plain.variables]
+    assert [(v.name, tuple(v.shape), v.dtype) for v in follower.variables] == layout
+    assert len(layout) == (3 if learning_rate == "schedule" else 4)  # iteration, [learning_rate,] m, v
 
 
 def test_core_in_xla_context():

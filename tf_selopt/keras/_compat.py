@@ -80,14 +80,31 @@ def state(optimizer, name):
     return getattr(optimizer, name, None)
 
 
-def clone(optimizer):
-    """A new, unbuilt optimizer of ``optimizer``'s class and configuration. A learning-rate schedule or
-    callable is shared, not serialized (a lambda does not survive ``from_config``); a variable learning
-    rate starts at its current value (``Optimizer._learning_rate``)."""
+def follower(optimizer):
+    """A new, unbuilt optimizer of ``optimizer``'s class and configuration whose updates read ``optimizer``'s
+    ``learning_rate``, ``iterations`` and ``loss_scale_factor`` at each step: nothing is copied.
+
+    Keras' ``apply`` reads the three through these public properties (``Optimizer._backend_apply_gradients``
+    passes ``self.learning_rate`` to ``update_step``; ``update_step`` and the moving averages read
+    ``self.iterations``; ``apply`` unscales by ``self.loss_scale_factor``). The follower, an instance of a
+    subclass of ``optimizer``'s class, answers them with ``optimizer``'s: its current learning rate (a float,
+    a schedule evaluated at ``optimizer``'s iterations, or a callable, whenever it was set), its step count
+    and its loss scale. The follower still creates the variables a plain copy creates (its variables are
+    the same list), which are not read: its own ``iterations``, which its ``apply`` advances, and, when
+    ``optimizer``'s learning rate is a variable, a ``learning_rate`` variable holding that value. A schedule
+    or callable is passed as is: a lambda does not survive ``from_config`` (``Optimizer._learning_rate``)."""
     config = optimizer.get_config()
     if not isinstance(optimizer._learning_rate, keras.Variable):
         config["learning_rate"] = optimizer._learning_rate
-    return type(optimizer).from_config(config)
+
+    class Follower(type(optimizer)):
+        learning_rate = property(lambda self: optimizer.learning_rate)
+        iterations = property(lambda self: optimizer.iterations)
+        # Keras' constructor sets the attribute: the follower ignores it
+        loss_scale_factor = property(lambda self: optimizer.loss_scale_factor, lambda self, factor: None)
+
+    Follower.__name__ = Follower.__qualname__ = f"{type(optimizer).__name__}Follower"
+    return Follower.from_config(config)
 
 
 def release(optimizer, variables, slot_names=()):

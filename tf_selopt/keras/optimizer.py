@@ -129,9 +129,11 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
 
     Keras' contract (docs/guides/selection.md, "What SelectiveOptimizer forwards"): ``learning_rate``,
     ``iterations``, ``loss_scale_factor``, ``exclude_from_weight_decay`` and
-    ``finalize_variable_values`` go to the inner optimizer; ``get_weights`` /
-    ``set_weights`` cover its state too; None gradients are handled as Keras
-    does; ``overwrite_with_gradient`` variables (float8) are overwritten and are
+    ``finalize_variable_values`` go to the inner optimizer, and every step, on
+    every path, reads from it the learning rate (float, schedule or callable,
+    whenever set), ``iterations``, ``loss_scale_factor`` and weight decay;
+    ``get_weights`` / ``set_weights`` cover its state too; None gradients are
+    handled as Keras does; ``overwrite_with_gradient`` variables (float8) are overwritten and are
     no parameters. With the inner optimizer's ``use_ema``, a frozen entry's
     moving average is kept equal to its value and ``finalize_variable_values``
     leaves frozen entries alone: they stay bit-identical through ``fit``.

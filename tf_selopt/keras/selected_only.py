@@ -1,14 +1,26 @@
 """Keras 3 adapter of ``tf_selopt.core.selected_only``: a Keras inner optimizer on the k selected entries.
 
 ``KerasSelectedOnly(inner, var_list, k)`` builds ``SelectedOnly`` on the model
-variables and, per dtype group, a clone of ``inner`` (``from_config(get_config())``)
+variables and, per dtype group, a clone of ``inner`` (same class and configuration)
 on the group's (k,) value buffer. ``select(masks)`` carries the inner state of
 the selected entries over (the first time from ``inner``'s N-sized slots, then
-from the previous k-sized ones) and continues ``iterations``; ``apply(grads)``
-runs one restricted step. Only the elementwise optimizers with a profile
-(``tf_selopt.keras.profiles``: its slots, scalars and initial values) qualify
-(``profiles.why_not``): there the selected entries' values equal the masked
-path's (``tf_selopt.core.selective``) bit for bit (``tests/test_selected_only.py``).
+from the previous k-sized ones); ``apply(grads)`` runs one restricted step.
+
+One source of truth: the clones hold only the k-sized slots. Each step reads
+``inner``'s current learning rate (a float, a ``LearningRateSchedule`` evaluated
+at ``inner.iterations``, or a callable, whether set before or after ``build``),
+its ``iterations``, ``loss_scale_factor`` and ``weight_decay`` (with
+``exclude_from_weight_decay``); nothing is copied into the clones
+(``tf_selopt.keras._compat.follower``), and the step advances ``inner.iterations``.
+The clones' own ``iterations`` and ``learning_rate`` variables still exist, as a
+plain clone's do, so that checkpoints keep their layout; nothing reads them.
+Under a ``tf.function`` a learning rate set after tracing reaches the step once it
+is traced again, as with a plain Keras optimizer.
+
+Only the elementwise optimizers with a profile (``tf_selopt.keras.profiles``: its
+slots, scalars and initial values) qualify (``profiles.why_not``): there the
+selected entries' values equal the masked path's (``tf_selopt.core.selective``)
+bit for bit (``tests/test_selected_only.py``).
 
 Exactness (tested against ``tf_selopt.SelectiveOptimizer`` with the same inner
 optimizer and masks, eager): bit-identical for SGD (plain, momentum, Nesterov),
@@ -28,7 +40,8 @@ Under ``jit_compile=True`` the step equals the masked path compiled the same way
 (SGD momentum, Adam, AdamW, Lion tested; RMSprop centered 1 ulp off).
 
 Keras internals used (slot attribute names in the profiles, ``Optimizer._get_variable_index``,
-``Optimizer._use_weight_decay``) come from ``tf_selopt.keras._compat``.
+``Optimizer._use_weight_decay``, the clones that read ``inner``) come from
+``tf_selopt.keras._compat``.
 """
 
 from __future__ import annotations
@@ -71,9 +84,9 @@ def apply_in_each_replica(optimizer, grads, variables):
 class KerasSelectedOnly:
     """The restricted phase of ``inner`` on the k selected entries of ``var_list`` (see module docstring).
 
-    ``inner`` must be built on ``var_list`` (its warm-up state is read at the first ``select``); it is
-    not changed except for ``iterations``: the step count, which each step starts the clones from and
-    advances by one.
+    ``inner`` must be built on ``var_list`` (its warm-up state is read at the first ``select``). Each
+    ``apply`` reads its learning rate, step count, loss scale and weight decay as they are then, and
+    advances its ``iterations`` by one; nothing else of ``inner`` changes.
     """
 
     def __init__(self, inner, var_list, k, core=None, constraint_allowed=lambda constraint: False):
@@ -93,11 +106,10 @@ class KerasSelectedOnly:
                 ),
             )
         self.core = core
-        self.weight_decay = inner.weight_decay
         self.clones = []
         for buffer in self.core.buffers:
-            clone = _compat.clone(inner)
-            clone.weight_decay = None  # applied per entry in ``apply`` (honours exclusions)
+            clone = _compat.follower(inner)
+            clone.weight_decay = None  # ``apply`` decays per entry with the inner's settings (honours exclusions)
             clone.build([buffer])
             self.clones.append(clone)
         self._selected = False
@@ -130,7 +142,6 @@ class KerasSelectedOnly:
             first = not self._selected
         first = tf.convert_to_tensor(first, tf.bool)
         for clone in self.clones:
-            clone.iterations.assign(tf.where(first, self.inner.iterations, clone.iterations))
             for name in self.profile.scalars:
                 small, full = _compat.state(clone, name), _compat.state(self.inner, name)
                 small.assign(tf.where(first, tf.convert_to_tensor(full), tf.convert_to_tensor(small)))
@@ -145,15 +156,13 @@ class KerasSelectedOnly:
         flags = [_compat.decays(self.inner, v) for v in self.var_list]
 
         def inner_apply(small_grads, buffers):
+            # The clones read the inner's learning rate, step count and loss scale (``_compat.follower``); every
+            # group steps at the same count, which advances once all have.
             for group, clone, g, buffer in zip(self.core.groups, self.clones, small_grads, buffers):
-                if isinstance(self.inner.learning_rate, keras.Variable):
-                    clone.learning_rate.assign(self.inner.learning_rate)
-                clone.loss_scale_factor = self.inner.loss_scale_factor
-                clone.iterations.assign(self.inner.iterations)  # the step count is the inner's (users may set it)
-                if self.weight_decay:
-                    self._decay(group, clone, buffer, [flags[i] for i in group.members])
+                if self.inner.weight_decay:
+                    self._decay(group, buffer, [flags[i] for i in group.members])
                 apply_in_each_replica(clone, [g], [buffer])
-            self.inner.iterations.assign(self.clones[0].iterations)
+            self.inner.iterations.assign_add(1)
 
         # the slots a skipped variable keeps (not the EMA: Keras averages every variable, stepped or not)
         slots = [[link.small for link in group_links if link.initial is not None] for group_links in self._links()]
@@ -165,15 +174,16 @@ class KerasSelectedOnly:
         if self.inner.use_ema:
             self.core.scatter_into_variables([_compat.state(clone, _compat.EMA_ATTRIBUTE)[0] for clone in self.clones])
 
-    def _decay(self, group, clone, buffer, flags):
-        """Keras' decoupled decay ``v -= v * wd * lr`` on the entries whose variable it applies to.
+    def _decay(self, group, buffer, flags):
+        """Keras' decoupled decay ``v -= v * wd * lr`` on the entries whose variable it applies to, with the
+        inner's current ``weight_decay`` and learning rate.
 
         Written as Keras writes it, with scalar ``wd`` and ``lr``: in a ``tf.function`` Grappler's
         arithmetic optimizer reorders the chain to ``v * (wd * lr)`` (fewer broadcasts) for both paths alike."""
         dtype = buffer.dtype
         on = tf.gather(tf.constant(flags + [False]), group.owners())  # static shape (XLA)
-        lr = tf.cast(clone.learning_rate, dtype)
-        wd = tf.cast(self.weight_decay, dtype)
+        lr = tf.cast(self.inner.learning_rate, dtype)
+        wd = tf.cast(self.inner.weight_decay, dtype)
         buffer.assign(tf.where(on, buffer - buffer * wd * lr, buffer))
 
     def state_bytes(self) -> int:
