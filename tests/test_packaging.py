@@ -12,7 +12,7 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STARTUP_LINES = ("I0000", "port.cc", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard")
+STARTUP_LINES = ("I0000", "port.cc", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard", "cuInit", "To enable")
 # packages of the extras that `import keras` does not load by itself (it loads matplotlib and sklearn when
 # they are installed, so those two are checked only by the base-install smoke test)
 EXTRAS_NOT_LOADED_BY_KERAS = (
@@ -76,6 +76,8 @@ def test_startup_filter_keeps_warnings_and_errors():
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
         "I0000 00:00:1796119602.956971   24734 port.cc:153] oneDNN custom operations are on.",
         "I0000 00:00:1796119602.957295   24734 cudart_stub.cc:31] Could not find cuda drivers on your machine",
+        "E0000 00:00:1796641050.574178   27755 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+        "Failed call to cuInit: UNKNOWN ERROR (303)",
     ]
     kept = [
         "W0000 00:00:1796119602.957295   24734 gpu_device.cc:2344] Cannot dlopen some GPU libraries.",
@@ -85,6 +87,24 @@ def test_startup_filter_keeps_warnings_and_errors():
     ]
     assert all(_STARTUP_NOISE.match(line) for line in noise)
     assert not any(_STARTUP_NOISE.match(line) for line in kept)
+
+
+def test_startup_filter_drops_a_dropped_messages_continuation_lines_only():
+    from tf_selopt.cli import startup_output_without_noise
+
+    text = (
+        "I0000 00:00:1796643226.3 30439 cpu_feature_guard.cc:210] This TensorFlow binary is optimized to use...\n"
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow.\n"
+        "W0000 00:00:1796643226.3 30439 gpu_device.cc:2344] Cannot dlopen some GPU libraries.\n"
+        "a continuation of the warning, kept\n"
+        "E0000 00:00:1796643226.3 30439 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n"
+        "Traceback (most recent call last):\n"
+    )
+    assert startup_output_without_noise(text) == (
+        "W0000 00:00:1796643226.3 30439 gpu_device.cc:2344] Cannot dlopen some GPU libraries.\n"
+        "a continuation of the warning, kept\n"
+        "Traceback (most recent call last):\n"
+    )
 
 
 def _facts(code, timeout=120):

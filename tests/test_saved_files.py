@@ -56,3 +56,37 @@ def test_keras_file_saved_by_0_1_0_loads_bit_for_bit_and_trains_on():
         np.testing.assert_array_equal(v.numpy()[~t], b[~t])  # frozen and pruned entries: bit for bit
         moved += int(np.sum(v.numpy()[t] != b[t]))
     assert moved > 0
+
+
+def test_keras_file_saved_by_main_before_the_in_graph_release_loads_and_releases_on_request():
+    """`selective_b97a147.keras` (`tests/fixtures/make_saved_by_b97a147.py`): saved after the selection on the
+    selected-only path, by main before the selection step released the warm-up state itself, so it holds the
+    full layout. It loads bit for bit, trains on with frozen entries bit for bit, and `release_warmup_state`
+    then drops the warm-up state as it would for a run of today."""
+    model = keras.saving.load_model(os.path.join(FIXTURES, "selective_b97a147.keras"))
+    expected = np.load(os.path.join(FIXTURES, "selective_b97a147.npz"))
+    optimizer = model.optimizer
+    assert optimizer.update_path == "selected_only" and int(optimizer.selections) == 1
+    assert not optimizer.warmup_state_released  # the file's full layout
+    for i, w in enumerate(model.get_weights()):
+        np.testing.assert_array_equal(w, expected[f"weight_{i}"])
+    variables = optimizer.variables
+    assert len(variables) == len(expected["optimizer_paths"])  # loaded by position (paths name the model)
+    for i, v in enumerate(variables):
+        np.testing.assert_array_equal(np.asarray(v), expected[f"optimizer_{i}"])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = rng.integers(0, 3, size=64)
+    before = [v.numpy().copy() for v in optimizer.model_variables]
+    trains = [optimizer.trains(i).numpy() for i in range(len(before))]
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert int(optimizer.iterations) == 16
+    moved = 0
+    for b, v, t in zip(before, optimizer.model_variables, trains):
+        np.testing.assert_array_equal(v.numpy()[~t], b[~t])
+        moved += int(np.sum(v.numpy()[t] != b[t]))
+    assert moved > 0
+    n = sum(int(np.prod(v.shape)) for v in optimizer.model_variables)
+    released = optimizer.release_warmup_state()
+    assert released == n * (4 + 4 + 4 + 4)  # Adam's m and v, the scores, the window sums (float32)
+    assert optimizer.warmup_state_released and optimizer.scores is None

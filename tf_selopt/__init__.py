@@ -21,6 +21,8 @@ import importlib
 import importlib.util
 import sys
 
+from tf_selopt import _moved
+
 # public name -> the submodule that defines it
 _LAZY = {
     "SelectiveOptimizer": "keras.optimizer",
@@ -50,6 +52,8 @@ EXTRA_OF = {
 }
 
 __all__ = list(_LAZY) + list(_SUBMODULES)
+
+_moved.install()  # 0.1.0's module paths (tf_selopt.pruning, tf_selopt.export, ...) and tf_selopt.criteria etc.
 __version__ = "0.1.0"
 
 

@@ -26,17 +26,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CONFIGS = pathlib.Path(__file__).parent / "study" / "configs"
 
-# What `import tensorflow` prints on fd 2 from C++ even with TF_CPP_MIN_LOG_LEVEL=2 (absl logs INFO lines
-# before absl::InitializeLog, and no environment variable reaches that): the banner and INFO lines
-# (`I0000 00:00:... port.cc:153] oneDNN ...`, `cudart_stub.cc`). Warnings and errors (W/E/F) pass.
+# What `import tensorflow` and its first device query print on fd 2 from C++ even with TF_CPP_MIN_LOG_LEVEL=2
+# (absl logs INFO lines before absl::InitializeLog, and no environment variable reaches that): the banner
+# and INFO lines (`I0000 00:00:... port.cc:153] oneDNN ...`, `cudart_stub.cc`) and, on a machine without a
+# GPU, the one error that says so (`E0000 ... cuda_platform.cc:52] failed call to cuInit: ...`). Other
+# warnings and errors (W/E/F) pass.
 _STARTUP_NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
     r"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+    r"|E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit"
 )
+#: The start of a line that is not a continuation: an absl log line, or anything Python writes.
+_LOG_LINE = re.compile(r"[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] |WARNING: |Traceback |\S+(Error|Warning)\b")
 
 
 def _import_tensorflow() -> None:
-    """Import TensorFlow with fd 2 captured, then replay what it printed minus the start-up INFO lines."""
+    """Import TensorFlow and list its GPUs with fd 2 captured, then replay what they printed minus the
+    start-up noise (``_STARTUP_NOISE``)."""
     if "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
@@ -44,16 +50,31 @@ def _import_tensorflow() -> None:
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            tensorflow.config.list_physical_devices("GPU")  # CUDA's initialisation logs here, not at import
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if not _STARTUP_NOISE.match(line):
-                    sys.stderr.write(line)
+            sys.stderr.write(startup_output_without_noise(captured.read().decode(errors="replace")))
             sys.stderr.flush()
+
+
+def startup_output_without_noise(text: str) -> str:
+    """``text`` without the lines of ``_STARTUP_NOISE`` and their continuation lines (a message logged on two
+    lines, e.g. ``cpu_feature_guard.cc``'s ``To enable the following instructions: ...``)."""
+    kept, dropping = [], False
+    for line in text.splitlines(keepends=True):
+        if _STARTUP_NOISE.match(line):
+            dropping = True
+        elif dropping and not _LOG_LINE.match(line):
+            continue  # a continuation of the dropped message
+        else:
+            dropping = False
+            kept.append(line)
+    return "".join(kept)
 
 
 def _finish(out_dir, rows) -> None:
