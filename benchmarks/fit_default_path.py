@@ -9,7 +9,10 @@ CPU-only machine, or ``True``):
 * ``adam``: ``keras.optimizers.Adam(1e-3)``;
 * ``selective``: ``tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(1e-3), keep=K,
   warmup_steps=steps // 10, window=3, seed=0)``, no callback (the default path);
-* ``selective_trace`` (``--trace-per-phase``): the same with ``tf_selopt.TracePerPhase()``.
+* ``selective_trace`` (``--trace-per-phase``): the same with ``tf_selopt.TracePerPhase()``;
+* ``sgd`` (``--floor``): ``keras.optimizers.SGD(1e-3)``, the cheapest update Keras has (one
+  multiply-subtract per parameter): forward and backward pass plus next to no update, the floor
+  no restricted step can go below.
 
 For every (pair, XLA setting, keep) the arms run one after the other, the
 first arm rotating from pair to pair, so slow drift of the machine falls on
@@ -76,7 +79,7 @@ from benchmarks.common import MIB, ROOT, rss_bytes, write_result
 BATCH = 128
 HIDDEN = (2048, 2048)
 SKIP = 5  # restricted batches skipped after the first restricted one (its retrace with TracePerPhase, caches)
-ARMS = ("adam", "selective", "selective_trace")
+ARMS = ("adam", "selective", "selective_trace", "sgd")
 JIT = {"off": "auto", "on": True}
 MALLOC_SETTING = (
     "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432"
@@ -120,19 +123,32 @@ def child(arm: str, steps: int, keep: float, jit: str) -> dict:
     x = rng.uniform(size=(steps * BATCH, 784)).astype("float32")
     y = rng.integers(0, 10, size=steps * BATCH).astype("int32")
     warmup = max(3, steps // 10)
-    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer = keras.optimizers.SGD(1e-3) if arm == "sgd" else keras.optimizers.Adam(1e-3)
     callbacks = []
-    if arm != "adam":
+    if arm.startswith("selective"):
         optimizer = tf_selopt.SelectiveOptimizer(optimizer, keep=keep, warmup_steps=warmup, window=3, seed=0)
         if arm == "selective_trace":
             callbacks.append(tf_selopt.TracePerPhase())
     walls, cpus, faults = [], [], []
 
+    marks = {}  # perf_counter at fit's callback events: where the time outside the batches goes
+
     class Clock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            marks["train_begin"] = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            marks["epoch_end"] = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            marks["train_end"] = time.perf_counter()
+
         def on_train_batch_begin(self, batch, logs=None):
+            marks.setdefault("first_batch_begin", time.perf_counter())
             self.start = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
         def on_train_batch_end(self, batch, logs=None):
+            marks["last_batch_end"] = time.perf_counter()
             walls.append(time.perf_counter() - self.start[0])
             cpus.append(time.process_time() - self.start[1])
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self.start[2])
@@ -143,6 +159,7 @@ def child(arm: str, steps: int, keep: float, jit: str) -> dict:
     load_before = os.getloadavg()[0]
     ticks, usage = proc_stat_ticks(), resource.getrusage(resource.RUSAGE_SELF)
     wall, cpu = time.perf_counter(), time.process_time()
+    fit_start = wall
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=callbacks + [Clock()])
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     ticks = {key: value - ticks[key] for key, value in proc_stat_ticks().items()}
@@ -159,6 +176,9 @@ def child(arm: str, steps: int, keep: float, jit: str) -> dict:
         "num_parameters": n,
         "fit_wall_s": wall,
         "fit_cpu_s": cpu,
+        # the batches alone (what ``fit`` spends outside them: data set-up, end of epoch, pauses of the VM)
+        "batches_wall_s": sum(walls),
+        "batches_cpu_s": sum(cpus),
         "step_ms": 1e3 * statistics.median(walls[restricted]),
         "step_cpu_ms": 1e3 * statistics.median(cpus[restricted]),
         "step_minor_faults": statistics.median(faults[restricted]),
@@ -185,8 +205,10 @@ def child(arm: str, steps: int, keep: float, jit: str) -> dict:
         "minor_faults": after.ru_minflt - usage.ru_minflt,
         "batch_ms": [round(1e3 * w, 2) for w in walls],
         "batch_cpu_ms": [round(1e3 * c, 2) for c in cpus],
+        # seconds from the start of ``fit`` to each event; ``fit_wall_s`` is its end
+        "fit_events_s": {key: round(value - fit_start, 3) for key, value in marks.items()},
     }
-    if arm != "adam":
+    if arm.startswith("selective"):
         if int(optimizer.selections) != 1 or int(optimizer.selected_count) != optimizer.k:
             raise AssertionError(f"expected one selection of k={optimizer.k}")
         result |= {
@@ -215,6 +237,8 @@ def spread(values) -> dict:
 SUMMARISED = (
     "fit_wall_s",
     "fit_cpu_s",
+    "batches_wall_s",
+    "batches_cpu_s",
     "step_ms",
     "step_cpu_ms",
     "first_step_s",
@@ -223,7 +247,7 @@ SUMMARISED = (
     "system_steal_s",
     "step_minor_faults",
 )
-RATIOS = ("fit_wall_s", "fit_cpu_s", "step_ms", "step_cpu_ms")
+RATIOS = ("fit_wall_s", "fit_cpu_s", "batches_wall_s", "batches_cpu_s", "step_ms", "step_cpu_ms")
 
 
 def summarise(runs: list[dict], arms: tuple[str, ...]) -> list[dict]:
@@ -237,11 +261,12 @@ def summarise(runs: list[dict], arms: tuple[str, ...]) -> list[dict]:
         for arm in arms:
             row[arm] = {key: spread(r[key] for r in by_arm[arm]) for key in SUMMARISED}
             if arm != "adam":
-                row[arm]["k"] = by_arm[arm][0]["k"]
-                row[arm]["update_path"] = by_arm[arm][0]["update_path"]
                 row[arm]["ratio_to_adam"] = {
                     key: spread(s[key] / a[key] for s, a in zip(by_arm[arm], by_arm["adam"])) for key in RATIOS
                 }
+            if arm.startswith("selective"):
+                row[arm]["k"] = by_arm[arm][0]["k"]
+                row[arm]["update_path"] = by_arm[arm][0]["update_path"]
                 row[arm]["peak_rss_over_adam_mib"] = spread(
                     s["peak_rss_mib"] - a["peak_rss_mib"] for s, a in zip(by_arm[arm], by_arm["adam"])
                 )
@@ -251,24 +276,28 @@ def summarise(runs: list[dict], arms: tuple[str, ...]) -> list[dict]:
 
 def print_table(rows, arms):
     print(
-        "| XLA | keep | arm | fit s | fit / Adam (CPU) | step ms | step / Adam (CPU) | first step s | "
-        "peak MiB | B/param |"
+        "| XLA | keep | arm | fit s | fit / Adam (CPU) | batches / Adam (CPU) | step ms | step / Adam (CPU) | "
+        "first step s | peak MiB | B/param |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
 
     def fmt(s, digits=2):
         return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+
+    def ratio_of(ratio, wall, cpu):
+        return f"{fmt(ratio[wall])} ({ratio[cpu]['median']:.2f})" if ratio else "1"
 
     for row in rows:
         for arm in arms:
             a = row[arm]
             ratio = a.get("ratio_to_adam")
-            fit_ratio = f"{fmt(ratio['fit_wall_s'])} ({ratio['fit_cpu_s']['median']:.2f})" if ratio else "1"
-            step_ratio = f"{fmt(ratio['step_ms'])} ({ratio['step_cpu_ms']['median']:.2f})" if ratio else "1"
             print(
-                f"| {row['jit']} | {row['keep']:g} | {arm} | {fmt(a['fit_wall_s'], 1)} | {fit_ratio} | "
-                f"{fmt(a['step_ms'], 1)} | {step_ratio} | {a['first_step_s']['median']:.1f} | "
-                f"{a['peak_rss_mib']['median']:.0f} | {a['optimizer_bytes_per_parameter']['median']:.2f} |",
+                f"| {row['jit']} | {row['keep']:g} | {arm} | {fmt(a['fit_wall_s'], 1)} | "
+                f"{ratio_of(ratio, 'fit_wall_s', 'fit_cpu_s')} | "
+                f"{ratio_of(ratio, 'batches_wall_s', 'batches_cpu_s')} | "
+                f"{fmt(a['step_ms'], 1)} | {ratio_of(ratio, 'step_ms', 'step_cpu_ms')} | "
+                f"{a['first_step_s']['median']:.1f} | {a['peak_rss_mib']['median']:.0f} | "
+                f"{a['optimizer_bytes_per_parameter']['median']:.2f} |",
                 flush=True,
             )
 
@@ -280,6 +309,7 @@ def main(argv=None):
     parser.add_argument("--keep", type=float, nargs="+", default=[0.01, 0.1])
     parser.add_argument("--jit", choices=("off", "on", "both"), default="both")
     parser.add_argument("--trace-per-phase", action="store_true", help="add the arm with TracePerPhase")
+    parser.add_argument("--floor", action="store_true", help="add the arm with SGD (forward, backward, ~no update)")
     parser.add_argument("--glibc-defaults", action="store_true", help="without the malloc setting (see above)")
     parser.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE", help="set for every child")
     parser.add_argument("--quick", action="store_true", help="40 steps, 1 pair, keep 1%%, no XLA (a smoke test)")
@@ -292,7 +322,7 @@ def main(argv=None):
     if args.quick:
         args.steps, args.pairs, args.keep, args.jit = 40, 1, [0.01], "off"
     env = child_settings(dict(item.split("=", 1) for item in args.env), args.glibc_defaults)
-    arms = ARMS if args.trace_per_phase else ARMS[:2]
+    arms = ARMS[:2] + (("selective_trace",) if args.trace_per_phase else ()) + (("sgd",) if args.floor else ())
     jits = ("off", "on") if args.jit == "both" else (args.jit,)
     load_before, ticks, start = os.getloadavg(), proc_stat_ticks(), time.perf_counter()
     runs = []

@@ -152,6 +152,10 @@ def test_fit_default_path_quick(tmp_path):
         assert run["num_parameters"] == n and len(run["batch_ms"]) == len(run["batch_cpu_ms"]) == 40
         assert 0 < run["step_ms"] < 1e3 * run["first_step_s"] and run["step_cpu_ms"] > 0
         assert run["fit_wall_s"] > run["first_step_s"] and run["fit_cpu_s"] > 0 and run["peak_rss_mib"] > 100
+        assert run["first_step_s"] < run["batches_wall_s"] <= run["fit_wall_s"]
+        events = run["fit_events_s"]
+        assert list(events) == ["train_begin", "first_batch_begin", "last_batch_end", "epoch_end", "train_end"]
+        assert sorted(events.values()) == list(events.values()) and events["train_end"] <= run["fit_wall_s"]
     assert adam["optimizer_bytes_per_parameter"] == pytest.approx(8, abs=1e-5)  # m and v, float32; 2 scalars
     assert selective["update_path"] == "selected_only" and selective["k"] == round(0.01 * n)
     (row,) = result["rows"]

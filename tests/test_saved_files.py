@@ -14,6 +14,20 @@ import tf_selopt
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
+def trains_on(model, x, y):
+    """One more epoch (4 steps, to step 16) moves selected entries and leaves frozen and pruned ones bit for bit."""
+    optimizer = model.optimizer
+    before = [v.numpy().copy() for v in optimizer.model_variables]
+    trains = [optimizer.trains(i).numpy() for i in range(len(before))]
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert int(optimizer.iterations) == 16
+    moved = 0
+    for b, v, t in zip(before, optimizer.model_variables, trains):
+        np.testing.assert_array_equal(v.numpy()[~t], b[~t])
+        moved += int(np.sum(v.numpy()[t] != b[t]))
+    assert moved > 0
+
+
 def test_keras_file_saved_by_0_1_0_loads_bit_for_bit_and_trains_on():
     model = keras.saving.load_model(os.path.join(FIXTURES, "selective_0_1_0.keras"))
     expected = np.load(os.path.join(FIXTURES, "selective_0_1_0.npz"))
@@ -47,15 +61,7 @@ def test_keras_file_saved_by_0_1_0_loads_bit_for_bit_and_trains_on():
     zeros = tf_selopt.mask_zeros(model)  # pruning masks are run-time state: re-derived from the zeros
     assert sum(int(np.sum(w == 0)) for w in [model.layers[0].kernel.numpy(), model.layers[1].kernel.numpy()]) > 0
     assert zeros
-    before = [v.numpy().copy() for v in optimizer.model_variables]
-    trains = [optimizer.trains(i).numpy() for i in range(len(before))]
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert int(optimizer.iterations) == 16
-    moved = 0
-    for b, v, t in zip(before, optimizer.model_variables, trains):
-        np.testing.assert_array_equal(v.numpy()[~t], b[~t])  # frozen and pruned entries: bit for bit
-        moved += int(np.sum(v.numpy()[t] != b[t]))
-    assert moved > 0
+    trains_on(model, x, y)
 
 
 def test_keras_file_saved_by_main_before_the_in_graph_release_loads_and_releases_on_request():
@@ -75,17 +81,7 @@ def test_keras_file_saved_by_main_before_the_in_graph_release_loads_and_releases
     for i, v in enumerate(variables):
         np.testing.assert_array_equal(np.asarray(v), expected[f"optimizer_{i}"])
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 6)).astype("float32")
-    y = rng.integers(0, 3, size=64)
-    before = [v.numpy().copy() for v in optimizer.model_variables]
-    trains = [optimizer.trains(i).numpy() for i in range(len(before))]
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert int(optimizer.iterations) == 16
-    moved = 0
-    for b, v, t in zip(before, optimizer.model_variables, trains):
-        np.testing.assert_array_equal(v.numpy()[~t], b[~t])
-        moved += int(np.sum(v.numpy()[t] != b[t]))
-    assert moved > 0
+    trains_on(model, rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 3, size=64))
     n = sum(int(np.prod(v.shape)) for v in optimizer.model_variables)
     released = optimizer.release_warmup_state()
     assert released == n * (4 + 4 + 4 + 4)  # Adam's m and v, the scores, the window sums (float32)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
+import inspect
 import sys
 import warnings
 
@@ -57,7 +58,7 @@ PACKAGE = "tf_selopt"
 
 def _importer_frame():
     """The first frame outside the import machinery and this module: the line that imported."""
-    frame = sys._getframe(1)
+    frame = inspect.currentframe().f_back
     machinery = {__name__, PACKAGE, "importlib", "importlib.util"}  # PACKAGE: ``from tf_selopt import export``
     while frame is not None and (
         frame.f_code.co_filename.startswith("<frozen importlib") or frame.f_globals.get("__name__") in machinery
