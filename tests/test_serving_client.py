@@ -154,74 +154,102 @@ def test_models_config_text_proto(tmp_path):
     assert "tiny" in open(path).read()
 
 
-SIG = "'inputs': float32 \\(None, 3\\)"
+SPEC = "float32 \\(None, 3\\)"
 BAD_REQUESTS = [
     (
-        {"x": X},
+        "inputs",
+        {"x": [[1.0, 2.0, 3.0]]},
         ValueError,
-        f"inputs: unknown \\['x'\\], missing \\['inputs'\\]; signature 'serving_default' takes {SIG}",
+        "inputs: unknown \\['x'\\], missing \\['inputs'\\]; signature 'serving_d",
     ),
-    (X[:, :2], ValueError, "input 'inputs' has shape \\(5, 2\\); the signature wants float32 \\(None, 3\\)"),
-    (X[0], ValueError, "input 'inputs' has shape \\(3,\\); the signature wants float32 \\(None, 3\\)"),
-    ([["a", "b", "c"]], TypeError, "input 'inputs' has dtype <U1; the signature wants float32 \\(None, 3\\)"),
-    ([[1.0, 2.0], [3.0]], ValueError, "input 'inputs': not a rectangular array"),
+    ("inputs", [[1.0, 2.0]], ValueError, f"input 'inputs' has shape \\(1, 2\\); the signature wants {SPEC}"),
+    ("inputs", [1.0, 2.0, 3.0], ValueError, f"input 'inputs' has shape \\(3,\\); the signature wants {SPEC}"),
+    ("inputs", [["a", "b", "c"]], TypeError, f"input 'inputs' has dtype <U1; the signature wants {SPEC}"),
+    ("inputs", [[1.0, 2.0], [3.0]], ValueError, "input 'inputs': not a rectangular array"),
 ]
 
 
-@pytest.mark.parametrize("inputs, error, message", BAD_REQUESTS, ids=range(len(BAD_REQUESTS)))
-@pytest.mark.parametrize("build", ["rest", "grpc", "warmup"])
-def test_bad_request_inputs_name_the_input_and_the_spec(exported, tiny_signature, inputs, error, message, build):
+@pytest.mark.parametrize("argument, inputs, error, message", BAD_REQUESTS)
+@pytest.mark.parametrize("via", ["rest_body", "grpc_request", "write_warmup_requests"])
+def test_bad_request_inputs_name_the_input_and_the_spec(
+    exported, tiny_signature, argument, inputs, error, message, via
+):
     _, base, _ = exported
     client = serving_client.Client(tiny_signature, "tiny")
     calls = {
-        "rest": lambda: client.rest_body(inputs),
-        "grpc": lambda: client.grpc_request(inputs),
-        "warmup": lambda: tf_serving.write_warmup_requests(base / "1", inputs, "tiny", overwrite=True),
+        "rest_body": lambda: client.rest_body(inputs),
+        "grpc_request": lambda: client.grpc_request(inputs),
+        "write_warmup_requests": lambda: tf_serving.write_warmup_requests(base / "1", inputs, "tiny", overwrite=True),
     }
     before = sorted(os.listdir(base / "1"))
     with pytest.raises(error, match=message):
-        calls[build]()
-    assert sorted(os.listdir(base / "1")) == before
+        calls[via]()
+    assert sorted(os.listdir(base / "1")) == before  # nothing written
 
 
-def test_bad_multi_input_requests(two_inputs):
+BAD_TWO_INPUT_REQUESTS = [
+    (
+        "inputs",
+        [[0.0, 0.0]],
+        TypeError,
+        "inputs must be a dict of input name -> array: signature 'serving_default' takes 2 in",
+    ),
+    (
+        "inputs",
+        {"a": [[0.0, 0.0]], "n": [0.5]},
+        TypeError,
+        "input 'n' has dtype float64; the signature wants int32 \\(None,\\)",
+    ),
+    ("inputs", {"a": [[0.0, 0.0]], "n": [2**40]}, TypeError, "input 'n': values out of range of int32"),
+    (
+        "inputs",
+        {"a": [[0.0, 0.0]], "n": [1, 2]},
+        ValueError,
+        "inputs must share their batch size .* \\{'a': 1, 'n': 2\\}",
+    ),
+]
+
+
+@pytest.mark.parametrize("argument, inputs, error, message", BAD_TWO_INPUT_REQUESTS)
+def test_bad_two_input_requests(two_inputs, argument, inputs, error, message):
     client = serving_client.Client.from_saved_model(two_inputs, "multi")
-    a = np.zeros((2, 2), "float32")
-    for inputs, error, message in [
-        (a, TypeError, "inputs must be a dict of input name -> array: signature 'serving_default' takes 2 inputs"),
-        ({"a": a, "n": [0.5, 1.0]}, TypeError, "input 'n' has dtype float64; the signature wants int32 \\(None,\\)"),
-        ({"a": a, "n": [2**40, 1]}, TypeError, "input 'n': values out of range of int32"),
-        ({"a": a, "n": [1, 2, 3]}, ValueError, "inputs must share their batch size .* \\{'a': 2, 'n': 3\\}"),
-    ]:
-        with pytest.raises(error, match=message):
-            client.rest_body(inputs)
-    request = client.grpc_request({"a": a, "n": [1, 2]})
+    with pytest.raises(error, match=message):
+        client.rest_body(inputs)
+
+
+def test_grpc_request_with_another_dtype_is_refused(two_inputs):
+    client = serving_client.Client.from_saved_model(two_inputs, "multi")
+    request = client.grpc_request({"a": [[0.0, 0.0], [1.0, 1.0]], "n": [1, 2]})
     request.inputs["n"].CopyFrom(tf.make_tensor_proto(np.array([1, 2], "int64")))
     with pytest.raises(TypeError, match="input 'n' is a int64 TensorProto; the signature wants int32"):
         serving_client.decode_grpc_request(request, client.signature)
 
 
-def test_bad_arguments(exported, tmp_path):
-    model, base, _ = exported
-    sig = load_signature(base)
-    for call, error, message in [
-        (
-            lambda: load_signature(base, "predict"),
-            ValueError,
-            r"signature_name must be one of \['serving_default'\] \(the signatures of",
-        ),
-        (lambda: load_signature(tmp_path), ValueError, "holds no <version>/saved_model.pb"),
-        (lambda: serving_client.Client(sig, "a/b"), ValueError, "model_name must be a non-empty name"),
-        (lambda: serving_client.Client(sig, "m", timeout=0), ValueError, "timeout must be a positive number"),
-        (lambda: serving_client.Client(sig, "m", rest_port=0), ValueError, "rest_port must be an integer in 1..65535"),
-        (lambda: serving_client.Client(sig, "m").rest_body(X, "rows"), ValueError, "format must be one of"),
-        (lambda: tf_serving.models_config({"m": "models/m"}), ValueError, "base path must be an absolute path"),
-        (lambda: tf_serving.models_config({}), ValueError, "models must be a non-empty dict"),
-        (lambda: tf_serving.write_warmup_requests(base, X, "tiny", batch_size=0), ValueError, "batch_size must be"),
-        (lambda: tf_serving.write_warmup_requests(base, np.zeros((1001, 3)), "t", batch_size=1), ValueError, "1001"),
-    ]:
-        with pytest.raises(error, match=message):
-            call()
+BAD_ARGUMENTS = [
+    (
+        "signature_name",
+        lambda base, sig: load_signature(base, "predict"),
+        "signature_name must be one of \\['serving_d",
+    ),
+    ("path", lambda base, sig: load_signature(base.parent), "holds no <version>/saved_model.pb"),
+    ("model_name", lambda base, sig: serving_client.Client(sig, "a/b"), "model_name must be a non-empty name"),
+    ("timeout", lambda base, sig: serving_client.Client(sig, "m", timeout=0), "timeout must be a positive number"),
+    ("rest_port", lambda base, sig: serving_client.Client(sig, "m", rest_port=0), "rest_port must be an integer in"),
+    ("format", lambda base, sig: serving_client.Client(sig, "m").rest_body(X, "rows"), "format must be one of"),
+    ("models", lambda base, sig: tf_serving.models_config({"m": "models/m"}), "base path must be an absolute path"),
+    ("models", lambda base, sig: tf_serving.models_config({}), "models must be a non-empty dict"),
+    ("batch_size", lambda base, sig: tf_serving.write_warmup_requests(base, X, "t", batch_size=0), "batch_size must"),
+    ("inputs", lambda base, sig: tf_serving.write_warmup_requests(base, [[0.0] * 3] * 1001, "t", batch_size=1), "1001"),
+]
+
+
+@pytest.mark.parametrize("argument, call, message", BAD_ARGUMENTS)
+def test_bad_arguments(exported, tiny_signature, argument, call, message):
+    base = exported[1]
+    before = sorted(os.listdir(base / "1"))
+    with pytest.raises(ValueError, match=message):
+        call(base, tiny_signature)
+    assert sorted(os.listdir(base / "1")) == before  # nothing written
 
 
 def test_sending_without_an_answer_raises_serving_error(exported):
@@ -257,15 +285,21 @@ def test_litert_runner_runs_the_signature(tflite_file):
     assert result["inputs"] == {"inputs": "float32 (None, 3)"} and result["outputs"] == {"outputs": "float32 (None, 2)"}
     assert 0 < result["p50_us"] <= result["p90_us"]
     np.testing.assert_allclose(result["output_values"]["outputs"], model(X[:1], training=False).numpy(), atol=1e-5)
-    for kwargs, message in [
-        (dict(runs=0), "runs must be an integer >= 1"),
-        (dict(threads=0), "threads must be an integer >= 1"),
-        (dict(signature_key="other"), r"signature_key must be one of \['serving_default'\]"),
-        (dict(inputs=X[:1].astype("float64")), r"input 'inputs' is float64 \(1, 3\); the signature wants float32"),
-        (dict(inputs={"x": X[:1]}), r"inputs: got names \['x'\]; the signature takes"),
-    ]:
-        with pytest.raises(ValueError, match=message):
-            litert_runner.run(path, **kwargs)
+
+
+BAD_RUNNER_ARGUMENTS = [
+    (dict(runs=0), "runs must be an integer >= 1"),
+    (dict(threads=0), "threads must be an integer >= 1"),
+    (dict(signature_key="other"), r"signature_key must be one of \['serving_default'\]"),
+    (dict(inputs=[[0.5, 1.0, 2.0]]), r"input 'inputs' is float64 \(1, 3\); the signature wants float32"),
+    (dict(inputs={"x": [[0.5, 1.0, 2.0]]}), r"inputs: got names \['x'\]; the signature takes"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_RUNNER_ARGUMENTS)
+def test_litert_runner_bad_arguments(tflite_file, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        litert_runner.run(tflite_file[1], **kwargs)
 
 
 def test_litert_runner_command_needs_no_tensorflow(tflite_file, tmp_path):
