@@ -5,12 +5,14 @@ it: the REST JSON decoded to the signature's dtypes, the gRPC TensorProtos throu
 run through the SavedModel's own signature (``tf.saved_model.load``) and compared with the Keras model.
 """
 
+import http.server
 import json
 import os
 import pathlib
 import socket
 import subprocess
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -319,3 +321,64 @@ def test_litert_runner_command_needs_no_tensorflow(tflite_file, tmp_path):
     assert (
         timing["runs"] == 5 and timing["output_shapes"] == {"outputs": [1, 2]} and len(timing["load_average_1min"]) == 2
     )
+
+
+class _StandInRest(http.server.BaseHTTPRequestHandler):
+    """A stand-in for TF Serving's REST predict endpoint (not TF Serving): runs the SavedModel's signature."""
+
+    signature = None  # set per test: (serving.signature.Signature, the loaded signature function)
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        sig, fn = self.signature
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        outputs = _run(fn, serving_client.decode_rest_body(body, sig))
+        key = "predictions" if "instances" in body else "outputs"
+        answer = json.dumps({key: outputs["outputs"].tolist()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_send_and_read_answers_through_stand_in_servers(exported, tiny_signature):
+    """The sending and answer-reading code over real sockets, against stand-ins that run the SavedModel's
+    signature as TF Serving would (the model server itself cannot run here)."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    model, _, fn = exported
+    expected = model(X, training=False).numpy()
+
+    _StandInRest.signature = (tiny_signature, fn)
+    rest_server = http.server.HTTPServer(("127.0.0.1", 0), _StandInRest)
+    thread = threading.Thread(target=rest_server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = serving_client.Client(tiny_signature, "tiny", host="127.0.0.1", rest_port=rest_server.server_port)
+        for fmt in serving_client.REST_FORMATS:
+            np.testing.assert_allclose(client.predict_rest(X, format=fmt)["outputs"], expected, atol=1e-6)
+    finally:
+        rest_server.shutdown()
+        rest_server.server_close()
+
+    class Predict(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802 (the service's method name)
+            outputs = _run(fn, serving_client.decode_grpc_request(request, tiny_signature))
+            response = predict_pb2.PredictResponse()
+            response.outputs["outputs"].CopyFrom(tf.make_tensor_proto(outputs["outputs"]))
+            return response
+
+    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Predict(), grpc_server)
+    port = grpc_server.add_insecure_port("127.0.0.1:0")
+    grpc_server.start()
+    try:
+        client = serving_client.Client(tiny_signature, "tiny", host="127.0.0.1", grpc_port=port)
+        np.testing.assert_allclose(client.predict_grpc(X)["outputs"], expected, atol=1e-6)
+    finally:
+        grpc_server.stop(None)
