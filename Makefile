@@ -62,7 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.savings --out results/bench_savings.json
 
 deployment: $(STAMP)
-	$(BIN)/python -m benchmarks.deployment
+	$(BIN)/python -m serving.deployment
 
 quality: $(STAMP)
 	$(BIN)/python -m benchmarks.quality --out results/quality.json

@@ -74,4 +74,4 @@ def write_result(out: pathlib.Path, result: dict) -> None:
 
 def _module_name() -> str:
     main = pathlib.Path(sys.argv[0]).resolve()
-    return f"benchmarks.{main.stem}" if main.parent.name == "benchmarks" else str(sys.argv[0])
+    return f"{main.parent.name}.{main.stem}" if main.parent.name in ("benchmarks", "serving") else str(sys.argv[0])

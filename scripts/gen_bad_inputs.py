@@ -115,6 +115,12 @@ SECTIONS = {
         "test_tfmot_bridge.py::test_wrong_models_raise_clear_errors",
         "test_tfmot_bridge.py::test_bad_structure_raises_before_anything_changes",
     ],
+    "serving/ (TF Serving requests, warm-up file, models.config; LiteRT runner)": [
+        "test_serving_client.py::test_bad_request_inputs_name_the_input_and_the_spec",
+        "test_serving_client.py::test_bad_two_input_requests",
+        "test_serving_client.py::test_bad_arguments",
+        "test_serving_client.py::test_litert_runner_bad_arguments",
+    ],
     "data.load": ["test_data.py::test_unknown_data_set"],
     "DropFrozenVariables / TracePerPhase (Keras 3 callbacks, checked at the start of `fit`)": [
         "test_granularity.py::test_drop_callback_needs_a_selective_optimizer",
@@ -160,7 +166,7 @@ model, export_sparsity not a pruning run, nothing to run, a list instead of a ma
 `test_cli_reports_config_errors_with_exit_code`, `test_cli_plot_and_report_refuse_a_directory_without_runs`,
 `test_cli_bench_refuses_bad_sparsity`.
 
-### serving.deployment_benchmark / `selopt bench`
+### deploy.benchmark.deployment_benchmark / `selopt bench`
 
 Bad inputs (empty, repeated or out-of-range sparsities, runs < 1, threads < 1, missing path, int8 or
 sparse_int8 without representative data, float_atol < 0, ...) raise ValueError and leave the output directory empty:

@@ -28,6 +28,7 @@ ONE_WORKER_MODULES = (
     "tests/test_distributed.py",
     "tests/test_resume.py",
     "tests/test_serving.py",
+    "tests/test_serving_client.py",
     "tests/test_study.py",
 )
 

@@ -342,7 +342,7 @@ def test_deployment_benchmark_script(tmp_path):
         [
             sys.executable,
             "-m",
-            "benchmarks.deployment",
+            "serving.deployment",
             "--out",
             str(tmp_path / "results"),
             "--artifacts",

@@ -8,7 +8,7 @@ kernel weights, one line per pruning method. One column per (data, model).
 The x axis is ``-log10(1 - fraction)``, labelled in %, so 99 and 99.5% are apart.
 
 ``structured_figure`` draws the structured pruning methods from the deployment
-benchmark's ``summary.json`` (``benchmarks/structured_deployment.py``): accuracy
+benchmark's ``summary.json`` (``serving/structured_deployment.py``): accuracy
 against the pruned fraction of the prunable weights per method (top), and
 accuracy against the measured batch-1 p50 latency of the file each method
 deploys (bottom, log scale), one column per model.

@@ -30,7 +30,7 @@ option (nothing to encode): its ratio shows the timing noise. ``verdict`` says w
 ``sparse_float32`` file ran faster than both dense files with XNNPack on (p50 below ``SPEEDUP`` times the
 faster one), and if not, why not.
 
-    python -m benchmarks.xnnpack_1x1 --out results/xnnpack_1x1
+    python -m serving.xnnpack_1x1 --out results/xnnpack_1x1
 """
 
 from __future__ import annotations

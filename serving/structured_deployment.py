@@ -24,9 +24,9 @@ p50 in the same configuration, plus the ratio to the same model's float32 file),
 per method, and against the measured 1-thread p50 with XNNPack of the file each method deploys).
 ``--threads 1 2`` times every file at 1 and 2 threads as well (default: 1).
 
-    python -m benchmarks.structured_deployment --out results/structured_deployment
-    python -m benchmarks.structured_deployment --quick --out /tmp/structured   # smoke: 1 epoch, 50 runs
-    python -m benchmarks.structured_deployment --plot-only   # the figure from an existing summary.json
+    python -m serving.structured_deployment --out results/structured_deployment
+    python -m serving.structured_deployment --quick --out /tmp/structured   # smoke: 1 epoch, 50 runs
+    python -m serving.structured_deployment --plot-only   # the figure from an existing summary.json
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Train LeNet-300-100 and the small CNN briefly on the bundled MNIST subset, then run the deployment benchmark.
 
-    .venv/bin/python -m benchmarks.deployment                  # writes results/deployment.{json,md}
-    .venv/bin/python -m benchmarks.deployment --runs 200 --epochs 1 --out /tmp/bench   # quicker
+    .venv/bin/python -m serving.deployment                  # writes results/deployment.{json,md}
+    .venv/bin/python -m serving.deployment --runs 200 --epochs 1 --out /tmp/bench   # quicker
 
 Each model is trained with Adam 1e-3, batch 64, on the 3,500 training images,
 then ``tf_selopt.deploy.benchmark.deployment_benchmark`` prunes copies of it globally to
@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from tf_selopt.deploy import benchmark as serving
+from tf_selopt.deploy import benchmark as deploy_benchmark  # noqa: E402
 from tf_selopt.study import data, models  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
@@ -58,7 +58,7 @@ def main(argv=None):
     trained = [_trained(build, splits, args.epochs, args.seed) for build in (models.lenet_300_100, models.small_cnn)]
     print(f"trained in {time.time() - start:.0f} s")
     start = time.time()
-    serving.deployment_benchmark(
+    deploy_benchmark.deployment_benchmark(
         args.out,
         splits.x_test,
         splits.y_test,
@@ -72,7 +72,7 @@ def main(argv=None):
         overwrite=True,
     )
     print(f"benchmark in {time.time() - start:.0f} s")
-    print(open(os.path.join(args.out, serving.MARKDOWN_NAME)).read())
+    print(open(os.path.join(args.out, deploy_benchmark.MARKDOWN_NAME)).read())
 
 
 if __name__ == "__main__":
