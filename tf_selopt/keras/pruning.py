@@ -898,5 +898,10 @@ def mask_zeros(model, layers=None, include_recurrent=False) -> dict:
     variable path -> bool ``np.ndarray``, True = kept.
     """
     variables = prunable_variables(model, layers, include_recurrent)
+    return apply_zero_masks(model, variables)
+
+
+def apply_zero_masks(model, variables) -> dict:
+    """``mask_zeros`` on the given variables of ``model`` (prunable ones): returns dict path -> bool mask."""
     masks = _apply_masks(model, variables, _zero_masks(variables))
     return {v.path: m.numpy() for v, m in zip(variables, masks)}
