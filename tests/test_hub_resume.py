@@ -196,3 +196,12 @@ def test_load_model_bad_arguments(tmp_path, kwargs, message):
         kwargs["path"] = str(tmp_path / kwargs["path"])
     with pytest.raises(ValueError, match=message):
         tf_selopt.load_model(**kwargs)
+
+
+def test_docstring_examples_run(request):
+    from conftest import docstring_examples
+
+    from tf_selopt.keras import saving
+
+    attempted, failed = docstring_examples(saving, request)  # or the doctest items of `make test`
+    assert attempted > 0 and failed == 0
