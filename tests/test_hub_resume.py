@@ -205,3 +205,17 @@ def test_docstring_examples_run(request):
 
     attempted, failed = docstring_examples(saving, request)  # or the doctest items of `make test`
     assert attempted > 0 and failed == 0
+
+
+def test_load_model_raises_when_the_optimizer_state_does_not_match_the_file(tmp_path):
+    """An optimizer with other variables (the masked path, which keeps Adam's N-sized state, for a file saved on
+    the selected-only path): a ValueError, not a run that starts over."""
+
+    class MaskedSelective(tf_selopt.SelectiveOptimizer):
+        def __init__(self, inner, **config):
+            super().__init__(inner, **{**config, "update": "masked"})
+
+    _, _, path, _ = _plain_run(tmp_path)
+    scope = keras.saving.custom_object_scope({"tf_selopt>SelectiveOptimizer": MaskedSelective})  # over the registry
+    with scope, pytest.raises(ValueError, match="the optimizer's state does not load"):
+        tf_selopt.load_model(path)

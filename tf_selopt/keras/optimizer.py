@@ -37,7 +37,7 @@ from tf_selopt.core.selective import refuse_base_arguments
 from tf_selopt.keras import _compat, profiles, pruning
 from tf_selopt.keras.selected_only import KerasSelectedOnly, apply_in_each_replica
 
-__all__ = ["SelectiveOptimizer"]
+__all__ = ["SelectiveOptimizer", "StateNotLoadedWarning"]
 
 #: Says, once at ``build`` (INFO), why ``update="auto"`` runs the restricted phase masked.
 logger = logging.getLogger("tf_selopt")
@@ -49,6 +49,10 @@ for _cls in criteria_lib.BUILTIN.values():
 def _bare_pruning_mask(constraint) -> bool:
     """A pruning mask with no other constraint inside: it never moves an unpruned entry."""
     return isinstance(constraint, pruning.PruningMask) and constraint.inner is None
+
+
+class StateNotLoadedWarning(UserWarning):
+    """A saved ``SelectiveOptimizer`` state that did not load (``SelectiveOptimizer.load_own_variables``)."""
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt")
@@ -406,7 +410,7 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
                 f"{why}; training on would start over (a new warm-up and selection: frozen entries move). Load "
                 "the file with tf_selopt.load_model(path), which compiles, builds the optimizer and loads its "
                 "state (keras_hub task models too).",
-                UserWarning,
+                StateNotLoadedWarning,
                 stacklevel=2,
             )
             return

@@ -23,6 +23,7 @@ import zipfile
 import keras
 
 from tf_selopt.keras import pruning
+from tf_selopt.keras.optimizer import StateNotLoadedWarning
 
 __all__ = ["load_model", "MASK_ZEROS"]
 
@@ -32,7 +33,8 @@ logger = logging.getLogger("tf_selopt")
 MASK_ZEROS = ("auto", True, False)
 
 #: Keras' warnings that ``load_model`` makes moot: it compiles and loads the optimizer itself.
-_MOOT_WARNINGS = (r"`compile\(\)` was not called as part of model loading", r"Skipping variable loading for optimizer")
+_KERAS_SKIPS = "Skipping variable loading for optimizer"
+_MOOT_WARNINGS = (r"`compile\(\)` was not called as part of model loading", _KERAS_SKIPS)
 
 
 def _check_arguments(path, custom_objects, compile, mask_zeros):
@@ -87,7 +89,7 @@ def _load_optimizer_state(model, path):
         model.load_weights(path)
     for warning in caught:
         message = str(warning.message)
-        if message.startswith("Skipping variable loading for optimizer"):
+        if issubclass(warning.category, StateNotLoadedWarning) or message.startswith(_KERAS_SKIPS):
             raise ValueError(f"`path` {str(path)!r}: the optimizer's state does not load: {message}")
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
