@@ -738,3 +738,63 @@ def test_recurrent_kernels_are_prunable_by_choice(layer):
     model.compile(keras.optimizers.Adam(0.1), "mse")
     model.fit(np.ones((4, 5, 3)), np.ones((4, 2)), verbose=0)
     assert np.all(recurrent.numpy()[~masks[recurrent.path]] == 0)  # stays zero through fit
+
+
+def _tiny_bert_classifier():
+    """keras_hub BertTextClassifier from config: vocabulary 100, 2 layers, hidden 32, 2 heads, sequence 16."""
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=16
+    )
+    return keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=2, preprocessor=None)
+
+
+@pytest.mark.parametrize("scope", ["global", "per_layer"])
+def test_every_keras_hub_embedding_table_is_pruned(scope):
+    """Token, segment and position tables (keras_hub's PositionEmbedding holds its table as
+    `position_embeddings`) are all pruned, to the exact count; nothing is left out, nothing warns."""
+    import warnings
+
+    model = _tiny_bert_classifier()
+    tables = [v for v in model.weights if len(v.shape) == 2 and "embedding" in v.path and v.name == "embeddings"]
+    names = sorted(v.path.split("/")[-2] for v in tables)
+    assert names == ["position_embedding", "segment_embedding", "token_embedding"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        masks = prune(model, 0.5, scope=scope)
+    assert masks.left_out == {} and pruning.left_out_tables(model) == {}
+    for table in tables:
+        assert table.path in masks and np.all(table.numpy()[~masks[table.path]] == 0)
+        if scope == "per_layer":
+            assert int(masks[table.path].sum()) == num_kept(0.5, int(np.prod(table.shape)))
+    if scope == "global":
+        total = sum(m.size for m in masks.values())
+        assert sum(int(m.sum()) for m in masks.values()) == num_kept(0.5, total)
+
+
+def test_a_table_left_out_is_listed_with_its_reason_and_a_warning():
+    """A LoRA-enabled Embedding exposes `embeddings` as a computed tensor: its table stays unpruned, named in
+    the result's `left_out`, in `left_out_tables` and in a UserWarning (prune and GradualPruning)."""
+    model = keras.Sequential(
+        [
+            keras.Input((3,), dtype="int32"),
+            keras.layers.Embedding(10, 4, name="lora_embed"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, name="head"),
+        ]
+    )
+    model.get_layer("lora_embed").enable_lora(2)
+    table = model.get_layer("lora_embed")._embeddings
+    before = table.numpy().copy()
+    with pytest.warns(UserWarning, match=r"leaves 1 embedding table\(s\) out.*lora_embed/embeddings'.*LoRA"):
+        masks = prune(model, 0.5)
+    assert [p.split("/")[-2] for p in masks] == ["head"] and list(masks.left_out) == [table.path]
+    assert "computed tensor" in masks.left_out[table.path]
+    np.testing.assert_array_equal(table.numpy(), before)
+    assert prune(model, 0.5, layers=["head"]).left_out == {}  # chosen by `layers`: no report
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    callback = GradualPruning(ConstantSparsity(0.5, begin_step=0))
+    with pytest.warns(UserWarning, match="lora_embed/embeddings"):
+        model.fit(np.ones((4, 3), "int32"), np.ones((4, 2)), verbose=0, callbacks=[callback])
+    assert list(callback.left_out) == [table.path]

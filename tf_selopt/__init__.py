@@ -35,6 +35,7 @@ _LAZY = {
     "TracePerPhase": "keras.phases",
     "calibrate": "keras.calibrate",
     "shrink": "keras.shrink",
+    "load_model": "keras.saving",
 }
 _SUBMODULES = {"criteria": "core.criteria", "schedules": "core.schedules", "selection": "core.selection"}
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 
 import keras
 import tensorflow as tf
@@ -36,7 +37,7 @@ from tf_selopt.core.selective import refuse_base_arguments
 from tf_selopt.keras import _compat, profiles, pruning
 from tf_selopt.keras.selected_only import KerasSelectedOnly, apply_in_each_replica
 
-__all__ = ["SelectiveOptimizer"]
+__all__ = ["SelectiveOptimizer", "StateNotLoadedWarning"]
 
 #: Says, once at ``build`` (INFO), why ``update="auto"`` runs the restricted phase masked.
 logger = logging.getLogger("tf_selopt")
@@ -48,6 +49,10 @@ for _cls in criteria_lib.BUILTIN.values():
 def _bare_pruning_mask(constraint) -> bool:
     """A pruning mask with no other constraint inside: it never moves an unpruned entry."""
     return isinstance(constraint, pruning.PruningMask) and constraint.inner is None
+
+
+class StateNotLoadedWarning(UserWarning):
+    """A saved ``SelectiveOptimizer`` state that did not load (``SelectiveOptimizer.load_own_variables``)."""
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt")
@@ -393,8 +398,22 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
                         break
 
     def load_own_variables(self, store):
-        """Keras' loading, after releasing the warm-up state when ``store`` holds a released layout."""
+        """Keras' loading, after releasing the warm-up state when ``store`` holds a released layout. Where the
+        saved state cannot load (this optimizer is not built: ``keras.saving.load_model`` builds it only on a
+        built model; or its variables do not match the file's), a UserWarning names the fix,
+        ``tf_selopt.load_model``, instead of Keras' own "Skipping variable loading"."""
         self._take_released_layout(len(store.keys()))
+        if len(store.keys()) != len(self.variables):
+            why = "it is not built" if not self.built else f"it has {len(self.variables)} variables"
+            warnings.warn(
+                f"{self.name}: the saved SelectiveOptimizer state ({len(store.keys())} variables) is not loaded: "
+                f"{why}; training on would start over (a new warm-up and selection: frozen entries move). Load "
+                "the file with tf_selopt.load_model(path), which compiles, builds the optimizer and loads its "
+                "state (keras_hub task models too).",
+                StateNotLoadedWarning,
+                stacklevel=2,
+            )
+            return
         super().load_own_variables(store)
 
     def set_weights(self, weights):

@@ -13,10 +13,18 @@ further training. Kept weights are not touched (bit for bit).
 Prunable weights: the ``kernel`` of every layer that has one (Dense, Conv*,
 DepthwiseConv*, EinsumDense, ...) and the ``embeddings`` of Embedding layers,
 when that attribute is a floating ``keras.Variable`` (LoRA-enabled and quantized
-layers expose tensors there and are skipped). Never biases or normalization
-parameters. With ``include_recurrent=True`` also the ``recurrent_kernel`` of
-recurrent cells (LSTM, GRU, SimpleRNN; default False: unchanged). Order: the
-order of ``model.weights``.
+layers expose tensors there and are skipped); also a floating variable *named*
+``kernel`` or ``embeddings`` that a layer owns under another attribute when the
+layer has no attribute of that name (keras_hub's ``PositionEmbedding`` keeps its
+table, named ``embeddings``, as ``position_embeddings``). Never biases or
+normalization parameters. With ``include_recurrent=True`` also the
+``recurrent_kernel`` of recurrent cells (LSTM, GRU, SimpleRNN; default False:
+unchanged). Order: the order of ``model.weights``. Embedding-like tables these
+rules leave out (a floating variable of rank >= 2 with ``embed`` in its name or
+attribute: e.g. a LoRA-enabled Embedding's table, keras_hub DeBERTa's
+``rel_embeddings``) are listed with the reason by ``left_out_tables``; ``prune``
+and ``GradualPruning`` warn naming them (``UserWarning``) and ``prune``'s result
+carries them in ``left_out``.
 
 Counting (one rule everywhere): a set of ``N`` weights at sparsity ``s`` loses
 ``floor(s * N + 0.5)`` weights (``s * N`` rounded half up, in float64) and keeps
@@ -152,6 +160,8 @@ __all__ = [
     "PRUNABLE_ATTRIBUTES",
     "RECURRENT_ATTRIBUTES",
     "prunable_variables",
+    "left_out_tables",
+    "PruneResult",
     "prune",
     "PruningMask",
     "pruning_mask",
@@ -165,6 +175,7 @@ POLICIES = ("xnnpack_1x1",)
 XNNPACK_SPARSE_FRACTION = 2 / 3  # XNNPack runs a 1x1 convolution sparse from this fraction of zero weights
 PRUNABLE_ATTRIBUTES = ("kernel", "embeddings")
 RECURRENT_ATTRIBUTES = ("recurrent_kernel",)
+LORA_PREFIX = "lora_"  # Keras names a LoRA adapter's factors lora_kernel_a / lora_embeddings_b / ...
 
 for _cls in (schedules.ConstantSparsity, schedules.PolynomialDecay):
     keras.saving.register_keras_serializable(package="tf_selopt")(_cls)
@@ -209,27 +220,131 @@ def retrace_train_step(model):
         model.make_train_function(force=True)
 
 
-def _layer_prunables(layer, include_recurrent=False) -> list:
-    """The prunable variables a layer owns (see the module doc)."""
-    found = []
-    for attr in PRUNABLE_ATTRIBUTES + (RECURRENT_ATTRIBUTES if include_recurrent else ()):
-        try:
-            value = getattr(layer, attr, None)
-        except Exception:  # e.g. a property that needs a built layer
-            value = None
-        if isinstance(value, keras.Variable) and keras.backend.is_float_dtype(value.dtype):
-            found.append(value)
+_ABSENT = object()
+
+
+def _attribute(layer, name):
+    """``layer``'s attribute ``name``; ``_ABSENT`` when it has none; None when reading it raises (e.g. a
+    property that needs a built layer)."""
+    try:
+        return getattr(layer, name, _ABSENT)
+    except Exception:
+        return None
+
+
+def _is_float_variable(value) -> bool:
+    return isinstance(value, keras.Variable) and keras.backend.is_float_dtype(value.dtype)
+
+
+def _owned_variables(model) -> dict:
+    """Layer id -> the variables the layer itself creates (not its sublayers'), for ``model`` and every layer
+    nested in it. A variable belongs to the deepest layer that lists it in ``weights``."""
+    owner = {}
+    for layer in _compat.flatten_layers(model):  # a parent comes before its sublayers
+        for v in layer.weights:
+            owner[id(v)] = (layer, v)
+    owned = {}
+    for layer, v in owner.values():
+        owned.setdefault(id(layer), []).append(v)
+    return owned
+
+
+def _layer_prunables(layer, own=(), include_recurrent=False) -> list:
+    """The prunable variables ``layer`` owns (see the module doc): the floating ``keras.Variable`` at an
+    attribute named in ``PRUNABLE_ATTRIBUTES`` (and ``RECURRENT_ATTRIBUTES``), and any variable of ``own``
+    (the layer's own variables) named so when the layer has no attribute of that name."""
+    names = PRUNABLE_ATTRIBUTES + (RECURRENT_ATTRIBUTES if include_recurrent else ())
+    found = [value for value in (_attribute(layer, name) for name in names) if _is_float_variable(value)]
+    for v in own:
+        if v.name in names and _is_float_variable(v) and _attribute(layer, v.name) is _ABSENT:
+            found.append(v)
     return found
 
 
 def _prunables_by_layer(model, include_recurrent=False) -> dict:
     """Layer name -> its prunable variables, for the model and all nested layers."""
+    owned = _owned_variables(model)
     by_layer = {}
     for layer in _compat.flatten_layers(model):
-        variables = _layer_prunables(layer, include_recurrent)
+        variables = _layer_prunables(layer, owned.get(id(layer), ()), include_recurrent)
         if variables:
             by_layer.setdefault(layer.name, []).extend(variables)
     return by_layer
+
+
+def _attribute_names(layer, variable) -> list:
+    """The names under which ``layer`` holds ``variable`` directly (its instance attributes)."""
+    return [name for name, value in vars(layer).items() if value is variable]
+
+
+def _left_out_reason(layer, variable) -> str:
+    """Why the prunable-variable rules (module doc) do not cover ``variable``, a table ``layer`` owns."""
+    where = f"{type(layer).__name__} {layer.name!r}"
+    if variable.name in PRUNABLE_ATTRIBUTES:  # the layer exposes that name as something else
+        return (
+            f"{where} exposes `{variable.name}` as a computed tensor, not this variable (LoRA or quantization): "
+            "zeroing the stored table would not zero what the layer computes with"
+        )
+    held = ", ".join(f"`{name}`" for name in _attribute_names(layer, variable)) or "an unnamed attribute"
+    return (
+        f"{where} holds it as {held}, named {variable.name!r}: prune covers variables named "
+        f"{' or '.join(repr(n) for n in PRUNABLE_ATTRIBUTES)} only"
+    )
+
+
+def left_out_tables(model, include_recurrent=False) -> dict:
+    """The embedding-like tables of ``model`` that ``prune`` does not cover, with the reason.
+
+    A table: a floating variable of rank >= 2 with ``embed`` in its name or in the attribute its layer holds it
+    under (not a LoRA adapter's factor, ``lora_*``). Those not in ``prunable_variables(model)`` are listed
+    (tables that a ``layers=`` or ``policy`` choice leaves out are not: ``prune`` does not report them).
+
+    Returns:
+        dict: variable path -> the reason (a phrase naming the layer), in the order of ``model.weights``.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((3,), dtype="int32"), keras.layers.Embedding(10, 4, name="e")],
+        ...                          name="net")
+        >>> model.get_layer("e").enable_lora(2)
+        >>> left_out_tables(model)["net/e/embeddings"][:60]
+        "Embedding 'e' exposes `embeddings` as a computed tensor, not"
+    """
+    owned = _owned_variables(model)
+    covered = {id(v) for vs in _prunables_by_layer(model, include_recurrent).values() for v in vs}
+    layers = {id(layer): layer for layer in _compat.flatten_layers(model)}
+    owner = {id(v): layers[layer_id] for layer_id, vs in owned.items() for v in vs}
+    left_out = {}
+    for v in model.weights:
+        if id(v) in covered or id(v) not in owner or len(v.shape) < 2 or not _is_float_variable(v):
+            continue
+        layer = owner[id(v)]
+        if v.name.startswith(LORA_PREFIX):  # a LoRA adapter factor: reported with its table
+            continue
+        if "embed" in v.name.lower() or any("embed" in n.lower() for n in _attribute_names(layer, v)):
+            left_out.setdefault(v.path, _left_out_reason(layer, v))
+    return left_out
+
+
+def _warn_left_out(left_out: dict, stacklevel: int = 3):
+    """UserWarning naming the tables ``left_out`` (path -> reason), if any."""
+    if left_out:
+        listed = "; ".join(f"{path!r}: {why}" for path, why in left_out.items())
+        warnings.warn(
+            f"pruning leaves {len(left_out)} embedding table(s) out, unpruned: {listed}",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
+
+class PruneResult(dict):
+    """What ``prune`` returns: dict variable path -> bool ``np.ndarray`` (True = kept), plus ``left_out``:
+    dict path -> reason for the embedding-like tables it did not cover (``left_out_tables``; empty when
+    ``layers`` or ``policy`` chose the variables)."""
+
+    def __init__(self, masks, left_out):
+        super().__init__(masks)
+        self.left_out = dict(left_out)
 
 
 def _check_layers(layers):
@@ -285,9 +400,10 @@ def _policy_layers(model, policy, layers):
     if policy is None:
         return layers
     _check_layers(layers)
+    by_layer = _prunables_by_layer(model)
     candidates = {}
     for layer in _compat.flatten_layers(model):
-        if _layer_prunables(layer):
+        if layer.name in by_layer:
             candidates.setdefault(layer.name, layer)
     if layers is not None:
         for name in layers:
@@ -592,8 +708,11 @@ def prune(
             ``scope`` count over them (see the module doc, "Policies").
 
     Returns:
-        dict: variable path -> bool ``np.ndarray`` of the variable's shape,
-        True = kept (a copy of the installed mask).
+        ``PruneResult``: dict variable path -> bool ``np.ndarray`` of the
+        variable's shape, True = kept (a copy of the installed mask); its
+        ``left_out`` (dict path -> reason) names the embedding-like tables the
+        prunable-variable rules did not cover (``left_out_tables``; a
+        ``UserWarning`` names them too), empty with ``layers`` or ``policy``.
 
     Raises:
         ValueError: for any invalid argument (including a variable the block or
@@ -609,7 +728,9 @@ def prune(
     masks = {v.path: m.numpy() for v, m in zip(variables, _apply_masks(model, variables, new))}
     if policy == "xnnpack_1x1":
         _warn_below_xnnpack(variables, list(masks.values()), sparsity, scope)
-    return masks
+    left_out = left_out_tables(model, include_recurrent) if layers is None and policy is None else {}
+    _warn_left_out(left_out)
+    return PruneResult(masks, left_out)
 
 
 class GradualPruning(keras.callbacks.Callback):
@@ -654,7 +775,9 @@ class GradualPruning(keras.callbacks.Callback):
             chosen at ``on_train_begin``).
 
     Read-outs: ``masks`` (dict path -> bool ``keras.Variable``, True = kept),
-    ``pruned_count`` (int) and ``sparsity`` (pruned fraction of the prunable set).
+    ``pruned_count`` (int), ``sparsity`` (pruned fraction of the prunable set)
+    and ``left_out`` (dict path -> reason: the embedding-like tables left out,
+    as in ``prune``; set at ``on_train_begin``, which warns naming them).
 
     Examples:
         >>> import keras, numpy as np
@@ -698,12 +821,16 @@ class GradualPruning(keras.callbacks.Callback):
         self.schedule, self.scope, self.layers, self.seed = schedule, scope, layers, seed
         self.min_kept_per_variable, self.include_recurrent = int(min_kept_per_variable), include_recurrent
         self.masks = {}
+        self.left_out = {}
         self._variables = []
         self._last_step = -1
 
     def on_train_begin(self, logs=None):
         layers = _policy_layers(self.model, self.policy, self.layers)
         self._variables = prunable_variables(self.model, layers, self.include_recurrent)
+        if self.layers is None and self.policy is None:
+            self.left_out = left_out_tables(self.model, self.include_recurrent)
+            _warn_left_out(self.left_out)
         _check_structured_variables(self._variables, self.block_size, self.sparsity_m_by_n)
         step = int(self.model.optimizer.iterations.numpy())
         unmasked = [v for v in self._variables if pruning_mask(v) is None]
@@ -771,5 +898,10 @@ def mask_zeros(model, layers=None, include_recurrent=False) -> dict:
     variable path -> bool ``np.ndarray``, True = kept.
     """
     variables = prunable_variables(model, layers, include_recurrent)
+    return apply_zero_masks(model, variables)
+
+
+def apply_zero_masks(model, variables) -> dict:
+    """``mask_zeros`` on the given variables of ``model`` (prunable ones): returns dict path -> bool mask."""
     masks = _apply_masks(model, variables, _zero_masks(variables))
     return {v.path: m.numpy() for v, m in zip(variables, masks)}
