@@ -163,7 +163,7 @@ TWO = [tf.ones([4, 4]), tf.ones([2, 4])]
         (dict(granularity=MByN(2, 4)), ["`k` does not apply", "MByN"]),
         (dict(granularity="unit", floor=1), ["`floor`", "'parameter' and Block"]),
         (dict(floor=-1), ["`floor`", ">= 0"]),
-        (dict(floor=7), ["`floor`=7 keeps 14", "more than the 4"]),
+        (dict(floor=7), ["`floor`=7 keeps 14", "more than the 4 kept"]),
         (dict(granularity=Block(1, 4), k=1), ["`granularity`=Block(rows=1, cols=4)", "scores[1]"]),
     ],
 )

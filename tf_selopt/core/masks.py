@@ -97,7 +97,7 @@ def _top_units(scores, k, scope, kept, floor, floor_name):
     if sum(floors) > k:
         raise ValueError(
             f"`{floor_name}`={floor} keeps {sum(floors)} units over {len(scores)} variables, more than the {k} "
-            "selected in total; lower one of them."
+            "kept in total; lower it or keep more."
         )
     firsts = [selection.top_k_mask(s, c) for s, c in zip(ranked, floors)]
     flat = tf.concat([tf.reshape(s, [-1]) for s in ranked], axis=0)
@@ -124,7 +124,8 @@ def masks_from_scores(scores, k, *, scope="global", granularity="parameter", kep
             ``min(floor, u_i)`` units (``u_i``: its kept units for ``"global"``, all its units for
             ``"per_variable"``). Global: out of the same ``k`` (the rest is ranked over the other units,
             the total stays exactly ``k``; ValueError when the floors exceed ``k``); per variable: a
-            variable's count is ``max(k_i, min(floor, u_i))``.
+            variable's count is ``max(k_i, min(floor, u_i))``. A global floor counts the kept units in
+            Python, so it runs eagerly only (pruning and the tfmot plan are eager).
         floor_name: the caller's name for ``floor`` in that ValueError.
 
     Returns:
