@@ -91,6 +91,7 @@ SECTIONS = {
         "test_bad_inputs.py::test_select_bad_arguments",
         "test_selection.py::test_invalid_select_arguments",
         "test_selection.py::test_per_variable_counts_rejects_k_out_of_range",
+        "test_masks.py::test_masks_from_scores_bad_arguments",
     ],
     "criteria": [
         "test_criteria.py::test_get_unknown_raises",

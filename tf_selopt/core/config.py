@@ -24,7 +24,7 @@ import numbers
 import random
 
 from tf_selopt.core import criteria as criteria_lib
-from tf_selopt.core import selection
+from tf_selopt.core import masks, selection
 from tf_selopt.core.checks import is_int
 from tf_selopt.core.plan import SelectionPlan
 
@@ -108,19 +108,9 @@ class SelectionConfig:
                     + (" (the window, so windows do not overlap)" if low > 1 else "")
                     + f"; received reselect_every={reselect_every!r}."
                 )
-        if self.scope not in selection.SCOPES:
-            raise ValueError(f"`scope` must be one of {selection.SCOPES}; received scope={self.scope!r}.")
-        if self.granularity not in selection.GRANULARITIES:
-            raise ValueError(
-                f"`granularity` must be one of {selection.GRANULARITIES}; received granularity={self.granularity!r}."
-            )
+        masks.check_scope_and_granularity(self.scope, self.granularity, selection.SCOPES, selection.GRANULARITIES)
         if self.update not in UPDATES:
             raise ValueError(f"`update` must be one of {UPDATES}; received update={self.update!r}.")
-        if self.granularity == "variable" and self.scope != "global":
-            raise ValueError(
-                "`granularity`='variable' selects whole variables over the network, so it needs "
-                f"scope='global'; received scope={self.scope!r}."
-            )
         keep = self.keep
         if (
             isinstance(keep, bool)

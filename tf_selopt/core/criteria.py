@@ -43,6 +43,7 @@ __all__ = [
     "BUILTIN",
     "ONE_SHOT",
     "get",
+    "seeds",
 ]
 
 
@@ -188,6 +189,24 @@ BUILTIN = {c.name: c for c in (GradientSum, Preconditioned, Fisher, Magnitude, R
 
 #: Built-in criteria that score without a gradient window (all pruning can use).
 ONE_SHOT = tuple(name for name, c in BUILTIN.items() if not c.uses_gradients)
+
+
+def seeds(seed: int, count: int, call=0) -> list:
+    """The ``seed`` argument of ``score`` for each of ``count`` variables: int32 ``[2]`` tensors.
+
+    Variable ``i`` gets ``[seed, call * 65536 + i] mod (2**31 - 1)``. ``call`` (a Python int or an integer
+    tensor) is the selection's index: 0 for the first selection, ``calibrate`` and ``prune``, so the three
+    score a ``"random"`` criterion alike for the same ``seed``; each reselection draws anew.
+
+    Examples:
+        >>> [s.numpy().tolist() for s in seeds(7, 2)]
+        [[7, 0], [7, 1]]
+        >>> [s.numpy().tolist() for s in seeds(2**31 - 1, 1, call=1)]
+        [[0, 65536]]
+    """
+    streams = tf.cast(call, tf.int64) * 65536 + tf.range(count, dtype=tf.int64)
+    pairs = tf.stack([tf.fill([count], tf.constant(seed, tf.int64)), streams], axis=1)
+    return tf.unstack(tf.cast(pairs % (2**31 - 1), tf.int32), num=count)
 
 
 def get(identifier, num_examples=None, one_shot=False) -> Criterion:

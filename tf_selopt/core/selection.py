@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -35,6 +36,9 @@ from tf_selopt.core.checks import is_int
 __all__ = [
     "SCOPES",
     "GRANULARITIES",
+    "Block",
+    "MByN",
+    "check_scope_and_granularity",
     "count_of",
     "resolve_count",
     "per_variable_counts",
@@ -48,6 +52,66 @@ __all__ = [
 
 SCOPES = ("global", "per_variable")
 GRANULARITIES = ("parameter", "unit", "variable")
+
+
+class Block(NamedTuple):
+    """Granularity: blocks of ``rows`` consecutive output units x ``cols`` consecutive inputs (ints >= 1)."""
+
+    rows: int
+    cols: int
+
+
+class MByN(NamedTuple):
+    """Granularity: ``m`` dropped in every ``n`` consecutive inputs (tfmot's ``sparsity_m_by_n``; 1 <= m < n)."""
+
+    m: int
+    n: int
+
+
+def _describe(allowed) -> str:
+    words = [repr(a) for a in allowed if isinstance(a, str)]
+    words += [f"{a.__name__}({', '.join(a._fields)})" for a in allowed if isinstance(a, type)]
+    return f"({', '.join(words)})"
+
+
+def _valid_structure(granularity) -> bool:
+    if not all(is_int(v) for v in granularity):
+        return False
+    if isinstance(granularity, Block):
+        return min(granularity) >= 1
+    return 1 <= granularity.m < granularity.n
+
+
+def check_scope_and_granularity(scope, granularity="parameter", scopes=SCOPES, granularities=GRANULARITIES):
+    """ValueError naming the argument and its allowed values unless ``scope`` and ``granularity`` go together.
+
+    ``scopes`` and ``granularities`` are what the caller accepts (e.g. pruning's ``("global", "per_layer")``;
+    ``selection.GRANULARITIES`` for the optimizer); a ``Block``/``MByN`` class in ``granularities``
+    accepts its instances with valid ints. ``"variable"`` granularity needs ``scope="global"``.
+
+    Examples:
+        >>> check_scope_and_granularity("per_variable", "variable")
+        Traceback (most recent call last):
+        ...
+        ValueError: `granularity`='variable' selects whole variables over the network, so it needs scope='global'; received scope='per_variable'.
+    """  # noqa: E501
+    if not isinstance(scope, str) or scope not in scopes:
+        raise ValueError(f"`scope` must be one of {tuple(scopes)}; received scope={scope!r}.")
+    if isinstance(granularity, (Block, MByN)):
+        ok = type(granularity) in granularities and _valid_structure(granularity)
+    else:
+        ok = isinstance(granularity, str) and granularity in granularities
+    if not ok:
+        if all(isinstance(g, str) for g in granularities):
+            allowed = tuple(granularities)
+        else:
+            allowed = _describe(granularities) + " (Block: ints >= 1; MByN: ints with 1 <= m < n)"
+        raise ValueError(f"`granularity` must be one of {allowed}; received granularity={granularity!r}.")
+    if granularity == "variable" and scope != "global":
+        raise ValueError(
+            "`granularity`='variable' selects whole variables over the network, so it needs "
+            f"scope='global'; received scope={scope!r}."
+        )
 
 
 def count_of(fraction: float, total: int) -> int:
@@ -141,10 +205,13 @@ def _kth_largest_key(keys, k: int):
     return tf.while_loop(lambda bit, t: bit >= 0, step, start, maximum_iterations=32)[1]
 
 
-def top_k_mask(scores, k: int):
+def top_k_mask(scores, k: int, last=None):
     """Boolean mask of the shape of ``scores`` with exactly ``k`` True entries.
 
     ``k`` is a Python int in [0, size]. Ties: lowest flat (row-major) index wins.
+    ``last``: None or a bool tensor of the shape of ``scores``: its True entries
+    rank below every other entry (NaN included), so they are chosen only when
+    the others are fewer than ``k``.
     """
     flat = tf.reshape(scores, [-1])
     size = flat.shape[0]
@@ -157,6 +224,10 @@ def top_k_mask(scores, k: int):
     if k == size:
         return tf.ones(tf.shape(scores), tf.bool)
     keys = _sortable_key32(flat)
+    if last is not None:  # NaN moves one key up (still below -inf's key), ``last`` takes the lowest key
+        lowest = tf.constant(tf.int32.min, tf.int32)
+        keys = tf.where(keys == lowest, lowest + 1, keys)
+        keys = tf.where(tf.reshape(last, [-1]), lowest, keys)
     threshold = _kth_largest_key(keys, k)
     above = keys > threshold
     at = keys == threshold
@@ -252,14 +323,7 @@ def select(scores, k: int, scope: str = "global", granularity: str = "parameter"
     Returns:
         list of bool tensors, the shapes of ``scores``.
     """
-    if scope not in SCOPES:
-        raise ValueError(f"`scope` must be one of {SCOPES}; received scope={scope!r}.")
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"`granularity` must be one of {GRANULARITIES}; received granularity={granularity!r}.")
-    if granularity == "variable" and scope != "global":
-        raise ValueError(
-            f"`granularity`='variable' selects whole variables, so it needs scope='global'; received scope={scope!r}."
-        )
+    check_scope_and_granularity(scope, granularity)
     scores = [tf.convert_to_tensor(s) for s in scores]  # numpy arrays and lists too
     if not scores:
         raise ValueError("`scores` must be a non-empty list of score tensors.")

@@ -6,7 +6,7 @@ once built, its state variables; ``apply`` runs one training step in-graph:
 * steps ``0 .. warmup_steps-1`` (eta0): the inner optimizer alone;
 * a gradient criterion accumulates the ``window`` gradients that end with the
   selection step (``warmup_steps``, then every ``reselect_every`` steps);
-* at a selection step the criterion's scores go through ``selection.select``
+* at a selection step the criterion's scores go through ``masks.masks_from_scores``
   (exactly ``k`` parameters, or whole units / variables within ``k`` for
   ``granularity`` "unit" / "variable") and the window state is reset;
 * from step ``warmup_steps`` on, only selected entries move: their gradient is
@@ -37,7 +37,8 @@ from typing import Callable
 
 import tensorflow as tf
 
-from tf_selopt.core import _compat, selection
+from tf_selopt.core import _compat, criteria, selection
+from tf_selopt.core import masks as masks_lib
 from tf_selopt.core.config import BASE_ARGUMENTS, BASE_DEFAULTS, SelectionConfig
 from tf_selopt.core.plan import PHASES
 from tf_selopt.core.selected_only import SelectedOnly
@@ -425,18 +426,16 @@ class Selective:
 
     def _select(self):
         count = tf.convert_to_tensor(self.window_count)
-        # variable i's seed: [config seed, selections * 65536 + i] mod 2**31 - 1, all m in a few ops
-        m = len(self.variables)
-        streams = tf.cast(self.selections, tf.int64) * 65536 + tf.range(m, dtype=tf.int64)
-        seeds = tf.stack([tf.fill([m], tf.constant(self.config.seed, tf.int64)), streams], axis=1)
-        seeds = tf.unstack(tf.cast(seeds % (2**31 - 1), tf.int32), num=m)
+        seeds = criteria.seeds(self.config.seed, len(self.variables), call=self.selections)
         scores = []
         for i, (v, seed) in enumerate(zip(self.variables, seeds)):
             state = {slot: tf.convert_to_tensor(var) for slot, var in self.criterion_state[i].items()}
             score = self.criterion.score(state, tf.convert_to_tensor(v), count, seed)
             scores.append(tf.ensure_shape(tf.cast(score, tf.float32), v.shape))
         kept = [self._kept(i) for i in range(len(self.variables))]
-        masks = selection.select(scores, self.k, self.config.scope, self.config.granularity, kept)
+        masks = masks_lib.masks_from_scores(
+            scores, self.k, scope=self.config.scope, granularity=self.config.granularity, kept=kept
+        )
         empties = self._empties_at_selection()
         self._empties_traced = self._empties_traced or empties
         for i, (mask_var, score_var, mask, score) in enumerate(zip(self.masks, self.scores, masks, scores)):

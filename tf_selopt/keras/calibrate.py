@@ -4,7 +4,7 @@
 ``data`` through ``model``, folds each batch's gradient into a criterion's
 state (``tf_selopt.core.criteria``: by default ``"fisher"``, the sum of squared
 gradients, as FISH Mask, Sung et al. 2021), scores every trainable entry and
-selects exactly ``k`` of them (``tf_selopt.core.selection.select``). The masks
+selects exactly ``k`` of them (``tf_selopt.core.masks.masks_from_scores``). The masks
 go to ``SelectiveOptimizer(inner, masks=masks)``, which trains those entries
 from step 0 on k-sized state only.
 
@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_selopt.core import criteria as criteria_lib
+from tf_selopt.core import masks as masks_lib
 from tf_selopt.core import selection
 from tf_selopt.core.checks import is_int
 from tf_selopt.keras import pruning
@@ -46,14 +47,7 @@ def _check(model, loss, criterion, keep, steps, scope, granularity, num_examples
     criterion = criteria_lib.get(criterion, num_examples=num_examples)
     if not (is_int(steps) and steps >= 1):
         raise ValueError(f"`steps` must be an int >= 1 (batches to score); received steps={steps!r}.")
-    if scope not in selection.SCOPES:
-        raise ValueError(f"`scope` must be one of {selection.SCOPES}; received scope={scope!r}.")
-    if granularity not in selection.GRANULARITIES:
-        raise ValueError(
-            f"`granularity` must be one of {selection.GRANULARITIES}; received granularity={granularity!r}."
-        )
-    if granularity == "variable" and scope != "global":
-        raise ValueError(f"`granularity`='variable' needs scope='global'; received scope={scope!r}.")
+    selection.check_scope_and_granularity(scope, granularity)
     if not (is_int(seed) and 0 <= seed < 2**31):
         raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
     if not (is_int(batch_size) and batch_size >= 1):
@@ -144,7 +138,8 @@ def calibrate(
         scope: ``"global"`` (top-k over the network) or ``"per_variable"``.
         granularity: ``"parameter"``, ``"unit"`` or ``"variable"`` (as in ``SelectiveOptimizer``).
         num_examples: N_data for ``"preconditioned"``.
-        seed: int seed of the ``random`` criterion (and of ties nowhere: top-k is exact).
+        seed: int seed of the ``random`` criterion (``tf_selopt.core.criteria.seeds``: the seeds of the
+            optimizer's first selection and of ``prune``). Ties never use it: lowest index first.
         batch_size: rows per batch when ``data`` is arrays.
         training: call the model in training mode (dropout on, BatchNormalization
             on batch statistics); its non-trainable variables are restored after.
@@ -180,13 +175,12 @@ def calibrate(
         dataset = _batches(data, batch_size)
         state, count = _accumulate(model, dataset, loss_fn, criterion, state, steps, training, verbose)
     scores = []
-    for i, v in enumerate(variables):
-        seed_pair = tf.constant([seed % (2**31 - 1), i], tf.int32)
+    for i, (v, seed_pair) in enumerate(zip(variables, criteria_lib.seeds(seed, len(variables)))):
         score = criterion.score(state[i], tf.convert_to_tensor(v), tf.constant(count, tf.float32), seed_pair)
         scores.append(tf.ensure_shape(tf.cast(score, tf.float32), v.shape))
     kept = [pruning.pruning_mask(v) for v in variables]
     kept = [None if m is None else tf.convert_to_tensor(m) for m in kept]
-    masks = selection.select(scores, k, scope, granularity, kept)
+    masks = masks_lib.masks_from_scores(scores, k, scope=scope, granularity=granularity, kept=kept)
     masks = [m if keep is None else tf.logical_and(m, keep) for m, keep in zip(masks, kept)]  # a unit's pruned entries
     return [np.asarray(m.numpy(), dtype=bool) for m in masks]
 

@@ -1,7 +1,7 @@
 """Keras 3 front end of pruning (beta in the note): zero the weights that matter least, keep them zero.
 
 ``prune`` is one-shot and eager: it scores the prunable weights with a
-criterion, keeps exactly the top ones (``tf_selopt.core.selection``: exact counts,
+criterion, keeps exactly the top ones (``tf_selopt.core.masks.masks_from_scores``: exact counts,
 ties to the lowest flat index), sets the others to exactly ``0.0`` in place and
 installs a ``PruningMask`` on each variable so that they stay ``0.0`` through
 further training. Kept weights are not touched (bit for bit).
@@ -148,6 +148,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_selopt.core import criteria as criteria_lib
+from tf_selopt.core import masks as masks_lib
 from tf_selopt.core import schedules, selection
 from tf_selopt.core import sparsity as sparsity_lib
 from tf_selopt.core.checks import is_int
@@ -510,8 +511,7 @@ def _check_structure(sparsity, block_size, sparsity_m_by_n, min_kept_per_variabl
 
 def _check_options(scope, criterion, seed):
     """Validate ``scope``, ``criterion`` and ``seed``; returns the criterion object."""
-    if scope not in SCOPES:
-        raise ValueError(f"`scope` must be one of {SCOPES}; received scope={scope!r}.")
+    selection.check_scope_and_granularity(scope, "parameter", SCOPES)
     if not is_int(seed) or not 0 <= seed < 2**31:
         raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
     return criteria_lib.get(criterion, one_shot=True)
@@ -551,30 +551,17 @@ def _new_masks(
     """
     _check_structured_variables(variables, block_size, m_by_n)
     scores, old = [], []
-    for i, v in enumerate(variables):
-        score = criterion.score({}, v.value, tf.constant(0.0), tf.constant([int(seed), i], tf.int32))
-        score = tf.convert_to_tensor(score)
+    for v, seed_pair in zip(variables, criteria_lib.seeds(int(seed), len(variables))):
+        score = tf.convert_to_tensor(criterion.score({}, v.value, tf.constant(0.0), seed_pair))
         if score.shape != tuple(v.shape):
             raise ValueError(
                 f"criterion {criterion!r} returned scores of shape {tuple(score.shape)} for {v.path!r} "
                 f"of shape {tuple(v.shape)}; they must match."
             )
         kept = pruning_mask(v)
-        kept = tf.ones(v.shape, tf.bool) if kept is None else kept.value
-        scores.append(tf.where(kept, tf.cast(score, tf.float32), -np.inf))
-        old.append(kept)
-    if m_by_n is not None:
-        masks = [sparsity_lib.m_by_n_mask(s, m_by_n) for s in scores]
-    elif block_size != (1, 1):
-        unit_old = [sparsity_lib.block_any(k, block_size) for k in old]
-        unit_scores = [
-            tf.where(k, tf.cast(sparsity_lib.block_scores(tf.where(o, s, 0.0), block_size), tf.float32), -np.inf)
-            for s, o, k in zip(scores, old, unit_old)
-        ]
-        unit_masks = _unit_masks(unit_scores, unit_old, sparsity, scope, min_kept)
-        masks = [sparsity_lib.expand_blocks(m, block_size, v.shape) for m, v in zip(unit_masks, variables)]
-    else:
-        masks = _unit_masks(scores, old, sparsity, scope, min_kept)
+        scores.append(tf.cast(score, tf.float32))
+        old.append(tf.ones(v.shape, tf.bool) if kept is None else kept.value)
+    masks = _keep_masks(scores, old, sparsity, scope, min_kept, block_size, m_by_n)
     masks = [tf.logical_and(m, k) for m, k in zip(masks, old)]
     emptied = [
         v.path for v, m, k in zip(variables, masks, old) if bool(tf.reduce_any(k)) and not bool(tf.reduce_any(m))
@@ -591,36 +578,31 @@ def _new_masks(
     return masks
 
 
-def _unit_masks(scores, old, sparsity: float, scope: str, min_kept: int) -> list:
-    """Exact top-count masks over units (entries or blocks): ``scores`` (pruned units at ``-inf``), ``old`` kept."""
-    sizes = [int(np.prod(s.shape)) for s in scores]
-    if scope == "global":
-        total = sum(sizes)
-        keep = total - selection.count_of(sparsity, total)
-        if min_kept:
-            return _global_masks_with_floor(scores, old, keep, min_kept, sparsity)
-        return selection.select(scores, keep, "global")
-    return [
-        selection.top_k_mask(s, max(n - selection.count_of(sparsity, n), min(min_kept, n)))
-        for s, n in zip(scores, sizes)
-    ]
+def _keep_masks(scores, old, sparsity: float, scope: str, min_kept: int, block_size, m_by_n) -> list:
+    """The module doc's counts handed to ``masks_from_scores``: keep-masks over entries, blocks or N:M groups.
 
-
-def _global_masks_with_floor(scores, old, keep: int, min_kept: int, sparsity: float) -> list:
-    """Global top-``keep`` masks in which each variable keeps its best ``min(min_kept, kept_i)`` entries.
-
-    The floors count toward ``keep``: the rest, ``keep - floors``, is chosen
-    globally among the other kept entries, so the total stays ``keep``.
+    A unit is an entry, or a block of ``block_size``; each set of ``N`` units keeps ``N - count_of(sparsity,
+    N)``, once over all variables (``"global"``) or per variable (``"per_layer"``), with ``min_kept`` as
+    the per-variable floor. ``old``: the installed masks (pruned entries rank last).
     """
-    counts = [min(min_kept, int(tf.reduce_sum(tf.cast(k, tf.int32)))) for k in old]
-    if sum(counts) > keep:
-        raise ValueError(
-            f"`min_kept_per_variable`={min_kept} keeps {sum(counts)} weights over {len(scores)} variables, more "
-            f"than the {keep} that sparsity={sparsity:g} keeps in total; lower one of them."
-        )
-    floors = [selection.top_k_mask(s, c) for s, c in zip(scores, counts)]
-    rest = selection.select([tf.where(f, -np.inf, s) for s, f in zip(scores, floors)], keep - sum(counts), "global")
-    return [tf.logical_or(f, r) for f, r in zip(floors, rest)]
+    if m_by_n is not None:
+        return masks_lib.masks_from_scores(scores, None, granularity=masks_lib.MByN(*m_by_n), kept=old)
+    per_unit = block_size[0] * block_size[1]
+    granularity = "parameter" if per_unit == 1 else masks_lib.Block(*block_size)
+    units = [int(np.prod(s.shape)) // per_unit for s in scores]
+    if scope == "global":
+        keep = sum(units) - selection.count_of(sparsity, sum(units))
+    else:
+        keep = [n - selection.count_of(sparsity, n) for n in units]
+    return masks_lib.masks_from_scores(
+        scores,
+        keep,
+        scope="global" if scope == "global" else "per_variable",
+        granularity=granularity,
+        kept=old,
+        floor=min_kept,
+        floor_name="min_kept_per_variable",
+    )
 
 
 def _install_masks(model, variables) -> list:
@@ -677,7 +659,8 @@ def prune(
         criterion: ``"magnitude"`` (keep the largest ``|w|``), ``"random"``, or
             a criterion object with ``score(state, weight, count, seed)`` and
             ``uses_gradients`` False; it is called with ``state={}``,
-            ``count=0.0`` and ``seed=[seed, i]`` (int32, ``i`` = variable index).
+            ``count=0.0`` and ``seed=[seed mod (2**31 - 1), i]`` (int32, ``i`` = variable
+            index; ``tf_selopt.core.criteria.seeds``, as ``calibrate`` and the first selection).
             Already-pruned weights score ``-inf``; a criterion's own ``-inf`` or
             NaN scores may then prune more than the count.
         layers: None or a list of layer names to restrict pruning to.

@@ -121,6 +121,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from tf_selopt.core import masks as masks_lib
 from tf_selopt.core import selection
 from tf_selopt.core import sparsity as sparsity_lib
 from tf_selopt.core.checks import fraction, is_int, positive
@@ -317,13 +318,9 @@ def _plan(found: dict, sparsity: float, where: str, block_size=(1, 1), m_by_n=No
             f"least one of them in each of the {len(values)} prunable tensors; use sparsity < "
             f"{(total - len(values) + 0.5) / total:.6g}."
         )
-    # tfmot keeps each tensor's largest |w| (block): force it into the selection (+inf), then the global top-k.
-    scores = []
-    for v in values:
-        score = np.abs(v).astype(np.float32).reshape(-1)
-        score[int(np.argmax(score))] = np.inf  # argmax: first of the largest, the lowest index on ties
-        scores.append(tf.constant(score))
-    masks = selection.select(scores, keep, "global")  # keep >= len(scores) >= 1
+    # tfmot keeps each tensor's largest |w| (block): a floor of 1 per tensor, out of the global top-k.
+    scores = [tf.constant(np.abs(v).astype(np.float32).reshape(-1)) for v in values]
+    masks = masks_lib.masks_from_scores(scores, keep, floor=1)  # keep >= len(scores) >= 1
     pruned_per_tensor = [n - int(tf.reduce_sum(tf.cast(m, tf.int32))) for n, m in zip(sizes, masks)]
 
     plan, i = {}, 0
