@@ -381,3 +381,72 @@ def test_a_built_subclassed_model_is_refused():
     model(np.zeros((1, 3), "int32"))
     with pytest.raises(ValueError, match="Sequential or functional"):
         shrink(model, 0.5)
+
+
+# ---------------------------------------------------------------- recalibrate: BatchNormalization statistics
+
+
+def conv_bn_net(seed=0):
+    keras.utils.set_random_seed(seed)
+    x = inputs = keras.Input((6, 6, 2))
+    x = L.Conv2D(8, 3, padding="same", name="conv")(x)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.ReLU(name="relu")(x)
+    x = L.Conv2D(4, 3, name="conv2")(x)
+    x = L.BatchNormalization(name="bn2")(x)
+    outputs = L.Dense(2, name="out")(L.GlobalAveragePooling2D(name="gap")(x))
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_recalibrate_sets_exact_input_statistics_and_nothing_else(as_dataset):
+    import tensorflow as tf
+
+    model = conv_bn_net()
+    x = np.random.default_rng(0).normal(size=(40, 6, 6, 2)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, np.zeros(40))).batch(16) if as_dataset else x
+    plain = shrink(model, 0.5)
+    small = shrink(model, 0.5, recalibrate=data, recalibrate_batches=3)  # 3 batches cover all 40 (16 or 32 a batch)
+    for name in ("conv", "bn", "conv2", "bn2", "out"):  # every other weight bit for bit
+        old, new = plain.get_layer(name).get_weights(), small.get_layer(name).get_weights()
+        kept = slice(None, 2) if name.startswith("bn") else slice(None)  # gamma, beta
+        for a, b in zip(old[kept], new[kept]):
+            np.testing.assert_array_equal(a, b)
+    # bn: its input is conv's output; bn2: conv2's output after bn in inference mode with bn's new statistics
+    h = small.get_layer("conv")(x).numpy().astype(np.float64)
+    bn = small.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), h.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), h.var(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    h2 = small.get_layer("conv2")(small.get_layer("relu")(bn(h.astype("float32"), training=False))).numpy()
+    bn2 = small.get_layer("bn2")
+    np.testing.assert_allclose(bn2.moving_mean.numpy(), h2.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn2.moving_variance.numpy(), h2.var(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(plain.get_layer("bn").moving_mean.numpy(), bn.moving_mean.numpy())
+
+
+def test_recalibrate_reads_only_the_given_number_of_batches():
+    model = conv_bn_net()
+    x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
+    x[32:] += 5.0  # the second batch of 32 differs: not read with recalibrate_batches=1
+    small = shrink(model, 0.5, recalibrate=x, recalibrate_batches=1)
+    h = small.get_layer("conv")(x[:32]).numpy().astype(np.float64)
+    np.testing.assert_allclose(small.get_layer("bn").moving_mean.numpy(), h.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(recalibrate=np.zeros((4, 6, 6, 3), "float32")), ValueError, ["`recalibrate`", "(None, 6, 6, 2)"]),
+        (dict(recalibrate=np.zeros((6, 6, 2), "float32")), ValueError, ["`recalibrate`", "batch axis"]),
+        (dict(recalibrate=[np.zeros((4, 6, 6, 2))] * 2), ValueError, ["`recalibrate`", "1 input(s)"]),
+        (dict(recalibrate=np.array(["a"] * 4)), ValueError, ["`recalibrate`"]),
+        (dict(recalibrate=np.zeros((0, 6, 6, 2), "float32")), ValueError, ["`recalibrate`", "empty"]),
+        (dict(recalibrate="data"), TypeError, ["`recalibrate`", "tf.data.Dataset"]),
+        (dict(recalibrate=np.zeros((4, 6, 6, 2)), recalibrate_batches=0), ValueError, ["`recalibrate_batches`"]),
+    ],
+)
+def test_bad_recalibrate(kwargs, error, words):
+    with pytest.raises(error) as info:
+        shrink(conv_bn_net(), 0.5, **kwargs)
+    for word in words:
+        assert word in str(info.value)

@@ -38,6 +38,7 @@ import numpy as np
 from tf_selopt.core import channels as channels_lib
 from tf_selopt.core.checks import fraction as check_fraction
 from tf_selopt.core.checks import is_int
+from tf_selopt.keras import batch_norm
 
 L = keras.layers
 CRITERIA = ("magnitude", "random")
@@ -317,7 +318,15 @@ def rebuild(model, graph, nodes, config, kept) -> keras.Model:
     return new
 
 
-def shrink(model, fraction, criterion="magnitude", scope="global", seed=0) -> keras.Model:
+def shrink(
+    model,
+    fraction,
+    criterion="magnitude",
+    scope="global",
+    seed=0,
+    recalibrate=None,
+    recalibrate_batches=batch_norm.BATCHES,
+) -> keras.Model:
     """A new, smaller ``keras.Model`` of ``model``'s architecture with whole units / filters removed.
 
     Channels coupled through the graph go together (a residual ``Add``'s channel leaves every branch; a
@@ -343,6 +352,12 @@ def shrink(model, fraction, criterion="magnitude", scope="global", seed=0) -> ke
             ``scores`` n floats, the lowest removed.
         scope: ``"global"`` or ``"per_layer"`` (per group of coupled channels).
         seed: int in [0, 2**31), for ``"random"``.
+        recalibrate: None (the kept channels' BatchNormalization statistics are copied), or data to re-estimate
+            every BatchNormalization's moving mean / variance on after the channels are removed
+            (``tf_selopt.keras.batch_norm.recalibrate_batch_norm``: exact mean and variance of each layer's
+            input, layer by layer in inference mode): a ``tf.data.Dataset`` of batches (``x`` or ``(x, y)``) or
+            arrays (read in batches of 32). Checked before any work.
+        recalibrate_batches: int >= 1, how many batches of ``recalibrate`` are read (default 100).
 
     Returns:
         A new, uncompiled ``keras.Model`` (Sequential stays Sequential), same layer names, weights copied.
@@ -371,7 +386,13 @@ def shrink(model, fraction, criterion="magnitude", scope="global", seed=0) -> ke
         raise ValueError(f"`scope` must be one of {SCOPES}; received scope={scope!r}.")
     if not is_int(seed) or not 0 <= seed < 2**31:
         raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
+    xs = None
+    if recalibrate is not None:
+        xs = batch_norm.batches_of(model, recalibrate, recalibrate_batches, "recalibrate", "recalibrate_batches")
     graph, nodes, config = channel_graph(model)
     scores = group_scores(model, graph, criterion, int(seed))
     kept = channels_lib.choose(scores, fraction, scope)
-    return rebuild(model, graph, nodes, config, kept)
+    new = rebuild(model, graph, nodes, config, kept)
+    if xs is not None:
+        batch_norm.recalibrate_batch_norm_on(new, xs)
+    return new
