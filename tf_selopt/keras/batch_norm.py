@@ -142,7 +142,7 @@ def _parents(model) -> dict:
     parents = {}
     for entry in keras.Model(model_input(model), model.output).get_config()["layers"]:
         calls = entry.get("inbound_nodes", [])
-        parents[entry["config"]["name"]] = _histories(calls, [])
+        parents[entry.get("name") or entry["config"]["name"]] = _histories(calls, [])
     return parents
 
 
