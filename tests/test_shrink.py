@@ -577,3 +577,17 @@ def test_a_subclassed_nested_model_is_named_when_it_cannot_be_re_created():
     model = keras.Model(inputs, L.Dense(2, name="out")(L.Dense(5, name="h")(inner(inputs))))
     with pytest.raises(ValueError, match="(?s)re-creates every layer from its config.*SubclassedNet.*subclassed model"):
         shrink(model, 0.4)
+
+
+def test_recalibrate_reaches_batch_norm_inside_a_nested_model():
+    keras.utils.set_random_seed(0)
+    inner = conv_bn_net()
+    inputs = keras.Input((6, 6, 2))
+    model = keras.Model(inputs, L.Dense(3, name="head")(inner(inputs)))
+    x = np.random.default_rng(0).normal(size=(20, 6, 6, 2)).astype("float32")
+    small = shrink(model, 0.5, recalibrate=x)
+    nested = small.get_layer(inner.name)
+    h = nested.get_layer("conv")(x).numpy().astype(np.float64)
+    bn = nested.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), h.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), h.var(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)

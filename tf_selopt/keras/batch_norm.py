@@ -146,6 +146,31 @@ def _parents(model) -> dict:
     return parents
 
 
+def _input_of(model, layer):
+    """What ``layer`` reads in ``model``'s graph (``layer.input`` of a nested model is its own inner input, so
+    its first call argument is read from the functional config: the producing layers' output tensors)."""
+    if isinstance(model, keras.Sequential) or not isinstance(layer, keras.Model):
+        return layer.input
+    from tf_selopt.keras.shrink import _operations
+
+    entry = next(
+        e for e in keras.Model(model_input(model), model.output).get_config()["layers"] if e["name"] == layer.name
+    )
+    ops = _operations(model)
+
+    def tensor(value):
+        if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+            name, _, index = value["config"]["keras_history"]
+            return keras.tree.flatten(ops[name].output)[index]
+        if isinstance(value, dict):
+            return {k: tensor(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(tensor(v) for v in value)
+        return value
+
+    return tensor(entry["inbound_nodes"][0]["args"][0])
+
+
 def _levels(model, targets) -> list:
     """``targets`` (layers of ``model``) grouped by how many targets lie upstream of them, shallowest first."""
     parents, depth = _parents(model), {}
@@ -167,7 +192,7 @@ def recalibrate_batch_norm_on(model, xs):
     bn, nested = keras.layers.BatchNormalization, keras.Model
     targets = [t for t in model.layers if isinstance(t, bn) or (isinstance(t, nested) and _has_batch_norm(t))]
     for level in _levels(model, targets):
-        probe = keras.Model(model_input(model), [t.input for t in level])
+        probe = keras.Model(model_input(model), [_input_of(model, t) for t in level])
         seen = [[] for _ in level]
         moments = [_Moments(t.axis) if isinstance(t, keras.layers.BatchNormalization) else None for t in level]
         for x in xs:
