@@ -10,6 +10,9 @@ round robin: ``warmup`` untimed calls, then ``runs`` timed calls per file and co
 
     python -m benchmarks.shrink --out results/bench_shrink.json
     python -m benchmarks.shrink --quick --out /tmp/shrink.json   # smoke: small CNN, 512 examples, 1 + 1 epochs
+
+``--recalibrate N``: ``shrink(..., recalibrate=x_train, recalibrate_batches=N)`` (BatchNormalization statistics
+re-estimated on N batches of 32 training examples after the channels go).
 """
 
 from __future__ import annotations
@@ -94,7 +97,10 @@ def run_model(name, args, work) -> dict:
     pretrain_s = fit(model, loss, splits, args.pretrain_epochs, args.seed)
     pretrained = accuracy(model, x_test, y_test)
     weights = model.get_weights()
-    small = shrink(model, args.fraction, scope=args.scope)
+    recalibrate = splits.x_train if args.recalibrate else None  # batches of 32: --recalibrate of them
+    small = shrink(
+        model, args.fraction, scope=args.scope, recalibrate=recalibrate, recalibrate_batches=args.recalibrate or 1
+    )
     shrunk_before = accuracy(small, x_test, y_test)
     widths = {
         layer.name: [layer.get_config()[key], small.get_layer(layer.name).get_config()[key]]
@@ -158,6 +164,9 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--recalibrate", type=int, default=0, help="batches of 32 training examples to re-estimate BN on (0: off)"
+    )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/bench_shrink.json"))
     parser.add_argument(
         "--quick", action="store_true", help=f"smoke: small_cnn, {QUICK_EXAMPLES} examples, 1 + 1 epochs, 20 runs"

@@ -85,6 +85,7 @@ SECTIONS = {
         "test_shrink.py::test_bad_arguments",
         "test_shrink.py::test_bad_models",
         "test_shrink.py::test_bad_recalibrate",
+        "test_shrink.py::test_bad_heads",
     ],
     "mask_zeros": ["test_bad_inputs.py::test_mask_zeros_layers", "test_bad_inputs.py::test_mask_zeros_unbuilt_model"],
     "SelectionMonitor": ["test_callbacks.py::test_bad_arguments"],

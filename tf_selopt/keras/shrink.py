@@ -23,9 +23,15 @@ channels-last, no LoRA or quantization), DepthwiseConv1D/2D, BatchNormalization 
 ReLU / LeakyReLU / ELU (elementwise), Dropout and its variants, pooling (incl. global), ZeroPadding,
 Cropping, UpSampling, Flatten, Add / Subtract / Multiply / Average / Maximum / Minimum, Concatenate. A
 Softmax, a softmax activation or a LayerNormalization keeps the channels it sees (they mix them). Any other
-layer (Reshape, LSTM, attention, PReLU, a nested model, a custom layer) is fine where nothing it receives
-can shrink (e.g. right after the model's input); after a shrinkable kernel ``shrink`` raises a ValueError
-naming it, before any work. Model inputs and outputs keep their shapes (the last kernel's units stay).
+layer (Reshape, LSTM, an Embedding, PReLU, a custom layer) is fine where nothing it receives can shrink
+(e.g. right after the model's input); after a shrinkable kernel ``shrink`` raises a ValueError naming it,
+before any work. Model inputs and outputs keep their shapes (the last kernel's units stay).
+
+Inside a layer: attention layers (``keras.layers.MultiHeadAttention``, keras_hub ``CachedMultiHeadAttention``
+and ``TransformerEncoder``) lose whole heads, an encoder its feed-forward intermediate units too; their input
+and output width stays, so they are locked in the channel graph. Nested functional and Sequential models
+are read as parts of their own (their inputs and outputs locked) and rebuilt inside the new model. Layers
+with weights that stay whole are named in a UserWarning; a model with nothing to remove is a ValueError.
 """
 
 from __future__ import annotations
