@@ -102,6 +102,9 @@ def run_model(name, args, work) -> dict:
         model, args.fraction, scope=args.scope, recalibrate=recalibrate, recalibrate_batches=args.recalibrate or 1
     )
     shrunk_before = accuracy(small, x_test, y_test)
+    not_recalibrated = (
+        accuracy(shrink(model, args.fraction, scope=args.scope), x_test, y_test) if recalibrate is not None else None
+    )
     widths = {
         layer.name: [layer.get_config()[key], small.get_layer(layer.name).get_config()[key]]
         for layer in model.layers
@@ -126,6 +129,9 @@ def run_model(name, args, work) -> dict:
     result = {
         "pretrained_test_accuracy": round(pretrained, 4),
         "shrunk_before_finetune_test_accuracy": round(shrunk_before, 4),
+        "shrunk_before_finetune_test_accuracy_not_recalibrated": None
+        if not_recalibrated is None
+        else round(not_recalibrated, 4),
         "pretrain_seconds": round(pretrain_s, 1),
         "widths_dense_shrunk": widths,
         "latency": [],
