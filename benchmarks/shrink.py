@@ -10,6 +10,9 @@ round robin: ``warmup`` untimed calls, then ``runs`` timed calls per file and co
 
     python -m benchmarks.shrink --out results/bench_shrink.json
     python -m benchmarks.shrink --quick --out /tmp/shrink.json   # smoke: small CNN, 512 examples, 1 + 1 epochs
+
+``--recalibrate N``: ``shrink(..., recalibrate=x_train, recalibrate_batches=N)`` (BatchNormalization statistics
+re-estimated on N batches of 32 training examples after the channels go).
 """
 
 from __future__ import annotations
@@ -94,8 +97,14 @@ def run_model(name, args, work) -> dict:
     pretrain_s = fit(model, loss, splits, args.pretrain_epochs, args.seed)
     pretrained = accuracy(model, x_test, y_test)
     weights = model.get_weights()
-    small = shrink(model, args.fraction, scope=args.scope)
+    recalibrate = splits.x_train if args.recalibrate else None  # batches of 32: --recalibrate of them
+    small = shrink(
+        model, args.fraction, scope=args.scope, recalibrate=recalibrate, recalibrate_batches=args.recalibrate or 1
+    )
     shrunk_before = accuracy(small, x_test, y_test)
+    not_recalibrated = (
+        accuracy(shrink(model, args.fraction, scope=args.scope), x_test, y_test) if recalibrate is not None else None
+    )
     widths = {
         layer.name: [layer.get_config()[key], small.get_layer(layer.name).get_config()[key]]
         for layer in model.layers
@@ -120,6 +129,9 @@ def run_model(name, args, work) -> dict:
     result = {
         "pretrained_test_accuracy": round(pretrained, 4),
         "shrunk_before_finetune_test_accuracy": round(shrunk_before, 4),
+        "shrunk_before_finetune_test_accuracy_not_recalibrated": None
+        if not_recalibrated is None
+        else round(not_recalibrated, 4),
         "pretrain_seconds": round(pretrain_s, 1),
         "widths_dense_shrunk": widths,
         "latency": [],
@@ -158,6 +170,9 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--recalibrate", type=int, default=0, help="batches of 32 training examples to re-estimate BN on (0: off)"
+    )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/bench_shrink.json"))
     parser.add_argument(
         "--quick", action="store_true", help=f"smoke: small_cnn, {QUICK_EXAMPLES} examples, 1 + 1 epochs, 20 runs"

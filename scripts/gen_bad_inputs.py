@@ -81,7 +81,12 @@ SECTIONS = {
         "test_structured_pruning.py::test_gradual_pruning_refuses_bad_structure",
         "test_structured_pruning.py::test_gradual_pruning_refuses_an_indivisible_kernel_at_train_begin_before_any_change",
     ],
-    "shrink": ["test_shrink.py::test_bad_arguments", "test_shrink.py::test_bad_models"],
+    "shrink": [
+        "test_shrink.py::test_bad_arguments",
+        "test_shrink.py::test_bad_models",
+        "test_shrink.py::test_bad_recalibrate",
+        "test_shrink.py::test_bad_heads",
+    ],
     "mask_zeros": ["test_bad_inputs.py::test_mask_zeros_layers", "test_bad_inputs.py::test_mask_zeros_unbuilt_model"],
     "SelectionMonitor": ["test_callbacks.py::test_bad_arguments"],
     "schedules.ConstantSparsity / PolynomialDecay": ["test_schedules.py::test_bad_inputs_name_the_argument"],

@@ -338,6 +338,32 @@ def _custom_after_conv():
     return _after_conv(Scale(name="scale"))
 
 
+def _output_only():
+    return keras.Sequential([keras.Input((4,)), L.Dense(2, name="out")])
+
+
+def _mha(heads=4):
+    inputs = keras.Input((5, 8))
+    out = L.MultiHeadAttention(heads, 2, name="mha")(inputs, inputs)
+    return keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling1D()(out)))
+
+
+@pytest.mark.parametrize(
+    "make, kwargs, words",
+    [
+        (_mha, dict(fraction=0.25, heads=0.9), ["`heads`=0.9", "all 4 heads of 'mha'", "heads=0"]),
+        (_mha, dict(fraction=0.9), ["`fraction`=0.9", "all 4 heads of 'mha'"]),
+        (lambda: _mha(1), dict(fraction=0.5), ["`fraction`=0.5", "all 1 heads of 'mha'"]),
+        (_mha, dict(fraction=0.25, heads=1.0), ["`heads`", "[0, 1)"]),
+    ],
+)
+def test_bad_heads(make, kwargs, words):
+    with pytest.raises(ValueError) as info:
+        shrink(make(), **kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
 def _a_layer_not_a_model():
     return L.Dense(3)
 
@@ -355,6 +381,7 @@ def _unbuilt():
         (_attention, ["'mha' (MultiHeadAttention)", "'proj'"]),
         (_shared, ["'shared'", "called 2 times"]),
         (_unbuilt, ["`model`", "built"]),
+        (_output_only, ["`model`", "nothing shrink can remove", "feeds a model output"]),
         (SubclassedNet, ["`model`", "Sequential or functional"]),
         (_a_layer_not_a_model, ["`model`", "Sequential or functional"]),
     ],
@@ -381,3 +408,186 @@ def test_a_built_subclassed_model_is_refused():
     model(np.zeros((1, 3), "int32"))
     with pytest.raises(ValueError, match="Sequential or functional"):
         shrink(model, 0.5)
+
+
+# ---------------------------------------------------------------- recalibrate: BatchNormalization statistics
+
+
+def conv_bn_net(seed=0):
+    keras.utils.set_random_seed(seed)
+    x = inputs = keras.Input((6, 6, 2))
+    x = L.Conv2D(8, 3, padding="same", name="conv")(x)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.ReLU(name="relu")(x)
+    x = L.Conv2D(4, 3, name="conv2")(x)
+    x = L.BatchNormalization(name="bn2")(x)
+    outputs = L.Dense(2, name="out")(L.GlobalAveragePooling2D(name="gap")(x))
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_recalibrate_sets_exact_input_statistics_and_nothing_else(as_dataset):
+    import tensorflow as tf
+
+    model = conv_bn_net()
+    x = np.random.default_rng(0).normal(size=(40, 6, 6, 2)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, np.zeros(40))).batch(16) if as_dataset else x
+    plain = shrink(model, 0.5)
+    small = shrink(model, 0.5, recalibrate=data, recalibrate_batches=3)  # 3 batches cover all 40 (16 or 32 a batch)
+    for name in ("conv", "bn", "conv2", "bn2", "out"):  # every other weight bit for bit
+        old, new = plain.get_layer(name).get_weights(), small.get_layer(name).get_weights()
+        kept = slice(None, 2) if name.startswith("bn") else slice(None)  # gamma, beta
+        for a, b in zip(old[kept], new[kept]):
+            np.testing.assert_array_equal(a, b)
+    # bn: its input is conv's output; bn2: conv2's output after bn in inference mode with bn's new statistics
+    h = small.get_layer("conv")(x).numpy().astype(np.float64)
+    bn = small.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), h.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), h.var(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    h2 = small.get_layer("conv2")(small.get_layer("relu")(bn(h.astype("float32"), training=False))).numpy()
+    bn2 = small.get_layer("bn2")
+    np.testing.assert_allclose(bn2.moving_mean.numpy(), h2.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn2.moving_variance.numpy(), h2.var(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(plain.get_layer("bn").moving_mean.numpy(), bn.moving_mean.numpy())
+
+
+def test_recalibrate_reads_only_the_given_number_of_batches():
+    model = conv_bn_net()
+    x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
+    x[32:] += 5.0  # the second batch of 32 differs: not read with recalibrate_batches=1
+    small = shrink(model, 0.5, recalibrate=x, recalibrate_batches=1)
+    h = small.get_layer("conv")(x[:32]).numpy().astype(np.float64)
+    np.testing.assert_allclose(small.get_layer("bn").moving_mean.numpy(), h.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(recalibrate=np.zeros((4, 6, 6, 3), "float32")), ValueError, ["`recalibrate`", "(None, 6, 6, 2)"]),
+        (dict(recalibrate=np.zeros((6, 6, 2), "float32")), ValueError, ["`recalibrate`", "batch axis"]),
+        (dict(recalibrate=[np.zeros((4, 6, 6, 2))] * 2), ValueError, ["`recalibrate`", "1 input(s)"]),
+        (dict(recalibrate=np.array(["a"] * 4)), ValueError, ["`recalibrate`"]),
+        (dict(recalibrate=np.zeros((0, 6, 6, 2), "float32")), ValueError, ["`recalibrate`", "empty"]),
+        (dict(recalibrate="data"), TypeError, ["`recalibrate`", "tf.data.Dataset"]),
+        (dict(recalibrate=np.zeros((4, 6, 6, 2)), recalibrate_batches=0), ValueError, ["`recalibrate_batches`"]),
+    ],
+)
+def test_bad_recalibrate(kwargs, error, words):
+    with pytest.raises(error) as info:
+        shrink(conv_bn_net(), 0.5, **kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+# ---------------------------------------------------------------- nested models, attention heads, never a no-op
+
+
+def test_nested_functional_model_is_shrunk_inside():
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((5,))
+    h = L.Dense(8, activation="relu", name="a")(inner_in)
+    inner = keras.Model(inner_in, L.Dense(6, name="b")(h), name="inner")
+    zero_channels(inner)  # a's removed units contribute nothing
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, L.Dense(2, name="out")(inner(inputs)))
+    small = shrink(model, 0.5, scope="per_layer")
+    assert small.get_layer("inner").get_layer("a").kernel.shape == (5, 4)
+    assert model.count_params() - small.count_params() == 4 * (5 + 1 + 6)
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype("float32")
+    np.testing.assert_allclose(small(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def zero_heads(layer, heads):
+    """Heads ``heads`` of an attention layer (or a keras_hub encoder's) contribute nothing and score lowest."""
+    for variable in layer.weights:
+        part, what = variable.path.split("/")[-2:]
+        value = variable.numpy()
+        if part in ("query", "key", "value"):
+            value[..., heads, :] = 0.0
+        elif part == "attention_output" and what == "kernel":
+            value[heads] = 0.0
+        variable.assign(value)
+
+
+def test_multi_head_attention_loses_whole_heads():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 8))
+    out = L.MultiHeadAttention(4, 3, name="mha")(inputs, inputs)
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling1D()(out)))
+    zero_heads(model.get_layer("mha"), [2])
+    small = shrink(model, 0.25)
+    assert small.get_layer("mha").num_heads == 3
+    assert tuple(small.get_layer("mha").weights[0].shape) == (8, 3, 3)
+    assert model.count_params() - small.count_params() == 3 * (8 * 3 + 3) + 3 * 8
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    np.testing.assert_allclose(small(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def tiny_bert_classifier():
+    """keras_hub BertTextClassifier from config (2 layers, hidden 32, 4 heads of 8, 64 units), as
+    ``keras.Model(task.inputs, task.outputs)``: its backbone is a nested functional model."""
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=4, hidden_dim=32, intermediate_dim=64, max_sequence_length=16
+    )
+    task = keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=2, preprocessor=None)
+    return keras.Model(task.inputs, task.outputs)
+
+
+def test_keras_hub_encoder_loses_heads_and_feed_forward_units_exactly(tmp_path):
+    model = tiny_bert_classifier()
+    backbone = model.get_layer("bert_backbone")
+    rng = np.random.default_rng(0)
+    for i, head in enumerate([1, 3]):
+        encoder = backbone.get_layer(f"transformer_layer_{i}")
+        zero_heads(encoder, [head])
+        gone = rng.choice(64, 16, replace=False)  # feed-forward units: gelu(0) = 0
+        for variable in encoder.weights:
+            if "feedforward_intermediate_dense" in variable.path:
+                value = variable.numpy()
+                value[..., gone] = 0.0
+                variable.assign(value)
+    with pytest.warns(UserWarning, match="'token_embedding' \\(ReversibleEmbedding\\)"):
+        small = shrink(model, 0.25, scope="per_layer")
+    per_layer = 3 * (32 * 8 + 8) + 8 * 32 + 16 * (32 + 1 + 32)  # one head, 16 units
+    assert model.count_params() - small.count_params() == 2 * per_layer
+    encoder = small.get_layer("bert_backbone").get_layer("transformer_layer_0")
+    assert (encoder.num_heads, encoder.intermediate_dim, encoder.key_dim) == (3, 48, 8)
+    x = {
+        "token_ids": rng.integers(0, 100, (2, 16)).astype("int32"),
+        "segment_ids": np.zeros((2, 16), "int32"),
+        "padding_mask": np.ones((2, 16), "int32"),
+    }
+    np.testing.assert_allclose(small(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+    small.save(tmp_path / "small.keras")  # TransformerEncoderHeads is registered: it loads
+    loaded = keras.saving.load_model(tmp_path / "small.keras")
+    np.testing.assert_allclose(loaded(x).numpy(), small(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_a_shrink_that_rounds_to_nothing_warns():
+    model = keras.Sequential([keras.Input((4,)), L.Dense(2, name="a"), L.Dense(1, name="b")])
+    with pytest.warns(UserWarning, match="removed no parameter"):
+        shrink(model, 0.1)
+
+
+def test_a_subclassed_nested_model_is_named_when_it_cannot_be_re_created():
+    inner = SubclassedNet()
+    inputs = keras.Input((3,), dtype="int32")
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.Dense(5, name="h")(inner(inputs))))
+    with pytest.raises(ValueError, match="(?s)re-creates every layer from its config.*SubclassedNet.*subclassed model"):
+        shrink(model, 0.4)
+
+
+def test_recalibrate_reaches_batch_norm_inside_a_nested_model():
+    keras.utils.set_random_seed(0)
+    inner = conv_bn_net()
+    inputs = keras.Input((6, 6, 2))
+    model = keras.Model(inputs, L.Dense(3, name="head")(inner(inputs)))
+    x = np.random.default_rng(0).normal(size=(20, 6, 6, 2)).astype("float32")
+    small = shrink(model, 0.5, recalibrate=x)
+    nested = small.get_layer(inner.name)
+    h = nested.get_layer("conv")(x).numpy().astype(np.float64)
+    bn = nested.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), h.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), h.var(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)

@@ -4,7 +4,9 @@ Modules: ``optimizer`` (the wrapper), ``pruning`` (masks, ``prune``,
 ``GradualPruning``, ``strip_pruning``, ``mask_zeros``), ``callbacks``
 (``SelectionMonitor``), ``freezing`` (``DropFrozenVariables``), ``phases``
 (``TracePerPhase``), ``traces`` (one traced step per training state), ``saving``
-(``load_model``: a ``.keras`` file with its optimizer and pruning masks, keras_hub task models included).
+(``load_model``: a ``.keras`` file with its optimizer and pruning masks, keras_hub task models included),
+``shrink`` (channels and attention heads removed), ``batch_norm`` (``recalibrate_batch_norm``),
+``hub_layers`` (keras_hub layers as ``shrink`` rebuilds them; imports keras_hub).
 """
 
 

@@ -202,3 +202,25 @@ class SyncsBeforeCheckpoint:
     def _trackable_children(self, save_type="checkpoint", **kwargs):
         self._sync_release()
         return super()._trackable_children(save_type, **kwargs)
+
+
+def is_functional(model) -> bool:
+    """Whether ``model`` is a functional model (``keras.src.models.functional.Functional``), subclasses such as
+    keras_hub backbones and tasks included (Keras has no public test; their ``get_config`` lists constructor
+    arguments, not layers)."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)
+
+
+def replace_encoder_attention(encoder, key_dim, inputs_shape):
+    """Replaces a built keras_hub ``TransformerEncoder``'s self-attention (its private ``_self_attention_layer``,
+    which ``build`` creates with head size ``hidden_dim // num_heads``) by an equal one of head size ``key_dim``,
+    built for ``inputs_shape``; the old one is untracked (``Layer._tracker.untrack``), so its variables are gone.
+    """
+    old = encoder._self_attention_layer
+    config = dict(old.get_config(), key_dim=int(key_dim), value_dim=int(key_dim))
+    new = keras.layers.MultiHeadAttention.from_config(config)
+    new.build(query_shape=inputs_shape, value_shape=inputs_shape)
+    encoder._tracker.untrack(old)
+    encoder._self_attention_layer = new

@@ -23,14 +23,23 @@ channels-last, no LoRA or quantization), DepthwiseConv1D/2D, BatchNormalization 
 ReLU / LeakyReLU / ELU (elementwise), Dropout and its variants, pooling (incl. global), ZeroPadding,
 Cropping, UpSampling, Flatten, Add / Subtract / Multiply / Average / Maximum / Minimum, Concatenate. A
 Softmax, a softmax activation or a LayerNormalization keeps the channels it sees (they mix them). Any other
-layer (Reshape, LSTM, attention, PReLU, a nested model, a custom layer) is fine where nothing it receives
-can shrink (e.g. right after the model's input); after a shrinkable kernel ``shrink`` raises a ValueError
-naming it, before any work. Model inputs and outputs keep their shapes (the last kernel's units stay).
+layer (Reshape, LSTM, an Embedding, PReLU, a custom layer) is fine where nothing it receives can shrink
+(e.g. right after the model's input); after a shrinkable kernel ``shrink`` raises a ValueError naming it,
+before any work. Model inputs and outputs keep their shapes (the last kernel's units stay).
+
+Inside a layer: attention layers (``keras.layers.MultiHeadAttention``, keras_hub ``CachedMultiHeadAttention``
+and ``TransformerEncoder``) lose whole heads, an encoder its feed-forward intermediate units too; their input
+and output width stays, so they are locked in the channel graph. Nested functional and Sequential models
+are read as parts of their own (their inputs and outputs locked) and rebuilt inside the new model. Layers
+with weights that stay whole are named in a UserWarning; a model with nothing to remove is a ValueError.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
+import warnings
 
 import keras
 import numpy as np
@@ -38,6 +47,8 @@ import numpy as np
 from tf_selopt.core import channels as channels_lib
 from tf_selopt.core.checks import fraction as check_fraction
 from tf_selopt.core.checks import is_int
+from tf_selopt.core.selection import count_of
+from tf_selopt.keras import _compat, batch_norm
 
 L = keras.layers
 CRITERIA = ("magnitude", "random")
@@ -162,15 +173,17 @@ def _output_names(structure, found):
     return found
 
 
-def _check_model(model):
+def _readable(model):
+    """``model`` as a model whose config lists its layers: a Sequential or plain functional model as is, a
+    functional subclass (a keras_hub backbone or task) as ``keras.Model(model.input, model.output)`` over the
+    same layers. Raises ValueError for anything else (a subclassed or unbuilt model, not a model)."""
     if not isinstance(model, keras.Model):
         raise ValueError(
             f"`model` must be a built Keras 3 Sequential or functional model; received a {type(model).__name__}."
         )
-    config = model.get_config() if _has_layer_config(model) else None
-    if config is None:
+    if not (isinstance(model, keras.Sequential) or _compat.is_functional(model)):
         raise ValueError(
-            f"`model` must be a Keras 3 Sequential or functional model (a config listing its layers); "
+            f"`model` must be a Keras 3 Sequential or functional model (a graph of layers); "
             f"{model.name!r} ({type(model).__name__}) is a subclassed model."
         )
     if not model.built or (isinstance(model, keras.Sequential) and not model.inputs):
@@ -178,7 +191,9 @@ def _check_model(model):
             f"`model` must be built (Sequential with an Input or built with an input shape); "
             f"{model.name!r} is not built: call it on data or build it first."
         )
-    return config
+    if _has_layer_config(model):
+        return model
+    return keras.Model(model.input, model.output, name=model.name)
 
 
 def _has_layer_config(model) -> bool:
@@ -189,6 +204,14 @@ def _has_layer_config(model) -> bool:
     return isinstance(config, dict) and "layers" in config
 
 
+def _operations(model) -> dict:
+    """Name -> layer or operation (``GetItem`` and other ops of a functional graph are not in ``model.layers``)."""
+    found = {layer.name: layer for layer in model.layers}
+    for op in getattr(model, "operations", []):
+        found.setdefault(op.name, op)
+    return found
+
+
 def channel_graph(model):
     """``(graph, nodes, config)``: the channel groups of a built Sequential or functional ``model``
     (``tf_selopt.core.channels.ChannelGraph``), the nodes it was built from and the model config read.
@@ -196,19 +219,24 @@ def channel_graph(model):
     Raises ValueError for a model it cannot read (subclassed, unbuilt, shared layers) or a layer that would
     receive shrinkable channels without being supported.
     """
-    config = _check_model(model)
+    return _analyze(_readable(model))
+
+
+def _analyze(model):
+    config = model.get_config()
     nodes, previous = [], None
     sequential = isinstance(model, keras.Sequential)
+    ops = _operations(model)
     for entry in config["layers"]:
         layer_config = entry["config"]
-        name = layer_config["name"]
+        name = entry.get("name") or layer_config["name"]
         if entry["class_name"] == "InputLayer":
             shape = layer_config.get("batch_shape") or [None, 0]
             last = shape[-1] if len(shape) > 1 else 1
             nodes.append(channels_lib.Node(name, "input", (), size=int(last or 0), what="InputLayer"))
             previous = name
             continue
-        layer = model.get_layer(name)
+        layer = ops[name]
         if sequential:
             inputs = [previous] if previous is not None else []
         else:
@@ -244,63 +272,275 @@ def _kernels(model, group):
     return out
 
 
+def _score(criterion, rng, kernels, size, what):
+    """One score per channel of a group of ``size`` whose producing kernels are ``kernels`` ((fan_in, size))."""
+    if criterion == "random":
+        return rng.random(size)
+    if criterion == "magnitude":
+        return sum(np.abs(k.astype(np.float64)).sum(axis=0) for k in kernels)
+    s = np.asarray(criterion(kernels), np.float64).reshape(-1)
+    if s.shape != (size,):
+        raise ValueError(
+            f"`criterion` returned {s.shape[0]} scores for {what} ({size} channels): it must return one per channel."
+        )
+    return s
+
+
 def group_scores(model, graph, criterion="magnitude", seed=0) -> list:
     """One 1-D array of channel scores per group of ``graph`` (higher = kept first)."""
     rng = np.random.default_rng(seed)
-    scores = []
-    for group in graph.groups:
-        if criterion == "random":
-            scores.append(rng.random(group.size))
+    return [
+        _score(
+            criterion, rng, [] if criterion == "random" else _kernels(model, g), g.size, f"the group of {g.producers}"
+        )
+        for g in graph.groups
+    ]
+
+
+# ---------------------------------------------------------------- attention: whole heads, feed-forward units
+
+#: The sub-layers (first of a weight's last two path components) of keras.layers.MultiHeadAttention
+MHA_PARTS = ("query", "key", "value", "attention_output")
+#: ... and of keras_hub's TransformerEncoder (around its MultiHeadAttention)
+ENCODER_PARTS = MHA_PARTS + (
+    "feedforward_intermediate_dense", "feedforward_output_dense", "self_attention_layer_norm", "feedforward_layer_norm"
+)  # fmt: skip
+PLAIN_WEIGHTS = ("kernel", "bias", "gamma", "beta")
+
+
+def _hub():
+    return sys.modules.get("keras_hub")
+
+
+def _attention_classes():
+    """``(mha classes, encoder classes)``, exact classes (keras_hub's only when it is imported)."""
+    hub = _hub()
+    if hub is None:
+        return (L.MultiHeadAttention,), ()
+    from tf_selopt.keras import hub_layers
+
+    return (L.MultiHeadAttention, hub.layers.CachedMultiHeadAttention), (
+        hub.layers.TransformerEncoder,
+        hub_layers.TransformerEncoderHeads,
+    )
+
+
+def _weight_key(variable) -> str:
+    """``"query/kernel"``, ``"feedforward_output_dense/bias"``, ...: a variable's last two path components."""
+    return "/".join(variable.path.split("/")[-2:])
+
+
+@dataclasses.dataclass
+class _Attention:
+    """An attention layer whose heads (and, in an encoder, feed-forward units) can go."""
+
+    name: str
+    kind: str  # "mha" or "encoder"
+    heads: int
+    key_dim: int
+    units: int  # feed-forward intermediate units (an encoder), else 0
+    weights: dict  # _weight_key -> array
+
+
+def _attention(layer, name):
+    """``(_Attention, None)`` for a supported attention layer, ``(None, reason)`` for an unsupported one,
+    ``(None, None)`` for any other layer."""
+    mha, encoders = _attention_classes()
+    parts = MHA_PARTS if type(layer) in mha else ENCODER_PARTS if type(layer) in encoders else None
+    if parts is None:
+        return None, None
+    weights = {_weight_key(w): np.asarray(w.numpy()) for w in layer.weights}
+    unknown = sorted(k for k in weights if k.split("/")[0] not in parts or k.split("/")[1] not in PLAIN_WEIGHTS)
+    if unknown or len(weights) != len(layer.weights) or "query/kernel" not in weights:
+        return None, f"weights shrink does not know how to slice (LoRA, quantized?): {unknown or 'duplicates'}"
+    config = layer.get_config()
+    kind = "encoder" if parts is ENCODER_PARTS else "mha"
+    units = int(config["intermediate_dim"]) if kind == "encoder" else 0
+    query = weights["query/kernel"]  # (hidden, heads, key_dim)
+    return _Attention(name, kind, int(query.shape[1]), int(query.shape[2]), units, weights), None
+
+
+def _head_kernels(att):
+    """The query / key / value kernels as ``(fan_in, heads)`` arrays (a head's columns: its output slice)."""
+    return [np.moveaxis(att.weights[f"{p}/kernel"], -2, -1).reshape(-1, att.heads) for p in ("query", "key", "value")]
+
+
+def _sliced_attention_weight(key, array, heads, units):
+    """``array`` (the weight ``key`` of an attention layer) keeping heads ``heads`` and feed-forward units
+    ``units`` (index arrays)."""
+    part, what = key.split("/")
+    if part in ("query", "key", "value"):  # kernel (in, heads, dim), bias (heads, dim)
+        return np.take(array, heads, axis=array.ndim - 2)
+    if part == "attention_output" and what == "kernel":  # (heads, dim, out)
+        return np.take(array, heads, axis=0)
+    if part == "feedforward_intermediate_dense":  # kernel (hidden, units), bias (units,)
+        return np.take(array, units, axis=array.ndim - 1)
+    if part == "feedforward_output_dense" and what == "kernel":  # (units, hidden)
+        return np.take(array, units, axis=0)
+    return array
+
+
+def _attention_entry(entry, att, heads, units):
+    """A functional config entry of ``att`` rebuilt with ``len(heads)`` heads and ``len(units)`` units."""
+    config = dict(entry["config"], num_heads=len(heads))
+    if att.kind == "mha":
+        return dict(entry, config=config)
+    from tf_selopt.keras import hub_layers
+
+    cls = hub_layers.TransformerEncoderHeads
+    config.update(intermediate_dim=len(units), key_dim=att.key_dim)
+    return dict(
+        entry,
+        config=config,
+        module=cls.__module__,
+        class_name=cls.__name__,
+        registered_name=keras.saving.get_registered_name(cls),
+    )
+
+
+def _copy_attention(att, layer, heads, units):
+    for variable in layer.weights:
+        key = _weight_key(variable)
+        variable.assign(_sliced_attention_weight(key, att.weights[key], heads, units))
+
+
+# ---------------------------------------------------------------- a model and its nested models
+
+
+@dataclasses.dataclass
+class _Part:
+    """A (nested) model read for shrinking: its graph, attention layers, nested models and what stays whole."""
+
+    model: keras.Model  # Sequential or a functional model whose config lists its layers
+    graph: channels_lib.ChannelGraph
+    nodes: list
+    config: dict
+    attention: dict  # name -> _Attention
+    parts: dict  # name -> _Part of a nested model
+    whole: list  # "'name' (Class): reason" for layers with weights shrink leaves whole
+    kept: dict = dataclasses.field(default_factory=dict)  # ("group", id) / ("heads", name) / ("units", name)
+
+
+def _read(model) -> _Part:
+    readable = _readable(model)
+    graph, nodes, config = _analyze(readable)
+    ops = _operations(readable)
+    attention, parts, whole = {}, {}, []
+    for node in nodes:
+        if node.kind != "opaque":
             continue
-        kernels = _kernels(model, group)
-        if criterion == "magnitude":
-            scores.append(sum(np.abs(k.astype(np.float64)).sum(axis=0) for k in kernels))
-        else:
-            s = np.asarray(criterion(kernels), np.float64).reshape(-1)
-            if s.shape != (group.size,):
-                raise ValueError(
-                    f"`criterion` returned {s.shape[0]} scores for the group of {group.producers} "
-                    f"({group.size} channels): it must return one per channel."
-                )
-            scores.append(s)
-    return scores
+        layer = ops[node.name]
+        if isinstance(layer, keras.Model):
+            if isinstance(layer, keras.Sequential) or _compat.is_functional(layer):
+                try:
+                    parts[node.name] = _read(layer)
+                except ValueError as error:
+                    raise ValueError(f"in the nested model {node.name!r}: {error}") from None
+            elif layer.weights:
+                whole.append(f"{node.name!r} ({type(layer).__name__}): a subclassed model, not a graph of layers")
+            continue
+        att, reason = _attention(layer, node.name)
+        if att is not None:
+            attention[node.name] = att
+        elif getattr(layer, "weights", None):
+            reason = reason or "not a layer shrink removes channels from"
+            whole.append(f"{node.name!r} ({type(layer).__name__}): {reason}")
+    return _Part(readable, graph, nodes, config, attention, parts, whole)
 
 
-def _take(array, axis, index):
-    return array if index is None else np.take(array, index, axis=axis)
+def _walk(part):
+    yield part
+    for sub in part.parts.values():
+        yield from _walk(sub)
 
 
-def rebuild(model, graph, nodes, config, kept) -> keras.Model:
-    """A new model of ``model``'s architecture where group ``g`` of ``graph`` keeps channels ``kept[g]``."""
-    units = {}
-    for group in graph.groups:
-        for name in group.producers:
-            units[name] = len(kept[group.id])
+def _plan(root, fraction, heads_fraction, heads_argument, criterion, scope, seed):
+    """Sets ``kept`` of every part: channel groups and feed-forward units counted together (``scope``),
+    heads per attention layer."""
+    rng = np.random.default_rng(seed)
+    items, head_items = [], []
+    for part in _walk(root):
+        for group in part.graph.groups:
+            kernels = [] if criterion == "random" else _kernels(part.model, group)
+            scores = _score(criterion, rng, kernels, group.size, f"the group of {group.producers}")
+            items.append((part, ("group", group.id), scores))
+        for name, att in part.attention.items():
+            scores = _score(criterion, rng, _head_kernels(att), att.heads, f"the heads of {name!r}")
+            head_items.append((part, name, scores))
+            if att.units:
+                kernel = att.weights["feedforward_intermediate_dense/kernel"]
+                scores = _score(criterion, rng, [kernel], att.units, f"the feed-forward units of {name!r}")
+                items.append((part, ("units", name), scores))
+    for (part, key, _), kept in zip(items, channels_lib.choose([s for *_, s in items], fraction, scope)):
+        part.kept[key] = kept
+    for part, name, scores in head_items:
+        n = len(scores)
+        removed = count_of(heads_fraction, n)
+        if removed >= n:
+            raise ValueError(
+                f"`{heads_argument}`={heads_fraction!r} would remove all {n} heads of {name!r} "
+                f"(floor({heads_argument} * {n} + 0.5) = {removed}): use a value below {(n - 0.5) / n:.4g}, or "
+                "heads=0 to keep every head."
+            )
+        part.kept[("heads", name)] = np.sort(np.argsort(scores, kind="stable")[removed:])
+
+
+def _serialized(model) -> dict:
+    config = keras.saving.serialize_keras_object(model)
+    return {k: v for k, v in config.items() if k in ("module", "class_name", "config", "registered_name")}
+
+
+def _rebuild(part) -> keras.Model:
+    """A new model of ``part``'s architecture keeping what ``part.kept`` (and its nested parts') says."""
+    model, graph, nodes, config = part.model, part.graph, part.nodes, part.config
+    subs = {name: _rebuild(sub) for name, sub in part.parts.items()}
+    kept = [part.kept[("group", g.id)] for g in graph.groups]
+    units = {name: len(kept[group.id]) for group in graph.groups for name in group.producers}
     new_config = dict(config, layers=[])
     for entry in config["layers"]:
         entry = {k: v for k, v in entry.items() if k != "build_config"}  # shapes change: built when called
-        name = entry["config"]["name"]
+        name = entry.get("name") or entry["config"]["name"]
         if name in units:
             key = PRODUCERS[type(model.get_layer(name))]
             entry["config"] = dict(entry["config"], **{key: units[name]})
+        elif name in subs:
+            entry = dict(entry, **_serialized(subs[name]))
+        elif name in part.attention:
+            heads, ffn = part.kept[("heads", name)], part.kept.get(("units", name), np.zeros(0, np.int64))
+            entry = _attention_entry(entry, part.attention[name], heads, ffn)
         new_config["layers"].append(entry)
     custom = {type(layer).__name__: type(layer) for layer in model.layers}
-    with keras.saving.custom_object_scope(custom):
-        if isinstance(model, keras.Sequential):
-            new = keras.Sequential.from_config(new_config)
-        else:
-            new = keras.Model.from_config(new_config)
+    try:
+        with keras.saving.custom_object_scope(custom):
+            if isinstance(model, keras.Sequential):
+                new = keras.Sequential.from_config(new_config)
+            else:
+                new = keras.Model.from_config(new_config)
+    except Exception as error:  # a layer whose config does not re-create it (e.g. a subclassed nested model)
+        raise ValueError(
+            f"`model`: shrink re-creates every layer from its config and {model.name!r} could not be: "
+            f"{type(error).__name__}: {error}. Layers kept whole: {'; '.join(part.whole) or 'none'} "
+            "(give a custom layer or model get_config / from_config)."
+        ) from None
 
     def index(layout):
         if all(graph.group_of.get(space) is None for space, _ in layout):
             return None
         return graph.kept_indices(layout, dict(enumerate(kept)))
 
+    ops = _operations(model)
     for node in nodes:
         if node.kind == "input":
             continue
-        old_layer = model.get_layer(node.name)
-        weights = old_layer.get_weights()
+        if node.name in subs:
+            new.get_layer(node.name).set_weights(subs[node.name].get_weights())
+            continue
+        if node.name in part.attention:
+            heads, ffn = part.kept[("heads", node.name)], part.kept.get(("units", node.name))
+            _copy_attention(part.attention[node.name], new.get_layer(node.name), heads, ffn)
+            continue
+        old_layer = ops[node.name]
+        weights = old_layer.get_weights() if hasattr(old_layer, "get_weights") else []
         if not weights:
             continue
         if node.kind in ("produce", "depthwise"):
@@ -317,39 +557,113 @@ def rebuild(model, graph, nodes, config, kept) -> keras.Model:
     return new
 
 
-def shrink(model, fraction, criterion="magnitude", scope="global", seed=0) -> keras.Model:
-    """A new, smaller ``keras.Model`` of ``model``'s architecture with whole units / filters removed.
+def _take(array, axis, index):
+    return array if index is None else np.take(array, index, axis=axis)
+
+
+def rebuild(model, graph, nodes, config, kept) -> keras.Model:
+    """A new model of ``model``'s architecture where group ``g`` of ``graph`` keeps channels ``kept[g]`` (a
+    model without nested models or attention layers)."""
+    part = _Part(model, graph, nodes, config, {}, {}, [])
+    part.kept = {("group", g.id): k for g, k in zip(graph.groups, kept)}
+    return _rebuild(part)
+
+
+def _report(root, model, new, fraction, heads_fraction):
+    """Warns (UserWarning) naming the layers with weights that stay whole, and when nothing was removed."""
+    whole = [w for part in _walk(root) for w in part.whole]
+    if whole:
+        warnings.warn(
+            f"shrink keeps these layers whole (their inputs and outputs keep their width): {'; '.join(whole)}.",
+            UserWarning,
+            stacklevel=3,
+        )
+    removed = model.count_params() - new.count_params()
+    if removed == 0 and (fraction > 0 or heads_fraction > 0):
+        warnings.warn(
+            f"shrink removed no parameter at fraction={fraction!r}, heads={heads_fraction!r}: every group rounds "
+            "to 0 channels (floor(fraction * n + 0.5)); the returned model is a copy.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _nothing_to_shrink(root) -> str | None:
+    """Why nothing in ``root`` can shrink (no channel group, no attention layer anywhere), or None."""
+    if any(part.graph.groups or part.attention for part in _walk(root)):
+        return None
+    whole = [w for part in _walk(root) for w in part.whole]
+    why = f"layers with weights it cannot shrink: {'; '.join(whole)}" if whole else "no layer with weights to shrink"
+    return (
+        f"`model` {root.model.name!r} has nothing shrink can remove: every kernel feeds a model output or a "
+        f"layer that mixes channels, and {why}. Supported: {SUPPORTED}, MultiHeadAttention heads, keras_hub "
+        "TransformerEncoder heads and feed-forward units, nested functional / Sequential models."
+    )
+
+
+def shrink(
+    model,
+    fraction,
+    criterion="magnitude",
+    scope="global",
+    seed=0,
+    recalibrate=None,
+    recalibrate_batches=batch_norm.BATCHES,
+    heads=None,
+) -> keras.Model:
+    """A new, smaller ``keras.Model`` of ``model``'s architecture with whole units / filters / attention heads
+    removed.
 
     Channels coupled through the graph go together (a residual ``Add``'s channel leaves every branch; a
     BatchNormalization, depthwise convolution or pooling after a kernel loses the same channels; the next
     kernel loses the matching input rows, ``Flatten`` included). ``model`` itself is not changed. Inputs
     and outputs keep their shapes: kernels feeding a model output keep their units. See the module doc for
-    the supported layers; anything else raises before any work.
+    the supported layers; anything else receiving shrinkable channels raises before any work.
 
-    Counting: ``scope="per_layer"``: each group of n channels loses ``floor(fraction * n + 0.5)``;
-    ``scope="global"``: ``floor(fraction * N + 0.5)`` of all N shrinkable channels go, ranked across groups
-    by score divided by its group's mean score (Torch-Pruning's ``normalizer="mean"``: raw L1 norms of
-    kernels of different fan-in do not compare). Either way every layer keeps at least one channel (so
-    ``"global"`` may remove fewer near ``fraction`` = 1). Ties: lower group, then lower channel first.
-    A channel is a unit of a Dense or a filter of a convolution: the parameter count falls faster than
-    ``fraction`` (a kernel loses rows and columns).
+    Attention: a ``keras.layers.MultiHeadAttention`` (or keras_hub ``CachedMultiHeadAttention``) loses whole
+    heads (the head's query / key / value slices and its rows of the output kernel); a keras_hub
+    ``TransformerEncoder`` loses whole heads and feed-forward intermediate units (columns of the first Dense,
+    rows of the second), and comes back as ``tf_selopt.keras.hub_layers.TransformerEncoderHeads`` (same
+    weights layout, head size kept). Their input and output width stays. Nested functional and Sequential
+    models (a keras_hub backbone inside a task) are shrunk inside, their own inputs and outputs kept.
+
+    Counting: ``scope="per_layer"``: each group of n channels (feed-forward units of an encoder: one group)
+    loses ``floor(fraction * n + 0.5)``; ``scope="global"``: ``floor(fraction * N + 0.5)`` of all N shrinkable
+    channels go, ranked across groups by score divided by its group's mean score (Torch-Pruning's
+    ``normalizer="mean"``). Either way every group keeps at least one channel. Each attention layer of H
+    heads loses ``floor(heads * H + 0.5)`` heads, the lowest-scored; removing all of them is an error. Ties:
+    lower group, then lower channel first.
+
+    Never silent: layers with weights that stay whole (an Embedding, an LSTM, a subclassed nested model, an
+    attention layer with LoRA) are named in a UserWarning with the reason; a model where nothing can shrink
+    raises a ValueError saying why; a shrink that rounds to removing nothing warns.
 
     Args:
-        model: a built Keras 3 Sequential or functional model (no shared layers, not subclassed).
+        model: a built Keras 3 Sequential or functional model (a functional subclass such as a keras_hub
+            backbone or task comes back as a plain ``keras.Model`` over its inputs and outputs, without its
+            preprocessor), no shared layers.
         fraction: float in [0, 1): fraction of the shrinkable channels to remove (0: a copy).
         criterion: ``"magnitude"`` (L1 norm of each channel's output slice of the producing kernels, summed
-            over the group: channels whose kernels are all zero go first), ``"random"`` (``seed``), or a
-            callable ``f(kernels) -> scores``: ``kernels`` the group's kernels as ``(fan_in, n)`` arrays,
-            ``scores`` n floats, the lowest removed.
+            over the group; a head: its query, key and value slices), ``"random"`` (``seed``), or a callable
+            ``f(kernels) -> scores``: ``kernels`` the group's kernels as ``(fan_in, n)`` arrays, ``scores`` n
+            floats, the lowest removed.
         scope: ``"global"`` or ``"per_layer"`` (per group of coupled channels).
         seed: int in [0, 2**31), for ``"random"``.
+        recalibrate: None (the kept channels' BatchNormalization statistics are copied), or data to re-estimate
+            every BatchNormalization's moving mean / variance on after the channels are removed
+            (``tf_selopt.keras.batch_norm.recalibrate_batch_norm``: exact mean and variance of each layer's
+            input, layer by layer in inference mode): a ``tf.data.Dataset`` of batches (``x`` or ``(x, y)``) or
+            arrays (read in batches of 32). Checked before any work.
+        recalibrate_batches: int >= 1, how many batches of ``recalibrate`` are read (default 100).
+        heads: None (= ``fraction``) or a float in [0, 1): fraction of each attention layer's heads to remove.
 
     Returns:
         A new, uncompiled ``keras.Model`` (Sequential stays Sequential), same layer names, weights copied.
 
     Raises:
-        ValueError: a bad argument, an unbuilt or subclassed model, a shared layer, or an unsupported layer
-            receiving shrinkable channels, naming it (nothing is built then).
+        ValueError: a bad argument (``heads`` or ``fraction`` that would remove every head of a layer included),
+            an unbuilt or subclassed model, a shared layer, an unsupported layer receiving shrinkable channels
+            (named), or a model with nothing to remove; nothing is built then.
 
     Examples:
         >>> import keras, numpy as np
@@ -363,6 +677,8 @@ def shrink(model, fraction, criterion="magnitude", scope="global", seed=0) -> ke
         (1, 2)
     """
     fraction = check_fraction("fraction", fraction)
+    heads_argument = "fraction" if heads is None else "heads"
+    heads_fraction = fraction if heads is None else check_fraction("heads", heads)
     if not (criterion in CRITERIA if isinstance(criterion, str) else callable(criterion)):
         raise ValueError(
             f"`criterion` must be one of {CRITERIA} or a callable kernels -> scores; received criterion={criterion!r}."
@@ -371,7 +687,16 @@ def shrink(model, fraction, criterion="magnitude", scope="global", seed=0) -> ke
         raise ValueError(f"`scope` must be one of {SCOPES}; received scope={scope!r}.")
     if not is_int(seed) or not 0 <= seed < 2**31:
         raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
-    graph, nodes, config = channel_graph(model)
-    scores = group_scores(model, graph, criterion, int(seed))
-    kept = channels_lib.choose(scores, fraction, scope)
-    return rebuild(model, graph, nodes, config, kept)
+    root = _read(model)
+    xs = None
+    if recalibrate is not None:
+        xs = batch_norm.batches_of(root.model, recalibrate, recalibrate_batches, "recalibrate", "recalibrate_batches")
+    why = _nothing_to_shrink(root)
+    if why is not None and (fraction > 0 or heads_fraction > 0):
+        raise ValueError(why)
+    _plan(root, fraction, heads_fraction, heads_argument, criterion, scope, int(seed))
+    new = _rebuild(root)
+    if xs is not None:
+        batch_norm.recalibrate_batch_norm_on(new, xs)
+    _report(root, model, new, fraction, heads_fraction)
+    return new
