@@ -14,6 +14,8 @@ the trainable variables and loads the optimizer's variables from the file.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -94,6 +96,13 @@ def _load_optimizer_state(model, path):
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
+def _register_hub_layers():
+    """Registers the keras_hub layers ``shrink`` rebuilds (``tf_selopt>TransformerEncoderHeads``) when
+    keras_hub is installed, so that a shrunk keras_hub model loads without a manual import."""
+    if importlib.util.find_spec("keras_hub") is not None:
+        importlib.import_module("tf_selopt.keras.hub_layers")
+
+
 def load_model(path, custom_objects=None, compile=True, mask_zeros="auto"):
     """Load a ``.keras`` file and restore what training goes on with: weights, optimizer, its state, masks.
 
@@ -134,6 +143,7 @@ def load_model(path, custom_objects=None, compile=True, mask_zeros="auto"):
         (5, 4)
     """
     _check_arguments(path, custom_objects, compile, mask_zeros)
+    _register_hub_layers()
     config = _compile_config(path) if compile else None
     with warnings.catch_warnings():
         for moot in _MOOT_WARNINGS:
