@@ -1,7 +1,7 @@
-"""Keras 3 callbacks: watch selection and pruning in TensorBoard during ``fit``.
+"""Keras 3 callbacks: watch selection, pruning and the training loss in TensorBoard during ``fit``.
 
-``SelectionMonitor`` is a plain ``keras.callbacks.Callback`` that writes with
-``tf.summary.create_file_writer``; its step axis is ``model.optimizer.iterations``.
+``SelectionMonitor`` and ``StepLoss`` are plain ``keras.callbacks.Callback`` s that write with
+``tf.summary.create_file_writer``; their step axis is ``model.optimizer.iterations``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import tensorflow as tf
 
 from tf_selopt.core.checks import is_int
 from tf_selopt.core.frontend import SelectiveFrontEnd
+from tf_selopt.core.summaries import StepLossWriter, loss_tracker
 from tf_selopt.keras.pruning import pruning_mask
 
-__all__ = ["SelectionMonitor", "QUANTILES"]
+__all__ = ["SelectionMonitor", "StepLoss", "QUANTILES"]
 
 #: Score quantiles logged after a selection: tag suffix -> quantile.
 QUANTILES = {"min": 0.0, "p10": 0.1, "p50": 0.5, "p90": 0.9, "max": 1.0}
@@ -296,3 +297,55 @@ class SelectionMonitor(keras.callbacks.Callback):
                 score = tf.reshape(tf.cast(tf.convert_to_tensor(score), tf.float64), [-1])
                 positive = tf.boolean_mask(score, score > 0)
                 tf.summary.histogram(f"scores_log10/{_path(v)}", tf.math.log(positive) / np.log(10.0))
+
+
+class StepLoss(keras.callbacks.Callback):
+    """Log the training loss of every optimizer step as ``train/loss`` at ``model.optimizer.iterations``.
+
+    The x axis of ``SelectionMonitor``'s tags, so the loss lines up with a selection or pruning event. Keras'
+    own ``TensorBoard(update_freq=n)`` writes ``batch_loss``, the mean since the epoch's start, which restarts
+    at every epoch; this is each step's own loss, recovered from that mean (``tf_selopt.core.summaries``).
+    With ``steps_per_execution = n``: every ``n`` steps, the mean of those ``n``.
+
+    Args:
+        log_dir: directory of the event files (str or path-like, not empty).
+
+    Examples:
+        >>> import keras, numpy as np, tempfile
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(0.0), "mse")  # nothing trains: every step's loss is its batch's
+        >>> x, y = np.arange(8.0).reshape(4, 2), np.zeros((4, 1))
+        >>> log = StepLoss(tempfile.mkdtemp())
+        >>> _ = model.fit(x, y, batch_size=2, shuffle=False, verbose=0, callbacks=[log])
+        >>> np.allclose(log.losses, [model.evaluate(x[i:i + 2], y[i:i + 2], verbose=0) for i in (0, 2)], rtol=1e-6)
+        True
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
+            raise ValueError(f"`log_dir` must be a non-empty str or path-like; received log_dir={log_dir!r}.")
+        self.log_dir = os.fspath(log_dir)
+        #: float: the losses written in the latest ``fit``, in order.
+        self.losses = []
+        self._writer = None
+        self._tracker = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = StepLossWriter(self.log_dir)
+        self._tracker = None
+        self.losses = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._writer.epoch_begin(self._tracker)  # None before the first step: the metrics are built by it
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._tracker is None:
+            self._tracker = loss_tracker(self.model.metrics)
+        value = self._writer.batch_end(self._tracker, int(self.model.optimizer.iterations.numpy()))
+        if value is not None:
+            self.losses.append(value)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
