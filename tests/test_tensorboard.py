@@ -91,12 +91,14 @@ def test_selection_is_an_exact_step_at_its_step(tmp_path):
     assert float(opt.frozen_fraction) == pytest.approx(0.9, abs=1e-7)
     assert [v for _, v in scalars["selection/selected_count"]] == [N, N, KEEP, KEEP, KEEP]
     assert [s for s, _ in scalars["scores/p50"]] == [6]  # once per selection
-    # Score histograms once, after the single selection (not rewritten at the second epoch's end), of log10 scores.
-    assert all(steps == [8] for steps in histograms.values())
+    # Score histograms (log10) at each window step: the window's first step (x=5: the scores of its 1 gradient)
+    # and the selection step (x=6: the selection's scores); not rewritten later.
+    assert all(steps == [5, 6] for steps in histograms.values())
     acc = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={event_accumulator.TENSORS: 0})
     acc.Reload()
     for v, score in zip(opt.model_variables, opt.scores):
-        (event,) = acc.Tensors(f"scores_log10/{v.path}")
+        first, event = acc.Tensors(f"scores_log10/{v.path}")
+        assert not np.array_equal(tf.make_ndarray(first.tensor_proto), tf.make_ndarray(event.tensor_proto))
         buckets = tf.make_ndarray(event.tensor_proto)  # [left, right, count]
         s = score.numpy().ravel()
         assert buckets[:, 2].sum() == np.count_nonzero(s > 0)
@@ -267,3 +269,28 @@ def test_bad_arguments(tmp_path, callback, kwargs, match):
     with pytest.raises(ValueError, match=match):
         model.fit(x, np.ones((4, 2)), verbose=0, callbacks=[tfmot_bridge.OverallSparsity(tmp_path)])
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights))  # raised before any step
+
+
+def test_histogram_buckets_are_tensorboards():
+    """Our O(n) bucketing gives TensorBoard's own histogram op's buckets, bit for bit (many, one, no values)."""
+    from tensorboard.plugins.histogram.summary_v2 import _buckets
+
+    from tf_selopt.keras.callbacks import histogram_buckets
+
+    rng = np.random.default_rng(0)
+    for values in (rng.standard_cauchy(5000), np.full(3, 2.5), np.zeros(0), rng.normal(size=7)):
+        expected = _buckets(tf.constant(values, tf.float64)).numpy()
+        np.testing.assert_array_equal(histogram_buckets(values), expected)
+
+
+def test_window_histograms_grow_to_the_selections(tmp_path):
+    """fisher sums g**2 over the window: the scores after the window's first step are at most the selection's,
+    entry by entry, so the histogram at x=5 has no more positive scores and no larger maximum than at x=6."""
+    _, opt = selective_run(tmp_path, criterion="fisher")
+    acc = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    for v, score in zip(opt.model_variables, opt.scores):
+        first, selection = (tf.make_ndarray(e.tensor_proto) for e in acc.Tensors(f"scores_log10/{v.path}"))
+        assert [e.step for e in acc.Tensors(f"scores_log10/{v.path}")] == [5, 6]
+        assert first[:, 2].sum() <= selection[:, 2].sum() == np.count_nonzero(score.numpy() > 0)
+        assert first[-1, 1] <= selection[-1, 1] == pytest.approx(np.log10(score.numpy().max()), rel=1e-6)
