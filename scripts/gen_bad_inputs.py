@@ -89,6 +89,7 @@ SECTIONS = {
     ],
     "mask_zeros": ["test_bad_inputs.py::test_mask_zeros_layers", "test_bad_inputs.py::test_mask_zeros_unbuilt_model"],
     "SelectionMonitor": ["test_callbacks.py::test_bad_arguments"],
+    "StepLoss / OverallSparsity (TensorBoard)": ["test_tensorboard.py::test_bad_arguments"],
     "schedules.ConstantSparsity / PolynomialDecay": ["test_schedules.py::test_bad_inputs_name_the_argument"],
     "selection": [
         "test_selection.py::test_resolve_count_invalid",

@@ -2,16 +2,18 @@
 
 import json
 import math
+import re
 import shutil
 import textwrap
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 from tensorboard.backend.event_processing import event_accumulator
 
 from tf_selopt import cli
-from tf_selopt.study import plots, report, runner
+from tf_selopt.study import data, plots, report, runner
 from tf_selopt.study.config import ConfigError, StudyConfig, config_hash, load_config
 
 TINY = cli.CONFIGS / "tiny.yaml"
@@ -77,6 +79,38 @@ def test_shipped_configs_are_valid_and_the_study_is_the_notes():
     assert len(study.seeds) >= 3
     demo = load_config(cli.CONFIGS / "demo.yaml")
     assert len(demo.seeds) >= 3 and demo.export_sparsity == 0.9
+
+
+def tensors(log_dir) -> dict:
+    """tag -> tensor events of the event files in ``log_dir`` (TensorBoard's own reader)."""
+    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    return {tag: acc.Tensors(tag) for tag in acc.Tags()["tensors"]}
+
+
+def value(event) -> np.float32:
+    return np.float32(tf.make_ndarray(event.tensor_proto))
+
+
+@pytest.mark.parametrize("name", ["study.yaml", "demo.yaml"])
+def test_run_names_are_short_and_a_fraction_filter_matches_that_fraction_only(name):
+    """TensorBoard's run filter is ``new RegExp(filter, "i").test(run name)``: the fraction token of a run name
+    (``frozen0.9-``, with its delimiter) matches the runs of that kind and fraction, never 0.99 or 0.995."""
+    specs = runner.expand(load_config(cli.CONFIGS / name))
+    names = [s.run_name for s in specs]
+    assert len(set(names)) == len(names) and max(map(len, names)) <= 45
+    for spec in specs:
+        assert spec.run_name.startswith(f"{spec.method}-" if spec.kind != "full" else f"full-s{spec.seed}_")
+        if spec.kind == "full":
+            continue
+        token = spec.run_name.split("-")[1] + "-"  # e.g. "frozen0.9-": the fraction and the delimiter after it
+        matched = {s for s in specs if re.search(token, s.run_name, re.IGNORECASE)}
+        assert matched == {s for s in specs if (s.kind, s.level) == (spec.kind, spec.level)}, token
+        first = f"{spec.method}-{token}s{spec.seed}_"  # criterion, fraction and seed: one run per data and model
+        matched = {s for s in specs if re.search(first, s.run_name, re.IGNORECASE)}
+        assert matched == {
+            s for s in specs if (s.kind, s.method, s.level, s.seed) == (spec.kind, spec.method, spec.level, spec.seed)
+        }
 
 
 def test_config_hash_ignores_name_only():
@@ -167,13 +201,31 @@ def test_tiny_study_exports_and_logs(tiny_study):
     assert tflite.stat().st_size == exported["tflite_bytes"] and exported["max_abs_diff"] <= 1e-5
     assert (out / exported["saved_model"] / "saved_model.pb").exists()
     logs = sorted(p.name for p in (out / "tensorboard").iterdir())
-    assert len(logs) == len(rows)  # one seed: every run logged
-    assert all(any(p.rglob("events.out.tfevents.*")) for p in (out / "tensorboard").iterdir())
-    # Every kind of run (full, selection, ours and tfmot pruning) logs Keras' epoch_accuracy: comparable by method.
-    for p in (out / "tensorboard").iterdir():
-        acc = event_accumulator.EventAccumulator(str(p / "train"))
-        acc.Reload()
-        assert "epoch_accuracy" in acc.Tags()["tensors"] + acc.Tags()["scalars"], p.name
+    specs = runner.expand(load_config(TINY))
+    assert logs == sorted(s.run_name for s in specs)  # one seed: every run logged, under its run name
+    # Every kind of run (full, selection, ours and tfmot pruning) logs the same: Keras' epoch_* on train and
+    # validation, the loss of every optimizer step and the test metrics at the last step; pruning runs (ours and
+    # tfmot's) the overall pruning/sparsity; no run writes a graph.
+    config = load_config(TINY)
+    last = config.training.epochs * math.ceil(len(data.load("digits").x_train) / config.training.batch_size)
+    by_name = {s.run_name: r for s, r in zip(specs, rows)}
+    for name, row in by_name.items():
+        p = out / "tensorboard" / name
+        for split in ("train", "validation"):
+            assert [e.step for e in tensors(p / split)["epoch_accuracy"]] == [0, 1, 2], (name, split)
+        ours = tensors(p)
+        assert [e.step for e in ours["train/loss"]] == list(range(1, last + 1)), name
+        assert [(e.step, value(e)) for e in ours["test/accuracy"]] == [(last, np.float32(row["test_accuracy"]))]
+        assert [(e.step, value(e)) for e in ours["test/loss"]] == [(last, np.float32(row["test_loss"]))]
+        if row["kind"] == "pruning":
+            assert (ours["pruning/sparsity"][-1].step, value(ours["pruning/sparsity"][-1])) == (last, 0.9), name
+        graphs = [
+            e
+            for f in p.rglob("events.out.tfevents.*")
+            for e in tf.compat.v1.train.summary_iterator(str(f))
+            if e.HasField("graph_def") or e.HasField("meta_graph_def")
+        ]
+        assert graphs == [], name
 
 
 @pytest.mark.slow
@@ -416,6 +468,8 @@ def test_cli_demo_prints_table_and_leaves_figures_report_logs_and_export(tiny_de
     out, rows, result = tiny_demo  # the module's tiny study is this demo command's run
     assert [r["id"] for r in rows] == [s.id for s in runner.expand(load_config(TINY))]
     assert report.tables(rows) in result.output and f"results in   {out.resolve()}" in result.output
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in result.output
+    assert "http://localhost:6006/?smoothing=0#timeseries" in result.output
     assert (out / "figure1.png").exists() and (out / "figure2.png").exists() and (out / "report.md").exists()
     assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
     assert any((out / "export").rglob("*.tflite")) and any((out / "export").rglob("saved_model.pb"))

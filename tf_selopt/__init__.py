@@ -31,6 +31,7 @@ _LAZY = {
     "strip_pruning": "keras.pruning",
     "mask_zeros": "keras.pruning",
     "SelectionMonitor": "keras.callbacks",
+    "StepLoss": "keras.callbacks",
     "DropFrozenVariables": "keras.freezing",
     "TracePerPhase": "keras.phases",
     "calibrate": "keras.calibrate",

@@ -25,6 +25,9 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CONFIGS = pathlib.Path(__file__).parent / "study" / "configs"
+#: TensorBoard's page with smoothing 0 (its URL parameter), on the Time Series tab: a selection's 0 -> 0.9
+#: step is drawn as the exact step that was logged, not the ramp of the default smoothing 0.6.
+TENSORBOARD_URL = "http://localhost:6006/?smoothing=0#timeseries"
 
 # What `import tensorflow` and its first device query print on fd 2 from C++ even with TF_CPP_MIN_LOG_LEVEL=2
 # (absl logs INFO lines before absl::InitializeLog, and no environment variable reaches that): the banner
@@ -88,6 +91,7 @@ def _finish(out_dir, rows) -> None:
         click.echo(f"figure:      {f}")
     click.echo(f"report:      {path}")
     click.echo(f"TensorBoard: tensorboard --logdir {pathlib.Path(out_dir) / 'tensorboard'}")
+    click.echo(f"             then open {TENSORBOARD_URL}  (smoothing 0: steps drawn as logged)")
     click.echo(f"results in   {pathlib.Path(out_dir).resolve()}")
 
 

@@ -1,7 +1,7 @@
-"""Keras 3 callbacks: watch selection and pruning in TensorBoard during ``fit``.
+"""Keras 3 callbacks: watch selection, pruning and the training loss in TensorBoard during ``fit``.
 
-``SelectionMonitor`` is a plain ``keras.callbacks.Callback`` that writes with
-``tf.summary.create_file_writer``; its step axis is ``model.optimizer.iterations``.
+``SelectionMonitor`` and ``StepLoss`` are plain ``keras.callbacks.Callback`` s that write with
+``tf.summary.create_file_writer``; their step axis is ``model.optimizer.iterations``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,46 @@ import tensorflow as tf
 
 from tf_selopt.core.checks import is_int
 from tf_selopt.core.frontend import SelectiveFrontEnd
+from tf_selopt.core.summaries import StepLossWriter, loss_tracker
 from tf_selopt.keras.pruning import pruning_mask
 
-__all__ = ["SelectionMonitor", "QUANTILES"]
+__all__ = ["SelectionMonitor", "StepLoss", "QUANTILES"]
 
 #: Score quantiles logged after a selection: tag suffix -> quantile.
 QUANTILES = {"min": 0.0, "p10": 0.1, "p50": 0.5, "p90": 0.9, "max": 1.0}
+
+
+#: What marks a summary as a histogram for TensorBoard (its histograms plugin, data version 0).
+_HISTOGRAM_METADATA = tf.compat.v1.SummaryMetadata(
+    plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="histograms")
+)
+
+
+def histogram_buckets(data, bucket_count=30) -> np.ndarray:
+    """TensorBoard's histogram of ``data`` (1-D float array): a ``[bucket_count, 3]`` float64 array of rows
+    ``[left edge, right edge, count]``, buckets of equal width from min to max (the last one closed).
+
+    The buckets of ``tf.summary.histogram``, counted with ``np.bincount`` in O(n) (TensorBoard's op builds an
+    ``n x buckets`` one-hot tensor: 64 MB for a 266k-weight kernel). Empty data: all zeros; one distinct
+    value: every edge at it, all counts in the last bucket.
+
+    Examples:
+        >>> histogram_buckets(np.array([0.0, 1.0, 1.0, 3.0]), bucket_count=3).tolist()
+        [[0.0, 1.0, 1.0], [1.0, 2.0, 2.0], [2.0, 3.0, 1.0]]
+    """
+    data = np.asarray(data, np.float64).ravel()
+    if data.size == 0:
+        return np.zeros((bucket_count, 3))
+    low, high = float(data.min()), float(data.max())
+    if low == high:
+        counts = np.zeros(bucket_count)
+        counts[-1] = data.size
+        return np.stack([np.full(bucket_count, high), np.full(bucket_count, high), counts], axis=1)
+    index = np.minimum(np.floor((data - low) / ((high - low) / bucket_count)).astype(np.int64), bucket_count - 1)
+    edges = np.linspace(low, high, bucket_count + 1)
+    edges[-1] = high
+    counts = np.bincount(index, minlength=bucket_count).astype(np.float64)
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
 def selective_of(optimizer):
@@ -83,17 +117,23 @@ class SelectionMonitor(keras.callbacks.Callback):
     ``pruning/sparsity`` (pruned fraction of the masked weights) and
     ``sparsity/<variable path>``. Masks are logged as these counts and
     fractions, not as 0/1 histograms.
-    Histograms: ``scores_log10/<path>``, log10 of the last selection's positive
-    scores (scores are heavy-tailed; zeros are left out), written at an epoch's
-    end only when a new selection happened since the last ones.
+    Histograms: ``scores_log10/<path>``, log10 of the positive scores (scores
+    are heavy-tailed; zeros are left out): for a gradient criterion at every
+    ``histogram_freq``-th step of its window, the scores the window's gradients
+    so far give (``criterion.score`` on the window state, read after the step),
+    and at each selection step the selection's scores. TensorBoard's
+    Distributions and Histograms tabs then show the ranking forming over the
+    window. Criteria without a window (``magnitude``, ``random``) have the
+    selection's histogram only. None with masks given before training.
 
     Args:
         log_dir: directory of the event files (str or path-like, not empty).
         update_freq: ``"epoch"`` (scalars at each epoch's end) or an int
             ``n >= 1``: scalars whenever ``iterations`` has passed a multiple
             of ``n``; events are written when they happen either way.
-        histogram_freq: int ``>= 0``: look for a new selection every that many
-            epochs (at the epoch's end) and write its score histograms; 0 = none.
+        histogram_freq: int ``>= 0``: score histograms at every that many
+            window steps (counted from the window's first) and at each selection;
+            0 = none.
 
     Examples:
         >>> import keras, numpy as np, tempfile, tf_selopt
@@ -120,7 +160,8 @@ class SelectionMonitor(keras.callbacks.Callback):
             )
         if not (is_int(histogram_freq) and histogram_freq >= 0):
             raise ValueError(
-                f"`histogram_freq` must be an int >= 0 (epochs; 0 = off); received histogram_freq={histogram_freq!r}."
+                f"`histogram_freq` must be an int >= 0 (window steps; 0 = off); "
+                f"received histogram_freq={histogram_freq!r}."
             )
         self.log_dir = os.fspath(log_dir)
         self.update_freq = update_freq if update_freq == "epoch" else int(update_freq)
@@ -141,7 +182,6 @@ class SelectionMonitor(keras.callbacks.Callback):
         if hasattr(optimizer, "keep_scores"):  # before the step is traced: the selection then keeps the scores
             optimizer.keep_scores = True
         self._writer = tf.summary.create_file_writer(self.log_dir)
-        self._kept_scores = None
         self._last_step = self._step()
         self._written_step = None
         self._events = None
@@ -159,11 +199,6 @@ class SelectionMonitor(keras.callbacks.Callback):
             self._events = events
             self._write_scalars(step)
         elif events != self._events:
-            optimizer = self._selective()
-            releasable = optimizer is not None and optimizer.update_path == "selected_only"
-            if self.histogram_freq and releasable and optimizer.reselect_every is None and optimizer.scores is not None:
-                # a host copy for the epoch's histograms: TracePerPhase may release the scores before then
-                self._kept_scores = (int(optimizer.selections.numpy()), [s.numpy() for s in optimizer.scores])
             if self._written_step is not None and step - 1 > self._written_step:
                 before = {t: v for t, v in self.last_scalars.items() if t not in self._NOT_STEP_FUNCTIONS}
                 self._write(step - 1, before)
@@ -171,14 +206,14 @@ class SelectionMonitor(keras.callbacks.Callback):
             self._write_scalars(step)
         elif self.update_freq != "epoch" and step // self.update_freq > self._last_step // self.update_freq:
             self._write_scalars(step)
+        if self.histogram_freq:
+            self._write_histograms(step)
         self._last_step = step
 
     def on_epoch_end(self, epoch, logs=None):
         step = self._step()
         if self.update_freq == "epoch" and step != self._written_step:
             self._write_scalars(step)
-        if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
-            self._write_histograms(step)
         self._writer.flush()
 
     def on_train_end(self, logs=None):
@@ -275,24 +310,91 @@ class SelectionMonitor(keras.callbacks.Callback):
         self.last_scalars = {tag: float(np.float32(value)) for tag, value in scalars.items()}
 
     def _write_histograms(self, step: int):
+        """After the step that ends at ``step``: the selection's score histograms if it selected, else the
+        window's scores so far at every ``histogram_freq``-th window step."""
         optimizer = self._selective()
-        if optimizer is None or int(optimizer.selections.numpy()) == self._histogram_selections:
-            return  # no selection since the last histograms: they would repeat
-        scores = optimizer.scores
-        if scores is None:  # released by ``release_warmup_state`` (TracePerPhase) after the copy at the selection
-            selections, scores = self._kept_scores or (None, None)
-            if selections != int(optimizer.selections.numpy()):
-                self._histogram_selections = int(optimizer.selections.numpy())
+        if optimizer is None or optimizer.plan.preselected:
+            return
+        selections = int(optimizer.selections.numpy())
+        if selections != self._histogram_selections:
+            self._histogram_selections = selections
+            if optimizer.scores is None:  # released (``release_warmup_state``) before this callback ran
                 warnings.warn(
                     "SelectionMonitor: no score histograms for this selection: the scores were released "
-                    "(release_warmup_state) before the monitor saw them; TracePerPhase(keep_scores=True) keeps them.",
+                    "(release_warmup_state) before the monitor saw them; list the monitor before TracePerPhase.",
                     stacklevel=2,
                 )
                 return
-        self._kept_scores = None
-        self._histogram_selections = int(optimizer.selections.numpy())
+            self._histograms(step, optimizer, optimizer.scores)
+            return
+        count = int(optimizer.window_count.numpy())
+        if count < 1 or count % self.histogram_freq or not optimizer.criterion_state[0]:
+            return
+        criterion, window = optimizer.criterion, tf.constant(float(count))
+        seed = tf.constant([optimizer.seed % (2**31 - 1), 0], tf.int32)
+        scores = [
+            criterion.score(
+                {k: tf.convert_to_tensor(v) for k, v in state.items()}, tf.convert_to_tensor(v), window, seed
+            )
+            for state, v in zip(optimizer.criterion_state, optimizer.model_variables)
+        ]
+        self._histograms(step, optimizer, scores)
+
+    def _histograms(self, step, optimizer, scores):
         with self._writer.as_default(step=step):
             for v, score in zip(optimizer.model_variables, scores):
-                score = tf.reshape(tf.cast(tf.convert_to_tensor(score), tf.float64), [-1])
-                positive = tf.boolean_mask(score, score > 0)
-                tf.summary.histogram(f"scores_log10/{_path(v)}", tf.math.log(positive) / np.log(10.0))
+                score = np.ravel(np.asarray(score, np.float64))
+                buckets = histogram_buckets(np.log10(score[score > 0]))
+                tf.summary.write(f"scores_log10/{_path(v)}", tf.constant(buckets), metadata=_HISTOGRAM_METADATA)
+
+
+class StepLoss(keras.callbacks.Callback):
+    """Log the training loss of every optimizer step as ``train/loss`` at ``model.optimizer.iterations``.
+
+    The x axis of ``SelectionMonitor``'s tags, so the loss lines up with a selection or pruning event. Keras'
+    own ``TensorBoard(update_freq=n)`` writes ``batch_loss``, the mean since the epoch's start, which restarts
+    at every epoch; this is each step's own loss, recovered from that mean (``tf_selopt.core.summaries``).
+    With ``steps_per_execution = n``: every ``n`` steps, the mean of those ``n``.
+
+    Args:
+        log_dir: directory of the event files (str or path-like, not empty).
+
+    Examples:
+        >>> import keras, numpy as np, tempfile
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile(keras.optimizers.SGD(0.0), "mse")  # nothing trains: every step's loss is its batch's
+        >>> x, y = np.arange(8.0).reshape(4, 2), np.zeros((4, 1))
+        >>> log = StepLoss(tempfile.mkdtemp())
+        >>> _ = model.fit(x, y, batch_size=2, shuffle=False, verbose=0, callbacks=[log])
+        >>> np.allclose(log.losses, [model.evaluate(x[i:i + 2], y[i:i + 2], verbose=0) for i in (0, 2)], rtol=1e-6)
+        True
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
+            raise ValueError(f"`log_dir` must be a non-empty str or path-like; received log_dir={log_dir!r}.")
+        self.log_dir = os.fspath(log_dir)
+        #: float: the losses written in the latest ``fit``, in order.
+        self.losses = []
+        self._writer = None
+        self._tracker = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = StepLossWriter(self.log_dir)
+        self._tracker = None
+        self.losses = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._writer.epoch_begin(self._tracker)  # None before the first step: the metrics are built by it
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._tracker is None:
+            self._tracker = loss_tracker(self.model.metrics)
+        value = self._writer.batch_end(self._tracker, int(self.model.optimizer.iterations.numpy()))
+        if value is not None:
+            self.losses.append(value)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()

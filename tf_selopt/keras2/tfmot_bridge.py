@@ -113,6 +113,7 @@ Examples:
 
 from __future__ import annotations
 
+import os
 import typing
 import warnings
 
@@ -129,6 +130,7 @@ from tf_selopt.keras2 import _compat, _tfmot_compat
 
 __all__ = [
     "LayerPlan",
+    "OverallSparsity",
     "SCHEDULES",
     "global_magnitude_plan",
     "prune_low_magnitude_global",
@@ -557,12 +559,85 @@ class _ShowMasksToSelection(tf_keras.callbacks.Callback):
             self.model.make_train_function(force=True)
 
 
+class OverallSparsity(tf_keras.callbacks.Callback):
+    """Log the pruned fraction of all of tfmot's masked weights as ``pruning/sparsity`` (and their count as
+    ``pruning/pruned_count``) at ``model.optimizer.iterations``: the tags, x axis and step convention of
+    ``tf_selopt.SelectionMonitor``'s pruning scalars, so tfmot and our pruning runs share a card.
+
+    Written at the start of ``fit``, at each epoch's end and at each pruning event: an event seen after the
+    batch that ends at step ``s`` writes the state before it at ``s - 1`` and the new one at ``s`` (an exact
+    step in TensorBoard with smoothing 0). tfmot's ``PruningSummaries`` logs per-layer sparsity only.
+
+    Args:
+        log_dir: directory of the event files (str or path-like, not empty).
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
+            raise ValueError(f"`log_dir` must be a non-empty str or path-like; received log_dir={log_dir!r}.")
+        self.log_dir = os.fspath(log_dir)
+        #: (step, pruned count, sparsity) of every point written in the latest ``fit``.
+        self.points = []
+        self._writer = None
+        self._count = None
+
+    def on_train_begin(self, logs=None):
+        masks = list(tfmot_masks(self.model).values())
+        if not masks:
+            raise ValueError("OverallSparsity needs a model with tfmot pruning wrappers (prune_low_magnitude).")
+        self._masks = masks
+        self._total = sum(int(np.prod(m.shape)) for m in masks)
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+        self.points = []
+        self._count = None
+
+    def _pruned(self) -> int:
+        return int(sum(int(tf.reduce_sum(tf.cast(tf.equal(m, 0), tf.int64))) for m in self._masks))
+
+    def _write(self, step, count):
+        with self._writer.as_default(step=step):
+            tf.summary.scalar("pruning/pruned_count", float(count))
+            tf.summary.scalar("pruning/sparsity", count / self._total)
+        self.points.append((step, count, count / self._total))
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._count is None:
+            self._count = self._pruned()
+            self._write(self._step(), self._count)
+
+    def on_train_batch_end(self, batch, logs=None):
+        count, step = self._pruned(), self._step()
+        if count != self._count:
+            if step - 1 > self.points[-1][0]:
+                self._write(step - 1, self._count)
+            self._write(step, count)
+            self._count = count
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = self._step()
+        if step != self.points[-1][0]:
+            self._write(step, self._count)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
 def pruning_callbacks(log_dir=None) -> list:
-    """The callbacks tfmot pruning needs in ``fit``: ``UpdatePruningStep``, plus
-    ``PruningSummaries(log_dir)`` (per-layer sparsity and threshold, each epoch) if ``log_dir`` is given.
+    """The callbacks tfmot pruning needs in ``fit``: ``UpdatePruningStep``, plus, if ``log_dir`` is given,
+    ``PruningSummaries(log_dir, write_graph=False)`` (per-layer sparsity and threshold at each epoch's
+    start, in ``<log_dir>/metrics``; Keras' ``epoch_*`` tags in ``train/`` and ``validation/``; no graph:
+    TensorBoard cannot draw the graph of a pruned tf_keras model) and ``OverallSparsity(log_dir)``.
     With a ``tf_selopt.keras2.SelectiveOptimizer`` they also show it tfmot's masks: pruned entries take
     no selection slot and do not train."""
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), _ShowMasksToSelection()]
     if log_dir is not None:
-        callbacks.append(tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir)))
+        callbacks.append(tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir), write_graph=False))
+        callbacks.append(OverallSparsity(log_dir))
     return callbacks

@@ -6,7 +6,7 @@ Layout of ``out_dir``::
     study.json         config hash, versions, the config as validated
     runs.jsonl         one JSON row per finished run, appended as runs finish
     results.csv        the same rows as a table (rewritten after every run)
-    tensorboard/<id>/  SelectionMonitor / TensorBoard logs
+    tensorboard/<run name>/  TensorBoard logs (``RunSpec.run_name``, e.g. fisher-frozen0.9-s0_mnist_lenet)
     export/            the pruned model exported for serving (if ``export_sparsity``)
 
 A re-run skips runs whose id is already in ``runs.jsonl``. An output directory
@@ -191,7 +191,7 @@ def run_study(config_path, out_dir, quiet=False, verbose=None) -> list[dict]:
         for spec in todo:
             bar.set_postfix_str(spec.id)
             log = config.tensorboard == "all" or (config.tensorboard == "first_seed" and spec.seed == first_seed)
-            log_dir = str(out_dir / "tensorboard" / spec.id.replace("/", "_")) if log else None
+            log_dir = str(out_dir / "tensorboard" / spec.run_name) if log else None
             row, model = runs_lib.run(
                 spec,
                 config.training,

@@ -26,7 +26,15 @@ from tf_selopt.core import schedules
 from tf_selopt.study import data as data_lib
 from tf_selopt.study import models as models_lib
 
-__all__ = ["RunSpec", "schedule_steps", "kernel_sparsity", "train_pruned_keras3", "train_pruned_tfmot", "run"]
+__all__ = [
+    "RunSpec",
+    "schedule_steps",
+    "kernel_sparsity",
+    "train_pruned_keras3",
+    "train_pruned_tfmot",
+    "log_test_metrics",
+    "run",
+]
 
 #: Our pruning methods -> GradualPruning arguments.
 OURS = {
@@ -34,6 +42,12 @@ OURS = {
     "per_layer": dict(scope="per_layer", criterion="magnitude"),
     "random": dict(scope="global", criterion="random"),
 }
+
+
+#: Model names in TensorBoard run names (``RunSpec.run_name``).
+SHORT_MODEL_NAMES = {"lenet_300_100": "lenet", "small_cnn": "cnn"}
+#: What a run's ``level`` is, in its TensorBoard run name: frozen fraction (selection), sparsity (pruning).
+FRACTION_WORDS = {"selection": "frozen", "pruning": "sparse"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +64,22 @@ class RunSpec:
     @property
     def id(self) -> str:
         return f"{self.kind}/{self.data}/{self.model}/{self.method}/{self.level:g}/seed{self.seed}"
+
+    @property
+    def run_name(self) -> str:
+        """TensorBoard run name: method, fraction and seed first, then data and model.
+
+        ``fisher-frozen0.9-s0_mnist_lenet`` (a selection freezing 0.9), ``global-sparse0.9-s0_mnist_lenet``
+        (pruning to sparsity 0.9), ``full-s0_mnist_lenet``. The fraction is ``repr`` of the float and a ``-``
+        follows it, so TensorBoard's run filter (a case-insensitive regex searched in the run name) ``frozen0.9-``
+        matches 0.9 and not 0.99 or 0.995; ``frozen``/``sparse`` tell a selection's ``random`` from a pruning's.
+        TensorBoard cards show the start of a run name: the parts that differ come first.
+        """
+        model = SHORT_MODEL_NAMES.get(self.model, self.model)
+        where = f"s{self.seed}_{self.data}_{model}"
+        if self.kind == "full":
+            return f"full-{where}"
+        return f"{self.method}-{FRACTION_WORDS[self.kind]}{float(self.level)!r}-{where}"
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -102,7 +132,8 @@ def _build(model_name, splits, api=keras):
 def train_pruned_keras3(
     model_name, method, level, seed, splits, epochs, batch_size, learning_rate, steps, callbacks=(), verbose=0
 ):
-    """Our gradual pruning (or none for ``method="dense"``); returns (stripped model, reported sparsity)."""
+    """Our gradual pruning (or none for ``method="dense"``); returns (stripped model, reported sparsity).
+    Validation on ``splits.x_val`` after every epoch (Keras' ``val_*`` logs), as in every kind of run."""
     from tf_selopt.keras import pruning
 
     keras.utils.set_random_seed(seed)
@@ -116,7 +147,13 @@ def train_pruned_keras3(
         callback = pruning.GradualPruning(schedule, seed=seed, **OURS[method])
         callbacks.insert(0, callback)
     model.fit(
-        splits.x_train, splits.y_train, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks
+        splits.x_train,
+        splits.y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=(splits.x_val, splits.y_val),
+        verbose=verbose,
+        callbacks=callbacks,
     )
     if callback is None:
         return model, None
@@ -128,10 +165,16 @@ def train_pruned_keras3(
 def train_pruned_tfmot(
     model_name, method, level, seed, splits, epochs, batch_size, learning_rate, steps, log_dir=None, verbose=0
 ):
-    """tfmot's ``prune_low_magnitude`` on tf_keras (or none for ``method="dense_tf_keras"``); stripped model."""
+    """tfmot's ``prune_low_magnitude`` on tf_keras (or none for ``method="dense_tf_keras"``); stripped model.
+
+    With ``log_dir``: ``tfmot_bridge.pruning_callbacks(log_dir)`` (tfmot's ``PruningSummaries`` without the
+    graph, and the overall ``pruning/sparsity``) and the per-step ``train/loss``; a dense run logs Keras'
+    ``epoch_*`` tags (``TensorBoard(write_graph=False)``) and the per-step loss. Validation on ``splits.x_val``
+    after every epoch, as in every kind of run."""
     import tensorflow_model_optimization as tfmot
 
-    from tf_selopt.keras2 import _tfmot_compat
+    from tf_selopt.keras2 import _tfmot_compat, tfmot_bridge
+    from tf_selopt.keras2.callbacks import StepLoss
 
     tfk = _tfmot_compat.keras_module()  # what tfmot uses
 
@@ -143,12 +186,20 @@ def train_pruned_tfmot(
             0.0, level, steps["begin_step"], steps["end_step"], power=steps["power"], frequency=steps["frequency"]
         )
         model = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
-        callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
-        if log_dir is not None:
-            callbacks.append(tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir))
+        callbacks += tfmot_bridge.pruning_callbacks(log_dir)
+    elif log_dir is not None:
+        callbacks.append(tfk.callbacks.TensorBoard(log_dir, write_graph=False))
+    if log_dir is not None:
+        callbacks.append(StepLoss(log_dir))
     _compile(model, tfk.optimizers.Adam(learning_rate), api=tfk)
     model.fit(
-        splits.x_train, splits.y_train, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks
+        splits.x_train,
+        splits.y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=(splits.x_val, splits.y_val),
+        verbose=verbose,
+        callbacks=callbacks,
     )
     if method == "tfmot":
         model = tfmot.sparsity.keras.strip_pruning(model)
@@ -200,13 +251,26 @@ def _train_selective(spec, splits, training, selection, callbacks, verbose):
 
 def _loggers(log_dir, monitor):
     """TensorBoard callbacks of a Keras 3 run: Keras' own (``epoch_loss``, ``epoch_accuracy`` in ``train/`` and
-    ``validation/``, at 0-based epochs, as the tfmot runs log them) and, if ``monitor``, ``SelectionMonitor``."""
-    from tf_selopt.keras.callbacks import SelectionMonitor
+    ``validation/``, at 0-based epochs, as the tfmot runs log them), ``StepLoss`` (``train/loss`` at every
+    optimizer step) and, if ``monitor``, ``SelectionMonitor``."""
+    from tf_selopt.keras.callbacks import SelectionMonitor, StepLoss
 
     if log_dir is None:
         return []
-    callbacks = [keras.callbacks.TensorBoard(log_dir, write_graph=False)]
+    callbacks = [keras.callbacks.TensorBoard(log_dir, write_graph=False), StepLoss(log_dir)]
     return callbacks + [SelectionMonitor(log_dir)] if monitor else callbacks
+
+
+def log_test_metrics(log_dir, step, metrics):
+    """Write ``metrics`` (name -> float, e.g. ``{"accuracy": 0.97, "loss": 0.1}``) as scalars ``test/<name>``
+    at ``step`` (the run's last optimizer step) into ``log_dir``."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default(step=int(step)):
+        for name, value in metrics.items():
+            tf.summary.scalar(f"test/{name}", float(value))
+    writer.close()
 
 
 def run(spec: RunSpec, training, selection=None, pruning=None, log_dir=None, verbose=0, splits=None) -> tuple:
@@ -249,6 +313,9 @@ def run(spec: RunSpec, training, selection=None, pruning=None, log_dir=None, ver
         raise ValueError(f"unknown run kind {spec.kind!r}")
     row["sparsity"], row["kernel_zeros"], row["kernel_total"], _ = kernel_sparsity(model)
     test_loss, test_accuracy = model.evaluate(splits.x_test, splits.y_test, batch_size=256, verbose=0)
+    if log_dir is not None:
+        last_step = training.epochs * steps_per_epoch(len(splits.x_train), training.batch_size)
+        log_test_metrics(log_dir, last_step, {"accuracy": test_accuracy, "loss": test_loss})
     row |= {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
