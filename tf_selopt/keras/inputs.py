@@ -217,3 +217,99 @@ def check_sequence_length(spec: ModelInputs, limit, shapes: dict, argument: str)
                     f"`{argument}`: input {i.name!r} has sequence length {int(shape[1])}, over the model's "
                     f"maximum {limit[0]} ({limit[1]}): truncate or split the sequences."
                 )
+
+
+def _known_inputs(model):
+    try:
+        return model_inputs(model)
+    except ValueError:
+        return None  # a subclassed model called on data: its inputs are whatever it takes
+
+
+def _check_x_spec(spec, limit, x_spec, argument):
+    """Checks a dataset's ``x`` element spec (a TensorSpec, a tuple/list or a dict of them) against ``spec``."""
+    if spec is None:
+        return
+    if isinstance(x_spec, collections.abc.Mapping) and spec.kind == "dict":
+        keys, expected = sorted(map(str, x_spec)), sorted(spec.names)
+        if keys != expected:
+            raise ValueError(
+                f"`{argument}`: the dict's keys must be the model's inputs {list(spec.names)}; its elements' x "
+                f"has keys {keys}."
+            )
+        check_sequence_length(spec, limit, {n: tuple(s.shape) for n, s in x_spec.items()}, argument)
+    elif spec.kind == "single" and hasattr(x_spec, "shape"):
+        check_sequence_length(spec, limit, {spec.names[0]: tuple(x_spec.shape)}, argument)
+
+
+def dataset(model, data, batch_size: int, argument: str = "data"):
+    """``data`` as a ``tf.data.Dataset`` of ``(x, y)`` or ``(x, y, sample_weight)`` batches for ``model``.
+
+    ``data``: such a dataset (its ``x`` dict keys checked against the model's inputs), a
+    ``keras.utils.PyDataset`` of such batches, or an ``(x, y)`` / ``(x, y, sample_weight)`` tuple of arrays
+    with ``x`` an array, a list/tuple of arrays or a dict keyed by input name (batched by ``batch_size``,
+    repeated). ValueError naming ``argument`` for data that does not fit: the wrong structure, dict keys other
+    than the model's inputs, different row counts, sequences longer than ``max_sequence_length(model)``.
+    """
+    import tensorflow as tf  # noqa: PLC0415  (the TensorFlow backend's data pipeline)
+
+    spec, limit = _known_inputs(model), max_sequence_length(model)
+    if isinstance(data, keras.utils.PyDataset):
+        data = _from_py_dataset(data, argument, tf)
+    if isinstance(data, tf.data.Dataset):
+        element = data.element_spec
+        if not isinstance(element, tuple) or len(element) not in (2, 3):
+            raise ValueError(
+                f"`{argument}` must yield (x, y) or (x, y, sample_weight) batches; its elements are "
+                f"{type(element).__name__} {element!r}."
+            )
+        _check_x_spec(spec, limit, element[0], argument)
+        return data
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        x, *rest = data
+        if spec is not None:
+            feeds = spec.feeds(x, argument, rows_equal=False)
+            check_sequence_length(spec, limit, {n: v.shape for n, v in feeds.items()}, argument)
+            x = spec.structure(feeds)
+        x = tuple(x) if isinstance(x, list) else x
+        parts = (x, *(np.asarray(p) for p in rest))
+        sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else 0 for leaf in tf.nest.flatten(parts)}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"`{argument}`: x, y (and sample_weight) must have the same length; received lengths {sizes}."
+            )
+        return tf.data.Dataset.from_tensor_slices(parts).batch(batch_size).repeat()
+    raise ValueError(
+        f"`{argument}` must be a tf.data.Dataset of (x, y) batches, a keras.utils.PyDataset of them or an (x, y) "
+        f"tuple of arrays (x: an array, a list of arrays or a dict keyed by input name); received "
+        f"{type(data).__name__}."
+    )
+
+
+def _from_py_dataset(data, argument, tf):
+    """A ``keras.utils.PyDataset`` as a ``tf.data.Dataset`` of its batches (shapes from its first batch)."""
+    count = data.num_batches
+    if not count:
+        raise ValueError(f"`{argument}`: the PyDataset has no batches (num_batches={count!r}).")
+    first = _tuples(data[0])
+
+    def spec(a):
+        a = np.asarray(a)
+        return tf.TensorSpec((None,) + a.shape[1:], tf.as_dtype(a.dtype))
+
+    signature = tf.nest.map_structure(spec, first)
+
+    def batches():
+        for i in range(count):
+            yield tf.nest.map_structure(np.asarray, _tuples(data[i]))
+
+    return tf.data.Dataset.from_generator(batches, output_signature=signature)
+
+
+def _tuples(structure):
+    """Lists as tuples, recursively (``tf.data`` takes a list for one tensor, a tuple for a structure)."""
+    if isinstance(structure, (list, tuple)):
+        return tuple(_tuples(s) for s in structure)
+    if isinstance(structure, collections.abc.Mapping):
+        return {k: _tuples(v) for k, v in structure.items()}
+    return structure
