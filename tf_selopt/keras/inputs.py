@@ -57,7 +57,7 @@ class ModelInput:
 
     @property
     def is_integer(self) -> bool:
-        return np.dtype(self.dtype).kind in "iub"
+        return self.dtype.startswith(("int", "uint"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,9 +121,13 @@ class ModelInputs:
 def model_inputs(model) -> ModelInputs:
     """The inputs of a built Keras 3 ``model`` (ValueError when it has no known inputs)."""
     try:
-        structure, flat = model.input, list(model.inputs)
+        flat = list(model.inputs or [])
     except (AttributeError, ValueError):
-        structure, flat = None, []
+        flat = []
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):
+        structure = None
     if not flat:
         raise ValueError(
             f"`model` {model.name!r} has no known inputs (a subclassed model called on data): use a functional "
@@ -136,7 +140,7 @@ def model_inputs(model) -> ModelInputs:
         if len(set(names)) != len(names):
             names = [f"input_{i}" for i in range(len(flat))]
         items, kind = list(zip(names, flat)), "single" if len(flat) == 1 else "list"
-    inputs = tuple(ModelInput(str(n), tuple(t.shape), str(np.dtype(t.dtype).name), t) for n, t in items)
+    inputs = tuple(ModelInput(str(n), tuple(t.shape), keras.backend.standardize_dtype(t.dtype), t) for n, t in items)
     return ModelInputs(kind, inputs)
 
 
@@ -166,7 +170,7 @@ def integer_ranges(model) -> dict:
     readers = _readers(model)
     found = {}
     for spec in model_inputs(model).inputs:
-        if not spec.is_integer or np.dtype(spec.dtype).kind == "b":
+        if not spec.is_integer:
             continue
         best, seen, todo = None, set(), [spec.tensor]
         while todo:
