@@ -196,6 +196,7 @@ class _Signature:
     specs: dict
     kind: str
     limit: tuple | None = None
+    model_names: tuple = ()
 
     @property
     def names(self) -> tuple:
@@ -280,7 +281,7 @@ def _signature(model) -> _Signature:
         specs = {
             i.name: tf.TensorSpec((None,) + i.shape[1:], tf.as_dtype(i.dtype), name=i.name) for i in described.inputs
         }
-    return _Signature(specs, described.kind, limit)
+    return _Signature(specs, described.kind, limit, described.names)
 
 
 def serving_input_specs(model) -> dict:
@@ -416,14 +417,15 @@ def _integer_ranges(model, signature) -> tuple[dict, dict]:
     ``{name: how its default inputs are drawn}`` for every input."""
     found = {} if _is_tf_keras(model) else inputs_lib.integer_ranges(model)
     ranges, notes = {}, {}
-    for name, spec in signature.specs.items():
+    for (name, spec), model_name in zip(signature.specs.items(), signature.model_names or signature.names):
         if spec.dtype.is_floating:
             notes[name] = "floats"
         elif spec.dtype.is_bool:
             notes[name] = "bools {False, True}"
-        elif name in found:
-            ranges[name] = found[name][0]
-            notes[name] = f"ids in [0, {found[name][0]}) ({found[name][1]})"
+        elif model_name in found:
+            high, source = found[model_name]
+            ranges[name] = high
+            notes[name] = f"ids in [0, {high}) ({source})"
         elif _is_mask(name):
             notes[name] = "padding masks: ones then zeros"
         else:
