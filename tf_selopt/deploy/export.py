@@ -1,15 +1,28 @@
 """Export a (pruned) model for serving: a TF Serving SavedModel or a TFLite file, each verified after writing.
 
 Both functions accept Keras 3 models and tf_keras (Keras 2) models, e.g. the
-result of tfmot's ``strip_pruning``. Models must be built, with one input and
-one output (a tensor, not a list or dict).
+result of tfmot's ``strip_pruning``. Models must be built, with one output (a
+tensor, not a list or dict); Keras 3 models may have several inputs (a list of
+Inputs, or a dict such as keras_hub's ``{"token_ids", "padding_mask",
+"segment_ids"}``), tf_keras models one.
 
-The serving signature is always ``serving_default`` with one input named
-``"inputs"`` and one output named ``"outputs"`` (``INPUT_NAME`` and
-``OUTPUT_NAME``): the input spec is the model's input with a free batch
-dimension. So a TF Serving REST request is ``{"instances": [...]}`` or
-``{"inputs": [...]}`` and the answer carries ``"outputs"`` (``predictions``
-for the row format); the TFLite file has the same signature key and names.
+The serving signature is always ``serving_default`` with one output named
+``"outputs"`` (``OUTPUT_NAME``). A model with one input takes it as
+``"inputs"`` (``INPUT_NAME``); a model with several takes one tensor per input,
+named as the model names them (a dict model's keys, else the Inputs' names;
+``serving_input_specs``). Each input spec is the model's input with a free
+batch dimension (other free dimensions, e.g. a sequence length, stay free). So
+a TF Serving REST request is ``{"instances": [...]}`` or ``{"inputs": ...}``
+(``{"instances": [{"token_ids": [...], ...}]}`` for named inputs) and the
+answer carries ``"outputs"`` (``predictions`` for the row format); the TFLite
+file has the same signature key and names (``get_signature_runner()(**named
+arrays)``). ``sample_inputs`` and ``representative_data`` take what the model
+takes: an array, or for several inputs a dict keyed by input name (or a list in
+input order); wrong keys, a wrong count and (keras_hub) sequences longer than
+the model's ``PositionEmbedding`` raise a ValueError naming the argument. TFLite
+has no string or tokenizer ops: a string input, or a converter error naming
+such ops (``tf.StaticRegexReplace``, ...), raises a ValueError that says to
+export the model behind its preprocessor and feed token ids.
 
 Nothing half-written: an artefact is written into a temporary directory or
 file next to the target, reloaded and checked there, and only then moved into
@@ -23,8 +36,15 @@ Verification (``ExportReport``): the artefact is reloaded
 ``ai_edge_litert``'s interpreter when that package is importable, else
 ``tf.lite.Interpreter``) and run on sample inputs: ``sample_inputs`` if given,
 else the first batch of ``representative_data`` (TFLite), else
-``default_sample_inputs``: 8 rows, float inputs standard normal with seed 0,
-integer inputs uniform in {0, 1}. The largest absolute difference from the
+``default_sample_inputs``: 8 rows, float inputs standard normal with seed 0;
+integer inputs read by a ``keras.layers.Embedding`` (also keras_hub's
+``ReversibleEmbedding`` and ``TokenAndPositionEmbedding``) uniform over its
+vocabulary ``[0, input_dim)``, integer inputs named ``*mask*`` padding masks
+(ones then zeros), other integer inputs {0, 1}: their range is unknown, so the
+export warns and sets ``check_exercised = False``; free sequence dimensions
+take the model's maximum length (keras_hub ``PositionEmbedding``), else
+``sample_inputs`` is required. ``ExportReport.input_ranges`` says how each
+input was drawn. The largest absolute difference from the
 Keras model (``model(x, training=False)``) must stay within ``atol``: by default
 ``FLOAT_ATOL = 1e-5`` for the SavedModel (the same TensorFlow kernels);
 ``FLOAT_ATOL + FLOAT_RTOL * max|output|`` (``FLOAT_RTOL = 1e-5``) for TFLite ``float32`` and
@@ -40,8 +60,8 @@ constant would pass. The check therefore needs the Keras outputs to vary
 across its inputs by more than ``2 * atol`` in some output (then no constant
 passes). Without ``sample_inputs``/``representative_data`` the inputs are
 drawn from ``SAMPLE_DISTRIBUTIONS`` in order (``standard_normal``, then
-``uniform(0,1)``, then ``uniform(0,255)``, all seed 0; integer inputs only
-{0, 1}) and the first that exercises the model is used. When none does, or
+``uniform(0,1)``, then ``uniform(0,255)``, all seed 0, for the float inputs;
+integer inputs as above) and the first that exercises the model is used. When none does, or
 the given inputs do not, the export still compares and writes, but warns
 (``UserWarning``) that the check could not run and sets
 ``ExportReport.check_exercised = False``: pass inputs from your data.
@@ -542,7 +562,8 @@ def export_saved_model(
     """Write a TF Serving SavedModel to ``<base_dir>/<model_name>/<version>/`` and verify it.
 
     Signature ``serving_default``: input ``"inputs"`` (the model's input dtype
-    and shape, free batch), output ``"outputs"``. Keras 3 models go through
+    and shape, free batch), or one named input per model input for a
+    multi-input model (``serving_input_specs``), output ``"outputs"``. Keras 3 models go through
     ``keras.export.ExportArchive``, tf_keras models through
     ``tf.saved_model.save`` with that signature. ``version``: a non-negative
     integer (TF Serving serves the highest). An existing non-empty version
@@ -787,7 +808,8 @@ def export_tflite(
     """Convert ``model`` to a TFLite file at ``path`` with ``tf.lite.TFLiteConverter`` and verify it.
 
     The model is first written as a SavedModel (``serving_default``, input
-    ``"inputs"``, output ``"outputs"``) into a temporary directory and converted
+    ``"inputs"`` or the named inputs of a multi-input model, output ``"outputs"``) into a temporary directory
+    and converted
     from there (works for Keras 3 and tf_keras models alike); the file keeps
     that signature. Inputs and outputs stay float in every mode.
 
@@ -795,8 +817,9 @@ def export_tflite(
     sparse weights stored compressed, densified at load); ``"dynamic_int8"``
     (``Optimize.DEFAULT``: int8 weights, float activations); ``"int8"`` (full
     integer: int8 weights and activations calibrated on ``representative_data``,
-    required: an array of inputs or an iterable of input batches from your data,
-    used one row at a time); ``"sparse_int8"`` (full integer as ``"int8"``, plus
+    required: an array of inputs or an iterable of input batches from your data (for
+    several inputs: dicts keyed by input name), used one row at a time);
+    ``"sparse_int8"`` (full integer as ``"int8"``, plus
     ``EXPERIMENTAL_SPARSITY``: int8 weights pruned in 1x16 blocks along the input
     axis stay sparse, no DENSIFY op, see ``tf_selopt.keras.pruning``; with
     unstructured zeros the file fails to prepare under XNNPack (LiteRT 2.3.0:
