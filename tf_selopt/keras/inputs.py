@@ -90,11 +90,7 @@ class ModelInputs:
             if self.kind == "single" and len(keys) == 1:
                 feeds = {expected[0]: x[keys[0]]}
             elif set(keys) != set(expected):
-                missing, extra = sorted(set(expected) - set(keys)), sorted(set(map(str, keys)) - set(expected))
-                raise ValueError(
-                    f"`{argument}`: the dict's keys must be the model's inputs {expected}; received keys "
-                    f"{sorted(map(str, keys))} (missing {missing}, unknown {extra})."
-                )
+                _refuse_keys(expected, keys, argument)
             else:
                 feeds = {n: x[n] for n in expected}
         elif isinstance(x, (list, tuple)) and self.kind != "single":
@@ -116,6 +112,14 @@ class ModelInputs:
         if rows_equal and (None in rows.values() or len(set(rows.values())) != 1):
             raise ValueError(f"`{argument}`: every input needs the same number of rows; received {rows}.")
         return feeds
+
+
+def _refuse_keys(expected, keys, argument):
+    missing, extra = sorted(set(expected) - set(keys)), sorted(set(map(str, keys)) - set(expected))
+    raise ValueError(
+        f"`{argument}`: the dict's keys must be the model's inputs {expected}; received keys "
+        f"{sorted(map(str, keys))} (missing {missing}, unknown {extra})."
+    )
 
 
 def model_inputs(model) -> ModelInputs:
@@ -235,12 +239,8 @@ def _check_x_spec(spec, limit, x_spec, argument):
     if spec is None:
         return
     if isinstance(x_spec, collections.abc.Mapping) and spec.kind == "dict":
-        keys, expected = sorted(map(str, x_spec)), sorted(spec.names)
-        if keys != expected:
-            raise ValueError(
-                f"`{argument}`: the dict's keys must be the model's inputs {list(spec.names)}; its elements' x "
-                f"has keys {keys}."
-            )
+        if set(x_spec) != set(spec.names):
+            _refuse_keys(list(spec.names), list(x_spec), argument)
         check_sequence_length(spec, limit, {n: tuple(s.shape) for n, s in x_spec.items()}, argument)
     elif spec.kind == "single" and hasattr(x_spec, "shape"):
         check_sequence_length(spec, limit, {spec.names[0]: tuple(x_spec.shape)}, argument)
