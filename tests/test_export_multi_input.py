@@ -129,7 +129,7 @@ def test_list_inputs_export_with_the_input_names(tmp_path):
         (lambda x: x | {"mask": x["padding_mask"]}, r"`sample_inputs`.*unknown \['mask'\]"),
         (lambda x: x["token_ids"], r"`sample_inputs`.*pass a dict with the keys \['token_ids', 'segment_ids'"),
         (lambda x: {k: np.tile(v, (1, 2)) for k, v in x.items()}, "sequence length 32, over the model's maximum 16"),
-        (lambda x: {k: v[:0] for k, v in x.items()}, "sample_inputs input 'token_ids' must be a non-empty batch"),
+        (lambda x: {k: v[:0] for k, v in x.items()}, "`sample_inputs`: input 'token_ids' must be a non-empty batch"),
     ],
 )
 @pytest.mark.parametrize("fmt", ["saved_model", "tflite"])
@@ -145,7 +145,7 @@ def test_bert_sample_inputs_that_do_not_fit_are_refused_before_writing(bert, tmp
 
 def test_bert_representative_data_takes_dict_batches_and_checks_them(bert, tmp_path):
     x = bert_inputs()
-    with pytest.raises(ValueError, match=r"representative_data batches.*unknown \['mask'\]"):
+    with pytest.raises(ValueError, match=r"`representative_data`.*unknown \['mask'\]"):
         export_tflite(bert, tmp_path / "b.tflite", mode="int8", representative_data=[x, x | {"mask": x["token_ids"]}])
     assert _files(tmp_path) == []
 

@@ -251,8 +251,8 @@ class _Signature:
             v = feeds[name]
             bad = v.ndim != len(spec.shape) or not tf.TensorShape(spec.shape[1:]).is_compatible_with(v.shape[1:])
             if bad or not len(v):
-                label = "" if self.kind == "single" else f" input {name!r}"
-                raise ValueError(f"{argument}{label} must be a non-empty batch of shape {spec.shape}, got {v.shape}")
+                label = f"`{argument}`" if self.kind == "single" else f"`{argument}`: input {name!r}"
+                raise ValueError(f"{label} must be a non-empty batch of shape {spec.shape}, got {v.shape}")
             if spec.dtype != tf.string:
                 feeds[name] = v.astype(spec.dtype.as_numpy_dtype)
         inputs_lib.check_sequence_length(
@@ -648,7 +648,7 @@ def _batches(representative_data, signature) -> list:
             raise ValueError("representative_data must be an array of inputs or an iterable of input batches") from None
     rows = []
     for c in chunks:
-        feeds = signature.feeds(c, "representative_data batches")
+        feeds = signature.feeds(c, "representative_data")
         count = len(next(iter(feeds.values())))
         rows.extend({n: v[i : i + 1] for n, v in feeds.items()} for i in range(count))
     if not rows:
