@@ -210,13 +210,15 @@ def _is_tf_keras(model) -> bool:
 @dataclasses.dataclass(frozen=True)
 class _Signature:
     """The serving inputs: ``specs`` (serving name -> ``tf.TensorSpec`` with a free batch, in the model's input
-    order), ``kind`` (``"single"``, ``"list"`` or ``"dict"``, what ``model(...)`` takes), ``limit``: the longest
-    sequence (``(length, source)``, ``inputs_lib.max_sequence_length``) or None."""
+    order), ``kind`` (``"single"``: one input served as ``INPUT_NAME``, ``"list"`` or ``"dict"``), ``limit``: the
+    longest sequence (``(length, source)``, ``inputs_lib.max_sequence_length``) or None; ``model_names`` and
+    ``model_kind``: the model's own input names and structure (a one-input model may take a one-key dict)."""
 
     specs: dict
     kind: str
     limit: tuple | None = None
     model_names: tuple = ()
+    model_kind: str = "single"
 
     @property
     def names(self) -> tuple:
@@ -224,11 +226,14 @@ class _Signature:
 
     def keras(self, feeds: dict):
         """``{serving name: array}`` as the model takes it."""
-        if self.kind == "single":
-            return tf.constant(feeds[INPUT_NAME])
-        if self.kind == "list":
-            return [tf.constant(feeds[n]) for n in self.names]
-        return {n: tf.constant(feeds[n]) for n in self.names}
+        return self.to_model({n: tf.constant(v) for n, v in feeds.items()})
+
+    def to_model(self, tensors: dict):
+        """``{serving name: tensor}`` in the model's structure: a tensor, a list or a dict."""
+        values = [tensors[n] for n in self.names]
+        if self.model_kind == "dict":
+            return dict(zip(self.model_names, values))
+        return values if self.model_kind == "list" else values[0]
 
     def fixed_batch(self, batch_size) -> dict:
         if batch_size is None:
@@ -294,14 +299,15 @@ def _signature(model) -> _Signature:
         return _Signature({INPUT_NAME: tf.TensorSpec((None,) + tuple(x.shape[1:]), x.dtype, name=INPUT_NAME)}, "single")
     described = inputs_lib.model_inputs(model)
     limit = inputs_lib.max_sequence_length(model)
-    if described.kind == "single":
+    if len(described.inputs) == 1:
         x = described.inputs[0]
         specs = {INPUT_NAME: tf.TensorSpec((None,) + x.shape[1:], tf.as_dtype(x.dtype), name=INPUT_NAME)}
     else:
         specs = {
             i.name: tf.TensorSpec((None,) + i.shape[1:], tf.as_dtype(i.dtype), name=i.name) for i in described.inputs
         }
-    return _Signature(specs, described.kind, limit, described.names)
+    kind = "single" if len(specs) == 1 else described.kind
+    return _Signature(specs, kind, limit, described.names, described.kind)
 
 
 def serving_input_specs(model) -> dict:
@@ -355,11 +361,7 @@ def _refuse_strings(signature):
 
 def _serve_fn(model, signature):
     def serve(inputs):
-        if signature.kind == "list":
-            inputs = [inputs[n] for n in signature.names]
-        elif signature.kind == "single":
-            inputs = inputs[INPUT_NAME]
-        y = model(inputs, training=False)
+        y = model(signature.to_model(inputs), training=False)
         if isinstance(y, (list, tuple, dict)):
             raise ValueError("model must have exactly one output tensor")
         return {OUTPUT_NAME: y}
