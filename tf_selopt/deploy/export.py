@@ -317,10 +317,11 @@ def serving_input_specs(model) -> dict:
 
     Example:
         >>> import keras
-        >>> ids = keras.Input((4,), dtype="int32", name="ids")
-        >>> model = keras.Model({"ids": ids}, keras.layers.Embedding(9, 2)(ids))
-        >>> serving_input_specs(model)["ids"].shape.as_list()
-        [None, 4]
+        >>> ids, mask = keras.Input((4,), dtype="int32"), keras.Input((4,), dtype="int32")
+        >>> h = keras.layers.Embedding(9, 2)(ids) * keras.ops.expand_dims(keras.ops.cast(mask, "float32"), -1)
+        >>> model = keras.Model({"ids": ids, "mask": mask}, h)
+        >>> {name: spec.shape.as_list() for name, spec in serving_input_specs(model).items()}
+        {'ids': [None, 4], 'mask': [None, 4]}
     """
     return dict(_signature(model).specs)
 
@@ -361,6 +362,8 @@ def _refuse_strings(signature):
 
 def _serve_fn(model, signature):
     def serve(inputs):
+        if signature.kind == "single":  # one tensor, as ``loaded.serving_default(x)`` and TFSMLayer call it
+            inputs = {INPUT_NAME: inputs}
         y = model(signature.to_model(inputs), training=False)
         if isinstance(y, (list, tuple, dict)):
             raise ValueError("model must have exactly one output tensor")
@@ -529,7 +532,8 @@ def _tree_sizes(path) -> tuple[int, int]:
 def _write_saved_model(model, signature, directory, batch_size=None):
     """``serving_default`` takes one tensor per serving name (``signature.specs``, batch ``batch_size``)."""
     serve = _serve_fn(model, signature)
-    specs = [signature.fixed_batch(batch_size)]
+    specs = signature.fixed_batch(batch_size)
+    specs = [specs[INPUT_NAME]] if signature.kind == "single" else [specs]
     if _is_tf_keras(model):
         fn = tf.function(serve, input_signature=specs)
         tf.saved_model.save(model, directory, signatures={SIGNATURE_KEY: fn.get_concrete_function()})
