@@ -85,14 +85,14 @@ def test_default_check_ids_cover_each_embedding_vocabulary(bert):
 
 def test_ids_drawn_over_the_vocabulary_exercise_a_model_that_0_and_1_do_not(tmp_path):
     ids = keras.Input((8,), dtype="int32", name="ids")
-    embedding = keras.layers.Embedding(100, 4)
+    embedding = keras.layers.Embedding(100, 4, name="vocab")
     pooled = keras.layers.GlobalAveragePooling1D()(embedding(ids))
     model = keras.Model({"ids": ids}, keras.layers.Dense(2)(pooled))  # one input, taken as a one-key dict
     table = np.random.default_rng(0).normal(size=(100, 4)).astype("float32")
     table[:2] = 0.0  # ids 0 and 1 read zeros: {0, 1} inputs give one output for every row
     embedding.set_weights([table])
     report = export_tflite(model, tmp_path / "m.tflite")  # served as "inputs", as every one-input model
-    assert report.check_exercised and report.input_ranges == {"inputs": "ids in [0, 100) (embedding.input_dim)"}
+    assert report.check_exercised and report.input_ranges == {"inputs": "ids in [0, 100) (vocab.input_dim)"}
     assert export.serving_input_spec(model).name == "inputs"
 
 
