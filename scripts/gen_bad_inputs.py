@@ -60,6 +60,7 @@ SECTIONS = {
     "calibrate": [
         "test_calibrate.py::test_calibrate_bad_inputs_raise_before_any_batch_runs",
         "test_calibrate.py::test_calibrate_says_when_data_runs_out_and_when_a_variable_gets_no_gradient",
+        "test_calibrate.py::test_calibrate_refuses_inputs_that_do_not_fit_the_model",
     ],
     "SelectiveOptimizer (tf_keras)": [
         "test_tf_keras.py::test_distribution_strategy_is_refused_not_silently_wrong",
@@ -109,6 +110,7 @@ SECTIONS = {
         "test_export.py::test_saved_model_bad_arguments_write_nothing",
         "test_export.py::test_saved_model_refuses_existing_version",
         "test_bad_inputs.py::test_export_saved_model",
+        "test_export_multi_input.py::test_bert_sample_inputs_that_do_not_fit_are_refused_before_writing",
     ],
     "export.export_tflite": [
         "test_export.py::test_tflite_bad_arguments_write_nothing",
@@ -116,6 +118,8 @@ SECTIONS = {
         "test_export.py::test_tflite_refuses_bad_batch_size_before_writing",
         "test_export.py::test_default_sample_inputs_refuses_unknown_distribution",
         "test_bad_inputs.py::test_export_tflite",
+        "test_export_multi_input.py::test_bert_representative_data_takes_dict_batches_and_checks_them",
+        "test_export_multi_input.py::test_tflite_refuses_string_inputs_and_tokenizer_ops_naming_the_way_out",
     ],
     "tfmot_bridge.prune_low_magnitude_global / global_magnitude_plan": [
         "test_tfmot_bridge.py::test_bad_inputs_raise_before_anything_changes",

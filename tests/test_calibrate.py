@@ -348,3 +348,83 @@ def test_masks_that_do_not_fit_the_model_raise_at_build_before_any_state(change,
     with pytest.raises(ValueError, match=word):
         optimizer.build(model.trainable_variables)
     assert optimizer.model_variables is None and optimizer.inner_optimizer.variables[2:] == []
+
+
+# ----------------------------------------------------------------- calibrate on named and listed inputs
+def tiny_bert_classifier():
+    """keras_hub's BertTextClassifier built from config (no preset): vocab 100, 2 layers, hidden 32, seq 16."""
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=16
+    )
+    return keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=3, preprocessor=None, dropout=0.0)
+
+
+def bert_data(n=32, length=16):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(4, length + 1, n)
+    x = {
+        "token_ids": rng.integers(0, 100, (n, length)).astype("int32"),
+        "segment_ids": (np.arange(length) >= lengths[:, None] // 2).astype("int32"),
+        "padding_mask": (np.arange(length) < lengths[:, None]).astype("int32"),
+    }
+    return x, rng.integers(0, 3, n).astype("int32")
+
+
+@pytest.mark.slow  # ~20 s on the shared machine: tracing the BERT gradient
+def test_calibrate_takes_a_dict_of_arrays_and_selects_the_top_fisher_scores():
+    model = tiny_bert_classifier()
+    x, y = bert_data(n=16)
+    before = values(model.weights)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    masks = tf_selopt.calibrate(model, (x, y), loss=loss, keep=500, steps=1, batch_size=16)
+    assert int(sum(m.sum() for m in masks)) == 500
+    assert_bits(values(model.weights), before)
+    with tf.GradientTape() as tape:  # the Fisher score by hand: g**2 of the one batch's mean loss
+        value = loss(y, model(x, training=False))
+    scores = np.concatenate(
+        [tf.convert_to_tensor(g).numpy().ravel() ** 2 for g in tape.gradient(value, model.trainable_variables)]
+    )
+    chosen = np.concatenate([m.ravel() for m in masks])
+    assert scores[chosen].min() >= scores[~chosen].max()
+
+
+def test_calibrate_takes_a_list_of_arrays_and_a_py_dataset():
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    model = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
+    rng = np.random.default_rng(0)
+    xa, xb, y = rng.normal(size=(8, 3)), rng.normal(size=(8, 2)), rng.normal(size=(8, 2))
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return [xa[4 * i : 4 * i + 4], xb[4 * i : 4 * i + 4]], y[4 * i : 4 * i + 4]
+
+    masks = tf_selopt.calibrate(model, ([xa, xb], y), loss="mse", keep=4, steps=2, batch_size=4)
+    assert int(sum(m.sum() for m in masks)) == 4
+    assert_bits(masks, tf_selopt.calibrate(model, Batches(), loss="mse", keep=4, steps=2))
+    assert_bits(masks, tf_selopt.calibrate(model, ({"a": xa, "b": xb}, y), loss="mse", keep=4, steps=2, batch_size=4))
+
+
+@pytest.mark.parametrize(
+    "change, word",
+    [
+        (lambda x: {"token_ids": x["token_ids"], "padding_mask": x["padding_mask"]}, "keys must be the model's inputs"),
+        (lambda x: x | {"tokens": x["token_ids"]}, r"unknown \['tokens'\]"),
+        (lambda x: [x["token_ids"], x["padding_mask"]], "takes 3 inputs"),
+        (lambda x: x["token_ids"], "pass a dict with the keys"),
+        (lambda x: {k: np.tile(v, (1, 2)) for k, v in x.items()}, "sequence length 32, over the model's maximum 16"),
+    ],
+)
+def test_calibrate_refuses_inputs_that_do_not_fit_the_model(change, word):
+    model = tiny_bert_classifier()
+    x, y = bert_data()
+    cases = [(change(x), y)]
+    if isinstance(change(x), dict):  # a dataset of lists or arrays reaches the model, which raises its own error
+        cases.append(tf.data.Dataset.from_tensor_slices((change(x), y)).batch(8))
+    for data in cases:
+        with pytest.raises(ValueError, match=f"`data`.*{word}"):
+            tf_selopt.calibrate(model, data, loss="sparse_categorical_crossentropy", keep=5, steps=1)

@@ -236,6 +236,16 @@ def test_keras_flatten_layers_yields_nested_layers():
     assert names[0] == "outer" and {"inner", "deep", "head"} <= set(names), _changed("Keras", "_flatten_layers")
 
 
+def test_keras_call_inputs_lists_each_call_of_a_layer():
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    dense = keras.layers.Dense(2)
+    add = keras.layers.Add()
+    keras.Model([a, b], add([dense(a), dense(b)]))
+    calls = keras_compat.call_inputs(dense)
+    assert [[t is a for t in c] for c in calls] == [[True], [False]], _changed("Keras", "Layer._inbound_nodes")
+    assert calls[1][0] is b and len(keras_compat.call_inputs(add)[0]) == 2, _changed("Keras", "Node.input_tensors")
+
+
 # ---------------------------------------------------------------- tf_keras
 
 TF_KERAS_FULL = {

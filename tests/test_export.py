@@ -212,7 +212,7 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(ExportVerificationError):
         export_tflite(_mlp(), tmp_path / "sub" / "m.tflite", mode="int8", representative_data=_x(8), atol=0.0)
     real = export._keras_outputs
-    monkeypatch.setattr(export, "_keras_outputs", lambda model, x: real(model, x) + 1e-3)
+    monkeypatch.setattr(export, "_keras_outputs", lambda model, *args: real(model, *args) + 1e-3)
     with pytest.raises(ExportVerificationError):
         export_saved_model(_mlp(), tmp_path / "base", "m", 1)
     with pytest.raises(ExportVerificationError):

@@ -1,15 +1,28 @@
 """Export a (pruned) model for serving: a TF Serving SavedModel or a TFLite file, each verified after writing.
 
 Both functions accept Keras 3 models and tf_keras (Keras 2) models, e.g. the
-result of tfmot's ``strip_pruning``. Models must be built, with one input and
-one output (a tensor, not a list or dict).
+result of tfmot's ``strip_pruning``. Models must be built, with one output (a
+tensor, not a list or dict); Keras 3 models may have several inputs (a list of
+Inputs, or a dict such as keras_hub's ``{"token_ids", "padding_mask",
+"segment_ids"}``), tf_keras models one.
 
-The serving signature is always ``serving_default`` with one input named
-``"inputs"`` and one output named ``"outputs"`` (``INPUT_NAME`` and
-``OUTPUT_NAME``): the input spec is the model's input with a free batch
-dimension. So a TF Serving REST request is ``{"instances": [...]}`` or
-``{"inputs": [...]}`` and the answer carries ``"outputs"`` (``predictions``
-for the row format); the TFLite file has the same signature key and names.
+The serving signature is always ``serving_default`` with one output named
+``"outputs"`` (``OUTPUT_NAME``). A model with one input takes it as
+``"inputs"`` (``INPUT_NAME``); a model with several takes one tensor per input,
+named as the model names them (a dict model's keys, else the Inputs' names;
+``serving_input_specs``). Each input spec is the model's input with a free
+batch dimension (other free dimensions, e.g. a sequence length, stay free). So
+a TF Serving REST request is ``{"instances": [...]}`` or ``{"inputs": ...}``
+(``{"instances": [{"token_ids": [...], ...}]}`` for named inputs) and the
+answer carries ``"outputs"`` (``predictions`` for the row format); the TFLite
+file has the same signature key and names (``get_signature_runner()(**named
+arrays)``). ``sample_inputs`` and ``representative_data`` take what the model
+takes: an array, or for several inputs a dict keyed by input name (or a list in
+input order); wrong keys, a wrong count and (keras_hub) sequences longer than
+the model's ``PositionEmbedding`` raise a ValueError naming the argument. TFLite
+has no string or tokenizer ops: a string input, or a converter error naming
+such ops (``tf.StaticRegexReplace``, ...), raises a ValueError that says to
+export the model behind its preprocessor and feed token ids.
 
 Nothing half-written: an artefact is written into a temporary directory or
 file next to the target, reloaded and checked there, and only then moved into
@@ -23,8 +36,15 @@ Verification (``ExportReport``): the artefact is reloaded
 ``ai_edge_litert``'s interpreter when that package is importable, else
 ``tf.lite.Interpreter``) and run on sample inputs: ``sample_inputs`` if given,
 else the first batch of ``representative_data`` (TFLite), else
-``default_sample_inputs``: 8 rows, float inputs standard normal with seed 0,
-integer inputs uniform in {0, 1}. The largest absolute difference from the
+``default_sample_inputs``: 8 rows, float inputs standard normal with seed 0;
+integer inputs read by a ``keras.layers.Embedding`` (also keras_hub's
+``ReversibleEmbedding`` and ``TokenAndPositionEmbedding``) uniform over its
+vocabulary ``[0, input_dim)``, integer inputs named ``*mask*`` padding masks
+(ones then zeros), other integer inputs {0, 1}: their range is unknown, so the
+export warns and sets ``check_exercised = False``; free sequence dimensions
+take the model's maximum length (keras_hub ``PositionEmbedding``), else
+``sample_inputs`` is required. ``ExportReport.input_ranges`` says how each
+input was drawn. The largest absolute difference from the
 Keras model (``model(x, training=False)``) must stay within ``atol``: by default
 ``FLOAT_ATOL = 1e-5`` for the SavedModel (the same TensorFlow kernels);
 ``FLOAT_ATOL + FLOAT_RTOL * max|output|`` (``FLOAT_RTOL = 1e-5``) for TFLite ``float32`` and
@@ -40,8 +60,8 @@ constant would pass. The check therefore needs the Keras outputs to vary
 across its inputs by more than ``2 * atol`` in some output (then no constant
 passes). Without ``sample_inputs``/``representative_data`` the inputs are
 drawn from ``SAMPLE_DISTRIBUTIONS`` in order (``standard_normal``, then
-``uniform(0,1)``, then ``uniform(0,255)``, all seed 0; integer inputs only
-{0, 1}) and the first that exercises the model is used. When none does, or
+``uniform(0,1)``, then ``uniform(0,255)``, all seed 0, for the float inputs;
+integer inputs as above) and the first that exercises the model is used. When none does, or
 the given inputs do not, the export still compares and writes, but warns
 (``UserWarning``) that the check could not run and sets
 ``ExportReport.check_exercised = False``: pass inputs from your data.
@@ -83,6 +103,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import re
 import sys
 import warnings
 
@@ -92,6 +113,7 @@ import tensorflow as tf
 
 from tf_selopt.core.checks import is_int
 from tf_selopt.deploy import _compat, _files
+from tf_selopt.keras import inputs as inputs_lib
 
 __all__ = [
     "export_saved_model",
@@ -100,6 +122,7 @@ __all__ = [
     "ExportVerificationError",
     "default_sample_inputs",
     "serving_input_spec",
+    "serving_input_specs",
     "tflite_runtime",
     "TFLITE_RUNTIMES",
     "INPUT_NAME",
@@ -149,8 +172,12 @@ class ExportReport:
     ``SAMPLE_DISTRIBUTIONS``); ``check_exercised``: False when the Keras
     model's outputs did not vary across those inputs by more than ``2 * atol``,
     so a constant artefact would have passed too: the check could not run (a
-    warning says so; see the module docstring). ``batch_size``: the TFLite
-    file's fixed batch dimension, None when free.
+    warning says so; see the module docstring), also when an integer input's
+    id range is unknown. ``input_ranges``: ``{serving input name: how the check's
+    inputs were drawn}`` (``"given"``, ``"floats"``, ``"ids in [0, 100)
+    (token_embedding.input_dim)"``, ``"padding masks: ones then zeros"``,
+    ``"unknown range: ..."``). ``batch_size``: the TFLite file's fixed batch
+    dimension, None when free.
     """
 
     path: str
@@ -169,6 +196,7 @@ class ExportReport:
     check_exercised: bool = True
     sample_source: str = "given"
     batch_size: int | None = None
+    input_ranges: dict = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- model inspection
@@ -179,8 +207,72 @@ def _is_tf_keras(model) -> bool:
     return tf_keras is not None and isinstance(model, tf_keras.Model)
 
 
-def serving_input_spec(model) -> tf.TensorSpec:
-    """The serving input spec (free batch dimension); ValueError('model ...') if it cannot be derived."""
+@dataclasses.dataclass(frozen=True)
+class _Signature:
+    """The serving inputs: ``specs`` (serving name -> ``tf.TensorSpec`` with a free batch, in the model's input
+    order), ``kind`` (``"single"``: one input served as ``INPUT_NAME``, ``"list"`` or ``"dict"``), ``limit``: the
+    longest sequence (``(length, source)``, ``inputs_lib.max_sequence_length``) or None; ``model_names`` and
+    ``model_kind``: the model's own input names and structure (a one-input model may take a one-key dict)."""
+
+    specs: dict
+    kind: str
+    limit: tuple | None = None
+    model_names: tuple = ()
+    model_kind: str = "single"
+
+    @property
+    def names(self) -> tuple:
+        return tuple(self.specs)
+
+    def keras(self, feeds: dict):
+        """``{serving name: array}`` as the model takes it."""
+        return self.to_model({n: tf.constant(v) for n, v in feeds.items()})
+
+    def to_model(self, tensors: dict):
+        """``{serving name: tensor}`` in the model's structure: a tensor, a list or a dict."""
+        values = [tensors[n] for n in self.names]
+        if self.model_kind == "dict":
+            return dict(zip(self.model_names, values))
+        return values if self.model_kind == "list" else values[0]
+
+    def fixed_batch(self, batch_size) -> dict:
+        if batch_size is None:
+            return self.specs
+        return {n: tf.TensorSpec((batch_size,) + tuple(s.shape[1:]), s.dtype, name=n) for n, s in self.specs.items()}
+
+    def feeds(self, x, argument) -> dict:
+        """User inputs (an array; a dict keyed by input name or a list in input order for several inputs) as
+        ``{serving name: array}`` of the specs' dtypes; ValueError naming ``argument`` when they do not fit."""
+        if self.kind == "single":
+            if isinstance(x, dict) and len(x) == 1:
+                x = next(iter(x.values()))
+            feeds = {INPUT_NAME: np.asarray(x)}
+        else:
+            named = inputs_lib.ModelInputs(
+                self.kind, tuple(inputs_lib.ModelInput(n, tuple(s.shape), s.dtype.name) for n, s in self.specs.items())
+            )
+            feeds = named.feeds(x, argument)
+        for name, spec in self.specs.items():
+            v = feeds[name]
+            bad = v.ndim != len(spec.shape) or not tf.TensorShape(spec.shape[1:]).is_compatible_with(v.shape[1:])
+            if bad or not len(v):
+                label = f"`{argument}`" if self.kind == "single" else f"`{argument}`: input {name!r}"
+                raise ValueError(f"{label} must be a non-empty batch of shape {spec.shape}, got {v.shape}")
+            if spec.dtype != tf.string:
+                feeds[name] = v.astype(spec.dtype.as_numpy_dtype)
+        inputs_lib.check_sequence_length(
+            inputs_lib.ModelInputs(
+                self.kind, tuple(inputs_lib.ModelInput(n, tuple(s.shape), "int32") for n, s in self.specs.items())
+            ),
+            self.limit,
+            {n: v.shape for n, v in feeds.items()},
+            argument,
+        )
+        return feeds
+
+
+def _signature(model) -> _Signature:
+    """The model's serving inputs; ValueError('model ...') if they cannot be derived."""
     if not (isinstance(model, keras.Model) or _is_tf_keras(model)):
         raise ValueError(f"model must be a Keras 3 or tf_keras Model, got {type(model).__name__}")
     if not model.built:
@@ -194,21 +286,85 @@ def serving_input_spec(model) -> tf.TensorSpec:
             "model has no known input (a subclassed model called on data): export a functional or "
             "Sequential model with an Input"
         )
-    if len(inputs) != 1:
-        raise ValueError(f"model must have exactly one input, got {len(inputs)}")
     try:
         outputs = model.outputs
     except AttributeError:
         outputs = None
     if outputs is not None and len(outputs) != 1:
         raise ValueError(f"model must have exactly one output, got {len(outputs)}")
-    x = inputs[0]
-    return tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.as_dtype(x.dtype), name=INPUT_NAME)
+    if _is_tf_keras(model):
+        if len(inputs) != 1:
+            raise ValueError(f"model: a tf_keras model must have exactly one input, got {len(inputs)}")
+        x = inputs[0]
+        return _Signature({INPUT_NAME: tf.TensorSpec((None,) + tuple(x.shape[1:]), x.dtype, name=INPUT_NAME)}, "single")
+    described = inputs_lib.model_inputs(model)
+    limit = inputs_lib.max_sequence_length(model)
+    if len(described.inputs) == 1:
+        x = described.inputs[0]
+        specs = {INPUT_NAME: tf.TensorSpec((None,) + x.shape[1:], tf.as_dtype(x.dtype), name=INPUT_NAME)}
+    else:
+        specs = {
+            i.name: tf.TensorSpec((None,) + i.shape[1:], tf.as_dtype(i.dtype), name=i.name) for i in described.inputs
+        }
+    kind = "single" if len(specs) == 1 else described.kind
+    return _Signature(specs, kind, limit, described.names, described.kind)
 
 
-def _serve_fn(model):
+def serving_input_specs(model) -> dict:
+    """The serving inputs ``{name: tf.TensorSpec}`` (free batch dimension): ``{"inputs": spec}`` for a model
+    with one input, else one entry per input named as the model's inputs (a dict model's keys, else the Input
+    names), in the model's order. ValueError('model ...') if they cannot be derived.
+
+    Example:
+        >>> import keras
+        >>> ids, mask = keras.Input((4,), dtype="int32"), keras.Input((4,), dtype="int32")
+        >>> h = keras.layers.Embedding(9, 2)(ids) * keras.ops.expand_dims(keras.ops.cast(mask, "float32"), -1)
+        >>> model = keras.Model({"ids": ids, "mask": mask}, h)
+        >>> {name: spec.shape.as_list() for name, spec in serving_input_specs(model).items()}
+        {'ids': [None, 4], 'mask': [None, 4]}
+    """
+    return dict(_signature(model).specs)
+
+
+def serving_input_spec(model) -> tf.TensorSpec:
+    """The serving input spec of a one-input model (free batch dimension); ValueError('model ...') if it cannot
+    be derived or the model has several inputs (see ``serving_input_specs``)."""
+    specs = serving_input_specs(model)
+    if len(specs) != 1:
+        raise ValueError(f"model must have exactly one input, got {len(specs)}: use serving_input_specs")
+    return next(iter(specs.values()))
+
+
+def _check_defaults_possible(signature):
+    """Raise ('sample_inputs is required ...') when the default check inputs cannot be drawn."""
+    for name, spec in signature.specs.items():
+        if not (spec.dtype.is_floating or spec.dtype.is_integer or spec.dtype.is_bool):
+            raise ValueError(f"sample_inputs is required for input {name!r} of dtype {spec.dtype.name}")
+        if any(d is None for d in spec.shape[1:]) and (signature.limit is None or len(spec.shape) < 2):
+            raise ValueError(f"sample_inputs is required: the input shape {spec.shape} has free dimensions")
+
+
+_STRING_WAY_OUT = (
+    "TFLite's builtin ops have no string or tokenizer ops: export the model behind its preprocessor, the part "
+    "that takes token ids (for a keras_hub task: the task built with preprocessor=None, or "
+    "keras.Model(task.inputs, task.outputs)), and tokenize in the app (feed token ids; keras_hub's tokenizer "
+    "or preprocessor runs outside the model)"
+)
+#: Converter error fragments of string and tokenizer ops (e.g. TextVectorization's 'tf.StaticRegexReplace').
+_STRING_OPS = ("String", "Regex", "Lookup", "Tokeniz", "Wordpiece", "SentencePiece", "Unicode")
+
+
+def _refuse_strings(signature):
+    strings = [n for n, s in signature.specs.items() if s.dtype == tf.string]
+    if strings:
+        raise ValueError(f"model: the inputs {strings} are strings; {_STRING_WAY_OUT}")
+
+
+def _serve_fn(model, signature):
     def serve(inputs):
-        y = model(inputs, training=False)
+        if signature.kind == "single":  # one tensor, as ``loaded.serving_default(x)`` and TFSMLayer call it
+            inputs = {INPUT_NAME: inputs}
+        y = model(signature.to_model(inputs), training=False)
         if isinstance(y, (list, tuple, dict)):
             raise ValueError("model must have exactly one output tensor")
         return {OUTPUT_NAME: y}
@@ -216,35 +372,64 @@ def _serve_fn(model):
     return serve
 
 
-def default_sample_inputs(spec: tf.TensorSpec, rows: int = _DEFAULT_ROWS, distribution="standard_normal") -> np.ndarray:
-    """``rows`` deterministic inputs for ``spec`` (seed 0): floats from ``distribution`` (one of
-    ``SAMPLE_DISTRIBUTIONS``), integers uniform in {0, 1}."""
+def _is_mask(name) -> bool:
+    return "mask" in name.lower()
+
+
+def default_sample_inputs(spec, rows: int = _DEFAULT_ROWS, distribution="standard_normal", ranges=None, length=None):
+    """``rows`` deterministic inputs for ``spec`` (seed 0), an array, or a dict of arrays for a dict of specs.
+
+    Floats come from ``distribution`` (one of ``SAMPLE_DISTRIBUTIONS``). Integer
+    inputs: ids uniform in ``[0, high)`` where ``ranges`` (``{name: high}``)
+    gives ``high``; an input whose name contains ``"mask"`` gets padding masks
+    (each row ones then zeros, at least one 1); otherwise {0, 1}. Bool inputs:
+    {False, True}. ``length`` fills free non-batch dimensions (e.g. a keras_hub
+    model's maximum sequence length); without it they raise ("sample_inputs is
+    required").
+
+    Example:
+        >>> import tensorflow as tf
+        >>> x = default_sample_inputs({"ids": tf.TensorSpec((None, 6), tf.int32)}, ranges={"ids": 50})
+        >>> x["ids"].shape, bool(x["ids"].max() < 50)
+        ((8, 6), True)
+    """
     if distribution not in SAMPLE_DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {SAMPLE_DISTRIBUTIONS}, got {distribution!r}")
-    if any(d is None for d in spec.shape[1:]):
-        raise ValueError(f"sample_inputs is required: the input shape {spec.shape} has free dimensions")
-    shape = (rows,) + tuple(spec.shape[1:])
-    rng = np.random.default_rng(0)
+    if isinstance(spec, dict):
+        return {
+            name: _sample(s, rows, distribution, (ranges or {}).get(name), _is_mask(name), length, i)
+            for i, (name, s) in enumerate(spec.items())
+        }
+    return _sample(spec, rows, distribution, None, False, length, 0)
+
+
+def _sample(spec, rows, distribution, high, mask, length, index) -> np.ndarray:
+    dims = tuple(spec.shape[1:])
+    if any(d is None for d in dims):
+        if length is None:
+            raise ValueError(f"sample_inputs is required: the input shape {spec.shape} has free dimensions")
+        dims = tuple(length if d is None else d for d in dims)
+    shape = (rows,) + dims
+    rng = np.random.default_rng(0 if index == 0 else [0, index])
     if spec.dtype.is_floating:
         if distribution == "standard_normal":
             x = rng.standard_normal(shape)
         else:
             x = rng.uniform(0.0, 1.0 if distribution == "uniform(0,1)" else 255.0, shape)
         return x.astype(spec.dtype.as_numpy_dtype)
+    if spec.dtype.is_integer and mask and len(shape) >= 2:
+        lengths = rng.integers(1, shape[1] + 1, rows)
+        x = np.arange(shape[1])[None, :] < lengths[:, None]
+        return np.broadcast_to(x.reshape((rows, shape[1]) + (1,) * (len(shape) - 2)), shape).astype(
+            spec.dtype.as_numpy_dtype
+        )
     if spec.dtype.is_integer or spec.dtype.is_bool:
-        return rng.integers(0, 2, shape).astype(spec.dtype.as_numpy_dtype)
+        return rng.integers(0, 2 if high is None else high, shape).astype(spec.dtype.as_numpy_dtype)
     raise ValueError(f"sample_inputs is required for input dtype {spec.dtype.name}")
 
 
-def _check_sample(sample_inputs, spec) -> np.ndarray:
-    x = np.asarray(sample_inputs)
-    if x.ndim != len(spec.shape) or not tf.TensorShape(spec.shape[1:]).is_compatible_with(x.shape[1:]) or not len(x):
-        raise ValueError(f"sample_inputs must be a non-empty batch of shape {spec.shape}, got {x.shape}")
-    return x.astype(spec.dtype.as_numpy_dtype)
-
-
-def _keras_outputs(model, x) -> np.ndarray:
-    return np.asarray(model(tf.constant(x), training=False), dtype=np.float64)
+def _keras_outputs(model, signature, feeds) -> np.ndarray:
+    return np.asarray(model(signature.keras(feeds), training=False), dtype=np.float64)
 
 
 def _exercised(want, bound) -> bool:
@@ -252,34 +437,76 @@ def _exercised(want, bound) -> bool:
     return len(want) > 1 and float(np.max(np.ptp(want.reshape(len(want), -1), axis=0))) > 2 * bound
 
 
-def _check_inputs(model, spec, given, bound_for) -> tuple[np.ndarray, str, bool]:
-    """The check's inputs ``(x, source, exercised)``: ``given`` if not None, else the first of
-    ``SAMPLE_DISTRIBUTIONS`` whose Keras outputs vary by more than ``2 * bound_for(outputs)``.
-    Warns when the chosen inputs do not exercise the model."""
+def _integer_ranges(model, signature) -> tuple[dict, dict]:
+    """``(ranges, notes)``: ``{name: high}`` of the integer inputs with a known id range and
+    ``{name: how its default inputs are drawn}`` for every input."""
+    found = {} if _is_tf_keras(model) else inputs_lib.integer_ranges(model)
+    ranges, notes = {}, {}
+    for (name, spec), model_name in zip(signature.specs.items(), signature.model_names or signature.names):
+        if spec.dtype.is_floating:
+            notes[name] = "floats"
+        elif spec.dtype.is_bool:
+            notes[name] = "bools {False, True}"
+        elif model_name in found:
+            high, source = found[model_name]
+            ranges[name] = high
+            notes[name] = f"ids in [0, {high}) ({source})"
+        elif _is_mask(name):
+            notes[name] = "padding masks: ones then zeros"
+        else:
+            notes[name] = "unknown range: integers {0, 1} (no Embedding reads this input)"
+    return ranges, notes
+
+
+def _check_inputs(model, signature, given, bound_for) -> tuple[dict, str, bool, dict]:
+    """The check's inputs ``(feeds, source, exercised, notes)``: ``given`` if not None, else the first of
+    ``SAMPLE_DISTRIBUTIONS`` whose Keras outputs vary by more than ``2 * bound_for(outputs)`` (the
+    distribution applies to float inputs; integer inputs as ``default_sample_inputs`` draws them).
+    Warns when the chosen inputs do not exercise the model, or an integer input's range is unknown."""
     if given is not None:
-        candidates = [("given", given)]
-    elif spec.dtype.is_floating:
-        candidates = [(d, default_sample_inputs(spec, distribution=d)) for d in SAMPLE_DISTRIBUTIONS]
+        candidates, notes, unknown = [("given", given)], {n: "given" for n in signature.names}, []
     else:
-        candidates = [("integers {0,1}", default_sample_inputs(spec))]
-    spread = 0.0
-    for source, x in candidates:
-        want = _keras_outputs(model, x)
+        ranges, notes = _integer_ranges(model, signature)
+        unknown = [n for n, note in notes.items() if note.startswith("unknown")]
+        length = None if signature.limit is None else signature.limit[0]
+        floating = any(s.dtype.is_floating for s in signature.specs.values())
+        names = SAMPLE_DISTRIBUTIONS if floating else SAMPLE_DISTRIBUTIONS[:1]
+        candidates = [
+            (
+                d if floating else "integers",
+                default_sample_inputs(signature.specs, distribution=d, ranges=ranges, length=length),
+            )
+            for d in names
+        ]
+    spread, chosen = 0.0, None
+    for source, feeds in candidates:
+        want = _keras_outputs(model, signature, feeds)
         bound = bound_for(want)
         spread = max(spread, float(np.max(np.ptp(want.reshape(len(want), -1), axis=0))) if len(want) else 0.0)
         if _exercised(want, bound):
-            return x, source, True
-    source, x = candidates[0]
-    tried = ", ".join(name for name, _ in candidates)
-    warnings.warn(
-        f"export check could not run: the Keras model's outputs do not vary across the check's inputs "
-        f"({tried}: largest spread {spread:.3g} <= 2 * atol = {2 * bound:.3g}), so an artefact returning a "
-        f"constant would pass as well; pass sample_inputs from your data that give different outputs "
-        f"(ExportReport.check_exercised is False)",
-        UserWarning,
-        stacklevel=3,
-    )
-    return x, source, False
+            chosen = (feeds, source)
+            break
+    if chosen is None:
+        tried = ", ".join(name for name, _ in candidates)
+        warnings.warn(
+            f"export check could not run: the Keras model's outputs do not vary across the check's inputs "
+            f"({tried}: largest spread {spread:.3g} <= 2 * atol = {2 * bound:.3g}), so an artefact returning a "
+            f"constant would pass as well; pass sample_inputs from your data that give different outputs "
+            f"(ExportReport.check_exercised is False)",
+            UserWarning,
+            stacklevel=3,
+        )
+        source, feeds = candidates[0]
+        return feeds, source, False, notes
+    if unknown:
+        warnings.warn(
+            f"export check covers only part of the model: the id range of the integer inputs {unknown} is unknown "
+            f"(no Embedding reads them), so the check fed them {{0, 1}}; pass sample_inputs from your data "
+            f"(ExportReport.check_exercised is False, ExportReport.input_ranges says how each input was drawn)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return chosen[0], chosen[1], not unknown, notes
 
 
 def _model_zeros(model) -> int:
@@ -302,23 +529,26 @@ def _tree_sizes(path) -> tuple[int, int]:
 # ---------------------------------------------------------------- SavedModel
 
 
-def _write_saved_model(model, spec, directory):
-    serve = _serve_fn(model)
+def _write_saved_model(model, signature, directory, batch_size=None):
+    """``serving_default`` takes one tensor per serving name (``signature.specs``, batch ``batch_size``)."""
+    serve = _serve_fn(model, signature)
+    specs = signature.fixed_batch(batch_size)
+    specs = [specs[INPUT_NAME]] if signature.kind == "single" else [specs]
     if _is_tf_keras(model):
-        fn = tf.function(serve, input_signature=[spec])
+        fn = tf.function(serve, input_signature=specs)
         tf.saved_model.save(model, directory, signatures={SIGNATURE_KEY: fn.get_concrete_function()})
     else:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=[spec])
+        archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=specs)
         archive.write_out(directory, verbose=False)
 
 
-def _verify_saved_model(directory, model, x, atol) -> tuple[float, int, int]:
+def _verify_saved_model(directory, model, signature, feeds, atol) -> tuple[float, int, int]:
     loaded = tf.saved_model.load(directory)
-    signature = loaded.signatures[SIGNATURE_KEY]
-    got = signature(**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME].numpy()
-    diff = float(np.max(np.abs(got.astype(np.float64) - _keras_outputs(model, x))))
+    serving = loaded.signatures[SIGNATURE_KEY]
+    got = serving(**{n: tf.constant(v) for n, v in feeds.items()})[OUTPUT_NAME].numpy()
+    diff = float(np.max(np.abs(got.astype(np.float64) - _keras_outputs(model, signature, feeds))))
     if not diff <= atol:
         raise ExportVerificationError(f"SavedModel output differs from the Keras model by {diff:.3g} > atol={atol:g}")
     seen, zeros, total = set(), 0, 0
@@ -338,7 +568,8 @@ def export_saved_model(
     """Write a TF Serving SavedModel to ``<base_dir>/<model_name>/<version>/`` and verify it.
 
     Signature ``serving_default``: input ``"inputs"`` (the model's input dtype
-    and shape, free batch), output ``"outputs"``. Keras 3 models go through
+    and shape, free batch), or one named input per model input for a
+    multi-input model (``serving_input_specs``), output ``"outputs"``. Keras 3 models go through
     ``keras.export.ExportArchive``, tf_keras models through
     ``tf.saved_model.save`` with that signature. ``version``: a non-negative
     integer (TF Serving serves the highest). An existing non-empty version
@@ -363,20 +594,20 @@ def export_saved_model(
     _files.check_overwrite(overwrite)
     if not (isinstance(atol, (int, float)) and not isinstance(atol, bool) and atol >= 0):
         raise ValueError(f"atol must be a non-negative number, got {atol!r}")
-    spec = serving_input_spec(model)
-    given = None if sample_inputs is None else _check_sample(sample_inputs, spec)
-    if given is None and any(d is None for d in spec.shape[1:]):
-        default_sample_inputs(spec)  # raises: sample_inputs is required
+    signature = _signature(model)
+    given = None if sample_inputs is None else signature.feeds(sample_inputs, "sample_inputs")
+    if given is None:
+        _check_defaults_possible(signature)
     base_dir = os.fspath(base_dir)
     _files.check_directory(base_dir, "base_dir")
     parent = os.path.join(base_dir, model_name)
     target = os.path.join(parent, str(int(version)))
     _files.check_directory(target, "version:", overwrite, f"version {version} exists and is not empty at {target!r}")
 
-    x, source, exercised = _check_inputs(model, spec, given, lambda want: atol)
+    x, source, exercised, notes = _check_inputs(model, signature, given, lambda want: atol)
     with _files.staging(target) as tmp:
-        _write_saved_model(model, spec, tmp)
-        diff, zeros, total = _verify_saved_model(tmp, model, x, atol)
+        _write_saved_model(model, signature, tmp)
+        diff, zeros, total = _verify_saved_model(tmp, model, signature, x, atol)
         size, gz = _tree_sizes(tmp)
         _files.replace(tmp, target)
     return ExportReport(
@@ -393,52 +624,66 @@ def export_saved_model(
         runtime=f"tf.saved_model.load (tensorflow {tf.__version__})",
         check_exercised=exercised,
         sample_source=source,
+        input_ranges=notes,
     )
 
 
 # ---------------------------------------------------------------- TFLite
 
 
-def _batches(representative_data, spec):
-    """Representative data as single-row float batches (a list): an array of rows or an iterable of batches."""
-    if isinstance(representative_data, (np.ndarray, tf.Tensor)) or (
-        isinstance(representative_data, (list, tuple))
-        and representative_data
-        and np.ndim(representative_data[0]) == len(spec.shape) - 1
+def _batches(representative_data, signature) -> list:
+    """Representative data as single-row feeds ``{serving name: array}`` (a list): inputs (an array of rows, or
+    for several inputs a dict keyed by input name / a list of arrays) or an iterable of such batches."""
+    one = signature.kind == "single"
+    first_spec = next(iter(signature.specs.values()))
+    if (
+        isinstance(representative_data, (np.ndarray, tf.Tensor, dict))
+        or (not one and isinstance(representative_data, (list, tuple)) and _all_arrays(representative_data))
+        or (
+            one
+            and isinstance(representative_data, (list, tuple))
+            and representative_data
+            and np.ndim(representative_data[0]) == len(first_spec.shape) - 1
+        )
     ):
-        chunks = [np.asarray(representative_data)]
+        chunks = [representative_data]
     else:
         try:
-            chunks = [np.asarray(b) for b in representative_data]
+            chunks = list(representative_data)
         except TypeError:
             raise ValueError("representative_data must be an array of inputs or an iterable of input batches") from None
     rows = []
     for c in chunks:
-        c = _check_representative(c, spec)
-        rows.extend(c[i : i + 1] for i in range(len(c)))
+        feeds = signature.feeds(c, "representative_data")
+        count = len(next(iter(feeds.values())))
+        rows.extend({n: v[i : i + 1] for n, v in feeds.items()} for i in range(count))
     if not rows:
         raise ValueError("representative_data is empty")
     return rows
 
 
-def _check_representative(batch, spec):
-    if batch.ndim != len(spec.shape) or not tf.TensorShape(spec.shape[1:]).is_compatible_with(batch.shape[1:]):
-        raise ValueError(f"representative_data batches must have shape {spec.shape}, got {batch.shape}")
-    return batch.astype(spec.dtype.as_numpy_dtype)
+def _all_arrays(items) -> bool:
+    return bool(items) and all(isinstance(i, (np.ndarray, tf.Tensor)) for i in items)
 
 
-def _cyclic_batches(x, batch_size):
-    """``(batch, n)`` pairs covering the rows of ``x`` in order, each ``batch_size`` rows (the last one
-    filled up cyclically from the start of ``x``); ``n``: how many of its rows are new."""
+def _concat(rows) -> dict:
+    return {n: np.concatenate([r[n] for r in rows]) for n in rows[0]}
+
+
+def _cyclic_batches(feeds, batch_size):
+    """``(batch, n)`` pairs covering the rows of ``feeds`` in order, each ``batch_size`` rows (the last one
+    filled up cyclically from the start); ``n``: how many of its rows are new."""
+    count = len(next(iter(feeds.values())))
     if batch_size is None:
-        return [(x, len(x))]
+        return [(feeds, count)]
     return [
-        (x[np.arange(i, i + batch_size) % len(x)], min(batch_size, len(x) - i)) for i in range(0, len(x), batch_size)
+        ({name: v[np.arange(i, i + batch_size) % count] for name, v in feeds.items()}, min(batch_size, count - i))
+        for i in range(0, count, batch_size)
     ]
 
 
-def _run_tflite(runner, x, batch_size) -> np.ndarray:
-    outputs = [runner(**{INPUT_NAME: b})[OUTPUT_NAME][:n] for b, n in _cyclic_batches(x, batch_size)]
+def _run_tflite(runner, feeds, batch_size) -> np.ndarray:
+    outputs = [runner(**b)[OUTPUT_NAME][:n] for b, n in _cyclic_batches(feeds, batch_size)]
     return np.concatenate(outputs).astype(np.float64)
 
 
@@ -456,6 +701,10 @@ def _convert(saved_model_dir, mode, rows, batch_size=None) -> bytes:
                 "with a fixed batch that runs on TFLite's builtin ops (the converter's own advice, SELECT_TF_OPS, "
                 "needs the Flex delegate, which the LiteRT and tf.lite interpreters do not include)"
             ) from error
+        ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", str(error))))
+        strings = [op for op in ops if any(part in op for part in _STRING_OPS)]
+        if strings:
+            raise ValueError(f"model: the graph has string/tokenizer ops {strings}; {_STRING_WAY_OUT}") from error
         raise
 
 
@@ -469,8 +718,11 @@ def _convert_once(saved_model_dir, mode, rows, batch_size) -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if mode == "sparse_int8":
             converter.optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-        data = np.concatenate(rows)
-        converter.representative_dataset = lambda: ([b] for b, _ in _cyclic_batches(data, batch_size or 1))
+        data = _concat(rows)
+        single = list(data) == [INPUT_NAME]
+        converter.representative_dataset = lambda: (
+            [b[INPUT_NAME]] if single else b for b, _ in _cyclic_batches(data, batch_size or 1)
+        )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
 
@@ -562,7 +814,8 @@ def export_tflite(
     """Convert ``model`` to a TFLite file at ``path`` with ``tf.lite.TFLiteConverter`` and verify it.
 
     The model is first written as a SavedModel (``serving_default``, input
-    ``"inputs"``, output ``"outputs"``) into a temporary directory and converted
+    ``"inputs"`` or the named inputs of a multi-input model, output ``"outputs"``) into a temporary directory
+    and converted
     from there (works for Keras 3 and tf_keras models alike); the file keeps
     that signature. Inputs and outputs stay float in every mode.
 
@@ -570,8 +823,9 @@ def export_tflite(
     sparse weights stored compressed, densified at load); ``"dynamic_int8"``
     (``Optimize.DEFAULT``: int8 weights, float activations); ``"int8"`` (full
     integer: int8 weights and activations calibrated on ``representative_data``,
-    required: an array of inputs or an iterable of input batches from your data,
-    used one row at a time); ``"sparse_int8"`` (full integer as ``"int8"``, plus
+    required: an array of inputs or an iterable of input batches from your data (for
+    several inputs: dicts keyed by input name), used one row at a time);
+    ``"sparse_int8"`` (full integer as ``"int8"``, plus
     ``EXPERIMENTAL_SPARSITY``: int8 weights pruned in 1x16 blocks along the input
     axis stay sparse, no DENSIFY op, see ``tf_selopt.keras.pruning``; with
     unstructured zeros the file fails to prepare under XNNPack (LiteRT 2.3.0:
@@ -602,20 +856,20 @@ def export_tflite(
     if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be None (free) or an int >= 1, got {batch_size!r}")
     batch_size = None if batch_size is None else int(batch_size)
-    spec = serving_input_spec(model)
+    signature = _signature(model)
+    _refuse_strings(signature)
     rows = None
     if representative_data is not None:
-        rows = _batches(representative_data, spec)
+        rows = _batches(representative_data, signature)
     elif mode in INT8_MODES:
         raise ValueError(f"representative_data is required for mode={mode!r} (input batches from your data)")
     if sample_inputs is not None:
-        given = _check_sample(sample_inputs, spec)
+        given = signature.feeds(sample_inputs, "sample_inputs")
     elif rows is not None:
-        given = np.concatenate(rows[:_DEFAULT_ROWS])
+        given = _concat(rows[:_DEFAULT_ROWS])
     else:
         given = None
-        if any(d is None for d in spec.shape[1:]):
-            default_sample_inputs(spec)  # raises: sample_inputs is required
+        _check_defaults_possible(signature)
 
     def bound_for(want):
         if atol is not None:
@@ -627,14 +881,11 @@ def export_tflite(
     if os.path.isdir(path):
         raise ValueError(f"path {path!r} is a directory")
     _files.check_file(path, overwrite, f"path {path!r} exists")
-    x, source, exercised = _check_inputs(model, spec, given, bound_for)
+    x, source, exercised, notes = _check_inputs(model, signature, given, bound_for)
 
     with _files.staging(path) as tmp_dir:
         saved = os.path.join(tmp_dir, "saved_model")
-        file_spec = spec
-        if batch_size is not None:
-            file_spec = tf.TensorSpec((batch_size,) + tuple(spec.shape[1:]), spec.dtype, name=INPUT_NAME)
-        _write_saved_model(model, file_spec, saved)
+        _write_saved_model(model, signature, saved, batch_size)
         content = _convert(saved, mode, rows, batch_size)
         tmp_file = os.path.join(tmp_dir, "model.tflite")
         with open(tmp_file, "wb") as f:
@@ -654,7 +905,7 @@ def export_tflite(
                     else ""
                 )
             ) from error
-        want = _keras_outputs(model, x)
+        want = _keras_outputs(model, signature, x)
         diff = float(np.max(np.abs(got - want)))
         bound = bound_for(want)
         if not diff <= bound:
@@ -681,4 +932,5 @@ def export_tflite(
         check_exercised=exercised,
         sample_source=source,
         batch_size=batch_size,
+        input_ranges=notes,
     )

@@ -194,6 +194,13 @@ def flatten_layers(model):
     return model._flatten_layers(include_self=True, recursive=True)
 
 
+def call_inputs(layer) -> list:
+    """The flat input ``KerasTensor`` s of each recorded call of ``layer`` in a functional graph, one list per
+    call (``Layer._inbound_nodes``, each ``Node.input_tensors``; Keras has no public list of a tensor's
+    consumers)."""
+    return [list(node.input_tensors) for node in getattr(layer, "_inbound_nodes", [])]
+
+
 class SyncsBeforeCheckpoint:
     """Mixin for an object with ``_sync_release()``: called before ``tf.train.Checkpoint`` lists the object's
     children (``Trackable._trackable_children``), so a checkpoint never holds state the step emptied in-graph

@@ -28,6 +28,7 @@ from tf_selopt.core import criteria as criteria_lib
 from tf_selopt.core import masks as masks_lib
 from tf_selopt.core import selection
 from tf_selopt.core.checks import is_int
+from tf_selopt.keras import inputs as inputs_lib
 from tf_selopt.keras import pruning
 
 __all__ = ["calibrate"]
@@ -81,27 +82,6 @@ def _mean_loss(loss_fn, y, y_pred, sample_weight):
     return tf.reduce_mean(values)
 
 
-def _batches(data, batch_size):
-    """``data`` as a dataset of ``(x, y)`` or ``(x, y, sample_weight)`` batches."""
-    if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        if not isinstance(spec, tuple) or len(spec) not in (2, 3):
-            raise ValueError(
-                "`data` must yield (x, y) or (x, y, sample_weight) batches; its elements are "
-                f"{type(spec).__name__} {spec!r}."
-            )
-        return data
-    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
-        sizes = {len(part) for part in data}
-        if len(sizes) != 1:
-            raise ValueError(f"`data`: x, y (and sample_weight) must have the same length; received lengths {sizes}.")
-        return tf.data.Dataset.from_tensor_slices(tuple(np.asarray(part) for part in data)).batch(batch_size).repeat()
-    raise ValueError(
-        "`data` must be a tf.data.Dataset of (x, y) batches or an (x, y) tuple of arrays; "
-        f"received {type(data).__name__}."
-    )
-
-
 def calibrate(
     model,
     data,
@@ -122,9 +102,13 @@ def calibrate(
 
     Args:
         model: a built Keras 3 model (TensorFlow backend).
-        data: a ``tf.data.Dataset`` of ``(x, y)`` or ``(x, y, sample_weight)``
-            batches (at least ``steps`` of them), or an ``(x, y)`` tuple of
-            arrays (batched by ``batch_size``, repeated as needed).
+        data: a ``tf.data.Dataset`` (or ``keras.utils.PyDataset``) of ``(x, y)``
+            or ``(x, y, sample_weight)`` batches (at least ``steps`` of them), or
+            an ``(x, y)`` / ``(x, y, sample_weight)`` tuple of arrays (batched by
+            ``batch_size``, repeated as needed). ``x``: an array, a list of arrays
+            (one per input) or a dict keyed by input name (keras_hub's
+            ``{"token_ids", "padding_mask", "segment_ids"}``), checked against the
+            model's inputs (``tf_selopt.keras.inputs``).
         loss: the training loss: a Keras loss name, ``keras.losses.Loss`` or
             callable ``(y_true, y_pred) -> loss``; the model's own losses
             (regularizers) are added, as in ``fit``.
@@ -172,7 +156,7 @@ def calibrate(
     state = [{slot: tf.zeros(v.shape, v.dtype) for slot in criterion.slots} for v in variables]
     count = 0.0
     if criterion.uses_gradients:
-        dataset = _batches(data, batch_size)
+        dataset = inputs_lib.dataset(model, data, batch_size)
         state, count = _accumulate(model, dataset, loss_fn, criterion, state, steps, training, verbose)
     scores = []
     for i, (v, seed_pair) in enumerate(zip(variables, criteria_lib.seeds(seed, len(variables)))):
