@@ -1,6 +1,6 @@
 """Transfer benchmark: sparse fine-tuning selected before the first update vs full, last-layer and Keras LoRA.
 
-The set-up (issue 17, items 3 and 4; ``selopt finetune`` runs it):
+The set-up (``selopt finetune`` runs it):
 
 * **Data**: the bundled MNIST subset (``tf_selopt.study.data.load("mnist")``, no download). Each model
   is pretrained once (fixed seed 0) on the digits 0-4 of the training split and its weights are
