@@ -171,11 +171,6 @@ class Selective:
                     [_and_kept(tf.convert_to_tensor(m), self.kept(i)) for i, m in enumerate(self.given_masks)], True
                 )
 
-    @property
-    def released(self) -> bool:
-        """Whether the warm-up state is released (``release``, or emptied at the selection and synced)."""
-        return self.path is not None and self.path.released
-
     def warmup_state(self, keep_scores):
         """The N-sized variables of this object the restricted phase does not read: the window state and the
         scores (unless ``keep_scores``)."""
@@ -254,7 +249,7 @@ class Selective:
         """
         if phase is not None and phase not in PHASES:
             raise ValueError(f"`phase` must be None or one of {PHASES}; received phase={phase!r}.")
-        if self.released or self.config.preselected:  # every step is an ordinary restricted one
+        if self.path.released or self.config.preselected:  # every step is an ordinary restricted one
             phase = "restricted"
         if self.config.preselected:
             self._check_something_trains()

@@ -59,7 +59,7 @@ class WarmupRelease:
             (True, 640, None)
         """
         self._sync_release()
-        if self._selective.released:
+        if self.warmup_state_released:
             if keep_scores or self._selective.scores is None:
                 return 0
             return self._release_scores()  # the selection step kept them (``keep_scores``): they go now
@@ -163,7 +163,7 @@ class WarmupRelease:
         """Whether the warm-up state is released (at the selection, or by ``release_warmup_state``; then
         ``scores`` is None unless kept)."""
         self._sync_release()
-        return self._selective.released
+        return self._selective.path is not None and self._selective.path.released
 
     @property
     def frozen_layout(self):
