@@ -83,12 +83,10 @@ def breakdown(alpha: float, size: int, seed: int) -> dict:
         "inner_adam_update": lambda: inner.apply(grads, variables),
         "criterion_accumulate": lambda: selective._accumulate(grads, variables, indices),
         "selection": selective._select,
-        "selected_only_selection": lambda: selective.updater.select(
+        "selected_only_selection": lambda: selective.path.updater.select(
             [tf.convert_to_tensor(m) for m in selective.masks], tf.constant(True)
         ),  # (the default update path, "selected_only", where Adam's is exact)
-        "restricted_update": lambda: selective._restricted_update(
-            grads, variables, indices, lambda g, v: inner.apply(g, v)
-        ),
+        "restricted_update": lambda: selective.path.apply(grads, variables, indices, lambda g, v: inner.apply(g, v)),
         "apply_gradients_whole_step": lambda: optimizer.apply_gradients(zip(grads, variables)),
     }
     out = {}

@@ -388,7 +388,7 @@ def test_tflite_schema_parses_a_converted_model():
 # ---------------------------------------------------------------- nowhere else
 
 #: Private attributes of tf_selopt's own objects read across modules (not another library's).
-OWN_PRIVATE = {("core/frontend.py", "_skips_restore"), ("keras2/tfmot_bridge.py", "_pruning_masks")}
+OWN_PRIVATE = {("keras2/tfmot_bridge.py", "_pruning_masks")}
 INTERNAL_MODULES = (
     "keras.src",
     "tf_keras.src",

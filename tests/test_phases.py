@@ -144,7 +144,7 @@ def test_under_xla_a_layout_changed_mid_phase_is_traced_for():
                     masks = [np.asarray(optimizer.trains(i)).copy() for i in range(4)]
                     masks[0].flat[np.flatnonzero(masks[0])[:2]] = False
                     masks[2].flat[np.flatnonzero(~masks[2])[:2]] = True
-                    optimizer._selective.updater.select([tf.constant(m) for m in masks], first=False)
+                    optimizer._selective.path.updater.select([tf.constant(m) for m in masks], first=False)
                     layouts.append(optimizer.frozen_layout)  # a selection thaws it
 
             def on_train_batch_end(self, batch, logs=None, optimizer=optimizer, layouts=layouts):

@@ -234,7 +234,10 @@ def test_int64_indices_give_the_same_step():
         while sum(int(m.sum()) for m in masks) > 10:
             masks[0][masks[0].nonzero()[0][0]] = False
         core.select(masks)
-        core.apply(gradients(1)[0], lambda g, b: [x.assign_sub(0.5 * y) for x, y in zip(b, g)])
+        step = core.gather_step(gradients(1)[0])
+        for buffer, g in zip(core.buffers, step.grads):
+            buffer.assign_sub(0.5 * g)
+        core.scatter_step(step)
         results.append([v.numpy() for v in variables])
         assert core.groups[0].positions.dtype == (index_dtype or tf.int32)
     assert_bit_identical(*results)

@@ -1,5 +1,5 @@
 """Frozen entries without a restore: inner optimizers that leave an entry with a zero gradient and
-zero momentum exactly in place (``Selective.set_motion_slots``); all others are restored."""
+zero momentum exactly in place (``tf_selopt.core.update_paths.MaskedZeroedMotion``); all others are restored."""
 
 import keras
 import numpy as np
@@ -108,7 +108,7 @@ def test_momentum_of_entries_that_stop_training_is_zeroed_at_each_selection(inne
     for step, grads in enumerate(gradients(12)):
         optimizer.apply_gradients(zip(grads, variables))
         if step in (3, 7, 11):  # selection steps: the frozen entries' momentum is 0 after the update too
-            for i, slots in enumerate(optimizer._selective.motion_slots):
+            for i, slots in enumerate(optimizer._selective.path.motion_slots):
                 frozen = ~optimizer.trains(i).numpy()
                 assert len(slots) == 1 and frozen.any()
                 assert np.all(slots[0].numpy()[frozen] == 0.0)

@@ -66,30 +66,35 @@ class Criterion(Configurable):
         raise NotImplementedError
 
 
-class GradientSum(Criterion):
+class _WindowSum(Criterion):
+    """Score = the sum over the window of ``term(g)``, kept in the one slot ``slots[0]``."""
+
+    @staticmethod
+    def term(grad):
+        raise NotImplementedError
+
+    def update(self, state, grad, weight, count):
+        slot = self.slots[0]
+        return {slot: state[slot] + self.term(grad)}
+
+    def score(self, state, weight, count, seed):
+        return tf.cast(state[self.slots[0]], tf.float32)
+
+
+class GradientSum(_WindowSum):
     """The note's criterion: sum of ``|g|`` over the window (O(N) memory)."""
 
     name = "gradient_sum"
     slots = ("sum",)
-
-    def update(self, state, grad, weight, count):
-        return {"sum": state["sum"] + tf.abs(grad)}
-
-    def score(self, state, weight, count, seed):
-        return tf.cast(state["sum"], tf.float32)
+    term = staticmethod(tf.abs)
 
 
-class Fisher(Criterion):
+class Fisher(_WindowSum):
     """Empirical Fisher diagonal: sum of ``g**2`` over the window (FISH masks)."""
 
     name = "fisher"
     slots = ("sum_sq",)
-
-    def update(self, state, grad, weight, count):
-        return {"sum_sq": state["sum_sq"] + tf.square(grad)}
-
-    def score(self, state, weight, count, seed):
-        return tf.cast(state["sum_sq"], tf.float32)
+    term = staticmethod(tf.square)
 
 
 class Preconditioned(Criterion):

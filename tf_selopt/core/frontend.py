@@ -20,7 +20,7 @@ from tf_selopt.core.config import FIELDS, SelectionConfig
 from tf_selopt.core.plan import PHASES
 from tf_selopt.core.selective import Selective
 
-__all__ = ["SelectiveFrontEnd", "MASKS_FROM_WEIGHTS", "new_selective"]
+__all__ = ["SelectiveFrontEnd", "MASKS_FROM_WEIGHTS", "new_selective", "inner_attribute"]
 
 #: ``masks`` of an optimizer saved with given masks, as ``from_config`` rebuilds it: the masks (and the
 #: selected-only state) come from the weights loaded after ``build`` (a ``.keras`` file, ``set_weights``,
@@ -67,6 +67,22 @@ def new_selective(masks=None, **arguments) -> Selective:
     return Selective(config, masks=given)
 
 
+def _selective_attribute(name, doc):
+    """A read-only property: ``self._selective.<name>``."""
+    return property(lambda self: getattr(self._selective, name), doc=doc)
+
+
+def inner_attribute(name):
+    """A property forwarded to ``self.inner_optimizer.<name>`` (read and set)."""
+
+    def set_attribute(self, value):
+        setattr(self.inner_optimizer, name, value)
+
+    return property(
+        lambda self: getattr(self.inner_optimizer, name), set_attribute, doc=f"The inner optimizer's ``{name}``."
+    )
+
+
 class SelectiveFrontEnd:
     """The part of ``SelectiveOptimizer`` both front ends share (a mixin before the framework's optimizer class);
     the front end sets ``self._selective`` and ``self.inner_optimizer``.
@@ -92,53 +108,13 @@ class SelectiveFrontEnd:
             raise ValueError(f"`phase` must be None or one of {PHASES}; received phase={phase!r}.")
         self._phase = phase
 
-    @property
-    def frozen_layout(self):
-        """The selected-only layout (per dtype group, the offsets of the k buffer slots as Python ints) that
-        restricted steps traced under XLA are specialized to, or None (``freeze_selected_layout``)."""
-        state = self._selective.selected_state
-        return None if state is None else state.frozen_layout
-
-    def freeze_selected_layout(self):
-        """Specialize the restricted steps traced from now on under XLA to the current selection (eager):
-        each variable gathers and scatters exactly its selected entries (``SelectedOnly.freeze_layout``).
-        Returns the layout; None, doing nothing, on the masked path or before the first selection. A
-        selection thaws it. ``tf_selopt.keras.phases.TracePerPhase`` freezes it for the restricted phase of
-        a run without ``reselect_every`` compiled with XLA."""
-        state = self._selective.selected_state
-        if state is None or self._selective.updater is None or int(self._selective.selections.numpy()) == 0:
-            return None
-        return state.freeze_layout()
-
-    def thaw_selected_layout(self):
-        """Undo ``freeze_selected_layout``: restricted steps traced from now on read the layout in-graph."""
-        if self._selective.selected_state is not None:
-            self._selective.selected_state.thaw_layout()
-
-    def held_selected_layout(self):
-        """The current selected-only layout (eager; what ``freeze_selected_layout`` would freeze), or None."""
-        state = self._selective.selected_state
-        return None if state is None or self._selective.updater is None else state.held_layout()
-
-    @property
-    def plan(self):
-        """The ``SelectionPlan``: when windows and selections happen (Python ints and tensors)."""
-        return self._selective.plan
-
-    @property
-    def k(self):
-        """Parameters selected at each selection (int; set by ``build``)."""
-        return self._selective.k
-
-    @property
-    def num_parameters(self):
-        """N, the number of trainable parameters (int; set by ``build``)."""
-        return self._selective.num_parameters
-
-    @property
-    def model_variables(self):
-        """The model variables the optimizer was built for, in build order (None before ``build``)."""
-        return self._selective.variables
+    plan = _selective_attribute("plan", "The ``SelectionPlan``: when windows and selections happen (ints, tensors).")
+    k = _selective_attribute("k", "Parameters selected at each selection (int; set by ``build``).")
+    num_parameters = _selective_attribute("num_parameters", "N, the number of trainable parameters (int; ``build``).")
+    model_variables = _selective_attribute("variables", "The model variables built for, in build order (or None).")
+    skipped_steps = _selective_attribute("skipped_steps", "int64 variable: steps skipped for a NaN/Inf gradient.")
+    selections = _selective_attribute("selections", "int64 variable: selections done.")
+    window_count = _selective_attribute("window_count", "float32 variable: gradients in the current window.")
 
     def trains(self, i):
         """Bool tensor: the entries of ``model_variables[i]`` that train (selected and not pruned)."""
@@ -169,20 +145,6 @@ class SelectiveFrontEnd:
         return self._selective.criterion_state
 
     @property
-    def skipped_steps(self):
-        """int64 variable: steps skipped because a gradient was NaN/Inf."""
-        return self._selective.skipped_steps
-
-    @property
-    def selections(self):
-        """int64 variable: selections done."""
-        return self._selective.selections
-
-    @property
-    def window_count(self):
-        return self._selective.window_count
-
-    @property
     def selected_count(self):
         """Parameters that train (int64 scalar): exactly ``k`` after selection
         (fewer only if pruning left fewer than ``k``; at most ``k`` for
@@ -199,9 +161,7 @@ class SelectiveFrontEnd:
         """How the restricted phase updates: ``"selected_only"`` (the inner optimizer on the k selected
         entries only) or ``"masked"`` (on all N entries, masked gradient); None before ``build``. Why a
         masked path runs: ``update_path_reason``."""
-        if self._selective.variables is None:
-            return None
-        return "masked" if self._selective.updater is None else "selected_only"
+        return None if self._selective.path is None else self._selective.path.name
 
     _update_path_reason = None
 
@@ -214,16 +174,16 @@ class SelectiveFrontEnd:
 
     @property
     def masked_reason(self):
-        """``update_path_reason`` (an older name)."""
+        """Another name for ``update_path_reason``."""
         return self._update_path_reason
 
     @property
     def restores_frozen(self):
         """Whether frozen entries are restored after each inner update (masked path); False when the inner
         optimizer leaves them exactly in place (their momentum is zeroed at selection, see
-        ``Selective.set_motion_slots``) and on the selected-only path (frozen entries are never written).
-        Read after ``build``."""
-        return self._selective.updater is None and not self._selective._skips_restore()
+        ``tf_selopt.core.update_paths.MaskedZeroedMotion``) and on the selected-only path (frozen entries are
+        never written). Read after ``build``."""
+        return self._selective.path.restores_frozen
 
     @property
     def frozen_variables(self):
@@ -270,13 +230,7 @@ class SelectiveFrontEnd:
         return 1.0 - tf.cast(self.selected_count, tf.float32) / float(self.num_parameters)
 
     # ------------------------------------------------- forwarded to the inner
-    @property
-    def learning_rate(self):
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.inner_optimizer.learning_rate = learning_rate
+    learning_rate = inner_attribute("learning_rate")
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
         """Forwarded to the inner optimizer (which applies the weight decay); call before ``build``."""
@@ -284,9 +238,12 @@ class SelectiveFrontEnd:
 
     def finalize_variable_values(self, var_list):
         """The inner optimizer's (with ``use_ema``: the model takes the moving averages), frozen entries
-        excepted: they keep their values bit for bit (``Selective.set_averages``)."""
+        excepted: they keep their values bit for bit (``tf_selopt.core.update_paths.MaskedRestore``)."""
         self._sync_release()
-        self._selective.keep_frozen(lambda: self.inner_optimizer.finalize_variable_values(var_list))
+        finalize_inner = lambda: self.inner_optimizer.finalize_variable_values(var_list)  # noqa: E731
+        if self._selective.path is None:
+            return finalize_inner()
+        self._selective.path.finalize(finalize_inner, int(tf.convert_to_tensor(self.selections)) > 0)
 
     def get_weights(self):
         """The values of ``variables`` (own state, then the inner optimizer's), as numpy arrays."""
@@ -322,7 +279,7 @@ class SelectiveFrontEnd:
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        config.setdefault("update", "masked")  # saved before `update` existed: the masked path's layout
+        config.setdefault("update", "masked")  # a config without `update` has the masked path's layout
         if config.pop("preselected", False):  # given masks: they are in the weights, loaded after build
             config["masks"] = MASKS_FROM_WEIGHTS
         config["inner"] = cls._deserialize_inner(config["inner"], custom_objects=custom_objects)

@@ -103,7 +103,7 @@ def find(cls: type, profiles: Mapping[type, object]) -> tuple[object | None, str
 
 def motion_lookup(profiles: Mapping[type, Profile]) -> Callable[[object], tuple[str, ...] | None]:
     """``lookup(optimizer)``: its profile's motion slots (``Profile.motion_slots``), None without a profile
-    (``tf_selopt.core.selective.Selective.set_motion_slots`` takes it)."""
+    (``tf_selopt.core.update_paths.masked`` takes it)."""
 
     def lookup(optimizer):
         profile, _ = find(type(optimizer), profiles)

@@ -32,6 +32,8 @@ Examples:
 
 from __future__ import annotations
 
+import inspect
+
 import tensorflow as tf
 
 from tf_selopt.core.checks import fraction, is_int, positive
@@ -74,8 +76,9 @@ def _as_step(step):
 class PruningSchedule(Configurable):
     """Base class: holds ``begin_step``, ``end_step``, ``frequency``; subclasses add the sparsity.
 
-    Subclasses implement ``__call__(step) -> (should_prune, sparsity)`` and
-    ``get_config`` (plain constructor arguments); ``from_config`` is ``cls(**config)``.
+    Subclasses implement ``__call__(step) -> (should_prune, sparsity)`` and keep each constructor argument
+    in the attribute of the same name (``get_config`` reads them; or override it); ``from_config`` is
+    ``cls(**config)``.
     """
 
     begin_step: int
@@ -94,6 +97,11 @@ class PruningSchedule(Configurable):
 
     def __call__(self, step):
         raise NotImplementedError
+
+    def get_config(self) -> dict:
+        """The constructor arguments, in the constructor's order, from the attributes of the same names."""
+        names = list(inspect.signature(type(self).__init__).parameters)[1:]
+        return {name: getattr(self, name) for name in names}
 
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
@@ -121,14 +129,6 @@ class ConstantSparsity(PruningSchedule):
 
     def __call__(self, step):
         return self.should_prune(step), tf.constant(self.target_sparsity, tf.float32)
-
-    def get_config(self) -> dict:
-        return {
-            "target_sparsity": self.target_sparsity,
-            "begin_step": self.begin_step,
-            "end_step": self.end_step,
-            "frequency": self.frequency,
-        }
 
 
 class PolynomialDecay(PruningSchedule):
@@ -176,16 +176,6 @@ class PolynomialDecay(PruningSchedule):
             1.0 - p, tf.constant(self.power, tf.float32)
         ) + tf.constant(self.final_sparsity, tf.float32)
         return self.should_prune(step), sparsity
-
-    def get_config(self) -> dict:
-        return {
-            "initial_sparsity": self.initial_sparsity,
-            "final_sparsity": self.final_sparsity,
-            "begin_step": self.begin_step,
-            "end_step": self.end_step,
-            "power": self.power,
-            "frequency": self.frequency,
-        }
 
 
 def latest_pruning_step(schedule, after: int, through: int):

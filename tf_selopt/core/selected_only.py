@@ -20,12 +20,13 @@ never retraces at a reselection):
   are padding (fewer than k selected, e.g. pruned entries): they get a zero
   gradient and are never written back.
 
-A step (``apply``): gather the selected gradient entries into a (k,) tensor
+A step: ``gather_step`` gathers the selected gradient entries into a (k,) tensor
 (dense gradients by a flat gather; ``tf.IndexedSlices`` without densifying to N:
 duplicate rows are summed with ``unsorted_segment_sum`` in order of occurrence,
-as ``tf.convert_to_tensor`` sums them), refresh ``values`` from the model
-variables, run ``inner_apply(grads, values)`` (the inner optimizer built on the
-buffers), scatter the updated values back. Frozen entries are never written.
+as ``tf.convert_to_tensor`` sums them) and refreshes ``values`` from the model
+variables; the caller runs the inner optimizer built on the buffers with that
+gradient; ``scatter_step`` writes the updated values back. Frozen entries are
+never written.
 
 Selection (``select``): new positions/offsets from the masks; the inner
 optimizer's per-entry slots (``SlotLink``) are carried over: from the N-sized
@@ -413,12 +414,26 @@ def _gather_indexed_slices(g, shape, positions):
     return tf.gather(summed, tf.where(found, flat, tf.size(summed, tf.int64) - 1))
 
 
+class _Step:
+    """What a restricted step carries from ``SelectedOnly.gather_step`` to ``scatter_step``, per group: the held
+    positions' gather, the (k,) gradient, the entries that take the update (``live``; None: all), the values
+    before it (``refreshed``) and, for variables without a gradient, the slots to put back (``held``)."""
+
+    def __init__(self, groups):
+        self.gathers = [group.gather() for group in groups]  # the held positions, split once per group
+        self.grads = None
+        self.live = [None] * len(groups)
+        self.refreshed = [None] * len(groups)
+        self.held = [None] * len(groups)
+
+
 class SelectedOnly:
     """k-sized values, indices and (through ``SlotLink``) inner state; see the module docstring.
 
     Usage: ``build(var_list, k, add_variable)``; build the inner optimizer on
     ``buffers`` and hand its slots in with ``links``; ``select(masks, links)``
-    at each selection; ``apply(grads, inner_apply)`` each restricted step.
+    at each selection; each restricted step ``gather_step(grads)``, the inner
+    optimizer on ``buffers`` with the step's ``grads``, ``scatter_step(step)``.
     """
 
     def __init__(self):
@@ -517,21 +532,19 @@ class SelectedOnly:
         gathers = gathers or [None] * len(self.groups)
         return [g.gather_gradients([grads[i] for i in g.members], at) for g, at in zip(self.groups, gathers)]
 
-    def apply(self, grads, inner_apply, kept=None, slots=None):
-        """One restricted step: ``inner_apply(small_grads, buffers)`` updates the buffers in place.
+    def gather_step(self, grads, kept=None, slots=None) -> "_Step":
+        """The first half of a restricted step: refresh the buffers from the model variables and gather the
+        (k,) gradient per group (``_Step.grads``) that the inner optimizer then applies to ``buffers``;
+        ``scatter_step`` writes the result back.
 
         ``kept``: None or one bool tensor (True = kept) or None per model variable: the pruning masks;
         selected entries that are pruned get a zero gradient and keep their value. A variable whose
         gradient is None is skipped, as Keras skips it: its entries keep their value and, in ``slots``
         (per group, the inner optimizer's k-sized slot variables), their state."""
-        gathers = [group.gather() for group in self.groups]  # the held positions, split once per group
-        small = self.gather_gradients(grads, gathers)
-        live = [None] * len(self.groups)
-        before = [None] * len(self.groups)
-        held = [None] * len(self.groups)  # (slots of the variables without a gradient, their state before)
-        refreshed = [None] * len(self.groups)
-        for j, (group, gather) in enumerate(zip(self.groups, gathers)):
-            values = refreshed[j] = gather(group.variables)
+        step = _Step(self.groups)
+        step.grads = self.gather_gradients(grads, step.gathers)
+        for j, (group, gather) in enumerate(zip(self.groups, step.gathers)):
+            values = step.refreshed[j] = gather(group.variables)
             group.values.assign(values)
             masks = [None if kept is None else kept[i] for i in group.members]
             absent = [grads[i] is None for i in group.members]
@@ -540,22 +553,25 @@ class SelectedOnly:
                     tf.zeros(v.shape, tf.bool) if gone else tf.ones(v.shape, tf.bool) if m is None else m
                     for m, v, gone in zip(masks, group.variables, absent)
                 ]
-                live[j] = gather(masks)
-                small[j] = tf.where(live[j], small[j], tf.zeros((), small[j].dtype))
-                before[j] = values
+                step.live[j] = gather(masks)
+                step.grads[j] = tf.where(step.live[j], step.grads[j], tf.zeros((), step.grads[j].dtype))
             if any(absent) and slots is not None:
                 skipped = tf.gather(tf.constant([not gone for gone in absent] + [True]), group.owners(gather.offsets))
-                held[j] = (skipped, [(s, tf.identity(s)) for s in slots[j]])
-        inner_apply(small, self.buffers)
-        for j, (group, gather) in enumerate(zip(self.groups, gathers)):
+                step.held[j] = (skipped, [(s, tf.identity(s)) for s in slots[j]])
+        return step
+
+    def scatter_step(self, step: "_Step"):
+        """The second half of a restricted step (``gather_step``): write the updated buffers back into the
+        model variables, except pruned entries and skipped variables (whose slots get their state back)."""
+        for j, (group, gather) in enumerate(zip(self.groups, step.gathers)):
             values = tf.convert_to_tensor(group.values)
-            if live[j] is not None:
-                values = tf.where(live[j], values, before[j])
-            if held[j] is not None:
-                updated, state = held[j]
+            if step.live[j] is not None:
+                values = tf.where(step.live[j], values, step.refreshed[j])
+            if step.held[j] is not None:
+                updated, state = step.held[j]
                 for slot, old in state:
                     slot.assign(tf.where(updated, tf.convert_to_tensor(slot), old))
-            group.scatter(values, gather, unchanged=refreshed[j])
+            group.scatter(values, gather, unchanged=step.refreshed[j])
 
     def scatter_into_variables(self, tensors):
         """Write ``tensors`` (one (k,) tensor per group, e.g. the inner optimizer's moving averages of the

@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 
 import keras
 import tensorflow as tf
 
 from tf_selopt.core import _compat as core_compat
 from tf_selopt.core import criteria as criteria_lib
+from tf_selopt.core import update_paths
 from tf_selopt.core.config import config_arguments
 from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
 from tf_selopt.core.selective import refuse_base_arguments
 from tf_selopt.keras import _compat, profiles, pruning
+from tf_selopt.keras.release import StateNotLoadedWarning, WarmupRelease
 from tf_selopt.keras.selected_only import KerasSelectedOnly, apply_in_each_replica
 
 __all__ = ["SelectiveOptimizer", "StateNotLoadedWarning"]
@@ -51,12 +52,91 @@ def _bare_pruning_mask(constraint) -> bool:
     return isinstance(constraint, pruning.PruningMask) and constraint.inner is None
 
 
-class StateNotLoadedWarning(UserWarning):
-    """A saved ``SelectiveOptimizer`` state that did not load (``SelectiveOptimizer.load_own_variables``)."""
+def _check_inner(inner):
+    """A ValueError unless ``inner`` is a Keras 3 optimizer this wrapper can drive (TensorFlow backend)."""
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"SelectiveOptimizer needs the TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}."
+        )
+    if not isinstance(inner, keras.optimizers.Optimizer):
+        raise ValueError(
+            "`inner` must be a Keras 3 optimizer instance (keras.optimizers.Optimizer, "
+            f"e.g. keras.optimizers.Adam(1e-3)); received {inner!r} of type {type(inner).__name__}. "
+            "For tf_keras optimizers use tf_selopt.keras2.SelectiveOptimizer."
+        )
+    if isinstance(inner, keras.optimizers.LossScaleOptimizer):
+        raise ValueError(
+            "`inner` must not be a LossScaleOptimizer: wrap the other way, "
+            "LossScaleOptimizer(SelectiveOptimizer(inner)) (what compile does under mixed_float16)."
+        )
+    if inner.gradient_accumulation_steps:
+        raise ValueError(
+            "`inner` must not accumulate gradients (its gradient_accumulation_steps="
+            f"{inner.gradient_accumulation_steps}): steps are counted by the inner optimizer's `iterations`, "
+            "which then stand still between updates, so windows and selections would repeat."
+        )
+
+
+def _why_masked(inner, config, parameters) -> str:
+    """Why the restricted phase runs masked ("" for selected-only; ``tf_selopt.keras.profiles.why_not``); a
+    ValueError if ``config.update`` asks for selected-only where it is not exact."""
+    if config.update == "masked":
+        return "update='masked'"
+    if not parameters:
+        return "no parameters to select (every variable is overwritten with its gradient)"
+    reselects = config.reselect_every is not None
+    reason = profiles.why_not(inner, parameters, _bare_pruning_mask, exact=config.update == "auto", reselects=reselects)
+    if reason and config.update == "selected_only":
+        raise ValueError(
+            f"`update`='selected_only' is not exact here: {reason}. Use update='auto' (selected-only "
+            "wherever it is exact) or 'masked'."
+        )
+    return reason
+
+
+def _building_eagerly(config):
+    """Where ``apply`` builds the optimizer: eagerly even while the first step traces. Given masks are read at
+    build, so their variables must be initialized before the step runs; and a step that creates no variable
+    of its own is traced once, not twice (``core._compat.variables_created_eagerly``). Under a
+    ``tf.distribute`` strategy, where Keras builds before tracing, the strategy's variable creators see each
+    variable as usual."""
+    if tf.distribute.has_strategy():
+        return tf.init_scope() if config.preselected else contextlib.nullcontext()
+    return core_compat.variables_created_eagerly()
+
+
+def _apply_distributed(selective, inner, grads, variables, indices, phase):
+    """``Selective.apply`` under a ``tf.distribute`` strategy, called per replica.
+
+    The gradients are all-reduced (summed: the global batch's gradient, as
+    Keras scales each replica's loss by 1 / replicas); the step's decisions
+    (finite check, window, selection, restore) then run once, in
+    cross-replica context (one ``merge_call``), on the first local replica's
+    copy of that sum. Variable writes there update every replica's copy, so
+    masks and scores are the same on all replicas and workers. The inner
+    optimizer runs per replica and all-reduces itself: replica 0 gives it the
+    (masked) reduced gradients, the others zeros, so its sum is exactly them.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        raise ValueError(
+            "Under a tf.distribute strategy, SelectiveOptimizer.apply must be called in a replica "
+            "context (inside `model.fit` or `strategy.run`), as Keras optimizers are."
+        )
+    reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(g) for g in grads])
+
+    def step(strategy, reduced):
+        def inner_apply(grads, variables):
+            apply_in_each_replica(inner, grads, variables)
+
+        first = [strategy.experimental_local_results(g)[0] for g in reduced]
+        selective.apply(first, variables, indices, inner.iterations, inner_apply, phase)
+
+    ctx.merge_call(step, args=(reduced,))
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt")
-class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras.optimizers.Optimizer):
+class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, WarmupRelease, SelectiveFrontEnd, keras.optimizers.Optimizer):
     """Train only the parameters a criterion selects; freeze the rest exactly.
 
     Args:
@@ -179,34 +259,13 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
         name=None,
         **kwargs,
     ):
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError(
-                f"SelectiveOptimizer needs the TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}."
-            )
-        if not isinstance(inner, keras.optimizers.Optimizer):
-            raise ValueError(
-                "`inner` must be a Keras 3 optimizer instance (keras.optimizers.Optimizer, "
-                f"e.g. keras.optimizers.Adam(1e-3)); received {inner!r} of type {type(inner).__name__}. "
-                "For tf_keras optimizers use tf_selopt.keras2.SelectiveOptimizer."
-            )
-        if isinstance(inner, keras.optimizers.LossScaleOptimizer):
-            raise ValueError(
-                "`inner` must not be a LossScaleOptimizer: wrap the other way, "
-                "LossScaleOptimizer(SelectiveOptimizer(inner)) (what compile does under mixed_float16)."
-            )
-        if inner.gradient_accumulation_steps:
-            raise ValueError(
-                "`inner` must not accumulate gradients (its gradient_accumulation_steps="
-                f"{inner.gradient_accumulation_steps}): steps are counted by the inner optimizer's `iterations`, "
-                "which then stand still between updates, so windows and selections would repeat."
-            )
+        _check_inner(inner)
         refuse_base_arguments(kwargs)
         selective = new_selective(masks, **config_arguments(locals()))
         super().__init__(learning_rate=0.0, name=name)
         self._selective = selective
         self.inner_optimizer = inner
         self._selected_only_clones = []  # the k-sized inner optimizers, one per dtype (selected-only path)
-        self._released_bytes = 0
 
     def build(self, var_list):
         """Create the state in ``Selective.build``'s order (the checkpoint layout),
@@ -218,217 +277,36 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
         ``num_parameters``) and overwritten as Keras does."""
         if self.built:
             return
-        var_list = list(var_list)
+        var_list, inner = list(var_list), self.inner_optimizer
         parameters = [v for v in var_list if not _compat.overwrites_with_gradient(self, v)]
-        self._update_path_reason = self._why_masked(parameters)  # raises for update="selected_only" if not exact
+        # raises for update="selected_only" where it is not exact
+        self._update_path_reason = _why_masked(inner, self._selective.config, parameters)
         selected_only = not self._update_path_reason
+        path = update_paths.SelectedOnlyPath(self._selective.plan.reselect_every) if selected_only else None
         self._selective.build(
             parameters,
             add_variable=lambda shape, dtype, init, name: self.add_variable(shape, init, dtype.name, name=name),
             add_slot=lambda v, name: self.add_variable_from_reference(v, name=name),
             pruned_mask_of=pruning.pruning_mask,
-            selected_only=selected_only,
+            path=path,
         )
         self._parameter_index = {_compat.variable_key(self, v): i for i, v in enumerate(parameters)}
         # Given masks on the selected-only path: the inner optimizer never holds N-sized state.
         inner_on_buffers_only = selected_only and self._selective.config.preselected
-        self.inner_optimizer.build([] if inner_on_buffers_only else var_list)
+        inner.build([] if inner_on_buffers_only else var_list)
         if selected_only:
             with tf.init_scope():  # `build` may run while the first step traces; the clones read the config eagerly
-                updater = KerasSelectedOnly(
-                    self.inner_optimizer,
-                    parameters,
-                    self._selective.k,
-                    core=self._selective.selected_state,
-                    constraint_allowed=_bare_pruning_mask,
-                )
+                updater = KerasSelectedOnly(inner, parameters, path.k, path.state, _bare_pruning_mask)
             self._selected_only_clones = updater.clones  # tracked: checkpoints hold their state
-            self._selective.use_selected_only(updater)
-            if not inner_on_buffers_only:
-                self._selective.empty_at_selection(self._warmup_slots())
+            path.use_updater(updater, None if inner_on_buffers_only else self._warmup_slots())
+            self._selective.select_given()
         else:
-            self._selective.set_motion_slots(self.inner_optimizer, profiles.motion_slots, _bare_pruning_mask)
-        if not inner_on_buffers_only:
-            self._selective.set_averages(_compat.moving_averages(self.inner_optimizer, parameters))
+            averages = _compat.moving_averages(inner, parameters)
+            path = update_paths.masked(inner, parameters, profiles.motion_slots, _bare_pruning_mask, averages)
+            self._selective.use_path(path)
         super().build(var_list)
         if not selected_only and self._selective.config.update == "auto":
             logger.info("%s runs the restricted phase masked: %s.", self.name, self._update_path_reason)
-
-    def _why_masked(self, parameters) -> str:
-        """Why the restricted phase runs masked ("" for selected-only; ``tf_selopt.keras.profiles.why_not``); a
-        ValueError if ``update`` asks for selected-only where it is not exact."""
-        update = self._selective.config.update
-        if update == "masked":
-            return "update='masked'"
-        if not parameters:
-            return "no parameters to select (every variable is overwritten with its gradient)"
-        reason = profiles.why_not(
-            self.inner_optimizer,
-            parameters,
-            _bare_pruning_mask,
-            exact=update == "auto",
-            reselects=self._selective.config.reselect_every is not None,
-        )
-        if reason and update == "selected_only":
-            raise ValueError(
-                f"`update`='selected_only' is not exact here: {reason}. Use update='auto' (selected-only "
-                "wherever it is exact) or 'masked'."
-            )
-        return reason
-
-    def release_warmup_state(self, keep_scores=False) -> int:
-        """Drop the N-sized state the restricted phase no longer reads; returns the bytes released.
-
-        After the selection of a run without ``reselect_every`` on the selected-only path
-        (``update_path``), the warm-up's inner optimizer slots (e.g. Adam's two moments, its moving
-        averages) and the criterion's window state leave ``variables``, checkpoints and ``.keras`` files.
-        The scores go too unless ``keep_scores`` (TensorBoard histograms read them). The masks (1 B/param)
-        and the k-sized state stay. Calling it again returns 0, unless scores kept so far (``keep_scores``)
-        are now to go (``keep_scores=False``): then their bytes.
-
-        The selection step does this itself wherever it can: outside XLA and ``tf.distribute`` strategies
-        it empties those variables in-graph (``Selective.empty_at_selection``), so in a plain ``fit`` or
-        ``tf.function`` loop their memory goes at the selection, with no callback and no retrace, and this
-        call finds it done (``released_bytes`` says how much went; ``keep_scores`` keeps the scores there,
-        set before the step is traced). Under XLA (``jit_compile=True``, compiled resources keep their
-        shape) or a strategy, call this after the selection: the variables leave this object, and their
-        memory once nothing else references them (a traced train step does: ``tf_selopt.keras.TracePerPhase``
-        calls this and drops the steps traced before). Every later step is traced as a restricted one.
-
-        Resuming: a ``.keras`` file or ``get_weights`` list with the released layout loads into a fresh
-        optimizer as is (``load_own_variables`` releases first); for ``tf.train.Checkpoint``, restore
-        (``read(...)``), then call this, then ``assert_existing_objects_matched()``.
-
-        Example:
-            >>> import keras, numpy as np, tf_selopt
-            >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
-            >>> opt = tf_selopt.SelectiveOptimizer(keras.optimizers.Adam(1e-3), keep=4, warmup_steps=2, window=1)
-            >>> model.compile(optimizer=opt, loss="mse")
-            >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 8)), batch_size=2, epochs=1, verbose=0)
-            >>> opt.release_warmup_state()  # the selection step released it already
-            0
-            >>> opt.warmup_state_released, opt.released_bytes, opt.scores  # Adam's m and v, scores, window sums
-            (True, 640, None)
-        """
-        self._sync_release()
-        if self._selective.released:
-            if keep_scores or self._selective.scores is None:
-                return 0
-            return self._release_scores()  # the selection step kept them (``keep_scores``): they go now
-        if not self.built:
-            raise ValueError("`release_warmup_state` needs a built optimizer after its selection; it is not built.")
-        if self.update_path != "selected_only":
-            raise ValueError(
-                "`release_warmup_state` needs `update_path` 'selected_only'; this optimizer runs masked "
-                f"({self.update_path_reason}), where the inner optimizer's N-sized state is what it updates."
-            )
-        if int(tf.convert_to_tensor(self.selections)) == 0:
-            raise ValueError("`release_warmup_state` must follow the selection: `selections` is 0.")
-        return self._release(keep_scores)
-
-    def _warmup_slot_names(self):
-        """The inner optimizer's per-variable slot lists the restricted phase does not read on the selected-only
-        path (its moments, its moving averages)."""
-        return profiles.per_variable_state(self.inner_optimizer)
-
-    def _warmup_slots(self):
-        inner = self.inner_optimizer
-        return [v for name in self._warmup_slot_names() for v in (_compat.state(inner, name) or ()) if v is not None]
-
-    def _release(self, keep_scores):
-        slots = self._warmup_slots()
-        own = self._selective.release(keep_scores)  # raises with reselect_every
-        released = own + slots
-        _compat.release(self, own)
-        _compat.release(self.inner_optimizer, slots, self._warmup_slot_names())
-        self._released_bytes = sum(int(v.shape.num_elements()) * tf.as_dtype(v.dtype).size for v in released)
-        return self._released_bytes
-
-    def _release_scores(self):
-        scores = self._selective.drop_scores()
-        _compat.release(self, scores)
-        released = sum(int(v.shape.num_elements()) * tf.as_dtype(v.dtype).size for v in scores)
-        self._released_bytes += released
-        return released
-
-    def _sync_release(self):
-        """Drop from ``variables`` (and so from checkpoints and ``.keras`` files) what the selection emptied
-        in-graph (``Selective.empty_at_selection``): the layout ``release_warmup_state`` leaves."""
-        selective = self._selective
-        if selective is None or selective.variables is None:
-            return
-        kept_scores = selective.emptied_in_graph()
-        if kept_scores is not None:
-            self._release(kept_scores)
-
-    @property
-    def released_bytes(self) -> int:
-        """Bytes of N-sized warm-up state released so far (at the selection, or by ``release_warmup_state``)."""
-        self._sync_release()
-        return self._released_bytes
-
-    @property
-    def keep_scores(self) -> bool:
-        """Whether the scores stay after the selection where it releases the warm-up state (default False;
-        ``SelectionMonitor`` sets it). Read when the step is traced."""
-        return self._selective.keep_scores
-
-    @keep_scores.setter
-    def keep_scores(self, keep):
-        if not isinstance(keep, bool):
-            raise ValueError(f"`keep_scores` must be True or False; received {keep!r}.")
-        self._selective.keep_scores = keep
-
-    def _released_layout_sizes(self) -> dict:
-        """Number of ``variables`` after ``release_warmup_state(keep_scores)``, for each ``keep_scores``."""
-        inner = self.inner_optimizer
-        slots = sum(len(_compat.state(inner, name) or ()) for name in self._warmup_slot_names())
-        window = sum(len(state) for state in self._selective.criterion_state)
-        total = len(self.variables) - slots - window
-        return {True: total, False: total - len(self._selective.scores)}
-
-    def _take_released_layout(self, count):
-        """Release the warm-up state if ``count`` saved arrays are the released layout and this optimizer
-        still holds the full one (a file or list saved after the selection, loaded into a fresh optimizer)."""
-        if self.built and not self.warmup_state_released and self.update_path == "selected_only":
-            if self._selective.config.reselect_every is None and count != len(self.variables):
-                for keep_scores, size in self._released_layout_sizes().items():
-                    if count == size:
-                        self._release(keep_scores)
-                        break
-
-    def load_own_variables(self, store):
-        """Keras' loading, after releasing the warm-up state when ``store`` holds a released layout. Where the
-        saved state cannot load (this optimizer is not built: ``keras.saving.load_model`` builds it only on a
-        built model; or its variables do not match the file's), a UserWarning names the fix,
-        ``tf_selopt.load_model``, instead of Keras' own "Skipping variable loading"."""
-        self._take_released_layout(len(store.keys()))
-        if len(store.keys()) != len(self.variables):
-            why = "it is not built" if not self.built else f"it has {len(self.variables)} variables"
-            warnings.warn(
-                f"{self.name}: the saved SelectiveOptimizer state ({len(store.keys())} variables) is not loaded: "
-                f"{why}; training on would start over (a new warm-up and selection: frozen entries move). Load "
-                "the file with tf_selopt.load_model(path), which compiles, builds the optimizer and loads its "
-                "state (keras_hub task models too).",
-                StateNotLoadedWarning,
-                stacklevel=2,
-            )
-            return
-        super().load_own_variables(store)
-
-    def set_weights(self, weights):
-        """``SelectiveFrontEnd.set_weights``; a list with the released layout (``get_weights`` after the
-        selection) releases this optimizer's warm-up state first, as ``load_own_variables`` does."""
-        weights = list(weights)
-        self._take_released_layout(len(weights))
-        super().set_weights(weights)
-
-    @property
-    def warmup_state_released(self) -> bool:
-        """Whether the warm-up state is released (at the selection, or by ``release_warmup_state``; then
-        ``scores`` is None unless kept)."""
-        self._sync_release()
-        return self._selective.released
 
     @property
     def variables(self):
@@ -453,15 +331,7 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
             trainable_variables = _compat.built_variables(self)
         trainable_variables = list(trainable_variables)
         if not self.built:
-            # Built eagerly even while the first step traces: given masks are read at build, so their variables
-            # must be initialized before the step runs; and a step that creates no variable of its own is
-            # traced once, not twice (core._compat.variables_created_eagerly). Under a tf.distribute strategy,
-            # where Keras builds before tracing, the strategy's variable creators see each variable as usual.
-            if tf.distribute.has_strategy():
-                eager = tf.init_scope() if self._selective.config.preselected else contextlib.nullcontext()
-            else:
-                eager = core_compat.variables_created_eagerly()
-            with eager, keras.name_scope(self.name, caller=self):
+            with _building_eagerly(self._selective.config), keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True
         _compat.check_variables_are_known(self, trainable_variables)
@@ -471,40 +341,11 @@ class SelectiveOptimizer(_compat.SyncsBeforeCheckpoint, SelectiveFrontEnd, keras
         if not variables:  # only overwritten variables (float8 scales): the inner step counts as Keras' does
             self.inner_optimizer.iterations.assign_add(1)
         elif tf.distribute.has_strategy():
-            self._apply_distributed(grads, variables, indices)
+            _apply_distributed(self._selective, self.inner_optimizer, grads, variables, indices, self.phase)
         else:
             inner = self.inner_optimizer
             self._selective.apply(grads, variables, indices, inner.iterations, inner.apply, self.phase)
         return self.iterations
-
-    def _apply_distributed(self, grads, variables, indices):
-        """``Selective.apply`` under a ``tf.distribute`` strategy, called per replica.
-
-        The gradients are all-reduced (summed: the global batch's gradient, as
-        Keras scales each replica's loss by 1 / replicas); the step's decisions
-        (finite check, window, selection, restore) then run once, in
-        cross-replica context (one ``merge_call``), on the first local replica's
-        copy of that sum. Variable writes there update every replica's copy, so
-        masks and scores are the same on all replicas and workers. The inner
-        optimizer runs per replica and all-reduces itself: replica 0 gives it the
-        (masked) reduced gradients, the others zeros, so its sum is exactly them.
-        """
-        ctx = tf.distribute.get_replica_context()
-        if ctx is None:
-            raise ValueError(
-                "Under a tf.distribute strategy, SelectiveOptimizer.apply must be called in a replica "
-                "context (inside `model.fit` or `strategy.run`), as Keras optimizers are."
-            )
-        reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(g) for g in grads])
-
-        def step(strategy, reduced):
-            def inner_apply(grads, variables):
-                apply_in_each_replica(self.inner_optimizer, grads, variables)
-
-            first = [strategy.experimental_local_results(g)[0] for g in reduced]
-            self._selective.apply(first, variables, indices, self.inner_optimizer.iterations, inner_apply, self.phase)
-
-        ctx.merge_call(step, args=(reduced,))
 
     # ------------------------------------------------- forwarded to the inner
     @property

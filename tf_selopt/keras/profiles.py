@@ -5,7 +5,7 @@ class, ``tf_selopt.core.profiles.Profile``); ``profile_of`` finds an optimizer's
 along its class's MRO (a subclass of Adam that keeps ``update_step`` and ``build``
 is profiled as Adam). ``why_not`` says why the selected-only path is not taken
 ("" where it is); ``motion_slots`` is the masked path's lookup
-(``tf_selopt.core.selective.Selective.set_motion_slots``).
+(``tf_selopt.core.update_paths.masked``).
 
 Example:
     >>> import keras

@@ -154,19 +154,17 @@ class KerasSelectedOnly:
         and their slots) and ``kept`` (None, or a pruning mask or None per variable: pruned entries keep
         their value)."""
         flags = [_compat.decays(self.inner, v) for v in self.var_list]
-
-        def inner_apply(small_grads, buffers):
-            # The clones read the inner's learning rate, step count and loss scale (``_compat.follower``); every
-            # group steps at the same count, which advances once all have.
-            for group, clone, g, buffer in zip(self.core.groups, self.clones, small_grads, buffers):
-                if self.inner.weight_decay:
-                    self._decay(group, buffer, [flags[i] for i in group.members])
-                apply_in_each_replica(clone, [g], [buffer])
-            self.inner.iterations.assign_add(1)
-
         # the slots a skipped variable keeps (not the EMA: Keras averages every variable, stepped or not)
         slots = [[link.small for link in group_links if link.initial is not None] for group_links in self._links()]
-        self.core.apply(grads, inner_apply, kept, slots)
+        step = self.core.gather_step(grads, kept, slots)
+        # The clones read the inner's learning rate, step count and loss scale (``_compat.follower``); every
+        # group steps at the same count, which advances once all have.
+        for group, clone, g, buffer in zip(self.core.groups, self.clones, step.grads, self.core.buffers):
+            if self.inner.weight_decay:
+                self._decay(group, buffer, [flags[i] for i in group.members])
+            apply_in_each_replica(clone, [g], [buffer])
+        self.inner.iterations.assign_add(1)
+        self.core.scatter_step(step)
 
     def finalize(self):
         """With ``use_ema``: write the selected entries' moving averages into the model variables (what the

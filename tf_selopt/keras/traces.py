@@ -30,7 +30,7 @@ def state_key(model) -> tuple:
     (``frozen_layout``; both None without one)."""
     optimizer = selective_of(getattr(model, "optimizer", None))
     phase = None if optimizer is None else optimizer.phase
-    layout = None if optimizer is None else optimizer.frozen_layout
+    layout = getattr(optimizer, "frozen_layout", None)  # the tf_keras front end has none
     return tuple(id(v) for v in model.trainable_variables), phase, layout
 
 

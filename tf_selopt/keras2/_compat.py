@@ -19,7 +19,7 @@ CHECKED_VERSION = "2.21.0"
 #: Optimizer class -> its profile (``tf_selopt.core.profiles.Profile``, looked up along a class's MRO): the
 #: private per-variable slot lists (one variable per model variable in ``build`` order; ``momentums`` of SGD
 #: and Lion are public) that must be zero for an entry with a zero gradient to stay exactly in place
-#: (``tf_selopt.core.selective.Selective.set_motion_slots``). This front end runs the masked path only, so
+#: (``tf_selopt.core.update_paths.masked``). This front end runs the masked path only, so
 #: the rows say nothing else.
 PROFILES = {
     row.optimizer_class: row

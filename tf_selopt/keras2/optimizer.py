@@ -29,8 +29,9 @@ import tf_keras
 
 from tf_selopt.core import _compat as core_compat
 from tf_selopt.core import criteria as criteria_lib
+from tf_selopt.core import update_paths
 from tf_selopt.core.config import config_arguments
-from tf_selopt.core.frontend import SelectiveFrontEnd, new_selective
+from tf_selopt.core.frontend import SelectiveFrontEnd, inner_attribute, new_selective
 from tf_selopt.core.profiles import motion_lookup
 from tf_selopt.core.selective import refuse_base_arguments
 from tf_selopt.keras2 import _compat
@@ -111,8 +112,11 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
         )
         super().build(var_list)
         self.inner_optimizer.build(var_list)
-        self._selective.set_motion_slots(self.inner_optimizer, motion_lookup(_compat.PROFILES))
-        self._selective.set_averages(_compat.moving_averages(self.inner_optimizer, var_list))
+        inner = self.inner_optimizer
+        averages = _compat.moving_averages(inner, var_list)
+        self._selective.use_path(
+            update_paths.masked(inner, var_list, motion_lookup(_compat.PROFILES), averages=averages)
+        )
         _compat.mark_built(self)
 
     def watch_pruning_masks(self, masks: dict):
@@ -167,13 +171,7 @@ class SelectiveOptimizer(SelectiveFrontEnd, tf_keras.optimizers.Optimizer):
         return self.iterations
 
     # ------------------------------------------------- forwarded to the inner
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
-
-    @iterations.setter
-    def iterations(self, variable):
-        self.inner_optimizer.iterations = variable
+    iterations = inner_attribute("iterations")
 
     # --------------------------------------------------------- serialization (``SelectiveFrontEnd``)
     _serialize = staticmethod(tf_keras.saving.serialize_keras_object)

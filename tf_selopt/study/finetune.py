@@ -1,6 +1,6 @@
 """Transfer benchmark: sparse fine-tuning selected before the first update vs full, last-layer and Keras LoRA.
 
-The set-up (issue 17, items 3 and 4; ``selopt finetune`` runs it):
+The set-up (``selopt finetune`` runs it):
 
 * **Data**: the bundled MNIST subset (``tf_selopt.study.data.load("mnist")``, no download). Each model
   is pretrained once (fixed seed 0) on the digits 0-4 of the training split and its weights are
@@ -546,69 +546,30 @@ def goals(result) -> list[dict]:
         gradient = [c for c in GRADIENT_CRITERIA if c in per]
         if not gradient or lora not in per:
             continue
+
+        def goal(text, ours, reference, met, model_name=model_name):
+            out.append({"model": model_name, "goal": text, "ours": ours, "reference": reference, "met": met})
+
         sizes = list(per[lora]["accuracy"])
         # one criterion for every size: the best mean accuracy over all sizes (no pick per cell)
         best = max(gradient, key=lambda c: statistics.mean(per[c]["accuracy"][s][0] for s in sizes))
         for s in sizes:
             ours, theirs = per[best]["accuracy"][s][0], per[lora]["accuracy"][s][0]
-            out.append(
-                {
-                    "model": model_name,
-                    "goal": f"{best} >= {lora} accuracy at n={s}",
-                    "ours": ours,
-                    "reference": theirs,
-                    "met": ours >= theirs,
-                }
-            )
+            goal(f"{best} >= {lora} accuracy at n={s}", ours, theirs, ours >= theirs)
         big = max(sizes, key=int)
         full = per["full"]["accuracy"][big][0]
-        out.append(
-            {
-                "model": model_name,
-                "goal": f"{best} within 1 point of full at n={big}",
-                "ours": per[best]["accuracy"][big][0],
-                "reference": full,
-                "met": per[best]["accuracy"][big][0] >= full - 1.0,
-            }
-        )
-        out.append(
-            {
-                "model": model_name,
-                "goal": f"{best} optimizer bytes <= {lora}",
-                "ours": per[best]["optimizer_bytes"],
-                "reference": per[lora]["optimizer_bytes"],
-                "met": per[best]["optimizer_bytes"] <= per[lora]["optimizer_bytes"],
-            }
-        )
+        ours = per[best]["accuracy"][big][0]
+        goal(f"{best} within 1 point of full at n={big}", ours, full, ours >= full - 1.0)
+        ours, theirs = per[best]["optimizer_bytes"], per[lora]["optimizer_bytes"]
+        goal(f"{best} optimizer bytes <= {lora}", ours, theirs, ours <= theirs)
         if per[best]["peak_rss_mib"] is not None:
-            out.append(
-                {
-                    "model": model_name,
-                    "goal": f"{best} whole-run peak RSS < full (plain Adam)",
-                    "ours": per[best]["peak_rss_mib"],
-                    "reference": per["full"]["peak_rss_mib"],
-                    "met": per[best]["peak_rss_mib"] < per["full"]["peak_rss_mib"],
-                }
-            )
-            out.append(
-                {
-                    "model": model_name,
-                    "goal": f"{best} arm's RSS growth < full (plain Adam)",
-                    "ours": per[best]["arm_rss_growth_mib"],
-                    "reference": per["full"]["arm_rss_growth_mib"],
-                    "met": per[best]["arm_rss_growth_mib"] < per["full"]["arm_rss_growth_mib"],
-                }
-            )
+            ours, theirs = per[best]["peak_rss_mib"], per["full"]["peak_rss_mib"]
+            goal(f"{best} whole-run peak RSS < full (plain Adam)", ours, theirs, ours < theirs)
+            ours, theirs = per[best]["arm_rss_growth_mib"], per["full"]["arm_rss_growth_mib"]
+            goal(f"{best} arm's RSS growth < full (plain Adam)", ours, theirs, ours < theirs)
         if per[best]["step_ms"] is not None:
-            out.append(
-                {
-                    "model": model_name,
-                    "goal": f"{best} step time <= {lora}",
-                    "ours": per[best]["step_ms"],
-                    "reference": per[lora]["step_ms"],
-                    "met": per[best]["step_ms"] <= per[lora]["step_ms"],
-                }
-            )
+            ours, theirs = per[best]["step_ms"], per[lora]["step_ms"]
+            goal(f"{best} step time <= {lora}", ours, theirs, ours <= theirs)
     return out
 
 
