@@ -35,6 +35,9 @@ _LAZY = {
     "TracePerPhase": "keras.phases",
     "calibrate": "keras.calibrate",
     "shrink": "keras.shrink",
+    "sparse_delta": "keras.sparse_delta",
+    "enable_sparse_delta": "keras.sparse_delta",
+    "merge_sparse_delta": "keras.sparse_delta",
 }
 _SUBMODULES = {"criteria": "core.criteria", "schedules": "core.schedules", "selection": "core.selection"}
 

@@ -10,6 +10,8 @@ they name the optimizers' private slot lists.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
 from tf_selopt.core.profiles import Profile
@@ -192,6 +194,17 @@ def flatten_layers(model):
     """``model`` itself and every layer nested in it, depth-first (``Layer._flatten_layers``; Keras has no
     public recursive listing: ``model.layers`` is one level)."""
     return model._flatten_layers(include_self=True, recursive=True)
+
+
+@contextlib.contextmanager
+def unlocked(layer):
+    """A built ``layer`` whose variable tracker accepts new variables inside the block, locked again after
+    (``Layer._tracker.unlock``/``lock``, as Keras' own ``enable_lora`` does)."""
+    layer._tracker.unlock()
+    try:
+        yield layer
+    finally:
+        layer._tracker.lock()
 
 
 class SyncsBeforeCheckpoint:
