@@ -261,7 +261,9 @@ class _SparseDeltaMixin:
         bias = tf.cast(self.bias.value, self.compute_dtype)
         if self.sparse_delta_bias is None:
             return bias
-        return _with_deltas(bias, tf.cast(self.sparse_delta_bias.value, self.compute_dtype), self.sparse_delta_bias_index)
+        return _with_deltas(
+            bias, tf.cast(self.sparse_delta_bias.value, self.compute_dtype), self.sparse_delta_bias_index
+        )
 
     def sparse_delta_merged(self):
         """(kernel, bias or None) as numpy arrays with the deltas added (what ``merge_sparse_delta`` writes)."""
@@ -293,7 +295,7 @@ class _SparseDeltaMixin:
 
 class _DenseCall:
     def _equation(self, rank):
-        return _parse("...i,io->...o", rank, self.name)
+        return _parse("...i,io->...o", rank, self.path)
 
     def call(self, inputs, training=None):
         kernel, deltas, indices = self._kernel_and_deltas()
@@ -324,7 +326,7 @@ class SparseDeltaDense(_SparseDeltaMixin, _DenseCall, keras.layers.Dense):
 
 class _EinsumDenseCall:
     def _equation(self, rank):
-        return _parse(self.equation, rank, self.name)
+        return _parse(self.equation, rank, self.path)
 
     def call(self, inputs, training=None):
         kernel, deltas, indices = self._kernel_and_deltas()
@@ -349,7 +351,7 @@ class _EmbeddingCall:
     def call(self, inputs, *args, **kwargs):
         if args or kwargs.get("reverse"):
             raise NotImplementedError(
-                f"Layer {self.name!r}: sparse deltas cover the lookup only, not the reverse (tied output) call; "
+                f"Layer {self.path!r}: sparse deltas cover the lookup only, not the reverse (tied output) call; "
                 "merge_sparse_delta(model) first, or train this layer with SelectiveOptimizer(masks=...)."
             )
         ids = inputs if inputs.dtype in ("int32", "int64") else tf.cast(inputs, "int32")
@@ -396,7 +398,7 @@ class SparseDeltaResult:
     """What ``sparse_delta`` did.
 
     Attributes:
-        layers: {layer name: k trained in it (kernel + bias)}.
+        layers: {layer path: k trained in it (kernel + bias)}.
         trained: the total number of deltas (k).
         uncovered: {variable path: selected entries} in variables no sparse-delta layer covers; they are frozen:
             train them with ``SelectiveOptimizer(masks=...)`` instead.
@@ -475,7 +477,7 @@ def _resolve(model, positions):
                 if _sparse_class(type(key)) is None:
                     raise ValueError(_unsupported(key))
                 if not key.built:
-                    raise ValueError(f"Layer {key.name!r} in `positions` is not built; build the model first.")
+                    raise ValueError(f"Layer {key.path!r} in `positions` is not built; build the model first.")
                 variable = key.embeddings if isinstance(key, keras.layers.Embedding) else key.kernel
             elif isinstance(key, str):
                 variable = by_path.get(key)
@@ -499,19 +501,21 @@ def _unsupported(layer):
     kind = type(layer).__name__
     reason = next((why for name, why in REFUSED.items() if kind.startswith(name)), None)
     reason = reason or "sparse deltas cover Dense, EinsumDense and Embedding (and their subclasses)"
-    return f"Layer {layer.name!r} ({kind}) is not supported: {reason}."
+    return f"Layer {layer.path!r} ({kind}) is not supported: {reason}."
 
 
 def _check_layer(layer, kernel_k):
     if getattr(layer, "lora_enabled", False):
         raise ValueError(
-            f"Layer {layer.name!r} has LoRA enabled; sparse deltas and LoRA on one layer are refused "
+            f"Layer {layer.path!r} has LoRA enabled; sparse deltas and LoRA on one layer are refused "
             "(argument `positions`: leave this layer out, or build the model without LoRA)."
         )
     if getattr(layer, "quantization_mode", None):
-        raise ValueError(f"Layer {layer.name!r} is quantized ({layer.quantization_mode}); sparse deltas need a float kernel.")
+        raise ValueError(
+            f"Layer {layer.path!r} is quantized ({layer.quantization_mode}); sparse deltas need a float kernel."
+        )
     if kernel_k and isinstance(layer, keras.layers.EinsumDense):
-        _parse(layer.equation, None, layer.name)
+        _parse(layer.equation, None, layer.path)
 
 
 def _plan(model, positions):
@@ -527,7 +531,7 @@ def _plan(model, positions):
             layer = refused.get(id(variable))
             if isinstance(layer, _SparseDeltaMixin):
                 raise ValueError(
-                    f"Layer {layer.name!r} already has sparse deltas (argument `positions`: {variable.path!r}); "
+                    f"Layer {layer.path!r} already has sparse deltas (argument `positions`: {variable.path!r}); "
                     "merge_sparse_delta(model) first."
                 )
             uncovered[variable.path] = int(indices.size)
@@ -564,17 +568,19 @@ def enable_sparse_delta(layer, positions, bias_positions=None):
         ([(2,)], [1, 7])
     """
     if isinstance(layer, _SparseDeltaMixin):
-        raise ValueError(f"Layer {layer.name!r} already has sparse deltas; merge_sparse_delta first.")
+        raise ValueError(f"Layer {layer.path!r} already has sparse deltas; merge_sparse_delta first.")
     if not isinstance(layer, keras.layers.Layer) or _sparse_class(type(layer)) is None:
-        raise ValueError(_unsupported(layer) if isinstance(layer, keras.layers.Layer) else "`layer` must be a Keras layer.")
+        raise ValueError(
+            _unsupported(layer) if isinstance(layer, keras.layers.Layer) else "`layer` must be a Keras layer."
+        )
     if not layer.built:
-        raise ValueError(f"Layer {layer.name!r} is not built; build it (or call it once) first.")
+        raise ValueError(f"Layer {layer.path!r} is not built; build it (or call it once) first.")
     kernel = layer.embeddings if isinstance(layer, keras.layers.Embedding) else layer.kernel
-    roles = {"kernel": _as_indices(positions, kernel, f"Layer {layer.name!r} argument `positions`")}
+    roles = {"kernel": _as_indices(positions, kernel, f"Layer {layer.path!r} argument `positions`")}
     if bias_positions is not None:
         if getattr(layer, "bias", None) is None:
-            raise ValueError(f"Layer {layer.name!r} has no bias; `bias_positions` must be None.")
-        roles["bias"] = _as_indices(bias_positions, layer.bias, f"Layer {layer.name!r} argument `bias_positions`")
+            raise ValueError(f"Layer {layer.path!r} has no bias; `bias_positions` must be None.")
+        roles["bias"] = _as_indices(bias_positions, layer.bias, f"Layer {layer.path!r} argument `bias_positions`")
     _check_layer(layer, len(roles["kernel"]))
     _apply(layer, roles)
     return layer
@@ -605,7 +611,8 @@ def sparse_delta(model, positions, *, warn=True) -> SparseDeltaResult:
 
     Returns:
         A ``SparseDeltaResult``. ``model`` is changed in place: afterwards ``model.trainable_variables`` are
-        the delta vectors only (every other variable is made non-trainable).
+        the delta vectors only (every other variable is made non-trainable). Compile it afterwards (an
+        optimizer built before holds the old variables).
 
     Raises:
         ValueError / TypeError naming the layer and argument, before anything changes: positions out of range,
@@ -631,6 +638,7 @@ def sparse_delta(model, positions, *, warn=True) -> SparseDeltaResult:
         )
     for layer, roles in plan.items():
         _apply(layer, roles)
+    _forget_traced(model)
     deltas = {id(v) for layer in plan for v in (layer.sparse_delta, layer.sparse_delta_bias) if v is not None}
     frozen = []
     for v in model.weights:
@@ -643,7 +651,7 @@ def sparse_delta(model, positions, *, warn=True) -> SparseDeltaResult:
             f"covers, and are not trained: {uncovered}. Train them with SelectiveOptimizer(masks=...).",
             stacklevel=2,
         )
-    layers = {layer.name: layer.sparse_delta_size + layer.sparse_delta_bias_size for layer in plan}
+    layers = {layer.path: layer.sparse_delta_size + layer.sparse_delta_bias_size for layer in plan}
     return SparseDeltaResult(layers=layers, trained=sum(layers.values()), uncovered=uncovered, frozen=frozen)
 
 
@@ -697,4 +705,12 @@ def merge_sparse_delta(model):
             for name in _ATTRIBUTES:
                 delattr(layer, name)  # a variable is untracked too
             layer.__class__ = plain
+    _forget_traced(model)
     return model
+
+
+def _forget_traced(model):
+    """Drop ``model``'s traced fit/evaluate/predict steps: they captured the layers' calls as they were."""
+    for name in ("train_function", "test_function", "predict_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
