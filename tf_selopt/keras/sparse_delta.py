@@ -54,6 +54,8 @@ __all__ = [
     "enable_sparse_delta",
     "merge_sparse_delta",
     "sparse_delta_positions",
+    "sparse_delta_layers",
+    "covered_variables",
     "SparseDeltaResult",
     "SparseDeltaDense",
     "SparseDeltaEinsumDense",
@@ -653,6 +655,19 @@ def sparse_delta(model, positions, *, warn=True) -> SparseDeltaResult:
         )
     layers = {layer.path: layer.sparse_delta_size + layer.sparse_delta_bias_size for layer in plan}
     return SparseDeltaResult(layers=layers, trained=sum(layers.values()), uncovered=uncovered, frozen=frozen)
+
+
+def covered_variables(model) -> list:
+    """The variables of ``model`` that sparse deltas can train: the kernels and biases of its Dense, EinsumDense
+    and Embedding layers (without LoRA or quantization), in ``model.weights`` order."""
+    covered, _ = _owners(model)
+    return [
+        v
+        for v in model.weights
+        if id(v) in covered
+        and not getattr(covered[id(v)][0], "lora_enabled", False)
+        and not getattr(covered[id(v)][0], "quantization_mode", None)
+    ]
 
 
 def sparse_delta_layers(model) -> list:
