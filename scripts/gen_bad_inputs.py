@@ -82,6 +82,9 @@ SECTIONS = {
         "test_structured_pruning.py::test_gradual_pruning_refuses_an_indivisible_kernel_at_train_begin_before_any_change",
     ],
     "shrink": ["test_shrink.py::test_bad_arguments", "test_shrink.py::test_bad_models"],
+    "sparse_delta / enable_sparse_delta / merge_sparse_delta": [
+        "test_sparse_delta.py::test_bad_input_is_refused_before_any_change",
+    ],
     "mask_zeros": ["test_bad_inputs.py::test_mask_zeros_layers", "test_bad_inputs.py::test_mask_zeros_unbuilt_model"],
     "SelectionMonitor": ["test_callbacks.py::test_bad_arguments"],
     "schedules.ConstantSparsity / PolynomialDecay": ["test_schedules.py::test_bad_inputs_name_the_argument"],

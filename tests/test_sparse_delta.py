@@ -125,7 +125,7 @@ def test_fit_xla_trains_deltas_only_and_merge_equals():
     assert all(np.all(layer.sparse_delta.numpy() != 0) for layer in sd.sparse_delta_layers(model))
     assert max(int(np.prod(v.shape)) for v in model.optimizer.variables) == 5  # no N-sized optimizer state
     out = model.predict(x, verbose=0)
-    np.testing.assert_allclose(_merged_copy(model).predict(x, verbose=0), out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_merged_copy(model)(x), out, rtol=1e-5, atol=1e-6)
     merged = tf_selopt.merge_sparse_delta(model)
     assert not sd.sparse_delta_layers(merged)
     assert {type(layer).__name__ for layer in merged.layers[1:]} <= {"Embedding", "EinsumDense", "Dense", "Flatten"}
