@@ -321,7 +321,7 @@ class SparseDeltaDense(_SparseDeltaMixin, _DenseCall, keras.layers.Dense):
         >>> import keras, numpy as np, tf_selopt
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> _ = tf_selopt.sparse_delta(model, {model.layers[0]: np.array([0, 5])})
-        >>> type(model.layers[0]).__name__, [v.shape for v in model.trainable_variables]
+        >>> type(model.layers[0]).__name__, [tuple(v.shape) for v in model.trainable_variables]
         ('SparseDeltaDense', [(2,)])
     """
 
@@ -566,7 +566,7 @@ def enable_sparse_delta(layer, positions, bias_positions=None):
         >>> layer = keras.layers.Dense(3)
         >>> layer.build((None, 4))
         >>> _ = tf_selopt.enable_sparse_delta(layer, np.array([1, 7]))
-        >>> [v.shape for v in layer.trainable_weights], layer.sparse_delta_index.numpy().tolist()
+        >>> [tuple(v.shape) for v in layer.trainable_weights], layer.sparse_delta_index.numpy().tolist()
         ([(2,)], [1, 7])
     """
     if isinstance(layer, _SparseDeltaMixin):
