@@ -136,11 +136,12 @@ def _columns(indices, shape, letters, kernel_letters):
     return column
 
 
-def _as_rows(t, letters, batch, kept, sizes):
-    """``t`` (axes named by ``letters``) transposed to (batch..., kept...) and reshaped to (rows, prod(kept))."""
-    perm = [letters.index(c) for c in batch + kept]
+def _as_columns(t, letters, batch, kept, sizes):
+    """``t`` (axes named by ``letters``) transposed to (kept..., batch...) and reshaped to (prod(kept), rows):
+    one contiguous row per kernel column, so gathering k of them copies k rows."""
+    perm = [letters.index(c) for c in kept + batch]
     width = int(np.prod([sizes[c] for c in kept], dtype=np.int64))
-    return tf.reshape(tf.transpose(t, perm), [-1, width])
+    return tf.reshape(tf.transpose(t, perm), [width, -1])
 
 
 def _with_deltas(kernel, deltas, indices):
@@ -175,9 +176,9 @@ def einsum_with_deltas(spec: _Einsum, x, kernel, deltas, indices):
 
         def grad(dy):
             dx = tf.einsum(dx_equation, dy, w)
-            x_rows = _as_rows(x, spec.x, spec.batch, spec.in_letters, sizes)
-            dy_rows = _as_rows(dy, spec.y, spec.batch, spec.out_letters, sizes)
-            d = tf.reduce_sum(tf.gather(x_rows, in_cols, axis=1) * tf.gather(dy_rows, out_cols, axis=1), axis=0)
+            x_cols = _as_columns(x, spec.x, spec.batch, spec.in_letters, sizes)
+            dy_cols = _as_columns(dy, spec.y, spec.batch, spec.out_letters, sizes)
+            d = tf.reduce_sum(tf.gather(x_cols, in_cols) * tf.gather(dy_cols, out_cols), axis=1)
             return dx, None, tf.cast(d, deltas.dtype)
 
         return y, grad
