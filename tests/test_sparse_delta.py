@@ -234,9 +234,9 @@ BAD = [
     (_built_dense, np.array([1, 1]), ValueError, r"'dd'.*positions.*duplicated"),
     (_built_dense, np.array([0.0, 1.0]), TypeError, r"'dd'.*positions.*dtype float64"),
     (_built_dense, np.ones((3, 4), bool), ValueError, r"'dd'.*positions.*shape \(4, 3\)"),
-    (_conv, np.array([0]), ValueError, r"'cc' \(Conv2D\) is not supported.*patches"),
+    (_conv, np.array([0]), ValueError, r"`layer`: Layer 'cc' \(Conv2D\) is not supported.*patches"),
     (_lora, np.array([0]), ValueError, r"'dd' has LoRA enabled"),
-    (_twice, np.array([1]), ValueError, r"'dd' already has sparse deltas"),
+    (_twice, np.array([1]), ValueError, r"'dd' \(argument `layer`\) already has sparse deltas"),
 ]
 
 

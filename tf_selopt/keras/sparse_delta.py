@@ -571,11 +571,13 @@ def enable_sparse_delta(layer, positions, bias_positions=None):
         ([(2,)], [1, 7])
     """
     if isinstance(layer, _SparseDeltaMixin):
-        raise ValueError(f"Layer {layer.path!r} already has sparse deltas; merge_sparse_delta first.")
-    if not isinstance(layer, keras.layers.Layer) or _sparse_class(type(layer)) is None:
         raise ValueError(
-            _unsupported(layer) if isinstance(layer, keras.layers.Layer) else "`layer` must be a Keras layer."
+            f"Layer {layer.path!r} (argument `layer`) already has sparse deltas; merge_sparse_delta first."
         )
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(f"`layer` must be a Keras layer; received {type(layer).__name__}.")
+    if _sparse_class(type(layer)) is None:
+        raise ValueError(f"Argument `layer`: {_unsupported(layer)}")
     if not layer.built:
         raise ValueError(f"Layer {layer.path!r} is not built; build it (or call it once) first.")
     kernel = layer.embeddings if isinstance(layer, keras.layers.Embedding) else layer.kernel
