@@ -247,6 +247,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the size's)")
     parser.add_argument("--out", type=pathlib.Path, default=None)
     parser.add_argument("--child", choices=("pretrain", "arm", "count"), help=argparse.SUPPRESS)
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
@@ -254,6 +255,8 @@ def main(argv=None):
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps:
+        SIZES[args.size]["steps"] = args.steps
     if args.child == "pretrain":
         print("RESULT " + json.dumps(pretrain(args.size, args.seed, args.weights)), flush=True)
         return
@@ -277,6 +280,7 @@ def main(argv=None):
             )
             for arm in args.arms:
                 common = ["--size", args.size, "--seed", str(seed), "--weights", weights, "--k", str(k)]
+                common += ["--steps", str(args.steps)] if args.steps else []
                 try:
                     runs.append(_spawn("--child", "arm", "--arm", arm, "--lr", str(args.lr), *common))
                 except RuntimeError as error:  # recorded; the other arms still run
