@@ -88,6 +88,10 @@ SECTIONS = {
         "test_shrink.py::test_bad_recalibrate",
         "test_shrink.py::test_bad_heads",
     ],
+    "sparse_delta / enable_sparse_delta / merge_sparse_delta": [
+        "test_sparse_delta.py::test_bad_input_is_refused_before_any_change",
+    ],
+    "load_model": ["test_hub_resume.py::test_load_model_bad_arguments"],
     "mask_zeros": ["test_bad_inputs.py::test_mask_zeros_layers", "test_bad_inputs.py::test_mask_zeros_unbuilt_model"],
     "SelectionMonitor": ["test_callbacks.py::test_bad_arguments"],
     "StepLoss / OverallSparsity (TensorBoard)": ["test_tensorboard.py::test_bad_arguments"],

@@ -37,6 +37,9 @@ _LAZY = {
     "calibrate": "keras.calibrate",
     "shrink": "keras.shrink",
     "load_model": "keras.saving",
+    "sparse_delta": "keras.sparse_delta",
+    "enable_sparse_delta": "keras.sparse_delta",
+    "merge_sparse_delta": "keras.sparse_delta",
 }
 _SUBMODULES = {"criteria": "core.criteria", "schedules": "core.schedules", "selection": "core.selection"}
 

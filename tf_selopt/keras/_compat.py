@@ -10,6 +10,8 @@ they name the optimizers' private slot lists.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
 from tf_selopt.core.profiles import Profile
@@ -199,6 +201,17 @@ def call_inputs(layer) -> list:
     call (``Layer._inbound_nodes``, each ``Node.input_tensors``; Keras has no public list of a tensor's
     consumers)."""
     return [list(node.input_tensors) for node in getattr(layer, "_inbound_nodes", [])]
+
+
+@contextlib.contextmanager
+def unlocked(layer):
+    """A built ``layer`` whose variable tracker accepts new variables inside the block, locked again after
+    (``Layer._tracker.unlock``/``lock``, as Keras' own ``enable_lora`` does)."""
+    layer._tracker.unlock()
+    try:
+        yield layer
+    finally:
+        layer._tracker.lock()
 
 
 class SyncsBeforeCheckpoint:

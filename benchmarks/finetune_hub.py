@@ -1,0 +1,308 @@
+"""Fine-tune a keras_hub BERT classifier built from config: full, Keras LoRA, SelectiveOptimizer, sparse deltas.
+
+A ``BertTextClassifier`` (no preset, no download) is pretrained on one synthetic token task (which of two marker
+tokens is planted in random text), then fine-tuned on another (two other markers). Arms, each in its own process
+(peak RSS = the child's ``VmHWM``):
+
+- ``full``: every weight, Adam.
+- ``lora4``, ``lora8``: ``backbone.enable_lora(r)`` (Keras LoRA on query and value), head trainable.
+- ``selopt``: ``calibrate`` (fisher) + ``SelectiveOptimizer(Adam, masks=...)`` at LoRA r=4's trainable count.
+- ``sparse``: ``calibrate`` (fisher, over the variables sparse deltas cover) + ``sparse_delta`` at that count.
+- ``sparse_magnitude``, ``sparse_random``: the same with magnitude / random positions (controls).
+
+Per arm: test accuracy, ms/step in ``model.fit`` (median of per-batch times), optimizer bytes, trainable count,
+peak RSS, and the weight-gradient part of a step: bytes of the gradients the step computes for the trainable
+variables (for ``selopt`` the dense gradient of every variable it masks) and the median time of a traced
+forward+backward against a traced forward alone.
+
+Run: ``python -m benchmarks.finetune_hub --size small --seeds 0 --out results/bench_finetune_hub_small.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ARMS = ("sparse", "lora4", "full", "selopt", "lora8", "sparse_magnitude", "sparse_random")  # the order they run in
+SIZES = {
+    # 3 layers, hidden 256: ~2.2M parameters
+    "small": dict(
+        model=dict(num_layers=3, hidden_dim=256, num_heads=4, intermediate_dim=512, vocabulary_size=1000),
+        seq=32,
+        batch=32,
+        pretrain_steps=150,
+        steps=60,
+    ),
+    # 6 layers, hidden 768: ~57M parameters
+    "large": dict(
+        model=dict(num_layers=6, hidden_dim=768, num_heads=12, intermediate_dim=3072, vocabulary_size=8000),
+        seq=32,
+        batch=8,
+        pretrain_steps=150,
+        steps=60,
+    ),
+}
+MARKERS = {"pretrain": (1, 2), "finetune": (3, 4)}
+FIRST_BACKGROUND_TOKEN = 10
+
+
+def task(name, n, size, seed):
+    """``n`` examples of task ``name``: random tokens with 2 copies of marker ``MARKERS[name][label]`` planted."""
+    import numpy as np
+
+    cfg = SIZES[size]
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(FIRST_BACKGROUND_TOKEN, cfg["model"]["vocabulary_size"], (n, cfg["seq"])).astype("int32")
+    labels = rng.integers(0, 2, n).astype("int32")
+    for i, label in enumerate(labels):
+        tokens[i, rng.choice(cfg["seq"], 2, replace=False)] = MARKERS[name][label]
+    x = {"token_ids": tokens, "segment_ids": np.zeros_like(tokens), "padding_mask": np.ones_like(tokens)}
+    return x, labels
+
+
+def build(size, seed):
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    cfg = SIZES[size]
+    backbone = keras_hub.models.BertBackbone(max_sequence_length=cfg["seq"], dropout=0.0, **cfg["model"])
+    return keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None, dropout=0.0)
+
+
+def _loss():
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def pretrain(size, seed, path):
+    import keras
+
+    cfg = SIZES[size]
+    model = build(size, seed)
+    x, y = task("pretrain", cfg["pretrain_steps"] * cfg["batch"], size, seed + 1000)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_loss(), metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=cfg["batch"], epochs=1, verbose=0)
+    model.save_weights(path)
+    return {"pretrain_accuracy": float(history.history["accuracy"][-1]), "parameters": int(model.count_params())}
+
+
+class _BatchTimes:
+    """A Keras callback that keeps each training batch's wall time (seconds)."""
+
+    def __new__(cls):
+        import keras
+
+        class BatchTimes(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.times = []
+
+            def on_train_batch_begin(self, batch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.times.append(time.perf_counter() - self._start)
+
+        return BatchTimes()
+
+
+def _prepare(arm, model, data, k, lr):
+    """The optimizer for ``arm`` (changing ``model`` as the arm needs)."""
+    import keras
+
+    import tf_selopt
+    from tf_selopt.keras import sparse_delta as sd
+
+    adam = keras.optimizers.Adam(lr)
+    if arm == "full":
+        return adam
+    if arm.startswith("lora"):
+        model.backbone.enable_lora(int(arm[4:]))
+        return adam
+    if arm == "selopt":
+        masks = tf_selopt.calibrate(model, data, loss=_loss(), keep=k, steps=10)
+        return tf_selopt.SelectiveOptimizer(adam, masks=masks)
+    covered = {id(v) for v in sd.covered_variables(model)}
+    for v in model.trainable_variables:  # positions among the variables sparse deltas train, so exactly k train
+        if id(v) not in covered:
+            v.trainable = False
+    criterion = {"sparse": "fisher", "sparse_magnitude": "magnitude", "sparse_random": "random"}[arm]
+    masks = tf_selopt.calibrate(model, data, loss=_loss(), keep=k, steps=10, criterion=criterion)
+    tf_selopt.sparse_delta(model, masks)
+    return adam
+
+
+def _gradient_part(model, x, y, reps):
+    """(gradient bytes, median ms of a traced forward+backward, median ms of a traced forward) on one batch."""
+    import numpy as np
+    import tensorflow as tf
+
+    variables = model.trainable_variables
+    loss_fn = _loss()
+
+    @tf.function(jit_compile=True)
+    def forward(x, y):
+        return loss_fn(y, model(x, training=True))
+
+    @tf.function(jit_compile=True)
+    def backward(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return tape.gradient(loss, variables)
+
+    def dense_part(g):  # an embedding's gradient is IndexedSlices: its values are what is computed
+        return g.values if isinstance(g, tf.IndexedSlices) else g
+
+    grads = [dense_part(g) for g in backward(x, y) if g is not None]
+    grad_bytes = sum(int(np.prod(g.shape)) * g.dtype.size for g in grads)
+
+    def median_ms(fn):
+        fn(x, y)
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            out = fn(x, y)
+            [dense_part(t).numpy() for t in tf.nest.flatten(out) if t is not None]
+            times.append(time.perf_counter() - start)
+        return 1000 * float(np.median(times))
+
+    return grad_bytes, median_ms(backward), median_ms(forward)
+
+
+def run_arm(arm, size, seed, weights, k, lr):
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks.common import rss_bytes
+
+    cfg = SIZES[size]
+    model = build(size, seed)
+    model.load_weights(weights)
+    x, y = task("finetune", cfg["steps"] * cfg["batch"], size, seed + 2000)
+    x_test, y_test = task("finetune", 512, size, seed + 3000)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg["batch"])
+    optimizer = _prepare(arm, model, data, k, lr)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    if arm == "selopt":
+        trainable = k
+    model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
+    times = _BatchTimes()
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=cfg["batch"], epochs=1, verbose=0, shuffle=False, callbacks=[times])
+    fit_s = time.perf_counter() - start
+    accuracy = float(model.evaluate(x_test, y_test, batch_size=64, verbose=0, return_dict=True)["accuracy"])
+    optimizer_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.optimizer.variables)
+    batch = ({key: value[: cfg["batch"]] for key, value in x.items()}, y[: cfg["batch"]])
+    grad_bytes, backward_ms, forward_ms = _gradient_part(model, *batch, reps=5)
+    return {
+        "arm": arm,
+        "seed": seed,
+        "test_accuracy": accuracy,
+        "ms_per_step_median": 1000 * float(np.median(times.times[1:])),
+        "fit_seconds": fit_s,
+        "optimizer_bytes": optimizer_bytes,
+        "trainable": trainable,
+        "gradient_bytes": grad_bytes,
+        "forward_backward_ms": backward_ms,
+        "forward_ms": forward_ms,
+        "peak_rss_mib": rss_bytes("VmHWM") / 2**20,
+    }
+
+
+def _child(args):
+    result = run_arm(args.arm, args.size, args.seed, args.weights, args.k, args.lr)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def _spawn(*argv):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.finetune_hub", *argv], capture_output=True, text=True, env=env
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{argv} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def _lora_count(size):
+    import numpy as np
+
+    model = build(size, 0)
+    model.backbone.enable_lora(4)
+    return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the size's)")
+    parser.add_argument("--out", type=pathlib.Path, default=None)
+    parser.add_argument("--child", choices=("pretrain", "arm", "count"), help=argparse.SUPPRESS)
+    parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--k", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.steps:
+        SIZES[args.size]["steps"] = args.steps
+    if args.child == "pretrain":
+        print("RESULT " + json.dumps(pretrain(args.size, args.seed, args.weights)), flush=True)
+        return
+    if args.child == "count":
+        print("RESULT " + json.dumps({"k": _lora_count(args.size)}), flush=True)
+        return
+    if args.child == "arm":
+        _child(args)
+        return
+    from benchmarks.common import write_result
+
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    k = _spawn("--child", "count", "--size", args.size)["k"]
+    runs, pretrained = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            weights = os.path.join(tmp, f"pretrained_{seed}.weights.h5")
+            pretrained[seed] = _spawn(
+                "--child", "pretrain", "--size", args.size, "--seed", str(seed), "--weights", weights
+            )
+            for arm in args.arms:
+                common = ["--size", args.size, "--seed", str(seed), "--weights", weights, "--k", str(k)]
+                common += ["--steps", str(args.steps)] if args.steps else []
+                try:
+                    runs.append(_spawn("--child", "arm", "--arm", arm, "--lr", str(args.lr), *common))
+                except RuntimeError as error:  # recorded; the other arms still run
+                    runs.append({"arm": arm, "seed": seed, "error": str(error)[-1500:]})
+                print(json.dumps(runs[-1]), flush=True)
+                if args.out:  # after each arm, so a stopped run keeps what it measured
+                    write_result(args.out, _result(args, k, pretrained, runs, start, load_before))
+
+
+def _result(args, k, pretrained, runs, start, load_before):
+    return {
+        "size": args.size,
+        "config": SIZES[args.size],
+        "lora4_trainable": k,
+        "lr": args.lr,
+        "pretrain": pretrained,
+        "runs": runs,
+        "wall_seconds": time.perf_counter() - start,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""Sparse deltas (``tf_selopt.sparse_delta``): frozen kernels, k trainable deltas, gradient at k positions only."""
+
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_selopt
+from tf_selopt.keras import sparse_delta as sd
+
+RNG = np.random.default_rng(0)
+
+
+def _model():
+    """Embedding -> EinsumDense (per-head) -> EinsumDense (heads merged) -> Dense -> Dense(2)."""
+    ids = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(20, 8, name="emb")(ids)
+    h = keras.layers.EinsumDense("abc,cde->abde", output_shape=(6, 2, 4), bias_axes="de", name="qkv")(h)
+    h = keras.layers.EinsumDense("abcd,cde->abe", output_shape=(6, 8), name="out")(h)
+    h = keras.layers.Dense(5, activation="relu", name="ffn")(h)
+    h = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(h))
+    return keras.Model(ids, h)
+
+
+def _data(n=32):
+    return RNG.integers(0, 20, (n, 6)).astype("int32"), RNG.normal(size=(n, 2)).astype("float32")
+
+
+def _random_positions(model, per_variable=7, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        v.path: rng.choice(int(np.prod(v.shape)), min(per_variable, int(np.prod(v.shape))), replace=False)
+        for v in model.trainable_variables
+    }
+
+
+def _perturb(model, seed=1):
+    rng = np.random.default_rng(seed)
+    for layer in sd.sparse_delta_layers(model):
+        for v in (layer.sparse_delta, layer.sparse_delta_bias):
+            if v is not None:
+                v.assign(rng.normal(size=v.shape).astype("float32"))
+
+
+def _merged_copy(model):
+    """A plain copy of ``model``'s architecture holding W + delta."""
+    plain = _model()
+    merged = {}
+    for layer in sd.sparse_delta_layers(model):
+        merged[layer.name] = layer.sparse_delta_merged()
+    for layer, source in zip(plain.layers, model.layers):
+        for dst, src in zip(layer.weights, [w for w in source.weights if "sparse_delta" not in w.path]):
+            dst.assign(src)
+        if layer.name in merged:
+            kernel, bias = merged[layer.name]
+            (layer.embeddings if isinstance(layer, keras.layers.Embedding) else layer.kernel).assign(kernel)
+            if bias is not None:
+                layer.bias.assign(bias)
+    return plain
+
+
+def test_gradient_at_k_positions_equals_dense_gradient_there():
+    model = _model()
+    sd.sparse_delta(model, _random_positions(model))
+    _perturb(model)
+    plain = _merged_copy(model)
+    x, y = _data()
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((model(x) - y) ** 2)
+    grads = dict(zip([v.path for v in model.trainable_variables], tape.gradient(loss, model.trainable_variables)))
+    with tf.GradientTape() as tape:
+        dense_loss = tf.reduce_mean((plain(x) - y) ** 2)
+    dense = dict(zip([v.path for v in plain.trainable_variables], tape.gradient(dense_loss, plain.trainable_variables)))
+    np.testing.assert_allclose(float(loss), float(dense_loss), rtol=1e-5)
+    assert all(g.shape[0] <= 7 for g in grads.values())  # k-sized gradients only
+    for layer in sd.sparse_delta_layers(model):
+        base = layer.embeddings if isinstance(layer, keras.layers.Embedding) else layer.kernel
+        want = tf.convert_to_tensor(dense[base.path]).numpy().reshape(-1)[layer.sparse_delta_index.numpy()]
+        np.testing.assert_allclose(grads[layer.sparse_delta.path].numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def _gradient_shapes(model, x, y):
+    """Shapes of every tensor the traced training step's gradient ops output."""
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x) - y) ** 2)
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = step.get_concrete_function(x, y).graph
+    shapes = []
+    for op in graph.get_operations():
+        if op.name.startswith("gradient_tape/"):  # the backward pass, custom gradients included
+            shapes += [tuple(t.shape.as_list()) if t.shape.rank is not None else None for t in op.outputs]
+    return shapes
+
+
+def test_no_kernel_sized_gradient_in_the_traced_step():
+    x, y = _data(8)
+    kernel_shapes = {(20, 8), (8, 2, 4), (2, 4, 8), (8, 5), (30, 2), (160,), (40,), (60,)}
+    plain = _model()
+    assert kernel_shapes & set(_gradient_shapes(plain, x, y))  # the control: a dense gradient is there
+    model = _model()
+    sd.sparse_delta(model, {layer: np.array([0, 3]) for layer in model.layers if layer.weights})
+    found = kernel_shapes & set(_gradient_shapes(model, x, y))
+    assert not found, found
+
+
+def test_fit_xla_trains_deltas_only_and_merge_equals():
+    model = _model()
+    x, y = _data()
+    before = [np.array(v.numpy()) for v in model.weights]
+    before_variables = list(model.trainable_variables)
+    result = sd.sparse_delta(model, _random_positions(model, 5))
+    expected = sum(min(5, int(np.prod(v.shape))) for v in before_variables)
+    assert result.trained == sum(int(np.prod(v.shape)) for v in model.trainable_variables) == expected
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse", jit_compile=True)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    after = [w for w in model.weights if "sparse_delta" not in w.path]
+    assert all(np.array_equal(b, a.numpy()) for b, a in zip(before, after))  # frozen: bit-identical
+    assert all(np.all(layer.sparse_delta.numpy() != 0) for layer in sd.sparse_delta_layers(model))
+    assert max(int(np.prod(v.shape)) for v in model.optimizer.variables) == 5  # no N-sized optimizer state
+    out = model.predict(x, verbose=0)
+    np.testing.assert_allclose(_merged_copy(model)(x), out, rtol=1e-5, atol=1e-6)
+    merged = tf_selopt.merge_sparse_delta(model)
+    assert not sd.sparse_delta_layers(merged)
+    assert {type(layer).__name__ for layer in merged.layers[1:]} <= {"Embedding", "EinsumDense", "Dense", "Flatten"}
+    np.testing.assert_allclose(merged.predict(x, verbose=0), out, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no sparse deltas to merge"):
+        tf_selopt.merge_sparse_delta(merged)
+
+
+def test_save_load_resumes_bit_for_bit(tmp_path):
+    model = _model()
+    x, y = _data()
+    sd.sparse_delta(model, _random_positions(model, 4))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    path = os.fspath(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert [v.path for v in loaded.trainable_variables] == [v.path for v in model.trainable_variables]
+    for a, b in zip(model.weights, loaded.weights):
+        assert np.array_equal(a.numpy(), b.numpy()), a.path
+    for m in (model, loaded):
+        m.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    for a, b in zip(model.weights, loaded.weights):
+        assert np.array_equal(a.numpy(), b.numpy()), a.path
+
+
+def test_calibrate_path_names_what_it_does_not_cover_and_export_takes_the_merge(tmp_path):
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(6, name="d")(inp)
+    h = keras.layers.LayerNormalization(name="ln")(h)
+    model = keras.Model(inp, keras.layers.Dense(2, name="head")(h))
+    x, y = RNG.normal(size=(32, 4)).astype("float32"), RNG.normal(size=(32, 2)).astype("float32")
+    masks = [np.ones(v.shape, bool) for v in model.trainable_variables]
+    with pytest.warns(UserWarning, match="ln/gamma"):
+        result = tf_selopt.sparse_delta(model, masks)
+    assert result.uncovered == {"ln/gamma": 6, "ln/beta": 6}
+    assert set(result.frozen) == {"ln/gamma", "ln/beta"}
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, y, epochs=1, verbose=0)
+    tf_selopt.merge_sparse_delta(model)
+    from tf_selopt.deploy.export import export_saved_model
+
+    report = export_saved_model(model, tmp_path, "m", 1)
+    assert report is not None
+
+
+@pytest.mark.slow
+def test_keras_hub_bert_classifier_calibrate_sparse_delta_fit_xla():
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=16
+    )
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None)
+    x = {
+        "token_ids": RNG.integers(0, 100, (32, 16)).astype("int32"),
+        "segment_ids": np.zeros((32, 16), "int32"),
+        "padding_mask": np.ones((32, 16), "int32"),
+    }
+    y = RNG.integers(0, 2, 32)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    masks = tf_selopt.calibrate(
+        model, tf.data.Dataset.from_tensor_slices((x, y)).batch(8), loss=loss, keep=600, steps=4
+    )
+    positions = dict(zip([v.path for v in model.trainable_variables], masks))
+    positions = {p: m for p, m in positions.items() if "layer_norm" not in p and "position_embedding" not in p}
+    positions["transformer_layer_0/self_attention_layer/query/kernel"] = np.arange(0, 1024, 7)  # an EinsumDense
+    before = {v.path: np.array(v.numpy()) for v in model.weights}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # everything covered
+        result = tf_selopt.sparse_delta(model, positions)
+    assert any("query" in p for p in result.layers)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, jit_compile=True)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert all(np.array_equal(before[v.path], v.numpy()) for v in model.weights if v.path in before)
+    query = [layer for layer in sd.sparse_delta_layers(model) if "query" in layer.path][0]
+    assert np.count_nonzero(query.sparse_delta.numpy()) > 0
+    out = model.predict(x, verbose=0)
+    np.testing.assert_allclose(tf_selopt.merge_sparse_delta(model).predict(x, verbose=0), out, rtol=1e-4, atol=1e-5)
+
+
+def _built_dense():
+    layer = keras.layers.Dense(3, name="dd")
+    layer.build((None, 4))
+    return layer
+
+
+def _conv():
+    layer = keras.layers.Conv2D(2, 3, name="cc")
+    layer.build((None, 8, 8, 1))
+    return layer
+
+
+def _lora():
+    layer = _built_dense()
+    layer.enable_lora(2)
+    return layer
+
+
+def _twice():
+    layer = _built_dense()
+    sd.enable_sparse_delta(layer, np.array([0]))
+    return layer
+
+
+BAD = [
+    (_built_dense, np.array([12]), ValueError, r"'dd'.*positions.*in \[0, 12\)"),
+    (_built_dense, np.array([-1]), ValueError, r"'dd'.*positions.*in \[0, 12\)"),
+    (_built_dense, np.array([1, 1]), ValueError, r"'dd'.*positions.*duplicated"),
+    (_built_dense, np.array([0.0, 1.0]), TypeError, r"'dd'.*positions.*dtype float64"),
+    (_built_dense, np.ones((3, 4), bool), ValueError, r"'dd'.*positions.*shape \(4, 3\)"),
+    (_conv, np.array([0]), ValueError, r"`layer`: Layer 'cc' \(Conv2D\) is not supported.*patches"),
+    (_lora, np.array([0]), ValueError, r"'dd' has LoRA enabled"),
+    (_twice, np.array([1]), ValueError, r"'dd' \(argument `layer`\) already has sparse deltas"),
+]
+
+
+@pytest.mark.parametrize("make, positions, error, match", BAD, ids=[f"{i}" for i in range(len(BAD))])
+def test_bad_input_is_refused_before_any_change(make, positions, error, match):
+    layer = make()
+    kind, weights = type(layer), [(v.path, v.trainable) for v in layer.weights]
+    with pytest.raises(error, match=match):
+        sd.enable_sparse_delta(layer, positions)
+    assert type(layer) is kind and [(v.path, v.trainable) for v in layer.weights] == weights
+
+
+def test_bad_model_positions_change_nothing():
+    model = _model()
+    state = [(v.path, v.trainable) for v in model.weights]
+    with pytest.raises(ValueError, match="not a variable"):
+        sd.sparse_delta(model, {"emb/embeddings": np.array([0]), "nope/kernel": np.array([0])})
+    with pytest.raises(ValueError, match="one mask per model.trainable_variables"):
+        sd.sparse_delta(model, [np.ones((20, 8), bool)])
+    with pytest.raises(ValueError, match=r"'qkv/kernel'.*in \[0, 64\)"):
+        sd.sparse_delta(model, {"emb/embeddings": np.array([0]), "qkv/kernel": np.array([64])})
+    assert [(v.path, v.trainable) for v in model.weights] == state
+    assert not sd.sparse_delta_layers(model)
