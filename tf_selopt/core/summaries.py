@@ -23,10 +23,19 @@ Examples:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["StepLossWriter", "loss_tracker"]
+__all__ = ["StepLossCallback", "StepLossWriter", "checked_log_dir", "loss_tracker"]
+
+
+def checked_log_dir(log_dir) -> str:
+    """``log_dir`` as a str; a ValueError naming it unless it is a non-empty str or path-like."""
+    if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
+        raise ValueError(f"`log_dir` must be a non-empty str or path-like; received log_dir={log_dir!r}.")
+    return os.fspath(log_dir)
 
 
 def loss_tracker(metrics):
@@ -81,3 +90,36 @@ class StepLossWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class StepLossCallback:
+    """The methods of a ``StepLoss`` callback, for either front end: mixed in before its ``Callback`` class
+    (``tf_selopt.keras.callbacks.StepLoss``, ``tf_selopt.keras2.callbacks.StepLoss``), which sets ``model``.
+    Writes ``train/loss`` at ``model.optimizer.iterations`` with a ``StepLossWriter``."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = checked_log_dir(log_dir)
+        #: float: the losses written in the latest ``fit``, in order.
+        self.losses = []
+        self._writer = None
+        self._tracker = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = StepLossWriter(self.log_dir)
+        self._tracker = None
+        self.losses = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._writer.epoch_begin(self._tracker)  # None before the first step: the metrics are built by it
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._tracker is None:
+            self._tracker = loss_tracker(self.model.metrics)
+        value = self._writer.batch_end(self._tracker, int(self.model.optimizer.iterations.numpy()))
+        if value is not None:
+            self.losses.append(value)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import keras
@@ -15,7 +14,7 @@ import tensorflow as tf
 
 from tf_selopt.core.checks import is_int
 from tf_selopt.core.frontend import SelectiveFrontEnd
-from tf_selopt.core.summaries import StepLossWriter, loss_tracker
+from tf_selopt.core.summaries import StepLossCallback, checked_log_dir
 from tf_selopt.keras.pruning import pruning_mask
 
 __all__ = ["SelectionMonitor", "StepLoss", "QUANTILES"]
@@ -152,8 +151,7 @@ class SelectionMonitor(keras.callbacks.Callback):
 
     def __init__(self, log_dir, update_freq="epoch", histogram_freq=1):
         super().__init__()
-        if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
-            raise ValueError(f"`log_dir` must be a non-empty str or path-like; received log_dir={log_dir!r}.")
+        log_dir = checked_log_dir(log_dir)
         if update_freq != "epoch" and not (is_int(update_freq) and update_freq >= 1):
             raise ValueError(
                 f"`update_freq` must be 'epoch' or an int number of steps >= 1; received update_freq={update_freq!r}."
@@ -163,7 +161,7 @@ class SelectionMonitor(keras.callbacks.Callback):
                 f"`histogram_freq` must be an int >= 0 (window steps; 0 = off); "
                 f"received histogram_freq={histogram_freq!r}."
             )
-        self.log_dir = os.fspath(log_dir)
+        self.log_dir = log_dir
         self.update_freq = update_freq if update_freq == "epoch" else int(update_freq)
         self.histogram_freq = int(histogram_freq)
         #: tag -> float: the scalars of the latest write, as logged (float32 values).
@@ -348,7 +346,7 @@ class SelectionMonitor(keras.callbacks.Callback):
                 tf.summary.write(f"scores_log10/{_path(v)}", tf.constant(buckets), metadata=_HISTOGRAM_METADATA)
 
 
-class StepLoss(keras.callbacks.Callback):
+class StepLoss(StepLossCallback, keras.callbacks.Callback):
     """Log the training loss of every optimizer step as ``train/loss`` at ``model.optimizer.iterations``.
 
     The x axis of ``SelectionMonitor``'s tags, so the loss lines up with a selection or pruning event. Keras'
@@ -369,32 +367,3 @@ class StepLoss(keras.callbacks.Callback):
         >>> np.allclose(log.losses, [model.evaluate(x[i:i + 2], y[i:i + 2], verbose=0) for i in (0, 2)], rtol=1e-6)
         True
     """
-
-    def __init__(self, log_dir):
-        super().__init__()
-        if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
-            raise ValueError(f"`log_dir` must be a non-empty str or path-like; received log_dir={log_dir!r}.")
-        self.log_dir = os.fspath(log_dir)
-        #: float: the losses written in the latest ``fit``, in order.
-        self.losses = []
-        self._writer = None
-        self._tracker = None
-
-    def on_train_begin(self, logs=None):
-        self._writer = StepLossWriter(self.log_dir)
-        self._tracker = None
-        self.losses = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._writer.epoch_begin(self._tracker)  # None before the first step: the metrics are built by it
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._tracker is None:
-            self._tracker = loss_tracker(self.model.metrics)
-        value = self._writer.batch_end(self._tracker, int(self.model.optimizer.iterations.numpy()))
-        if value is not None:
-            self.losses.append(value)
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()

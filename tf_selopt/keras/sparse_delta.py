@@ -296,15 +296,18 @@ class _SparseDeltaMixin:
         }
 
 
-class _DenseCall:
+class _EinsumDenseCall:
+    #: the layer's einsum; None: its own ``equation`` (EinsumDense)
+    _einsum = None
+
     def _equation(self, rank):
-        return _parse("...i,io->...o", rank, self.path)
+        return _parse(self._einsum or self.equation, rank, self.path)
 
     def call(self, inputs, training=None):
         kernel, deltas, indices = self._kernel_and_deltas()
         x = tf.cast(inputs, self.compute_dtype)
         if deltas is None:
-            y = tf.einsum(self._equation(len(x.shape)).equation, x, kernel)
+            y = tf.einsum(self._einsum or self.equation, x, kernel)
         else:
             y = einsum_with_deltas(self._equation(len(x.shape)), x, kernel, deltas, indices)
         if self.bias is not None:
@@ -312,6 +315,10 @@ class _DenseCall:
         if self.activation is not None:
             y = self.activation(y)
         return y
+
+
+class _DenseCall(_EinsumDenseCall):
+    _einsum = "...i,io->...o"
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt")
@@ -325,24 +332,6 @@ class SparseDeltaDense(_SparseDeltaMixin, _DenseCall, keras.layers.Dense):
         >>> type(model.layers[0]).__name__, [tuple(v.shape) for v in model.trainable_variables]
         ('SparseDeltaDense', [(2,)])
     """
-
-
-class _EinsumDenseCall:
-    def _equation(self, rank):
-        return _parse(self.equation, rank, self.path)
-
-    def call(self, inputs, training=None):
-        kernel, deltas, indices = self._kernel_and_deltas()
-        x = tf.cast(inputs, self.compute_dtype)
-        if deltas is None:
-            y = tf.einsum(self.equation, x, kernel)
-        else:
-            y = einsum_with_deltas(self._equation(len(x.shape)), x, kernel, deltas, indices)
-        if self.bias is not None:
-            y = y + self._effective_bias()
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
 
 
 @keras.saving.register_keras_serializable(package="tf_selopt")

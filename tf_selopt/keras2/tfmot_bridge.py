@@ -113,7 +113,6 @@ Examples:
 
 from __future__ import annotations
 
-import os
 import typing
 import warnings
 
@@ -126,6 +125,7 @@ from tf_selopt.core import masks as masks_lib
 from tf_selopt.core import selection
 from tf_selopt.core import sparsity as sparsity_lib
 from tf_selopt.core.checks import fraction, is_int, positive
+from tf_selopt.core.summaries import checked_log_dir
 from tf_selopt.keras2 import _compat, _tfmot_compat
 
 __all__ = [
@@ -574,9 +574,7 @@ class OverallSparsity(tf_keras.callbacks.Callback):
 
     def __init__(self, log_dir):
         super().__init__()
-        if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
-            raise ValueError(f"`log_dir` must be a non-empty str or path-like; received log_dir={log_dir!r}.")
-        self.log_dir = os.fspath(log_dir)
+        self.log_dir = checked_log_dir(log_dir)
         #: (step, pruned count, sparsity) of every point written in the latest ``fit``.
         self.points = []
         self._writer = None
