@@ -125,6 +125,19 @@ def _compile(model, optimizer="adam", api=keras):
     )
 
 
+def _fit(model, splits, batch_size, epochs, verbose, callbacks):
+    """``model.fit`` on the training split, validated on the validation split every epoch."""
+    model.fit(
+        splits.x_train,
+        splits.y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=(splits.x_val, splits.y_val),
+        verbose=verbose,
+        callbacks=callbacks,
+    )
+
+
 def _build(model_name, splits, api=keras):
     return getattr(models_lib, model_name)(splits.x_train.shape[1:], splits.num_classes, api=api)
 
@@ -146,15 +159,7 @@ def train_pruned_keras3(
         )
         callback = pruning.GradualPruning(schedule, seed=seed, **OURS[method])
         callbacks.insert(0, callback)
-    model.fit(
-        splits.x_train,
-        splits.y_train,
-        batch_size=batch_size,
-        epochs=epochs,
-        validation_data=(splits.x_val, splits.y_val),
-        verbose=verbose,
-        callbacks=callbacks,
-    )
+    _fit(model, splits, batch_size, epochs, verbose, callbacks)
     if callback is None:
         return model, None
     reported = float(callback.sparsity)
@@ -192,15 +197,7 @@ def train_pruned_tfmot(
     if log_dir is not None:
         callbacks.append(StepLoss(log_dir))
     _compile(model, tfk.optimizers.Adam(learning_rate), api=tfk)
-    model.fit(
-        splits.x_train,
-        splits.y_train,
-        batch_size=batch_size,
-        epochs=epochs,
-        validation_data=(splits.x_val, splits.y_val),
-        verbose=verbose,
-        callbacks=callbacks,
-    )
+    _fit(model, splits, batch_size, epochs, verbose, callbacks)
     if method == "tfmot":
         model = tfmot.sparsity.keras.strip_pruning(model)
         _compile(model, api=tfk)  # evaluate only
@@ -226,15 +223,7 @@ def _train_selective(spec, splits, training, selection, callbacks, verbose):
             seed=spec.seed,
         )
     _compile(model, optimizer)
-    model.fit(
-        splits.x_train,
-        splits.y_train,
-        batch_size=training.batch_size,
-        epochs=training.epochs,
-        validation_data=(splits.x_val, splits.y_val),
-        verbose=verbose,
-        callbacks=list(callbacks),
-    )
+    _fit(model, splits, training.batch_size, training.epochs, verbose, list(callbacks))
     row = {"num_parameters": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))}
     if spec.kind == "selection":
         row |= {
