@@ -70,7 +70,7 @@ class MByN(NamedTuple):
 
 def _describe(allowed) -> str:
     words = [repr(a) for a in allowed if isinstance(a, str)]
-    words += [f"{a.__name__}({', '.join(a._fields)})" for a in allowed if isinstance(a, type)]
+    words += [f"{a.__name__}({', '.join(a.__annotations__)})" for a in allowed if isinstance(a, type)]
     return f"({', '.join(words)})"
 
 

@@ -227,9 +227,10 @@ class _SparseDeltaMixin:
 
     def build(self, input_shape):
         super().build(input_shape)
-        self._add_sparse_delta_variables()
+        self.add_sparse_delta_variables()
 
-    def _add_sparse_delta_variables(self):
+    def add_sparse_delta_variables(self):
+        """Create the delta and index variables (``sparse_delta_size`` / ``sparse_delta_bias_size`` long)."""
         self.sparse_delta = self.sparse_delta_index = None
         self.sparse_delta_bias = self.sparse_delta_bias_index = None
         if self.sparse_delta_size:
@@ -246,16 +247,17 @@ class _SparseDeltaMixin:
         index = self.add_weight(name=f"{name}_index", shape=(k,), initializer="zeros", dtype="int32", trainable=False)
         return deltas, index
 
-    def _base_kernel(self):
+    def base_kernel(self):
+        """The frozen kernel (``embeddings`` of an Embedding) the deltas add to."""
         return self.embeddings if isinstance(self, keras.layers.Embedding) else self.kernel
 
     def _frozen_base(self):
         bias = getattr(self, "bias", None)
-        return [self._base_kernel()] + ([bias] if bias is not None else [])
+        return [self.base_kernel()] + ([bias] if bias is not None else [])
 
     def _kernel_and_deltas(self):
         """(kernel tensor, deltas, indices) in the compute dtype; deltas None without kernel deltas."""
-        kernel = tf.cast(self._base_kernel().value, self.compute_dtype)
+        kernel = tf.cast(self.base_kernel().value, self.compute_dtype)
         if self.sparse_delta is None:
             return kernel, None, None
         return kernel, tf.cast(self.sparse_delta.value, self.compute_dtype), self.sparse_delta_index.value
@@ -270,7 +272,7 @@ class _SparseDeltaMixin:
 
     def sparse_delta_merged(self):
         """(kernel, bias or None) as numpy arrays with the deltas added (what ``merge_sparse_delta`` writes)."""
-        kernel = np.array(self._base_kernel().numpy())
+        kernel = np.array(self.base_kernel().numpy())
         if self.sparse_delta is not None:
             np.add.at(kernel.reshape(-1), self.sparse_delta_index.numpy(), self.sparse_delta.numpy())
         bias = getattr(self, "bias", None)
@@ -587,7 +589,7 @@ def _apply(layer, roles):
         layer.__class__ = _sparse_class(type(layer))
         layer.sparse_delta_size = int(kernel_idx.size)
         layer.sparse_delta_bias_size = int(bias_idx.size)
-        layer._add_sparse_delta_variables()
+        layer.add_sparse_delta_variables()
     if kernel_idx.size:
         layer.sparse_delta_index.assign(kernel_idx)
     if bias_idx.size:
@@ -672,7 +674,7 @@ def sparse_delta_positions(model) -> dict:
     out = {}
     for layer in sparse_delta_layers(model):
         if layer.sparse_delta is not None:
-            out[layer._base_kernel().path] = layer.sparse_delta_index.numpy()
+            out[layer.base_kernel().path] = layer.sparse_delta_index.numpy()
         if layer.sparse_delta_bias is not None:
             out[layer.bias.path] = layer.sparse_delta_bias_index.numpy()
     return out
@@ -703,8 +705,8 @@ def merge_sparse_delta(model):
     for layer in layers:
         kernel, bias = layer.sparse_delta_merged()
         plain = next(c for c in type(layer).__mro__[1:] if issubclass(c, keras.layers.Layer))  # mixins are not
-        layer._base_kernel().assign(kernel)
-        layer._base_kernel().trainable = True
+        layer.base_kernel().assign(kernel)
+        layer.base_kernel().trainable = True
         if bias is not None:
             layer.bias.assign(bias)
             layer.bias.trainable = True
