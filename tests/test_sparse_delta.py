@@ -110,6 +110,7 @@ def test_no_kernel_sized_gradient_in_the_traced_step():
     assert not found, found
 
 
+@pytest.mark.slow
 def test_fit_xla_trains_deltas_only_and_merge_equals():
     model = _model()
     x, y = _data()
