@@ -101,6 +101,17 @@ def test_selection_cost_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_sparse_delta_layer_quick(tmp_path):
+    result, _ = run_benchmark("sparse_delta_layer", tmp_path / "sdl.json")
+    assert result["shape"] == [16, 32] and result["k"] == math.floor(0.1 * 16 * 32)
+    assert [(r["rows"], r["jit_compile"]) for r in result["results"]] == [(8, False), (8, True)]
+    for r in result["results"]:
+        assert sorted(r["ms_median"]) == ["dense", "lora_r4", "sparse_delta"]
+        assert all(ms > 0 for ms in r["ms_median"].values())
+        # the deltas' gradient is the dense kernel gradient at the k positions
+        assert r["delta_gradient_max_abs_diff"] <= 1e-5 * max(1.0, r["dense_gradient_max_abs"])
+
+
 def test_memory_quick(tmp_path):
     result, _ = run_benchmark("memory", tmp_path / "memory.json")
     (row,) = result["rows"]
