@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 
 import tf_selopt  # noqa: E402
 from benchmarks.common import machine_info, write_result  # noqa: E402
+from tf_selopt.keras import sparse_delta as sparse_delta_module  # noqa: E402
 
 
 def _arms(inp, out, keep, rank, seed):
@@ -55,7 +56,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--inp", type=int, default=768)
     p.add_argument("--units", type=int, default=3072)
-    p.add_argument("--rows", type=int, nargs="+", default=[256, 4096], help="batch x sequence")
+    p.add_argument("--rows", type=int, nargs="+", default=[256, 1024, 4096], help="batch x sequence")
     p.add_argument("--keep", type=float, default=0.01, help="fraction of the kernel with a delta")
     p.add_argument("--rank", type=int, default=4)
     p.add_argument("--runs", type=int, default=30)
@@ -91,7 +92,10 @@ def main(argv=None):
                     "jit_compile": jit,
                     "ms_median": med,
                     "ratio_to_dense": {n: m / med["dense"] for n, m in med.items()},
-                    "sparse_delta_gathered_bytes": 2 * rows * k * 4,
+                    "sparse_delta_largest_gathered_block_bytes": 2
+                    * 4
+                    * min(k * rows, sparse_delta_module.CHUNK_POSITIONS * sparse_delta_module.TILE_ROWS),
+                    "unchunked_gather_bytes": 2 * rows * k * 4,
                     "dense_gradient_bytes": args.inp * args.units * 4,
                     "delta_gradient_max_abs_diff": float(np.max(np.abs(delta_grad - dense_grad))),
                     "dense_gradient_max_abs": float(np.max(np.abs(dense_grad))),

@@ -62,24 +62,50 @@ def _merged_copy(model):
     return plain
 
 
-def test_gradient_at_k_positions_equals_dense_gradient_there():
+def _loss_and_gradients(model, x, y, signature=None, jit_compile=False):
+    """The MSE loss and its gradients by variable path; traced with ``signature`` when given."""
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x) - y) ** 2)
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    if signature is not None:
+        step = tf.function(step, input_signature=signature, jit_compile=jit_compile)
+    loss, grads = step(x, y)
+    return float(loss), {v.path: tf.convert_to_tensor(g) for v, g in zip(model.trainable_variables, grads)}
+
+
+def _assert_gradient_at_k_positions_equals_dense_gradient(signature=None, jit_compile=False):
     model = _model()
     sd.sparse_delta(model, _random_positions(model))
     _perturb(model)
     plain = _merged_copy(model)
-    x, y = _data()
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean((model(x) - y) ** 2)
-    grads = dict(zip([v.path for v in model.trainable_variables], tape.gradient(loss, model.trainable_variables)))
-    with tf.GradientTape() as tape:
-        dense_loss = tf.reduce_mean((plain(x) - y) ** 2)
-    dense = dict(zip([v.path for v in plain.trainable_variables], tape.gradient(dense_loss, plain.trainable_variables)))
-    np.testing.assert_allclose(float(loss), float(dense_loss), rtol=1e-5)
+    x, y = _data(13)
+    loss, grads = _loss_and_gradients(model, x, y, signature, jit_compile)
+    dense_loss, dense = _loss_and_gradients(plain, x, y)
+    np.testing.assert_allclose(loss, dense_loss, rtol=1e-5)
     assert all(g.shape[0] <= 7 for g in grads.values())  # k-sized gradients only
     for layer in sd.sparse_delta_layers(model):
         base = layer.embeddings if isinstance(layer, keras.layers.Embedding) else layer.kernel
         want = tf.convert_to_tensor(dense[base.path]).numpy().reshape(-1)[layer.sparse_delta_index.numpy()]
         np.testing.assert_allclose(grads[layer.sparse_delta.path].numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_at_k_positions_equals_dense_gradient_there():
+    _assert_gradient_at_k_positions_equals_dense_gradient()
+
+
+@pytest.mark.parametrize(
+    "batch, jit_compile", [(13, False), (None, False), (None, True)], ids=["static-rows", "dynamic-rows", "xla"]
+)
+def test_tiled_backward_in_blocks_smaller_than_the_batch_equals_dense_gradient(monkeypatch, batch, jit_compile):
+    # Tiles of 4 rows and chunks of 3 positions: 13 x 6 = 78 rows and k = 7 fill neither, so the padded rows
+    # and the repeated last chunk are exercised, on the static-rows path (one tile) and the row-tile loop.
+    monkeypatch.setattr(sd, "TILE_ROWS", 4)
+    monkeypatch.setattr(sd, "CHUNK_POSITIONS", 3)
+    signature = [tf.TensorSpec((batch, 6), tf.int32), tf.TensorSpec((batch, 2), tf.float32)]
+    _assert_gradient_at_k_positions_equals_dense_gradient(signature, jit_compile)
 
 
 def _gradient_shapes(model, x, y):

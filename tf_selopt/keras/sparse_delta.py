@@ -11,11 +11,15 @@ deltas' gradient, computed at the k positions only, and no gradient for ``W``:
 
 - Dense and EinsumDense, ``y = einsum(eq, x, W)``: the gradient of entry
   ``W[i..., o...]`` is ``sum over the batch letters of x[..., i...] * dy[..., o...]``;
-  ``x`` and ``dy`` are flattened to (rows, columns) and the k columns each
+  ``x`` and ``dy`` are flattened to (columns, rows) and the columns each
   entry needs are gathered (``tf.gather``), so the work is ``rows * k``, never
   ``rows * N``.
 - Embedding, ``y = W[ids]``: the gradient of entry ``W[r, c]`` is the sum of
   ``dy[..., c]`` over the looked-up ids equal to ``r`` (``rows * k``).
+
+Both gather in blocks of at most ``CHUNK_POSITIONS`` positions x ``TILE_ROWS``
+rows (``_tiled_sum``), so the backward's transient memory is bounded whatever
+the batch.
 
 No N-sized gradient and no N-sized optimizer state exists for those kernels:
 ``model.trainable_variables`` holds only the delta vectors, so any Keras
@@ -150,6 +154,50 @@ def _with_deltas(kernel, deltas, indices):
     return tf.reshape(flat, tf.shape(kernel))
 
 
+#: Rows (batch x sequence positions) per tile of the k-position gradient.
+TILE_ROWS = 256
+#: Positions per chunk: a gathered block holds ``CHUNK_POSITIONS x TILE_ROWS`` elements (1 MiB in float32).
+CHUNK_POSITIONS = 1024
+
+
+def _pad_rows(t, value):
+    """``t`` (width, rows) padded along rows with ``value`` to a multiple of ``TILE_ROWS``."""
+    pad = -tf.shape(t)[1] % TILE_ROWS
+    return tf.pad(t, [[0, 0], [0, pad]], constant_values=value)
+
+
+def _tiled_sum(block, operands, k, dtype):
+    """``sum over row tiles of block(tile, chunk)`` for every chunk of the k positions, shape (k,).
+
+    ``operands``: tensors of shape (width, rows), ``rows`` a multiple of TILE_ROWS (it may be unknown until run
+    time). ``block(tile, chunk)`` gets the operands' columns of one tile, (width, TILE_ROWS) each, and ``chunk``,
+    (CHUNK_POSITIONS,) int32 position numbers, and returns the chunk's (CHUNK_POSITIONS,) partial sums over the
+    tile's rows. The loop over tiles is a ``tf.while_loop`` and the loop over chunks a ``tf.map_fn``, so no
+    gathered block is larger than CHUNK_POSITIONS x TILE_ROWS whatever the batch; the work is ``rows * k``
+    multiply-adds.
+    """
+    static_rows = operands[0].shape[1]
+    if static_rows is not None:  # one tile of all rows, chunks sized to the same block bound
+        size = max(1, min(k, (CHUNK_POSITIONS * TILE_ROWS) // max(1, static_rows)))
+        n = -(-k // size)
+        chunks = tf.reshape(tf.range(n * size) % k, [n, size])
+        part = tf.map_fn(lambda chunk: block(operands, chunk), chunks, fn_output_signature=dtype, parallel_iterations=2)
+        return tf.reshape(part, [-1])[:k]
+    rows = tf.shape(operands[0])[1]
+    n = -(-k // CHUNK_POSITIONS)
+    chunks = tf.reshape(tf.range(n * CHUNK_POSITIONS) % k, [n, CHUNK_POSITIONS])
+
+    def over_tile(tile, total):
+        cut = tuple(tf.slice(t, [0, tile * TILE_ROWS], [-1, TILE_ROWS]) for t in operands)
+        part = tf.map_fn(lambda chunk: block(cut, chunk), chunks, fn_output_signature=dtype, parallel_iterations=2)
+        return tile + 1, total + tf.reshape(part, [-1])
+
+    _, total = tf.while_loop(
+        lambda tile, _: tile * TILE_ROWS < rows, over_tile, (tf.constant(0), tf.zeros([n * CHUNK_POSITIONS], dtype))
+    )
+    return total[:k]
+
+
 def einsum_with_deltas(spec: _Einsum, x, kernel, deltas, indices):
     """``einsum(spec.equation, x, kernel + scatter(deltas))`` whose gradient is ``(dx, None, d_deltas)``.
 
@@ -167,6 +215,7 @@ def einsum_with_deltas(spec: _Einsum, x, kernel, deltas, indices):
     sizes = dict(zip(spec.kernel, shape))
     in_cols = _columns(indices, shape, spec.in_letters, spec.kernel)
     out_cols = _columns(indices, shape, spec.out_letters, spec.kernel)
+    k = int(indices.shape[0])
     dx_equation = f"{spec.y},{spec.kernel}->{spec.x}"
 
     @tf.custom_gradient
@@ -176,9 +225,17 @@ def einsum_with_deltas(spec: _Einsum, x, kernel, deltas, indices):
 
         def grad(dy):
             dx = tf.einsum(dx_equation, dy, w)
-            x_cols = _as_columns(x, spec.x, spec.batch, spec.in_letters, sizes)
-            dy_cols = _as_columns(dy, spec.y, spec.batch, spec.out_letters, sizes)
-            d = tf.reduce_sum(tf.gather(x_cols, in_cols) * tf.gather(dy_cols, out_cols), axis=1)
+            x_cols = _pad_rows(_as_columns(x, spec.x, spec.batch, spec.in_letters, sizes), 0)
+            dy_cols = _pad_rows(_as_columns(dy, spec.y, spec.batch, spec.out_letters, sizes), 0)
+
+            def block(tile, chunk):
+                x_tile, dy_tile = tile
+                return tf.reduce_sum(
+                    tf.gather(x_tile, tf.gather(in_cols, chunk)) * tf.gather(dy_tile, tf.gather(out_cols, chunk)),
+                    axis=1,
+                )
+
+            d = _tiled_sum(block, (x_cols, dy_cols), k, dy.dtype)
             return dx, None, tf.cast(d, deltas.dtype)
 
         return y, grad
@@ -192,6 +249,7 @@ def take_with_deltas(table, deltas, indices, ids):
     ``d_deltas[j]`` is the sum of ``dy[..., col(j)]`` over the positions whose id is ``row(j)``; shape (k,).
     """
     width = int(table.shape[1])
+    k = int(indices.shape[0])
     rows, cols = indices // width, indices % width
 
     @tf.custom_gradient
@@ -200,10 +258,16 @@ def take_with_deltas(table, deltas, indices, ids):
         y = tf.gather(w, ids)
 
         def grad(dy):
-            flat_ids = tf.reshape(tf.cast(ids, indices.dtype), [-1])
-            dy_rows = tf.reshape(dy, [-1, width])
-            hit = tf.cast(tf.equal(flat_ids[:, None], rows[None, :]), dy.dtype)
-            d = tf.reduce_sum(hit * tf.gather(dy_rows, cols, axis=1), axis=0)
+            flat_ids = _pad_rows(tf.reshape(tf.cast(ids, indices.dtype), [1, -1]), -1)
+            dy_cols = _pad_rows(tf.transpose(tf.reshape(dy, [-1, width])), 0)
+
+            def block(tile, chunk):
+                ids_tile, dy_tile = tile
+                b = tf.gather(dy_tile, tf.gather(cols, chunk))
+                hit = tf.equal(ids_tile, tf.gather(rows, chunk)[:, None])
+                return tf.reduce_sum(tf.where(hit, b, tf.zeros_like(b)), axis=1)
+
+            d = _tiled_sum(block, (flat_ids, dy_cols), k, dy.dtype)
             return None, tf.cast(d, deltas.dtype)
 
         return y, grad
