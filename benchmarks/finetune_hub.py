@@ -6,7 +6,8 @@ tokens is planted in random text), then fine-tuned on another (two other markers
 
 - ``full``: every weight, Adam.
 - ``lora4``, ``lora8``: ``backbone.enable_lora(r)`` (Keras LoRA on query and value), head trainable.
-- ``selopt``: ``calibrate`` (fisher) + ``SelectiveOptimizer(Adam, masks=...)`` at LoRA r=4's trainable count.
+- ``selopt``: ``calibrate`` (fisher, ranked in ``--scope``: per variable by default) +
+  ``SelectiveOptimizer(Adam, masks=...)`` at LoRA r=4's trainable count.
 - ``sparse``: ``calibrate`` (fisher, over the variables sparse deltas cover) + ``sparse_delta`` at that count.
 - ``sparse_magnitude``, ``sparse_random``: the same with magnitude / random positions (controls).
 
@@ -114,8 +115,8 @@ class _BatchTimes:
         return BatchTimes()
 
 
-def _prepare(arm, model, data, k, lr):
-    """The optimizer for ``arm`` (changing ``model`` as the arm needs)."""
+def _prepare(arm, model, data, k, lr, scope):
+    """The optimizer for ``arm`` (changing ``model`` as the arm needs); ``scope``: calibrate's ranking scope."""
     import keras
 
     import tf_selopt
@@ -128,14 +129,14 @@ def _prepare(arm, model, data, k, lr):
         model.backbone.enable_lora(int(arm[4:]))
         return adam
     if arm == "selopt":
-        masks = tf_selopt.calibrate(model, data, loss=_loss(), keep=k, steps=10)
+        masks = tf_selopt.calibrate(model, data, loss=_loss(), keep=k, steps=10, scope=scope)
         return tf_selopt.SelectiveOptimizer(adam, masks=masks)
     covered = {id(v) for v in sd.covered_variables(model)}
     for v in model.trainable_variables:  # positions among the variables sparse deltas train, so exactly k train
         if id(v) not in covered:
             v.trainable = False
     criterion = {"sparse": "fisher", "sparse_magnitude": "magnitude", "sparse_random": "random"}[arm]
-    masks = tf_selopt.calibrate(model, data, loss=_loss(), keep=k, steps=10, criterion=criterion)
+    masks = tf_selopt.calibrate(model, data, loss=_loss(), keep=k, steps=10, criterion=criterion, scope=scope)
     tf_selopt.sparse_delta(model, masks)
     return adam
 
@@ -177,7 +178,7 @@ def _gradient_part(model, x, y, reps):
     return grad_bytes, median_ms(backward), median_ms(forward)
 
 
-def run_arm(arm, size, seed, weights, k, lr):
+def run_arm(arm, size, seed, weights, k, lr, scope):
     import numpy as np
     import tensorflow as tf
 
@@ -189,7 +190,7 @@ def run_arm(arm, size, seed, weights, k, lr):
     x, y = task("finetune", cfg["steps"] * cfg["batch"], size, seed + 2000)
     x_test, y_test = task("finetune", 512, size, seed + 3000)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg["batch"])
-    optimizer = _prepare(arm, model, data, k, lr)
+    optimizer = _prepare(arm, model, data, k, lr, scope)
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     if arm == "selopt":
         trainable = k
@@ -218,7 +219,7 @@ def run_arm(arm, size, seed, weights, k, lr):
 
 
 def _child(args):
-    result = run_arm(args.arm, args.size, args.seed, args.weights, args.k, args.lr)
+    result = run_arm(args.arm, args.size, args.seed, args.weights, args.k, args.lr, args.scope)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -247,6 +248,13 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--scope",
+        choices=("per_variable", "global"),
+        default="per_variable",
+        help="calibrate's ranking scope for the selopt and sparse arms: global fisher puts the whole budget in the "
+        "pooler and head of a pretrained transformer, which cannot learn a task that needs new input features",
+    )
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the size's)")
     parser.add_argument("--out", type=pathlib.Path, default=None)
     parser.add_argument("--child", choices=("pretrain", "arm", "count"), help=argparse.SUPPRESS)
@@ -282,7 +290,9 @@ def main(argv=None):
                 common = ["--size", args.size, "--seed", str(seed), "--weights", weights, "--k", str(k)]
                 common += ["--steps", str(args.steps)] if args.steps else []
                 try:
-                    runs.append(_spawn("--child", "arm", "--arm", arm, "--lr", str(args.lr), *common))
+                    runs.append(
+                        _spawn("--child", "arm", "--arm", arm, "--lr", str(args.lr), "--scope", args.scope, *common)
+                    )
                 except RuntimeError as error:  # recorded; the other arms still run
                     runs.append({"arm": arm, "seed": seed, "error": str(error)[-1500:]})
                 print(json.dumps(runs[-1]), flush=True)
@@ -296,6 +306,7 @@ def _result(args, k, pretrained, runs, start, load_before):
         "config": SIZES[args.size],
         "lora4_trainable": k,
         "lr": args.lr,
+        "scope": args.scope,
         "pretrain": pretrained,
         "runs": runs,
         "wall_seconds": time.perf_counter() - start,

@@ -119,7 +119,10 @@ def calibrate(
             ``"magnitude"`` (|w|; reads no batch), ``"random"`` (reads no batch),
             or a criterion object (``tf_selopt.core.criteria``).
         steps: batches to accumulate the criterion over (int >= 1).
-        scope: ``"global"`` (top-k over the network) or ``"per_variable"``.
+        scope: ``"global"`` (top-k over the network) or ``"per_variable"`` (each variable keeps the same
+            fraction). For fine-tuning a pretrained transformer on a task that needs new input features, prefer
+            ``"per_variable"``: global gradient scores are largest near the output, and a global budget can
+            land entirely in the pooler and head (docs/guides/finetuning.md).
         granularity: ``"parameter"``, ``"unit"`` or ``"variable"`` (as in ``SelectiveOptimizer``).
         num_examples: N_data for ``"preconditioned"``.
         seed: int seed of the ``random`` criterion (``tf_selopt.core.criteria.seeds``: the seeds of the
