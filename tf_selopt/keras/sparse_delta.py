@@ -328,7 +328,8 @@ class _ConvGeometry:
         """The gradient of the convolution of ``x`` (batch, h, w, cin) by ``w`` (kh, kw, cin, cout) with respect to
         ``x``, given ``dy`` (batch, oh, ow, cout). A dilated kernel is spread out with zeros first (the CPU
         transposed convolution takes no dilation; the SAME padding of the spread kernel is the same)."""
-        w = tf.reshape(w, [*self.size, *w.shape[-2:]])
+        if len(w.shape) != 4:  # Conv1D's (kw, cin, cout)
+            w = tf.reshape(w, [*self.size, *w.shape[-2:]])
         for axis, rate in enumerate(self.rates):
             if rate > 1:
                 taps = self.size[axis]
