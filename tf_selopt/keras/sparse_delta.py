@@ -1,7 +1,7 @@
 """Keras 3: fine-tune k entries as trainable deltas on frozen kernels, with the gradient computed at k positions.
 
 ``sparse_delta(model, positions)`` changes ``model`` in place. Each Dense,
-EinsumDense or Embedding layer with selected entries keeps its kernel (made
+EinsumDense, Embedding, Conv1D or Conv2D layer with selected entries keeps its kernel (made
 non-trainable) and gains a trainable vector of ``k`` deltas at fixed flat
 indices (a non-trainable int32 variable); its bias, when entries of it are
 selected, gets its own delta vector the same way. The layer's forward uses
@@ -16,8 +16,16 @@ deltas' gradient, computed at the k positions only, and no gradient for ``W``:
   ``rows * N``.
 - Embedding, ``y = W[ids]``: the gradient of entry ``W[r, c]`` is the sum of
   ``dy[..., c]`` over the looked-up ids equal to ``r`` (``rows * k``).
+- Conv1D and Conv2D (channels_last, groups 1, padding valid or same, any
+  strides and dilation): the forward is the layer's own convolution; the
+  gradient of entry ``W[kh, kw, cin, cout]`` is the sum over the batch and the
+  output positions of ``patch[..., kh, kw, cin] * dy[..., cout]``. The patches
+  come from ``tf.image.extract_patches`` (a Conv1D is a height-1 image); that
+  tensor is kh*kw times the input (over the strides' product) and is held,
+  with its transpose, for the backward: the memory cost of a convolution's
+  deltas. ``dx`` is a transposed convolution.
 
-Both gather in blocks of at most ``CHUNK_POSITIONS`` positions x ``TILE_ROWS``
+All gather in blocks of at most ``CHUNK_POSITIONS`` positions x ``TILE_ROWS``
 rows (``_tiled_sum``), so the backward's transient memory is bounded whatever
 the batch.
 
@@ -25,20 +33,22 @@ No N-sized gradient and no N-sized optimizer state exists for those kernels:
 ``model.trainable_variables`` holds only the delta vectors, so any Keras
 optimizer trains them in plain ``compile``/``fit`` (XLA too). Every other
 variable of the model is made non-trainable; selected entries in a variable no
-layer here covers (LayerNormalization, Conv, a custom layer) are named in the
-result and in a warning: train those with ``SelectiveOptimizer(masks=...)``.
+layer here covers (LayerNormalization, a depthwise convolution, a custom layer)
+are named in the result and in a warning: train those with
+``SelectiveOptimizer(masks=...)``.
 
 The changed layers are instances of ``SparseDeltaDense``,
-``SparseDeltaEinsumDense`` and ``SparseDeltaEmbedding`` (subclasses, registered
+``SparseDeltaEinsumDense``, ``SparseDeltaEmbedding``, ``SparseDeltaConv1D`` and
+``SparseDeltaConv2D`` (subclasses, registered
 for ``.keras`` files): a functional or Sequential model saves and loads with its
 deltas, indices and frozen kernels. ``merge_sparse_delta(model)`` writes the
 deltas into the kernels and gives back plain layers.
 
-Not covered, refused by name: Conv1D/Conv2D/Conv3D (the k-position gradient of
-a convolution needs its input's patches; train them with
-``SelectiveOptimizer(masks=...)``), a layer with LoRA enabled or quantized, an
-EinsumDense equation whose kernel has an axis in neither input nor output, or
-whose input has a summed axis outside the kernel.
+Not covered, refused by name (``REFUSED``, ``CONV_ALLOWED``): Conv3D,
+depthwise, separable and transposed convolutions, a Conv1D/Conv2D with
+groups > 1, channels_first or causal padding, a layer with LoRA enabled or
+quantized, an EinsumDense equation whose kernel has an axis in neither input
+nor output, or whose input has a summed axis outside the kernel.
 """
 
 from __future__ import annotations
