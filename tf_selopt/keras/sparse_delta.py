@@ -183,6 +183,8 @@ CHUNK_POSITIONS = 1024
 
 def _pad_rows(t, value):
     """``t`` (width, rows) padded along rows with ``value`` to a multiple of ``TILE_ROWS``."""
+    if t.shape[1] is not None and t.shape[1] % TILE_ROWS == 0:
+        return t
     pad = -tf.shape(t)[1] % TILE_ROWS
     return tf.pad(t, [[0, 0], [0, pad]], constant_values=value)
 
@@ -328,11 +330,28 @@ class _ConvGeometry:
         """``t`` (batch, [height,] width, channels) as (batch, height, width, channels)."""
         return t if len(t.shape) == 4 else tf.expand_dims(t, 1)
 
-    def patches(self, x):
-        """(rows, kh*kw*cin) input patches of ``x`` (batch, h, w, cin), one row per output position, each in the
-        kernel's flat (kh, kw, cin) order."""
-        p = tf.image.extract_patches(x, [1, *self.size, 1], [1, *self.strides, 1], [1, *self.rates, 1], self.padding)
-        return tf.reshape(p, [-1, p.shape[-1]])
+    def patch_columns(self, x):
+        """(kh*kw*cin, rows) input patches of ``x`` (batch, h, w, cin): row ``(kh, kw, cin)`` in the kernel's flat
+        order, one column per output position (batch, oh, ow), as ``tf.image.extract_patches`` gives them,
+        transposed. Built from kh*kw strided slices of the padded input (XLA lowers ``extract_patches`` to a
+        convolution with a one-hot kernel, kh*kw*cin times the work)."""
+        xt = tf.transpose(x, [3, 0, 1, 2])  # (cin, batch, h, w)
+        spans, pads = [], []
+        for axis, (taps, stride, rate) in enumerate(zip(self.size, self.strides, self.rates)):
+            size = tf.shape(x)[axis + 1]
+            reach = (taps - 1) * rate + 1
+            out = (size + stride - 1) // stride if self.padding == "SAME" else (size - reach) // stride + 1
+            total = tf.maximum((out - 1) * stride + reach - size, 0) if self.padding == "SAME" else 0
+            pads.append([total // 2, total - total // 2])
+            spans.append((out - 1) * stride + 1)
+        xt = tf.pad(xt, [[0, 0], [0, 0], *pads])
+        (sh, sw), (rh, rw), (span_h, span_w) = self.strides, self.rates, spans
+        taps = [
+            xt[:, :, i * rh : i * rh + span_h : sh, j * rw : j * rw + span_w : sw]
+            for i in range(self.size[0])
+            for j in range(self.size[1])
+        ]
+        return tf.reshape(tf.concat(taps, axis=0), [len(taps) * int(x.shape[-1]), -1])
 
     def input_gradient(self, x, w, dy):
         """The gradient of the convolution of ``x`` (batch, h, w, cin) by ``w`` (kh, kw, cin, cout) with respect to
@@ -380,8 +399,8 @@ def conv_with_deltas(geometry: _ConvGeometry, x, kernel, deltas, indices, convol
         def grad(dy):
             x4, dy4 = geometry.image(x), geometry.image(dy)
             dx = tf.reshape(geometry.input_gradient(x4, w, dy4), tf.shape(x))
-            patches = tf.transpose(geometry.patches(x4))
-            d = _sum_of_products(patches, tf.transpose(tf.reshape(dy4, [-1, cout])), in_cols, out_cols, k, dy.dtype)
+            dy_cols = tf.reshape(tf.transpose(dy4, [3, 0, 1, 2]), [cout, -1])
+            d = _sum_of_products(geometry.patch_columns(x4), dy_cols, in_cols, out_cols, k, dy.dtype)
             return dx, None, tf.cast(d, deltas.dtype)
 
         return y, grad
