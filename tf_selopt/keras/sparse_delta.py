@@ -20,10 +20,12 @@ deltas' gradient, computed at the k positions only, and no gradient for ``W``:
   strides and dilation): the forward is the layer's own convolution; the
   gradient of entry ``W[kh, kw, cin, cout]`` is the sum over the batch and the
   output positions of ``patch[..., kh, kw, cin] * dy[..., cout]``. The patches
-  come from ``tf.image.extract_patches`` (a Conv1D is a height-1 image); that
-  tensor is kh*kw times the input (over the strides' product) and is held,
-  with its transpose, for the backward: the memory cost of a convolution's
-  deltas. ``dx`` is a transposed convolution.
+  are ``tf.image.extract_patches``' (kh, kw, cin) vectors, built from kh*kw
+  strided slices of the padded input (a Conv1D is a height-1 image); that
+  tensor is kh*kw times the input (over the strides' product) and exists during
+  the backward: the memory cost of a convolution's deltas, usually far larger
+  than the dense kernel gradient it replaces. ``dx`` is a transposed
+  convolution.
 
 All gather in blocks of at most ``CHUNK_POSITIONS`` positions x ``TILE_ROWS``
 rows (``_tiled_sum``), so the backward's transient memory is bounded whatever
@@ -385,7 +387,7 @@ def conv_with_deltas(geometry: _ConvGeometry, x, kernel, deltas, indices, convol
     Returns:
         ``y``. ``d_deltas[j]``, for the entry (kh, kw, cin, cout) at ``indices[j]``, is the sum over the batch and
         the output positions of ``patch[..., kh, kw, cin] * dy[..., cout]``, shape (k,). The patches tensor is
-        kh*kw times the input (times 1/stride^2), held for the backward with its transpose.
+        kh*kw times the input (over the strides' product), made during the backward.
     """
     k = int(indices.shape[0])
     cout = int(kernel.shape[-1])
