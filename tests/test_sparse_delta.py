@@ -295,14 +295,17 @@ def _convs():
     """Refused convolutions: (name, maker, message)."""
     image = (None, 8, 8, 2)
     return [
-        (lambda: _built(keras.layers.Conv2D(2, 3, groups=2, name="cc"), image), r"'cc'.*groups=2.*groups in \[1\]"),
+        (
+            lambda: _built(keras.layers.Conv2D(2, 3, groups=2, name="cc"), image),
+            r"'cc' \(Conv2D\) has groups=2; .*need groups in \[1\] \(argument `positions`",
+        ),
         (
             lambda: _built(keras.layers.Conv2D(2, 3, data_format="channels_first", name="cc"), (None, 2, 8, 8)),
-            r"'cc'.*data_format='channels_first'.*data_format in \['channels_last'\]",
+            r"'cc'.*data_format='channels_first'; .*need data_format in \['channels_last'\]",
         ),
         (
             lambda: _built(keras.layers.Conv1D(2, 3, padding="causal", name="cc"), (None, 8, 2)),
-            r"'cc' \(Conv1D\).*padding='causal'.*padding in \['valid', 'same'\]",
+            r"'cc' \(Conv1D\) has padding='causal'; .*need padding in \['valid', 'same'\]",
         ),
         (lambda: _built(keras.layers.Conv3D(2, 3, name="cc"), (None, 4, 4, 4, 1)), r"'cc' \(Conv3D\).*not 3-D"),
         (lambda: _built(keras.layers.DepthwiseConv2D(3, name="cc"), image), r"'cc' \(DepthwiseConv2D\).*depthwise"),

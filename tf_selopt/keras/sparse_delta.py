@@ -747,15 +747,13 @@ def _check_layer(layer, kernel_k):
     if kernel_k and isinstance(layer, keras.layers.EinsumDense):
         _parse(layer.equation, None, layer.path)
     if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
-        bad = {
-            name: getattr(layer, name) for name, allowed in CONV_ALLOWED.items() if getattr(layer, name) not in allowed
-        }
+        bad = {name: getattr(layer, name) for name, ok in CONV_ALLOWED.items() if getattr(layer, name) not in ok}
         if bad:
-            allowed = ", ".join(f"{name} in {list(values)}" for name, values in CONV_ALLOWED.items())
             raise ValueError(
-                f"Layer {layer.path!r} ({type(layer).__name__}) is not supported with "
-                f"{', '.join(f'{n}={v!r}' for n, v in bad.items())}: sparse deltas need {allowed}; train it with "
-                "SelectiveOptimizer(masks=...)."
+                f"Layer {layer.path!r} ({type(layer).__name__}) has "
+                f"{', '.join(f'{name}={value!r}' for name, value in bad.items())}; sparse deltas need "
+                f"{', '.join(f'{name} in {list(CONV_ALLOWED[name])}' for name in bad)} (argument `positions`: leave "
+                "this layer out and train it with SelectiveOptimizer(masks=...))."
             )
 
 
