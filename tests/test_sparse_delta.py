@@ -29,6 +29,26 @@ def _data(n=32):
     return RNG.integers(0, 20, (n, 6)).astype("int32"), RNG.normal(size=(n, 2)).astype("float32")
 
 
+def _conv_model(**conv2d):
+    """Conv2D(4, 3, **conv2d) -> rows as a sequence -> Conv1D(3, 3, dilation 2, same) -> Dense(2)."""
+    x = keras.Input((9, 8, 3))
+    h = keras.layers.Conv2D(4, 3, name="c2", **({"strides": 2} | conv2d))(x)
+    h = keras.layers.Reshape((-1, 4))(h)
+    h = keras.layers.Conv1D(3, 3, dilation_rate=2, padding="same", activation="relu", name="c1")(h)
+    return keras.Model(x, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(h)))
+
+
+def _conv_data(n=32):
+    return RNG.normal(size=(n, 9, 8, 3)).astype("float32"), RNG.normal(size=(n, 2)).astype("float32")
+
+
+#: model kind -> (model maker, data maker, input signature of a batch of unknown size)
+MODELS = {
+    "dense": (_model, _data, tf.TensorSpec((None, 6), tf.int32)),
+    "conv": (_conv_model, _conv_data, tf.TensorSpec((None, 9, 8, 3), tf.float32)),
+}
+
+
 def _random_positions(model, per_variable=7, seed=0):
     rng = np.random.default_rng(seed)
     return {
@@ -45,9 +65,9 @@ def _perturb(model, seed=1):
                 v.assign(rng.normal(size=v.shape).astype("float32"))
 
 
-def _merged_copy(model):
-    """A plain copy of ``model``'s architecture holding W + delta."""
-    plain = _model()
+def _merged_copy(model, make=_model):
+    """A plain copy of ``model``'s architecture (``make()``) holding W + delta."""
+    plain = make()
     merged = {}
     for layer in sd.sparse_delta_layers(model):
         merged[layer.name] = layer.sparse_delta_merged()
@@ -76,12 +96,12 @@ def _loss_and_gradients(model, x, y, signature=None, jit_compile=False):
     return float(loss), {v.path: tf.convert_to_tensor(g) for v, g in zip(model.trainable_variables, grads)}
 
 
-def _assert_gradient_at_k_positions_equals_dense_gradient(signature=None, jit_compile=False):
-    model = _model()
+def _assert_gradient_at_k_positions_equals_dense_gradient(signature=None, jit_compile=False, make=_model, data=_data):
+    model = make()
     sd.sparse_delta(model, _random_positions(model))
     _perturb(model)
-    plain = _merged_copy(model)
-    x, y = _data(13)
+    plain = _merged_copy(model, make)
+    x, y = data(13)
     loss, grads = _loss_and_gradients(model, x, y, signature, jit_compile)
     dense_loss, dense = _loss_and_gradients(plain, x, y)
     np.testing.assert_allclose(loss, dense_loss, rtol=1e-5)
@@ -96,16 +116,31 @@ def test_gradient_at_k_positions_equals_dense_gradient_there():
     _assert_gradient_at_k_positions_equals_dense_gradient()
 
 
+CONV2D = [{"strides": 2}, {"strides": 1, "dilation_rate": 2, "padding": "same"}, {"strides": (2, 1), "padding": "same"}]
+
+
+@pytest.mark.parametrize("conv2d", CONV2D, ids=["stride-2", "dilation-2-same", "stride-2x1-same"])
+def test_conv_gradient_at_k_positions_equals_dense_gradient_there(conv2d):
+    # Conv2D (with kernel and bias deltas) then Conv1D (dilation 2, same): patches against the dense kernel gradient
+    _assert_gradient_at_k_positions_equals_dense_gradient(
+        make=lambda: _conv_model(**conv2d), data=_conv_data, signature=[MODELS["conv"][2], tf.TensorSpec((None, 2))]
+    )
+
+
 @pytest.mark.parametrize(
-    "batch, jit_compile", [(13, False), (None, False), (None, True)], ids=["static-rows", "dynamic-rows", "xla"]
+    "kind, batch, jit_compile",
+    [("dense", 13, False), ("dense", None, False), ("dense", None, True), ("conv", None, True)],
+    ids=["static-rows", "dynamic-rows", "xla", "conv-xla"],
 )
-def test_tiled_backward_in_blocks_smaller_than_the_batch_equals_dense_gradient(monkeypatch, batch, jit_compile):
-    # Tiles of 4 rows and chunks of 3 positions: 13 x 6 = 78 rows and k = 7 fill neither, so the padded rows
-    # and the repeated last chunk are exercised, on the static-rows path (one tile) and the row-tile loop.
+def test_tiled_backward_in_blocks_smaller_than_the_batch_equals_dense_gradient(monkeypatch, kind, batch, jit_compile):
+    # Tiles of 4 rows and chunks of 3 positions: 13 x 6 = 78 rows (13 x 12 patches for the Conv2D) and k = 7 fill
+    # neither, so the padded rows and the repeated last chunk are exercised, on the static-rows path (one tile) and
+    # the row-tile loop.
     monkeypatch.setattr(sd, "TILE_ROWS", 4)
     monkeypatch.setattr(sd, "CHUNK_POSITIONS", 3)
-    signature = [tf.TensorSpec((batch, 6), tf.int32), tf.TensorSpec((batch, 2), tf.float32)]
-    _assert_gradient_at_k_positions_equals_dense_gradient(signature, jit_compile)
+    make, data, spec = MODELS[kind]
+    signature = [tf.TensorSpec((batch, *spec.shape[1:]), spec.dtype), tf.TensorSpec((batch, 2), tf.float32)]
+    _assert_gradient_at_k_positions_equals_dense_gradient(signature, jit_compile, make, data)
 
 
 def _gradient_shapes(model, x, y):
@@ -125,21 +160,31 @@ def _gradient_shapes(model, x, y):
     return shapes
 
 
-def test_no_kernel_sized_gradient_in_the_traced_step():
-    x, y = _data(8)
-    kernel_shapes = {(20, 8), (8, 2, 4), (2, 4, 8), (8, 5), (30, 2), (160,), (40,), (60,)}
-    plain = _model()
+KERNEL_SHAPES = {
+    "dense": {(20, 8), (8, 2, 4), (2, 4, 8), (8, 5), (30, 2), (160,), (40,), (60,)},
+    "conv": {(3, 3, 3, 4), (108,), (3, 4, 3), (36,), (36, 2), (72,)},
+}
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_no_kernel_sized_gradient_in_the_traced_step(kind):
+    make, data, _ = MODELS[kind]
+    x, y = data(8)
+    kernel_shapes = KERNEL_SHAPES[kind]
+    plain = make()
     assert kernel_shapes & set(_gradient_shapes(plain, x, y))  # the control: a dense gradient is there
-    model = _model()
+    model = make()
     sd.sparse_delta(model, {layer: np.array([0, 3]) for layer in model.layers if layer.weights})
     found = kernel_shapes & set(_gradient_shapes(model, x, y))
     assert not found, found
 
 
 @pytest.mark.slow
-def test_fit_xla_trains_deltas_only_and_merge_equals():
-    model = _model()
-    x, y = _data()
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_fit_xla_trains_deltas_only_and_merge_equals(kind):
+    make, data, _ = MODELS[kind]
+    model = make()
+    x, y = data()
     before = [np.array(v.numpy()) for v in model.weights]
     before_variables = list(model.trainable_variables)
     result = sd.sparse_delta(model, _random_positions(model, 5))
@@ -152,18 +197,20 @@ def test_fit_xla_trains_deltas_only_and_merge_equals():
     assert all(np.all(layer.sparse_delta.numpy() != 0) for layer in sd.sparse_delta_layers(model))
     assert max(int(np.prod(v.shape)) for v in model.optimizer.variables) == 5  # no N-sized optimizer state
     out = model.predict(x, verbose=0)
-    np.testing.assert_allclose(_merged_copy(model)(x), out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_merged_copy(model, make)(x), out, rtol=1e-5, atol=1e-6)
     merged = tf_selopt.merge_sparse_delta(model)
     assert not sd.sparse_delta_layers(merged)
-    assert {type(layer).__name__ for layer in merged.layers[1:]} <= {"Embedding", "EinsumDense", "Dense", "Flatten"}
+    assert all(type(layer).__module__.startswith("keras.") for layer in merged.layers)  # plain Keras layers
     np.testing.assert_allclose(merged.predict(x, verbose=0), out, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="no sparse deltas to merge"):
         tf_selopt.merge_sparse_delta(merged)
 
 
-def test_save_load_resumes_bit_for_bit(tmp_path):
-    model = _model()
-    x, y = _data()
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_save_load_resumes_bit_for_bit(tmp_path, kind):
+    make, data, _ = MODELS[kind]
+    model = make()
+    x, y = data()
     sd.sparse_delta(model, _random_positions(model, 4))
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
@@ -239,10 +286,35 @@ def _built_dense():
     return layer
 
 
-def _conv():
-    layer = keras.layers.Conv2D(2, 3, name="cc")
-    layer.build((None, 8, 8, 1))
+def _built(layer, shape):
+    layer.build(shape)
     return layer
+
+
+def _convs():
+    """Refused convolutions: (name, maker, message)."""
+    image = (None, 8, 8, 2)
+    return [
+        (
+            lambda: _built(keras.layers.Conv2D(2, 3, groups=2, name="cc"), image),
+            r"'cc' \(Conv2D\) has groups=2; .*need groups in \[1\] \(argument `positions`",
+        ),
+        (
+            lambda: _built(keras.layers.Conv2D(2, 3, data_format="channels_first", name="cc"), (None, 2, 8, 8)),
+            r"'cc'.*data_format='channels_first'; .*need data_format in \['channels_last'\]",
+        ),
+        (
+            lambda: _built(keras.layers.Conv1D(2, 3, padding="causal", name="cc"), (None, 8, 2)),
+            r"'cc' \(Conv1D\) has padding='causal'; .*need padding in \['valid', 'same'\]",
+        ),
+        (lambda: _built(keras.layers.Conv3D(2, 3, name="cc"), (None, 4, 4, 4, 1)), r"'cc' \(Conv3D\).*not 3-D"),
+        (lambda: _built(keras.layers.DepthwiseConv2D(3, name="cc"), image), r"'cc' \(DepthwiseConv2D\).*depthwise"),
+        (lambda: _built(keras.layers.SeparableConv2D(2, 3, name="cc"), image), r"'cc' \(SeparableConv2D\).*separable"),
+        (
+            lambda: _built(keras.layers.Conv2DTranspose(2, 3, name="cc"), image),
+            r"'cc' \(Conv2DTranspose\).*transposed",
+        ),
+    ]
 
 
 def _lora():
@@ -263,7 +335,7 @@ BAD = [
     (_built_dense, np.array([1, 1]), ValueError, r"'dd'.*positions.*duplicated"),
     (_built_dense, np.array([0.0, 1.0]), TypeError, r"'dd'.*positions.*dtype float64"),
     (_built_dense, np.ones((3, 4), bool), ValueError, r"'dd'.*positions.*shape \(4, 3\)"),
-    (_conv, np.array([0]), ValueError, r"`layer`: Layer 'cc' \(Conv2D\) is not supported.*patches"),
+    *[(make, np.array([0]), ValueError, match) for make, match in _convs()],
     (_lora, np.array([0]), ValueError, r"'dd' has LoRA enabled"),
     (_twice, np.array([1]), ValueError, r"'dd' \(argument `layer`\) already has sparse deltas"),
 ]
@@ -289,3 +361,22 @@ def test_bad_model_positions_change_nothing():
         sd.sparse_delta(model, {"emb/embeddings": np.array([0]), "qkv/kernel": np.array([64])})
     assert [(v.path, v.trainable) for v in model.weights] == state
     assert not sd.sparse_delta_layers(model)
+
+
+def test_mobilenet_v2_conv2d_layers_take_deltas_depthwise_are_named_and_one_step_fits():
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=3)
+    masks = [np.arange(int(np.prod(v.shape))).reshape(v.shape) < 3 for v in model.trainable_variables]  # 3 each
+    kernels = {layer.path: np.array(layer.kernel.numpy()) for layer in model.layers if hasattr(layer, "kernel")}
+    conv2d = {layer.path for layer in model.layers if type(layer) is keras.layers.Conv2D}
+    with pytest.warns(UserWarning, match="expanded_conv_depthwise/kernel"):
+        result = tf_selopt.sparse_delta(model, masks)
+    assert set(result.layers) == conv2d | {"predictions"} and len(conv2d) == 35
+    depthwise = {f"{layer.path}/kernel" for layer in model.layers if type(layer) is keras.layers.DepthwiseConv2D}
+    assert depthwise and depthwise <= set(result.uncovered)
+    x, y = RNG.normal(size=(4, 32, 32, 3)).astype("float32"), RNG.integers(0, 3, 4)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", run_eagerly=True)  # tracing takes ~40 s
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert all(
+        np.array_equal(kernels[layer.path], layer.kernel.numpy()) for layer in model.layers if layer.path in kernels
+    )
+    assert all(np.count_nonzero(layer.sparse_delta.numpy()) for layer in sd.sparse_delta_layers(model))

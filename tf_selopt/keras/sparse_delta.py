@@ -1,7 +1,7 @@
 """Keras 3: fine-tune k entries as trainable deltas on frozen kernels, with the gradient computed at k positions.
 
 ``sparse_delta(model, positions)`` changes ``model`` in place. Each Dense,
-EinsumDense or Embedding layer with selected entries keeps its kernel (made
+EinsumDense, Embedding, Conv1D or Conv2D layer with selected entries keeps its kernel (made
 non-trainable) and gains a trainable vector of ``k`` deltas at fixed flat
 indices (a non-trainable int32 variable); its bias, when entries of it are
 selected, gets its own delta vector the same way. The layer's forward uses
@@ -16,8 +16,18 @@ deltas' gradient, computed at the k positions only, and no gradient for ``W``:
   ``rows * N``.
 - Embedding, ``y = W[ids]``: the gradient of entry ``W[r, c]`` is the sum of
   ``dy[..., c]`` over the looked-up ids equal to ``r`` (``rows * k``).
+- Conv1D and Conv2D (channels_last, groups 1, padding valid or same, any
+  strides and dilation): the forward is the layer's own convolution; the
+  gradient of entry ``W[kh, kw, cin, cout]`` is the sum over the batch and the
+  output positions of ``patch[..., kh, kw, cin] * dy[..., cout]``. The patches
+  are ``tf.image.extract_patches``' (kh, kw, cin) vectors, built from kh*kw
+  strided slices of the padded input (a Conv1D is a height-1 image); that
+  tensor is kh*kw times the input (over the strides' product) and exists during
+  the backward: the memory cost of a convolution's deltas, usually far larger
+  than the dense kernel gradient it replaces. ``dx`` is a transposed
+  convolution.
 
-Both gather in blocks of at most ``CHUNK_POSITIONS`` positions x ``TILE_ROWS``
+All gather in blocks of at most ``CHUNK_POSITIONS`` positions x ``TILE_ROWS``
 rows (``_tiled_sum``), so the backward's transient memory is bounded whatever
 the batch.
 
@@ -25,20 +35,22 @@ No N-sized gradient and no N-sized optimizer state exists for those kernels:
 ``model.trainable_variables`` holds only the delta vectors, so any Keras
 optimizer trains them in plain ``compile``/``fit`` (XLA too). Every other
 variable of the model is made non-trainable; selected entries in a variable no
-layer here covers (LayerNormalization, Conv, a custom layer) are named in the
-result and in a warning: train those with ``SelectiveOptimizer(masks=...)``.
+layer here covers (LayerNormalization, a depthwise convolution, a custom layer)
+are named in the result and in a warning: train those with
+``SelectiveOptimizer(masks=...)``.
 
 The changed layers are instances of ``SparseDeltaDense``,
-``SparseDeltaEinsumDense`` and ``SparseDeltaEmbedding`` (subclasses, registered
+``SparseDeltaEinsumDense``, ``SparseDeltaEmbedding``, ``SparseDeltaConv1D`` and
+``SparseDeltaConv2D`` (subclasses, registered
 for ``.keras`` files): a functional or Sequential model saves and loads with its
 deltas, indices and frozen kernels. ``merge_sparse_delta(model)`` writes the
 deltas into the kernels and gives back plain layers.
 
-Not covered, refused by name: Conv1D/Conv2D/Conv3D (the k-position gradient of
-a convolution needs its input's patches; train them with
-``SelectiveOptimizer(masks=...)``), a layer with LoRA enabled or quantized, an
-EinsumDense equation whose kernel has an axis in neither input nor output, or
-whose input has a summed axis outside the kernel.
+Not covered, refused by name (``REFUSED``, ``CONV_ALLOWED``): Conv3D,
+depthwise, separable and transposed convolutions, a Conv1D/Conv2D with
+groups > 1, channels_first or causal padding, a layer with LoRA enabled or
+quantized, an EinsumDense equation whose kernel has an axis in neither input
+nor output, or whose input has a summed axis outside the kernel.
 """
 
 from __future__ import annotations
@@ -64,13 +76,24 @@ __all__ = [
     "SparseDeltaDense",
     "SparseDeltaEinsumDense",
     "SparseDeltaEmbedding",
+    "SparseDeltaConv1D",
+    "SparseDeltaConv2D",
 ]
 
-#: Layer kinds refused by name, with the reason.
+#: Layer classes refused by name (a layer's class or one of its bases), with the reason.
 REFUSED = {
-    "Conv": "the k-position gradient of a convolution needs its input's patches (not implemented); "
+    "Conv3D": "sparse deltas cover Conv1D and Conv2D, not 3-D convolutions; "
     "train it with SelectiveOptimizer(masks=...)",
+    "BaseDepthwiseConv": "a depthwise convolution's kernel is per channel (groups = channels), which sparse deltas "
+    "do not cover; train it with SelectiveOptimizer(masks=...)",
+    "BaseSeparableConv": "a separable convolution (depthwise then pointwise kernels) is not covered; train it with "
+    "SelectiveOptimizer(masks=...)",
+    "BaseConvTranspose": "a transposed convolution is not covered; train it with SelectiveOptimizer(masks=...)",
 }
+#: The layer kinds sparse deltas cover (named in errors).
+COVERED = "Dense, EinsumDense, Embedding, Conv1D and Conv2D"
+#: What a covered Conv1D/Conv2D must be: {attribute: allowed values}.
+CONV_ALLOWED = {"groups": (1,), "data_format": ("channels_last",), "padding": ("valid", "same")}
 
 
 # ---------------------------------------------------------------- equations
@@ -162,6 +185,8 @@ CHUNK_POSITIONS = 1024
 
 def _pad_rows(t, value):
     """``t`` (width, rows) padded along rows with ``value`` to a multiple of ``TILE_ROWS``."""
+    if t.shape[1] is not None and t.shape[1] % TILE_ROWS == 0:
+        return t
     pad = -tf.shape(t)[1] % TILE_ROWS
     return tf.pad(t, [[0, 0], [0, pad]], constant_values=value)
 
@@ -198,6 +223,21 @@ def _tiled_sum(block, operands, k, dtype):
     return total[:k]
 
 
+def _sum_of_products(a, b, a_index, b_index, k, dtype):
+    """``d[j] = sum over rows r of a[a_index[j], r] * b[b_index[j], r]``, shape (k,), in blocks (``_tiled_sum``).
+
+    ``a`` (width_a, rows), ``b`` (width_b, rows): one row per kernel column; ``a_index`` / ``b_index``: (k,) int32.
+    """
+
+    def block(tile, chunk):
+        a_tile, b_tile = tile
+        return tf.reduce_sum(
+            tf.gather(a_tile, tf.gather(a_index, chunk)) * tf.gather(b_tile, tf.gather(b_index, chunk)), axis=1
+        )
+
+    return _tiled_sum(block, (_pad_rows(a, 0), _pad_rows(b, 0)), k, dtype)
+
+
 def einsum_with_deltas(spec: _Einsum, x, kernel, deltas, indices):
     """``einsum(spec.equation, x, kernel + scatter(deltas))`` whose gradient is ``(dx, None, d_deltas)``.
 
@@ -225,17 +265,9 @@ def einsum_with_deltas(spec: _Einsum, x, kernel, deltas, indices):
 
         def grad(dy):
             dx = tf.einsum(dx_equation, dy, w)
-            x_cols = _pad_rows(_as_columns(x, spec.x, spec.batch, spec.in_letters, sizes), 0)
-            dy_cols = _pad_rows(_as_columns(dy, spec.y, spec.batch, spec.out_letters, sizes), 0)
-
-            def block(tile, chunk):
-                x_tile, dy_tile = tile
-                return tf.reduce_sum(
-                    tf.gather(x_tile, tf.gather(in_cols, chunk)) * tf.gather(dy_tile, tf.gather(out_cols, chunk)),
-                    axis=1,
-                )
-
-            d = _tiled_sum(block, (x_cols, dy_cols), k, dy.dtype)
+            x_cols = _as_columns(x, spec.x, spec.batch, spec.in_letters, sizes)
+            dy_cols = _as_columns(dy, spec.y, spec.batch, spec.out_letters, sizes)
+            d = _sum_of_products(x_cols, dy_cols, in_cols, out_cols, k, dy.dtype)
             return dx, None, tf.cast(d, deltas.dtype)
 
         return y, grad
@@ -273,6 +305,109 @@ def take_with_deltas(table, deltas, indices, ids):
         return y, grad
 
     return lookup(table, deltas)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConvGeometry:
+    """A Conv1D/Conv2D (channels_last, groups 1) seen as a 2-D convolution: Conv1D's length is the width of a
+    height-1 image. Each field is (height, width): ``size`` the kernel's taps, ``strides``, ``rates`` the dilation;
+    ``padding`` "SAME" or "VALID"."""
+
+    size: tuple
+    strides: tuple
+    rates: tuple
+    padding: str
+
+    @classmethod
+    def of(cls, layer):
+        pad = (1,) * (2 - layer.rank)
+        return cls(
+            pad + tuple(layer.kernel_size),
+            pad + tuple(layer.strides),
+            pad + tuple(layer.dilation_rate),
+            layer.padding.upper(),
+        )
+
+    def image(self, t):
+        """``t`` (batch, [height,] width, channels) as (batch, height, width, channels)."""
+        return t if len(t.shape) == 4 else tf.expand_dims(t, 1)
+
+    def patch_columns(self, x):
+        """(kh*kw*cin, rows) input patches of ``x`` (batch, h, w, cin): row ``(kh, kw, cin)`` in the kernel's flat
+        order, one column per output position (batch, oh, ow), as ``tf.image.extract_patches`` gives them,
+        transposed. Built from kh*kw strided slices of the padded input (XLA lowers ``extract_patches`` to a
+        convolution with a one-hot kernel, kh*kw*cin times the work)."""
+        xt = tf.transpose(x, [3, 0, 1, 2])  # (cin, batch, h, w)
+        spans, pads = [], []
+        for axis, (taps, stride, rate) in enumerate(zip(self.size, self.strides, self.rates)):
+            size = tf.shape(x)[axis + 1]
+            reach = (taps - 1) * rate + 1
+            out = (size + stride - 1) // stride if self.padding == "SAME" else (size - reach) // stride + 1
+            total = tf.maximum((out - 1) * stride + reach - size, 0) if self.padding == "SAME" else 0
+            pads.append([total // 2, total - total // 2])
+            spans.append((out - 1) * stride + 1)
+        xt = tf.pad(xt, [[0, 0], [0, 0], *pads])
+        (sh, sw), (rh, rw), (span_h, span_w) = self.strides, self.rates, spans
+        taps = [
+            xt[:, :, i * rh : i * rh + span_h : sh, j * rw : j * rw + span_w : sw]
+            for i in range(self.size[0])
+            for j in range(self.size[1])
+        ]
+        return tf.reshape(tf.concat(taps, axis=0), [len(taps) * int(x.shape[-1]), -1])
+
+    def input_gradient(self, x, w, dy):
+        """The gradient of the convolution of ``x`` (batch, h, w, cin) by ``w`` (kh, kw, cin, cout) with respect to
+        ``x``, given ``dy`` (batch, oh, ow, cout). A dilated kernel is spread out with zeros first (the CPU
+        transposed convolution takes no dilation; the SAME padding of the spread kernel is the same)."""
+        if len(w.shape) != 4:  # Conv1D's (kw, cin, cout)
+            w = tf.reshape(w, [*self.size, *w.shape[-2:]])
+        for axis, rate in enumerate(self.rates):
+            if rate > 1:
+                taps = self.size[axis]
+                spread = tf.pad(
+                    tf.expand_dims(w, axis + 1), [[0, rate - 1] if a == axis + 1 else [0, 0] for a in range(5)]
+                )
+                shape = spread.shape.as_list()
+                w = tf.reshape(spread, shape[:axis] + [taps * rate] + shape[axis + 2 :])
+                w = tf.slice(w, [0] * 4, shape[:axis] + [(taps - 1) * rate + 1] + shape[axis + 2 :])
+        return tf.nn.conv2d_transpose(dy, w, tf.shape(x), [1, *self.strides, 1], self.padding)
+
+
+def conv_with_deltas(geometry: _ConvGeometry, x, kernel, deltas, indices, convolution):
+    """``convolution(x, kernel + scatter(deltas))`` whose gradient is ``(dx, None, d_deltas)``.
+
+    Args:
+        geometry: the layer's ``_ConvGeometry``.
+        x: the input, (batch, [height,] width, cin).
+        kernel: the frozen kernel ([kh,] kw, cin, cout) (a tensor; it gets no gradient).
+        deltas: (k,) float deltas at ``indices``.
+        indices: (k,) int32 flat indices into ``kernel``.
+        convolution: ``(x, kernel) -> y``, the layer's own convolution (the forward).
+
+    Returns:
+        ``y``. ``d_deltas[j]``, for the entry (kh, kw, cin, cout) at ``indices[j]``, is the sum over the batch and
+        the output positions of ``patch[..., kh, kw, cin] * dy[..., cout]``, shape (k,). The patches tensor is
+        kh*kw times the input (over the strides' product), made during the backward.
+    """
+    k = int(indices.shape[0])
+    cout = int(kernel.shape[-1])
+    in_cols, out_cols = indices // cout, indices % cout
+
+    @tf.custom_gradient
+    def product(x, kernel, deltas):
+        w = _with_deltas(kernel, deltas, indices)
+        y = convolution(x, w)
+
+        def grad(dy):
+            x4, dy4 = geometry.image(x), geometry.image(dy)
+            dx = tf.reshape(geometry.input_gradient(x4, w, dy4), tf.shape(x))
+            dy_cols = tf.reshape(tf.transpose(dy4, [3, 0, 1, 2]), [cout, -1])
+            d = _sum_of_products(geometry.patch_columns(x4), dy_cols, in_cols, out_cols, k, dy.dtype)
+            return dx, None, tf.cast(d, deltas.dtype)
+
+        return y, grad
+
+    return product(x, kernel, deltas)
 
 
 # ---------------------------------------------------------------- layers
@@ -424,6 +559,41 @@ class SparseDeltaEmbedding(_SparseDeltaMixin, _EmbeddingCall, keras.layers.Embed
     """``keras.layers.Embedding`` with a frozen table and trainable deltas at fixed flat indices."""
 
 
+class _ConvCall:
+    def call(self, inputs):
+        kernel, deltas, indices = self._kernel_and_deltas()
+        x = tf.cast(inputs, self.compute_dtype)
+        if deltas is None:
+            y = self.convolution_op(x, kernel)
+        else:
+            y = conv_with_deltas(_ConvGeometry.of(self), x, kernel, deltas, indices, self.convolution_op)
+        if self.bias is not None:
+            y = y + self._effective_bias()
+        if self.activation is not None:
+            y = self.activation(y)
+        return y
+
+
+@keras.saving.register_keras_serializable(package="tf_selopt")
+class SparseDeltaConv1D(_SparseDeltaMixin, _ConvCall, keras.layers.Conv1D):
+    """``keras.layers.Conv1D`` (channels_last, groups 1, padding valid or same) with a frozen kernel and trainable
+    deltas at fixed flat indices; the deltas' gradient is computed from the input's patches (``conv_with_deltas``)."""
+
+
+@keras.saving.register_keras_serializable(package="tf_selopt")
+class SparseDeltaConv2D(_SparseDeltaMixin, _ConvCall, keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` (channels_last, groups 1, padding valid or same) with a frozen kernel and trainable
+    deltas at fixed flat indices.
+
+    Example:
+        >>> import keras, numpy as np, tf_selopt
+        >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+        >>> _ = tf_selopt.sparse_delta(model, {model.layers[0]: np.array([0, 50, 107])})
+        >>> type(model.layers[0]).__name__, [tuple(v.shape) for v in model.trainable_variables]
+        ('SparseDeltaConv2D', [(3,)])
+    """
+
+
 _ATTRIBUTES = ("sparse_delta", "sparse_delta_index", "sparse_delta_bias", "sparse_delta_bias_index")
 _ATTRIBUTES += ("sparse_delta_size", "sparse_delta_bias_size")
 
@@ -432,6 +602,8 @@ _KINDS = {
     keras.layers.Dense: (SparseDeltaDense, _DenseCall),
     keras.layers.EinsumDense: (SparseDeltaEinsumDense, _EinsumDenseCall),
     keras.layers.Embedding: (SparseDeltaEmbedding, _EmbeddingCall),
+    keras.layers.Conv1D: (SparseDeltaConv1D, _ConvCall),
+    keras.layers.Conv2D: (SparseDeltaConv2D, _ConvCall),
 }
 _MADE = {}
 
@@ -557,8 +729,8 @@ def _resolve(model, positions):
 
 def _unsupported(layer):
     kind = type(layer).__name__
-    reason = next((why for name, why in REFUSED.items() if kind.startswith(name)), None)
-    reason = reason or "sparse deltas cover Dense, EinsumDense and Embedding (and their subclasses)"
+    reason = next((REFUSED[c.__name__] for c in type(layer).__mro__ if c.__name__ in REFUSED), None)
+    reason = reason or f"sparse deltas cover {COVERED} (and their subclasses)"
     return f"Layer {layer.path!r} ({kind}) is not supported: {reason}."
 
 
@@ -574,6 +746,15 @@ def _check_layer(layer, kernel_k):
         )
     if kernel_k and isinstance(layer, keras.layers.EinsumDense):
         _parse(layer.equation, None, layer.path)
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        bad = {name: getattr(layer, name) for name, ok in CONV_ALLOWED.items() if getattr(layer, name) not in ok}
+        if bad:
+            raise ValueError(
+                f"Layer {layer.path!r} ({type(layer).__name__}) has "
+                f"{', '.join(f'{name}={value!r}' for name, value in bad.items())}; sparse deltas need "
+                f"{', '.join(f'{name} in {list(CONV_ALLOWED[name])}' for name in bad)} (argument `positions`: leave "
+                "this layer out and train it with SelectiveOptimizer(masks=...))."
+            )
 
 
 def _plan(model, positions):
@@ -610,7 +791,7 @@ def enable_sparse_delta(layer, positions, bias_positions=None):
     The kernel and bias become non-trainable; the layer becomes a ``SparseDelta*`` subclass of its class.
 
     Args:
-        layer: a built Dense, EinsumDense or Embedding (or subclass) layer.
+        layer: a built Dense, EinsumDense, Embedding, Conv1D or Conv2D (or subclass) layer.
         positions: a bool mask of the kernel's shape, or 1-D int flat indices into it (unique, in [0, N)).
         bias_positions: the same for the bias, or None.
 
@@ -693,7 +874,7 @@ def sparse_delta(model, positions, *, warn=True) -> SparseDeltaResult:
     plan, uncovered = _plan(model, positions)
     if not plan:
         raise ValueError(
-            "`positions` select no entry in a layer sparse deltas cover (Dense, EinsumDense, Embedding); "
+            f"`positions` select no entry in a layer sparse deltas cover ({COVERED}); "
             f"selected entries are in {list(uncovered) or 'no variable'}."
         )
     for layer, roles in plan.items():
@@ -716,16 +897,19 @@ def sparse_delta(model, positions, *, warn=True) -> SparseDeltaResult:
 
 
 def covered_variables(model) -> list:
-    """The variables of ``model`` that sparse deltas can train: the kernels and biases of its Dense, EinsumDense
-    and Embedding layers (without LoRA or quantization), in ``model.weights`` order."""
+    """The variables of ``model`` that sparse deltas can train: the kernels and biases of its Dense, EinsumDense,
+    Embedding, Conv1D and Conv2D layers that ``sparse_delta`` accepts (no LoRA, no quantization, a handled equation
+    or convolution), in ``model.weights`` order."""
     covered, _ = _owners(model)
-    return [
-        v
-        for v in model.weights
-        if id(v) in covered
-        and not getattr(covered[id(v)][0], "lora_enabled", False)
-        and not getattr(covered[id(v)][0], "quantization_mode", None)
-    ]
+    return [v for v in model.weights if id(v) in covered and _accepted(covered[id(v)][0])]
+
+
+def _accepted(layer):
+    try:
+        _check_layer(layer, 1)
+    except ValueError:
+        return False
+    return True
 
 
 def sparse_delta_layers(model) -> list:
