@@ -380,3 +380,20 @@ def test_mobilenet_v2_conv2d_layers_take_deltas_depthwise_are_named_and_one_step
         np.array_equal(kernels[layer.path], layer.kernel.numpy()) for layer in model.layers if layer.path in kernels
     )
     assert all(np.count_nonzero(layer.sparse_delta.numpy()) for layer in sd.sparse_delta_layers(model))
+
+
+def test_mixed_precision_sums_over_rows_run_in_float32():
+    # 4,096 rows of float16 products of either sign: summed in float32, the gradient is the float64 sum of the
+    # same products rounded once to float16 (the compute dtype Keras casts the gradient through).
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False, dtype="mixed_float16")])
+    sd.sparse_delta(model, {model.layers[0]: np.array([0, 5])})
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.choice([-1, 1], (4096, 3)) * rng.uniform(0.5, 1.5, (4096, 3)), tf.float16)
+    dy = tf.constant(rng.uniform(0.5, 1.5, (4096, 2)), tf.float16)
+    with tf.GradientTape() as tape:
+        y = model(x)
+    (grad,) = tape.gradient(y, model.trainable_variables, output_gradients=dy)
+    assert y.dtype == tf.float16 and grad.dtype == tf.float32
+    x64, dy64 = x.numpy().astype(np.float64), dy.numpy().astype(np.float64)
+    want = [np.sum(x64[:, 0] * dy64[:, 0]), np.sum(x64[:, 2] * dy64[:, 1])]  # flat 0 -> (0, 0); 5 -> (2, 1)
+    np.testing.assert_array_equal(grad.numpy(), np.float16(want).astype(np.float32))

@@ -223,19 +223,27 @@ def _tiled_sum(block, operands, k, dtype):
     return total[:k]
 
 
+def _accumulator(dtype):
+    """The dtype the k-position sums run in: float32 for float16/bfloat16 inputs (a sum runs over every row of the
+    batch), else ``dtype``."""
+    dtype = tf.as_dtype(dtype)
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
 def _sum_of_products(a, b, a_index, b_index, k, dtype):
     """``d[j] = sum over rows r of a[a_index[j], r] * b[b_index[j], r]``, shape (k,), in blocks (``_tiled_sum``).
 
     ``a`` (width_a, rows), ``b`` (width_b, rows): one row per kernel column; ``a_index`` / ``b_index``: (k,) int32.
+    The sums run in ``_accumulator(dtype)``.
     """
+    acc = _accumulator(dtype)
 
     def block(tile, chunk):
         a_tile, b_tile = tile
-        return tf.reduce_sum(
-            tf.gather(a_tile, tf.gather(a_index, chunk)) * tf.gather(b_tile, tf.gather(b_index, chunk)), axis=1
-        )
+        a_rows = tf.cast(tf.gather(a_tile, tf.gather(a_index, chunk)), acc)
+        return tf.reduce_sum(a_rows * tf.cast(tf.gather(b_tile, tf.gather(b_index, chunk)), acc), axis=1)
 
-    return _tiled_sum(block, (_pad_rows(a, 0), _pad_rows(b, 0)), k, dtype)
+    return _tiled_sum(block, (_pad_rows(a, 0), _pad_rows(b, 0)), k, acc)
 
 
 def einsum_with_deltas(spec: _Einsum, x, kernel, deltas, indices):
@@ -293,13 +301,15 @@ def take_with_deltas(table, deltas, indices, ids):
             flat_ids = _pad_rows(tf.reshape(tf.cast(ids, indices.dtype), [1, -1]), -1)
             dy_cols = _pad_rows(tf.transpose(tf.reshape(dy, [-1, width])), 0)
 
+            acc = _accumulator(dy.dtype)
+
             def block(tile, chunk):
                 ids_tile, dy_tile = tile
-                b = tf.gather(dy_tile, tf.gather(cols, chunk))
+                b = tf.cast(tf.gather(dy_tile, tf.gather(cols, chunk)), acc)
                 hit = tf.equal(ids_tile, tf.gather(rows, chunk)[:, None])
                 return tf.reduce_sum(tf.where(hit, b, tf.zeros_like(b)), axis=1)
 
-            d = _tiled_sum(block, (flat_ids, dy_cols), k, dy.dtype)
+            d = _tiled_sum(block, (flat_ids, dy_cols), k, acc)
             return None, tf.cast(d, deltas.dtype)
 
         return y, grad
