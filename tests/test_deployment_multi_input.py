@@ -1,5 +1,6 @@
 """The deployment benchmark and ``tflite_latency`` on a model with named inputs (a dict of an int and a float)."""
 
+import json
 import os
 
 import keras
@@ -18,7 +19,9 @@ def two_inputs():
     keras.utils.set_random_seed(0)
     ids = keras.Input((6,), dtype="int32", name="ids")
     extra = keras.Input((3,), name="extra")
-    h = keras.layers.Flatten()(keras.layers.Embedding(20, 4, embeddings_initializer="random_normal")(ids))
+    h = keras.layers.Flatten()(
+        keras.layers.Embedding(20, 4, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0))(ids)
+    )
     h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([h, extra]))
     model = keras.Model({"ids": ids, "extra": extra}, keras.layers.Dense(3)(h), name="two")
     rng = np.random.default_rng(0)
@@ -104,3 +107,37 @@ def test_x_test_that_does_not_fit_is_refused_before_writing(tmp_path, two_inputs
             tmp_path / "out", bad(x), y, model=model, sparsities=[0.5], artifacts=("float32",), runs=1, warmup=0
         )
     assert os.listdir(tmp_path) == []
+
+
+def test_a_saved_model_with_named_inputs_is_benchmarked_as_it_is(bench, two_inputs, tmp_path):
+    model, x, y = two_inputs
+    rows, tmp = bench
+    saved = rows[0]["path"]
+    assert saved.endswith(os.path.join("two-s0", "1"))
+    (row,) = deployment_benchmark(
+        tmp_path, x, y, paths=[saved], artifacts=("float32",), runs=2, warmup=0, threads=[1], xnnpack=[True]
+    )
+    assert row["model"] == "two-s0"
+    assert row["accuracy"] == rows[1]["accuracy"] and row["test_max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_the_runner_takes_a_keras_hub_bert(tmp_path):
+    pytest.importorskip("keras_hub")
+    from serving import deployment
+
+    deployment.main(
+        ["--model", "bert", "--epochs", "1", "--runs", "3", "--warmup", "1", "--sparsities", "0.0", "0.5"]
+        + ["--out", str(tmp_path / "report"), "--artifacts", str(tmp_path / "art")]
+    )
+    result = json.loads((tmp_path / "report" / "deployment.json").read_text())
+    rows = {(r["model"], r["artifact"]): r for r in result["rows"]}
+    assert set(rows) == {
+        (f"bert_text_classifier-s{s}", a) for s in (0, 50) for a in ("saved_model", "float32", "dynamic_int8")
+    }
+    dense = rows[("bert_text_classifier-s0", "float32")]
+    assert (
+        dense["test_max_abs_diff"] <= 1e-3
+        and rows[("bert_text_classifier-s0", "saved_model")]["accuracy"] == (dense["accuracy"])
+    )
+    assert all(e["p50_us"] > 0 for r in result["rows"] for e in r["latency"])

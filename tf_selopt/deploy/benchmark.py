@@ -3,8 +3,8 @@
 ``deployment_benchmark`` takes either trained Keras 3 models and a list of
 global sparsities (each model pruned with ``tf_selopt.prune(copy, s, scope="global")``
 on a copy of the weights, no fine-tuning), or a list of saved models (``.keras``
-files, or SavedModel directories with a one-input, one-output
-``serving_default`` signature, benchmarked as they are). Models may have
+files, or SavedModel directories with a one-output ``serving_default``
+signature, benchmarked as they are). Models may have
 several inputs (``x_test`` then a dict keyed by input name): every artefact is
 called with the named inputs of its ``serving_default`` signature. For each model it
 exports the artefacts (``tf_selopt.deploy.export``: a TF Serving SavedModel and the
@@ -255,16 +255,18 @@ def _pruned_variants(model, sparsities) -> list:
 
 
 def _load_saved_model(path) -> keras.Model:
-    """A SavedModel's one-input, one-output ``serving_default`` signature as a Keras model."""
+    """A SavedModel's one-output ``serving_default`` signature as a Keras model: one input (``"inputs"``)
+    or, for several, a dict of named Inputs as the signature names them."""
     signature = tf.saved_model.load(path).signatures.get(export.SIGNATURE_KEY)
     if signature is None:
         raise ValueError(f"paths: SavedModel {path!r} has no {export.SIGNATURE_KEY!r} signature")
     _, inputs = signature.structured_input_signature
     outputs = signature.structured_outputs
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(f"paths: the signature of {path!r} must have one input and one output")
-    (input_name, spec), (output_name,) = next(iter(inputs.items())), list(outputs)
-    x = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name=input_name)
+    if not inputs or len(outputs) != 1:
+        raise ValueError(f"paths: the signature of {path!r} must have named inputs and one output")
+    (output_name,) = list(outputs)
+    x = {name: keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name=name) for name, spec in inputs.items()}
+    x = next(iter(x.values())) if len(x) == 1 else x
     layer = keras.layers.TFSMLayer(path, call_endpoint=export.SIGNATURE_KEY)
     return keras.Model(x, layer(x)[output_name])
 
