@@ -32,6 +32,14 @@ import time
 
 ARMS = ("sparse", "lora4", "full", "selopt", "lora8", "sparse_magnitude", "sparse_random")  # the order they run in
 SIZES = {
+    # 2 layers, hidden 32: ~10k parameters, for smoke runs
+    "tiny": dict(
+        model=dict(num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64, vocabulary_size=100),
+        seq=16,
+        batch=16,
+        pretrain_steps=4,
+        steps=4,
+    ),
     # 3 layers, hidden 256: ~2.2M parameters
     "small": dict(
         model=dict(num_layers=3, hidden_dim=256, num_heads=4, intermediate_dim=512, vocabulary_size=1000),

@@ -141,6 +141,23 @@ def test_shrink_quick(tmp_path):
     assert "small_cnn" in stdout
 
 
+@pytest.mark.slow
+def test_shrink_bert_quick(tmp_path):
+    pytest.importorskip("keras_hub")
+    result, _ = run_benchmark("shrink_bert", tmp_path / "shrink_bert.json")
+    arms = result["arms"]
+    assert list(arms) == ["ffn50_heads50", "dense"] and result["settings"]["size"] == "tiny"
+    small, dense = arms["ffn50_heads50"], arms["dense"]
+    assert set(map(tuple, small["heads_and_units_per_encoder"].values())) == {(1, 32)}
+    assert set(map(tuple, dense["heads_and_units_per_encoder"].values())) == {(2, 64)}
+    assert small["params"] < dense["params"] and small["tflite_bytes"] < dense["tflite_bytes"]
+    assert small["accuracy_points_vs_dense"] == round(100 * (small["test_accuracy"] - dense["test_accuracy"]), 2)
+    for arm in arms.values():
+        assert [(e["threads"], e["xnnpack"]) for e in arm["latency"]] == [(1, True), (1, False)]
+        assert all(0 < e["p50_us"] <= e["p95_us"] and e["runs"] == 10 for e in arm["latency"])
+    assert [e["p50_vs_dense"] for e in dense["latency"]] == [1.0, 1.0]
+
+
 def test_selection_graph_quick(tmp_path):
     result, _ = run_benchmark("selection_graph", tmp_path / "graph.json")
     assert result["same_masks"] is True and result["config"]["quick"] is True

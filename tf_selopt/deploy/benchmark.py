@@ -3,8 +3,10 @@
 ``deployment_benchmark`` takes either trained Keras 3 models and a list of
 global sparsities (each model pruned with ``tf_selopt.prune(copy, s, scope="global")``
 on a copy of the weights, no fine-tuning), or a list of saved models (``.keras``
-files or SavedModel directories with a one-input, one-output
-``serving_default`` signature, benchmarked as they are). For each model it
+files, or SavedModel directories with a one-output ``serving_default``
+signature, benchmarked as they are). Models may have
+several inputs (``x_test`` then a dict keyed by input name): every artefact is
+called with the named inputs of its ``serving_default`` signature. For each model it
 exports the artefacts (``tf_selopt.deploy.export``: a TF Serving SavedModel and the
 TFLite modes ``float32``, ``sparse_float32``, ``dynamic_int8``, ``int8``; on request
 ``sparse_int8``), each
@@ -57,9 +59,9 @@ Examples:
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -72,6 +74,7 @@ import tensorflow as tf
 
 from tf_selopt.core.checks import is_int
 from tf_selopt.deploy import _files, export
+from tf_selopt.keras import inputs as inputs_lib
 from tf_selopt.keras import pruning
 
 __all__ = [
@@ -156,12 +159,52 @@ def _check_artifacts_dir(artifacts_dir, overwrite):
 
 
 def _check_test_data(x_test, y_test):
-    x, y = np.asarray(x_test), np.asarray(y_test)
-    if x.ndim < 2 or not len(x):
-        raise ValueError(f"x_test must be a non-empty batch of inputs, got shape {x.shape}")
-    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y_test must be integer class labels of shape ({len(x)},), got {y.dtype} {y.shape}")
-    return x, y
+    """``(x, y, n)``: ``x_test`` as an array, or as ``{name: array}`` when it is a dict (named inputs); ``n`` rows."""
+    if isinstance(x_test, collections.abc.Mapping):
+        x = {str(k): np.asarray(v) for k, v in x_test.items()}
+        rows = {k: (v.shape[0] if v.ndim else None) for k, v in x.items()}
+        if not x or None in rows.values() or len(set(rows.values())) != 1 or not next(iter(rows.values())):
+            raise ValueError(f"x_test: a dict of named inputs needs non-empty arrays with equal rows, got rows {rows}")
+        n = next(iter(rows.values()))
+    else:
+        x = np.asarray(x_test)
+        if x.ndim < 2 or not len(x):
+            raise ValueError(f"x_test must be a non-empty batch of inputs, got shape {x.shape}")
+        n = len(x)
+    y = np.asarray(y_test)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y_test must be integer class labels of shape ({n},), got {y.dtype} {y.shape}")
+    return x, y, n
+
+
+def _serving_feeds(model, x) -> dict:
+    """``x`` (an array, or a dict keyed by the model's input names) as ``{serving input name: array}`` of the
+    serving dtypes (``export.serving_input_specs``: ``"inputs"`` for one input); ValueError naming ``x_test``."""
+    specs = export.serving_input_specs(model)
+    named = inputs_lib.model_inputs(model).feeds(x, "x_test")
+    feeds = dict(zip(specs, named.values()))
+    for name, spec in specs.items():
+        v = feeds[name]
+        if v.ndim != len(spec.shape) or not tf.TensorShape(spec.shape[1:]).is_compatible_with(v.shape[1:]):
+            label = "x_test rows" if len(specs) == 1 else f"x_test input {name!r} rows"
+            raise ValueError(f"{label} have shape {v.shape[1:]}, the model expects {spec.shape[1:]}")
+        feeds[name] = v.astype(spec.dtype.as_numpy_dtype)
+    return feeds
+
+
+def _take(feeds, index) -> dict:
+    """The rows ``index`` (a slice) of every input."""
+    return {name: v[index] for name, v in feeds.items()}
+
+
+def _keras_call(model):
+    """``{serving input name: array} -> model output`` (inference mode), in the structure the model takes."""
+    described = inputs_lib.model_inputs(model)
+
+    def call(feeds):
+        return model(described.structure(dict(zip(described.names, feeds.values()))), training=False)
+
+    return call
 
 
 # ---------------------------------------------------------------- models
@@ -212,16 +255,18 @@ def _pruned_variants(model, sparsities) -> list:
 
 
 def _load_saved_model(path) -> keras.Model:
-    """A SavedModel's one-input, one-output ``serving_default`` signature as a Keras model."""
+    """A SavedModel's one-output ``serving_default`` signature as a Keras model: one input (``"inputs"``)
+    or, for several, a dict of named Inputs as the signature names them."""
     signature = tf.saved_model.load(path).signatures.get(export.SIGNATURE_KEY)
     if signature is None:
         raise ValueError(f"paths: SavedModel {path!r} has no {export.SIGNATURE_KEY!r} signature")
     _, inputs = signature.structured_input_signature
     outputs = signature.structured_outputs
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(f"paths: the signature of {path!r} must have one input and one output")
-    (input_name, spec), (output_name,) = next(iter(inputs.items())), list(outputs)
-    x = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name=input_name)
+    if not inputs or len(outputs) != 1:
+        raise ValueError(f"paths: the signature of {path!r} must have named inputs and one output")
+    (output_name,) = list(outputs)
+    x = {name: keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name=name) for name, spec in inputs.items()}
+    x = next(iter(x.values())) if len(x) == 1 else x
     layer = keras.layers.TFSMLayer(path, call_endpoint=export.SIGNATURE_KEY)
     return keras.Model(x, layer(x)[output_name])
 
@@ -255,10 +300,14 @@ def _path_variants(paths) -> list:
 # ---------------------------------------------------------------- measuring
 
 
-def _predictions(predict, x) -> np.ndarray:
-    """``predict`` over ``x`` in batches of ``ACCURACY_BATCH``, as float64."""
+def _predictions(predict, feeds, n) -> np.ndarray:
+    """``predict`` over the ``n`` rows of ``feeds`` (``{name: array}``) in batches of ``ACCURACY_BATCH``, as
+    float64."""
     return np.concatenate(
-        [np.asarray(predict(x[i : i + ACCURACY_BATCH]), dtype=np.float64) for i in range(0, len(x), ACCURACY_BATCH)]
+        [
+            np.asarray(predict(_take(feeds, slice(i, i + ACCURACY_BATCH))), dtype=np.float64)
+            for i in range(0, n, ACCURACY_BATCH)
+        ]
     )
 
 
@@ -268,32 +317,61 @@ def _accuracy(outputs, y) -> float:
 
 
 def _saved_model_calls(path, x1):
-    """(predict on a batch, one batch-1 call) through the loaded ``serving_default`` signature."""
+    """(predict on a batch, one batch-1 call) through the loaded ``serving_default`` signature, called with
+    its named inputs (``x1``: ``{name: array}``)."""
     signature = tf.saved_model.load(path).signatures[export.SIGNATURE_KEY]
-    x1 = tf.constant(x1)
+    x1 = {name: tf.constant(v) for name, v in x1.items()}
     return (
-        lambda x: signature(**{export.INPUT_NAME: tf.constant(x)})[export.OUTPUT_NAME].numpy(),
-        lambda: signature(**{export.INPUT_NAME: x1}),
+        lambda feeds: signature(**{n: tf.constant(v) for n, v in feeds.items()})[export.OUTPUT_NAME].numpy(),
+        lambda: signature(**x1),
     )
 
 
 def _tflite_predict(runtime, path):
+    """``{name: array} -> output`` through the file's ``serving_default`` signature runner."""
     interpreter, _, _ = export.tflite_runtime(runtime)
     runner = interpreter(model_path=path, num_threads=1).get_signature_runner(export.SIGNATURE_KEY)
-    return lambda x: runner(**{export.INPUT_NAME: x})[export.OUTPUT_NAME]
+    return lambda feeds: runner(**feeds)[export.OUTPUT_NAME]
+
+
+def _input_tensors(it, x1, path) -> list:
+    """``[(tensor index, array)]`` to set on interpreter ``it``: ``x1`` an array (a file with one input) or a
+    dict keyed by the input names of the file's signature (``serving_default``, or its only signature).
+    ValueError naming ``x1`` when they do not match."""
+    if not isinstance(x1, collections.abc.Mapping):
+        details = it.get_input_details()
+        if len(details) != 1:
+            raise ValueError(
+                f"x1: {os.fspath(path)!r} takes {len(details)} inputs; pass a dict keyed by its signature's input names"
+            )
+        return [(details[0]["index"], np.asarray(x1).astype(details[0]["dtype"]))]
+    signatures = list(it.get_signature_list())
+    key = export.SIGNATURE_KEY if export.SIGNATURE_KEY in signatures else signatures[0] if signatures else None
+    if key is None or len(signatures) > 1 and key != export.SIGNATURE_KEY:
+        raise ValueError(f"x1: {os.fspath(path)!r} has no single signature to take named inputs ({signatures})")
+    details = it.get_signature_runner(key).get_input_details()
+    if set(details) != set(x1):
+        raise ValueError(
+            f"x1: the keys {sorted(x1)} must be the input names {sorted(details)} of signature {key!r} of "
+            f"{os.fspath(path)!r}"
+        )
+    return [(d["index"], np.asarray(x1[name]).astype(d["dtype"])) for name, d in details.items()]
 
 
 def _tflite_invoke(runtime, path, x1, threads, xnnpack):
-    """``interpreter.invoke`` with ``x1`` set, for one configuration; raises if the interpreter cannot prepare."""
+    """``interpreter.invoke`` with ``x1`` (an array, or ``{name: array}`` by signature input name) set, for one
+    configuration; raises if the interpreter cannot prepare."""
     interpreter, resolvers, _ = export.tflite_runtime(runtime)
     kwargs = dict(model_path=path, num_threads=threads)
     if not xnnpack:
         kwargs["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     it = interpreter(**kwargs)
-    detail = it.get_input_details()[0]
-    it.resize_tensor_input(detail["index"], x1.shape)
+    tensors = _input_tensors(it, x1, path)
+    for index, value in tensors:
+        it.resize_tensor_input(index, value.shape)
     it.allocate_tensors()
-    it.set_tensor(detail["index"], x1.astype(detail["dtype"]))
+    for index, value in tensors:
+        it.set_tensor(index, value)
     it.invoke()
     return it.invoke
 
@@ -329,6 +407,10 @@ def _check_timing(runs, warmup, threads, xnnpack):
 def tflite_latency(paths, x1, threads=(1,), xnnpack=(True, False), runs=200, warmup=20, runtime="auto") -> list:
     """Batch-``len(x1)`` latency of TFLite files, timed as ``deployment_benchmark`` times them.
 
+    ``x1``: an array (files with one input) or ``{name: array}`` keyed by the input names of each file's
+    signature (``serving_default`` for files from ``export_tflite``; e.g. keras_hub's ``token_ids``,
+    ``padding_mask``, ``segment_ids``), set through the signature's tensor indices.
+
     Every file in every ``threads`` x ``xnnpack`` configuration gets an
     interpreter with ``x1`` set; all of them are timed together round-robin
     (``warmup`` untimed calls, then ``runs`` timed ``invoke()`` calls each, in
@@ -342,7 +424,8 @@ def tflite_latency(paths, x1, threads=(1,), xnnpack=(True, False), runs=200, war
 
     Raises:
         ValueError: for a bad argument (a path that is not a file, bad
-            ``threads``/``xnnpack``/``runs``/``warmup``), before anything runs.
+            ``threads``/``xnnpack``/``runs``/``warmup``, ``x1`` that does not fit a file's inputs), before
+            anything is timed.
     """
     if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, (list, tuple)) or not paths:
         raise ValueError(f"paths must be a non-empty list of .tflite files, got {paths!r}")
@@ -350,7 +433,10 @@ def tflite_latency(paths, x1, threads=(1,), xnnpack=(True, False), runs=200, war
         if not os.path.isfile(p):
             raise ValueError(f"paths: {os.fspath(p)!r} is not a file")
     threads, xnnpack = _check_timing(runs, warmup, threads, xnnpack)
-    x1 = np.asarray(x1)
+    x1 = {str(k): np.asarray(v) for k, v in x1.items()} if isinstance(x1, collections.abc.Mapping) else np.asarray(x1)
+    interpreter, _, _ = export.tflite_runtime(runtime)
+    for path in paths:  # the inputs fit every file before anything runs
+        _input_tensors(interpreter(model_path=os.fspath(path)), x1, path)
     configs = [{"threads": t, "xnnpack": b} for t in threads for b in xnnpack]
     out, timers = [[] for _ in paths], []
     for i, path in enumerate(paths):
@@ -513,16 +599,22 @@ def deployment_benchmark(
     Args:
         out_dir: directory for ``deployment.json`` and ``deployment.md``
             (created if missing; existing reports are refused unless ``overwrite``).
-        x_test, y_test: test inputs ``[n, ...]`` (the model's input shape) and
-            integer labels ``[n]``; the first input is the batch-1 latency input
-            and the first 8 verify each export.
+        x_test, y_test: test inputs ``[n, ...]`` (the model's input shape; for a
+            model with several inputs a dict keyed by its input names, e.g.
+            keras_hub's ``{"token_ids", "padding_mask", "segment_ids"}``, each
+            ``[n, ...]``, read through ``tf_selopt.keras.inputs``) and integer
+            labels ``[n]``; the first row is the batch-1 latency input and the
+            first 8 verify each export. Artefacts are called with named inputs:
+            the SavedModel's ``serving_default`` and the TFLite signature runner
+            by ``export.serving_input_specs`` names, ``invoke()`` with each
+            signature input's tensor set.
         model: a built Keras 3 model, a ``.keras`` path, or a list of them
             (distinct names), each pruned globally to each of ``sparsities`` (a
             list of distinct floats in [0, 1)) on copies of its weights.
         paths: instead of ``model``: a list of ``.keras`` files or SavedModel
             directories, benchmarked as they are.
-        representative_data: inputs ``[m, ...]`` from your (training) data to
-            calibrate ``int8``; required when ``"int8"`` is in ``artifacts``.
+        representative_data: inputs ``[m, ...]`` (a dict of them for named inputs) from your (training) data
+            to calibrate ``int8``; required when ``"int8"`` is in ``artifacts``.
         artifacts: which of ``ARTIFACTS`` to make (``"saved_model"`` and the
             TFLite modes of ``tf_selopt.deploy.export``); default
             ``DEFAULT_ARTIFACTS``, all but ``"sparse_int8"`` (for weights
@@ -554,7 +646,7 @@ def deployment_benchmark(
     _files.check_overwrite(overwrite)
     out_dir = _check_out(out_dir, overwrite)
     artifacts_dir = _check_artifacts_dir(artifacts_dir, overwrite)
-    x, y = _check_test_data(x_test, y_test)
+    x, y, n = _check_test_data(x_test, y_test)
     artifacts = _check_number_list("artifacts", artifacts, lambda a: a in ARTIFACTS, f"names from {ARTIFACTS}")
     if float_atol is not None and (
         isinstance(float_atol, bool) or not isinstance(float_atol, (int, float)) or not float_atol >= 0
@@ -580,13 +672,11 @@ def deployment_benchmark(
         variants = _path_variants(paths)
         models = [v.model for v in variants]
     for m in models:
-        spec = export.serving_input_spec(m)
-        if not tf.TensorShape(spec.shape[1:]).is_compatible_with(x.shape[1:]):
-            raise ValueError(f"x_test rows have shape {x.shape[1:]}, the model expects {spec.shape[1:]}")
+        _serving_feeds(m, x)
     if variants is None:
         variants = [v for m in models for v in _pruned_variants(m, sparsities)]
 
-    rows, timers, sample, x1 = [], [], x[:_SAMPLE_ROWS], x[:1]
+    rows, timers = [], []
     configs = [{"threads": t, "xnnpack": b} for t in threads for b in xnnpack]
     with contextlib.ExitStack() as stack:
         if artifacts_dir is None:
@@ -594,13 +684,15 @@ def deployment_benchmark(
         else:
             work = stack.enter_context(_files.staging(artifacts_dir))
         for variant in variants:
-            keras_outputs = _predictions(functools.partial(variant.model, training=False), x)
+            feeds = _serving_feeds(variant.model, x)
+            sample, x1 = _take(feeds, slice(_SAMPLE_ROWS)), _take(feeds, slice(1))
+            keras_outputs = _predictions(_keras_call(variant.model), feeds, n)
             for artifact in artifacts:
                 report, predict, calls, latency = _make_artifact(
                     variant, artifact, work, runtime, sample, x1, configs, representative_data, float_atol
                 )
                 timers.extend(_Timer(len(rows), config, call) for config, call in calls)
-                outputs = _predictions(predict, x)
+                outputs = _predictions(predict, feeds, n)
                 kept = artifacts_dir and os.path.join(artifacts_dir, os.path.relpath(report.path, work))
                 rows.append(_row(variant, artifact, report, kept, outputs, keras_outputs, y, latency))
         load_before = os.getloadavg()[0]
@@ -627,7 +719,7 @@ def deployment_benchmark(
             "batch": 1,
             "latency_unit": "microseconds",
             "tflite_configs": configs,
-            "test_examples": len(x),
+            "test_examples": n,
             "accuracy_batch": ACCURACY_BATCH,
             "load_average_1min": [round(load_before, 2), round(load_after, 2)],
             "cpu_count": os.cpu_count(),
