@@ -1,6 +1,5 @@
 """The deployment benchmark and ``tflite_latency`` on a model with named inputs (a dict of an int and a float)."""
 
-import json
 import os
 
 import keras
@@ -119,25 +118,3 @@ def test_a_saved_model_with_named_inputs_is_benchmarked_as_it_is(bench, two_inpu
     )
     assert row["model"] == "two-s0"
     assert row["accuracy"] == rows[1]["accuracy"] and row["test_max_abs_diff"] <= 1e-4
-
-
-@pytest.mark.slow
-def test_the_runner_takes_a_keras_hub_bert(tmp_path):
-    pytest.importorskip("keras_hub")
-    from serving import deployment
-
-    deployment.main(
-        ["--model", "bert", "--epochs", "1", "--runs", "3", "--warmup", "1", "--sparsities", "0.0", "0.5"]
-        + ["--out", str(tmp_path / "report"), "--artifacts", str(tmp_path / "art")]
-    )
-    result = json.loads((tmp_path / "report" / "deployment.json").read_text())
-    rows = {(r["model"], r["artifact"]): r for r in result["rows"]}
-    assert set(rows) == {
-        (f"bert_text_classifier-s{s}", a) for s in (0, 50) for a in ("saved_model", "float32", "dynamic_int8")
-    }
-    dense = rows[("bert_text_classifier-s0", "float32")]
-    assert (
-        dense["test_max_abs_diff"] <= 1e-3
-        and rows[("bert_text_classifier-s0", "saved_model")]["accuracy"] == (dense["accuracy"])
-    )
-    assert all(e["p50_us"] > 0 for r in result["rows"] for e in r["latency"])
