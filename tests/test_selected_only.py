@@ -291,8 +291,19 @@ def test_bytes_per_parameter_of_adam_at_keep_one_percent():
     assert so.bytes_per_parameter() < 0.17
 
 
-@pytest.mark.parametrize("frozen", [False, True], ids=["offsets_in_graph", "frozen_layout"])
-@pytest.mark.parametrize("name", ["sgd_momentum", "adam", "adamw_excluding", "lion"])
+# Every inner optimizer once, each layout on two of them (the frozen layout with AdamW excluding a variable from
+# its decay, whose update differs per variable, and with Lion): the layout decides where each variable's entries
+# are gathered from and scattered to, the optimizer what is computed on them.
+@pytest.mark.parametrize(
+    "name, frozen",
+    [("sgd_momentum", False), ("adam", False), ("adamw_excluding", True), ("lion", True)],
+    ids=[
+        "sgd_momentum-offsets_in_graph",
+        "adam-offsets_in_graph",
+        "adamw_excluding-frozen_layout",
+        "lion-frozen_layout",
+    ],
+)
 def test_under_jit_compile_equals_the_masked_path_under_jit_compile(name, frozen):
     """XLA contracts multiply-adds differently from eager (1-ulp differences on both paths), so the
     reference is the masked path compiled the same way; warm-up steps compiled too. (RMSprop with
