@@ -40,7 +40,7 @@ SIZES = {
         pretrain_steps=4,
         steps=4,
     ),
-    # 3 layers, hidden 256: ~2.2M parameters
+    # 3 layers, hidden 256: 1.91M parameters
     "small": dict(
         model=dict(num_layers=3, hidden_dim=256, num_heads=4, intermediate_dim=512, vocabulary_size=1000),
         seq=32,
@@ -48,9 +48,9 @@ SIZES = {
         pretrain_steps=150,
         steps=60,
     ),
-    # 6 layers, hidden 768: ~57M parameters
+    # 6 layers, hidden 768: 52.4M parameters
     "large": dict(
-        model=dict(num_layers=6, hidden_dim=768, num_heads=12, intermediate_dim=3072, vocabulary_size=8000),
+        model=dict(num_layers=6, hidden_dim=768, num_heads=12, intermediate_dim=3072, vocabulary_size=12000),
         seq=32,
         batch=8,
         pretrain_steps=150,
