@@ -149,7 +149,7 @@ def _prepare(arm, model, data, k, lr, scope):
     return adam
 
 
-def _gradient_part(model, x, y, reps):
+def _gradient_part(model, x, y, reps, jit_compile=True):
     """(gradient bytes, median ms of a traced forward+backward, median ms of a traced forward) on one batch."""
     import numpy as np
     import tensorflow as tf
@@ -157,11 +157,11 @@ def _gradient_part(model, x, y, reps):
     variables = model.trainable_variables
     loss_fn = _loss()
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=jit_compile)
     def forward(x, y):
         return loss_fn(y, model(x, training=True))
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=jit_compile)
     def backward(x, y):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
@@ -186,7 +186,8 @@ def _gradient_part(model, x, y, reps):
     return grad_bytes, median_ms(backward), median_ms(forward)
 
 
-def run_arm(arm, size, seed, weights, k, lr, scope):
+def run_arm(arm, size, seed, weights, k, lr, scope, fit=True):
+    """One arm's measurements; ``fit=False``: the traced step times only (no pretrained weights, no training)."""
     import numpy as np
     import tensorflow as tf
 
@@ -194,7 +195,8 @@ def run_arm(arm, size, seed, weights, k, lr, scope):
 
     cfg = SIZES[size]
     model = build(size, seed)
-    model.load_weights(weights)
+    if weights:
+        model.load_weights(weights)
     x, y = task("finetune", cfg["steps"] * cfg["batch"], size, seed + 2000)
     x_test, y_test = task("finetune", 512, size, seed + 3000)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg["batch"])
@@ -202,6 +204,20 @@ def run_arm(arm, size, seed, weights, k, lr, scope):
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     if arm == "selopt":
         trainable = k
+    batch = ({key: value[: cfg["batch"]] for key, value in x.items()}, y[: cfg["batch"]])
+    graph_backward_ms, graph_forward_ms = _gradient_part(model, *batch, reps=10, jit_compile=False)[1:]
+    steps = {"forward_backward_ms_graph": graph_backward_ms, "forward_ms_graph": graph_forward_ms}
+    if not fit:
+        grad_bytes, backward_ms, forward_ms = _gradient_part(model, *batch, reps=10)
+        return {
+            "arm": arm,
+            "seed": seed,
+            "trainable": trainable,
+            "gradient_bytes": grad_bytes,
+            **steps,
+            "forward_backward_ms": backward_ms,
+            "forward_ms": forward_ms,
+        }
     model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
     times = _BatchTimes()
     start = time.perf_counter()
@@ -209,7 +225,6 @@ def run_arm(arm, size, seed, weights, k, lr, scope):
     fit_s = time.perf_counter() - start
     accuracy = float(model.evaluate(x_test, y_test, batch_size=64, verbose=0, return_dict=True)["accuracy"])
     optimizer_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.optimizer.variables)
-    batch = ({key: value[: cfg["batch"]] for key, value in x.items()}, y[: cfg["batch"]])
     grad_bytes, backward_ms, forward_ms = _gradient_part(model, *batch, reps=5)
     return {
         "arm": arm,
@@ -222,12 +237,13 @@ def run_arm(arm, size, seed, weights, k, lr, scope):
         "gradient_bytes": grad_bytes,
         "forward_backward_ms": backward_ms,
         "forward_ms": forward_ms,
+        **steps,
         "peak_rss_mib": rss_bytes("VmHWM") / 2**20,
     }
 
 
 def _child(args):
-    result = run_arm(args.arm, args.size, args.seed, args.weights, args.k, args.lr, args.scope)
+    result = run_arm(args.arm, args.size, args.seed, args.weights, args.k, args.lr, args.scope, not args.step_only)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -265,6 +281,11 @@ def main(argv=None):
     )
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the size's)")
     parser.add_argument("--out", type=pathlib.Path, default=None)
+    parser.add_argument(
+        "--step-only",
+        action="store_true",
+        help="only the traced forward+backward times, graph and XLA, on the model as built (no pretraining, no fit)",
+    )
     parser.add_argument("--child", choices=("pretrain", "arm", "count"), help=argparse.SUPPRESS)
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -291,11 +312,13 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             weights = os.path.join(tmp, f"pretrained_{seed}.weights.h5")
-            pretrained[seed] = _spawn(
-                "--child", "pretrain", "--size", args.size, "--seed", str(seed), "--weights", weights
-            )
+            if not args.step_only:
+                pretrained[seed] = _spawn(
+                    "--child", "pretrain", "--size", args.size, "--seed", str(seed), "--weights", weights
+                )
             for arm in args.arms:
-                common = ["--size", args.size, "--seed", str(seed), "--weights", weights, "--k", str(k)]
+                common = ["--size", args.size, "--seed", str(seed), "--k", str(k)]
+                common += ["--step-only"] if args.step_only else ["--weights", weights]
                 common += ["--steps", str(args.steps)] if args.steps else []
                 try:
                     runs.append(
@@ -315,6 +338,7 @@ def _result(args, k, pretrained, runs, start, load_before):
         "lora4_trainable": k,
         "lr": args.lr,
         "scope": args.scope,
+        "step_only": args.step_only,
         "pretrain": pretrained,
         "runs": runs,
         "wall_seconds": time.perf_counter() - start,
