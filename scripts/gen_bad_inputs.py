@@ -185,7 +185,11 @@ model, export_sparsity not a pruning run, nothing to run, a list instead of a ma
 
 Bad inputs (empty, repeated or out-of-range sparsities, runs < 1, threads < 1, missing path, int8 or
 sparse_int8 without representative data, float_atol < 0, ...) raise ValueError and leave the output directory empty:
-`tests/test_serving.py::test_bad_arguments_write_nothing`.
+`tests/test_serving.py::test_bad_arguments_write_nothing`. Inputs that do not fit a model with named inputs
+(a missing or unknown key, a wrong shape) raise ValueError naming `x_test` (before anything is written) or
+`x1` (`tflite_latency`, checked against every file before any is timed):
+`tests/test_deployment_multi_input.py::test_x_test_that_does_not_fit_is_refused_before_writing`,
+`test_tflite_latency_refuses_inputs_that_do_not_fit`.
 """
 
 # parameters that say what the test expects, not what it feeds in
