@@ -186,6 +186,19 @@ def _gradient_part(model, x, y, reps, jit_compile=True):
     return grad_bytes, median_ms(backward), median_ms(forward)
 
 
+def _step_times(model, batch, reps):
+    """Gradient bytes and the traced forward+backward / forward medians (ms), under XLA and in graph mode."""
+    grad_bytes, backward_ms, forward_ms = _gradient_part(model, *batch, reps=reps)
+    graph_backward_ms, graph_forward_ms = _gradient_part(model, *batch, reps=reps, jit_compile=False)[1:]
+    return {
+        "gradient_bytes": grad_bytes,
+        "forward_backward_ms": backward_ms,
+        "forward_ms": forward_ms,
+        "forward_backward_ms_graph": graph_backward_ms,
+        "forward_ms_graph": graph_forward_ms,
+    }
+
+
 def run_arm(arm, size, seed, weights, k, lr, scope, fit=True):
     """One arm's measurements; ``fit=False``: the traced step times only (no pretrained weights, no training)."""
     import numpy as np
@@ -205,19 +218,8 @@ def run_arm(arm, size, seed, weights, k, lr, scope, fit=True):
     if arm == "selopt":
         trainable = k
     batch = ({key: value[: cfg["batch"]] for key, value in x.items()}, y[: cfg["batch"]])
-    graph_backward_ms, graph_forward_ms = _gradient_part(model, *batch, reps=10, jit_compile=False)[1:]
-    steps = {"forward_backward_ms_graph": graph_backward_ms, "forward_ms_graph": graph_forward_ms}
     if not fit:
-        grad_bytes, backward_ms, forward_ms = _gradient_part(model, *batch, reps=10)
-        return {
-            "arm": arm,
-            "seed": seed,
-            "trainable": trainable,
-            "gradient_bytes": grad_bytes,
-            **steps,
-            "forward_backward_ms": backward_ms,
-            "forward_ms": forward_ms,
-        }
+        return {"arm": arm, "seed": seed, "trainable": trainable, **_step_times(model, batch, reps=10)}
     model.compile(optimizer=optimizer, loss=_loss(), metrics=["accuracy"])
     times = _BatchTimes()
     start = time.perf_counter()
@@ -225,7 +227,6 @@ def run_arm(arm, size, seed, weights, k, lr, scope, fit=True):
     fit_s = time.perf_counter() - start
     accuracy = float(model.evaluate(x_test, y_test, batch_size=64, verbose=0, return_dict=True)["accuracy"])
     optimizer_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.optimizer.variables)
-    grad_bytes, backward_ms, forward_ms = _gradient_part(model, *batch, reps=5)
     return {
         "arm": arm,
         "seed": seed,
@@ -234,10 +235,7 @@ def run_arm(arm, size, seed, weights, k, lr, scope, fit=True):
         "fit_seconds": fit_s,
         "optimizer_bytes": optimizer_bytes,
         "trainable": trainable,
-        "gradient_bytes": grad_bytes,
-        "forward_backward_ms": backward_ms,
-        "forward_ms": forward_ms,
-        **steps,
+        **_step_times(model, batch, reps=5),
         "peak_rss_mib": rss_bytes("VmHWM") / 2**20,
     }
 
