@@ -12,7 +12,9 @@ round robin: ``warmup`` untimed calls, then ``runs`` timed calls per file and co
     python -m benchmarks.shrink --quick --out /tmp/shrink.json   # smoke: small CNN, 512 examples, 1 + 1 epochs
 
 ``--recalibrate N``: ``shrink(..., recalibrate=x_train, recalibrate_batches=N)`` (BatchNormalization statistics
-re-estimated on N batches of 32 training examples after the channels go).
+re-estimated on N batches of 32 training examples after the channels go). ``--steps N``: the channels go in
+N equal steps (each at the fine-tuning's share of the epochs, the shrunk model fine-tuned between them); the
+dense arm gets the same total epochs.
 """
 
 from __future__ import annotations
@@ -77,6 +79,17 @@ def accuracy(model, x, y) -> float:
     return float(np.mean(np.argmax(model.predict(x, batch_size=256, verbose=0), axis=1) == y))
 
 
+def step_fractions(fraction: float, steps: int) -> list:
+    """Per-step ``shrink`` fractions that remove ``fraction`` of the channels in ``steps`` equal parts of the
+    original width: step i keeps ``(1 - fraction * i / steps) / (1 - fraction * (i - 1) / steps)`` of what is left.
+
+    >>> [round(f, 4) for f in step_fractions(0.5, 2)]
+    [0.25, 0.3333]
+    """
+    left = [1 - fraction * i / steps for i in range(steps + 1)]
+    return [1 - left[i] / left[i - 1] for i in range(1, steps + 1)]
+
+
 def run_model(name, args, work) -> dict:
     splits = data.load("mnist")
     keras.utils.set_random_seed(args.seed)
@@ -98,20 +111,33 @@ def run_model(name, args, work) -> dict:
     pretrained = accuracy(model, x_test, y_test)
     weights = model.get_weights()
     recalibrate = splits.x_train if args.recalibrate else None  # batches of 32: --recalibrate of them
-    small = shrink(
-        model, args.fraction, scope=args.scope, recalibrate=recalibrate, recalibrate_batches=args.recalibrate or 1
-    )
+    fractions = step_fractions(args.fraction, args.steps)
+    epochs = [args.finetune_epochs // args.steps] * args.steps
+    epochs[-1] += args.finetune_epochs - sum(epochs)
+
+    def shrink_step(m, fraction, recalibrated=True):
+        data = recalibrate if recalibrated else None
+        return shrink(m, fraction, scope=args.scope, recalibrate=data, recalibrate_batches=args.recalibrate or 1)
+
+    small = shrink_step(model, fractions[0])
     shrunk_before = accuracy(small, x_test, y_test)
     not_recalibrated = (
-        accuracy(shrink(model, args.fraction, scope=args.scope), x_test, y_test) if recalibrate is not None else None
+        accuracy(shrink_step(model, fractions[0], recalibrated=False), x_test, y_test)
+        if recalibrate is not None
+        else None
     )
+    small_s, between = 0.0, []
+    for i, fraction in enumerate(fractions):
+        if i:  # fine-tuned, then the next step's channels go
+            small = shrink_step(small, fraction)
+            between.append(round(accuracy(small, x_test, y_test), 4))
+        small_s += fit(small, loss, splits, epochs[i], args.seed + 1 + i)
     widths = {
         layer.name: [layer.get_config()[key], small.get_layer(layer.name).get_config()[key]]
         for layer in model.layers
         for key in ("units", "filters")
         if key in layer.get_config()
     }
-    small_s = fit(small, loss, splits, args.finetune_epochs, args.seed + 1)
     model.set_weights(weights)
     dense_s = fit(model, loss, splits, args.finetune_epochs, args.seed + 1)
     rows = {}
@@ -133,6 +159,8 @@ def run_model(name, args, work) -> dict:
         if not_recalibrated is None
         else round(not_recalibrated, 4),
         "pretrain_seconds": round(pretrain_s, 1),
+        "shrink_steps": {"fractions": [round(f, 6) for f in fractions], "finetune_epochs": epochs},
+        "shrunk_test_accuracy_after_each_later_step": between,
         "widths_dense_shrunk": widths,
         "latency": [],
     }
@@ -173,6 +201,12 @@ def main(argv=None):
     parser.add_argument(
         "--recalibrate", type=int, default=0, help="batches of 32 training examples to re-estimate BN on (0: off)"
     )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=1,
+        help="remove --fraction in this many equal steps, the fine-tuning epochs split between them (1: at once)",
+    )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/bench_shrink.json"))
     parser.add_argument(
         "--quick", action="store_true", help=f"smoke: small_cnn, {QUICK_EXAMPLES} examples, 1 + 1 epochs, 20 runs"
@@ -180,6 +214,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.models, args.pretrain_epochs, args.finetune_epochs, args.runs, args.warmup = "small_cnn", 1, 1, 20, 2
+    if not 1 <= args.steps <= max(args.finetune_epochs, 1):
+        parser.error(f"--steps must be an int in [1, --finetune-epochs={args.finetune_epochs}]; got {args.steps}")
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
