@@ -377,3 +377,16 @@ def test_float_tflite_bound_scales_with_the_outputs(tmp_path):
     with pytest.raises(ExportVerificationError, match="atol"):
         export_tflite(model, tmp_path / "b.tflite", sample_inputs=x, atol=export.FLOAT_ATOL)
     assert not os.path.exists(tmp_path / "b.tflite")
+
+
+def test_reports_are_hashable_and_equal_reports_hash_equal():
+    """A report can key a dict or sit in a set (``input_ranges`` is compared, not hashed: it is a dict)."""
+    fields = dict(
+        path="m.tflite", format="tflite", mode="float32", size_bytes=10, gzip_bytes=8, max_abs_diff=0.0,
+        atol=1e-5, zeros=0, weights=4, model_zeros=0, runtime="ai_edge_litert",
+    )  # fmt: skip
+    a = export.ExportReport(**fields, input_ranges={"token_ids": "uniform over [0, 100)"})
+    b = export.ExportReport(**fields, input_ranges={"token_ids": "uniform over [0, 100)"})
+    c = export.ExportReport(**fields, input_ranges={"token_ids": "unknown range: no embedding"})
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != c and len({a, c}) == 2

@@ -196,7 +196,7 @@ class ExportReport:
     check_exercised: bool = True
     sample_source: str = "given"
     batch_size: int | None = None
-    input_ranges: dict = dataclasses.field(default_factory=dict)
+    input_ranges: dict = dataclasses.field(default_factory=dict, hash=False)  # compared, not hashed (a dict)
 
 
 # ---------------------------------------------------------------- model inspection
