@@ -114,3 +114,33 @@ def test_goals_compare_one_criterion_for_every_size():
         "fisher optimizer bytes <= lora_r4": False,
         "fisher step time <= lora_r4": True,
     }
+
+
+def test_tensorboard_runs_per_arm_with_step_loss_validation_and_test_accuracy(quick_run):
+    """``OUT/tensorboard/<arm>-n<size>-s<seed>_<model>``: ``train/loss`` at every optimizer step, the validation
+    accuracy, and ``test/accuracy`` equal to the JSON's; the command prints the smoothing-0 URL."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from tf_selopt.cli import TENSORBOARD_URL
+
+    out, result, output = quick_run
+
+    def tensors(log_dir):
+        acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={event_accumulator.TENSORS: 0})
+        acc.Reload()
+        return {tag: acc.Tensors(tag) for tag in acc.Tags()["tensors"]}
+
+    steps = result["config"]["steps"]
+    names = sorted(p.name for p in (out / "tensorboard").iterdir())
+    assert names == sorted(f"{a['name']}-n50-s0_lenet" for a in result["arms"])
+    for row in result["runs"]:
+        log_dir = out / "tensorboard" / f"{row['arm']}-n50-s0_lenet"
+        logged = tensors(log_dir)
+        assert [e.step for e in logged["train/loss"]] == list(range(1, steps + 1))  # after each step
+        (test,) = logged["test/accuracy"]
+        assert test.step == steps and np.float32(tf.make_ndarray(test.tensor_proto)) == np.float32(row["test_accuracy"])
+        (val,) = tensors(log_dir / "validation")["epoch_accuracy"]
+        assert 0.0 <= float(tf.make_ndarray(val.tensor_proto)) <= 1.0
+        assert "epoch_loss" in tensors(log_dir / "train")
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in output and TENSORBOARD_URL in output

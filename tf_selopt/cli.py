@@ -90,9 +90,14 @@ def _finish(out_dir, rows) -> None:
     for f in figures:
         click.echo(f"figure:      {f}")
     click.echo(f"report:      {path}")
+    _print_tensorboard(out_dir)
+    click.echo(f"results in   {pathlib.Path(out_dir).resolve()}")
+
+
+def _print_tensorboard(out_dir) -> None:
+    """The command that opens ``OUT/tensorboard`` and the URL with smoothing 0."""
     click.echo(f"TensorBoard: tensorboard --logdir {pathlib.Path(out_dir) / 'tensorboard'}")
     click.echo(f"             then open {TENSORBOARD_URL}  (smoothing 0: steps drawn as logged)")
-    click.echo(f"results in   {pathlib.Path(out_dir).resolve()}")
 
 
 def _run(config, out_dir, quiet, verbose=None) -> None:
@@ -379,6 +384,7 @@ def finetune(out, quick, models, sizes, seeds, steps, quiet):
     config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v})
     finetune_lib.run_finetune(out, config, quiet=quiet, command=" ".join(["selopt"] + sys.argv[1:]))
     click.echo((out / "finetune.md").read_text())
+    _print_tensorboard(out)
     click.echo(f"results in   {out.resolve()}")
 
 

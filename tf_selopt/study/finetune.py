@@ -31,7 +31,9 @@ The set-up (``selopt finetune`` runs it):
   fit) runs, minus VmRSS when it starts.
 
 Outputs in ``OUT``: ``finetune.json``, ``finetune.md`` (tables and goals), ``finetune.png``
-(test accuracy vs trainable parameters, one line per method).
+(test accuracy vs trainable parameters, one line per method), and ``tensorboard/<run name>/`` for the first
+seed of every size (``run_name``, e.g. ``lora_r4-n50-s0_lenet``): ``epoch_loss``, ``train/loss`` per optimizer
+step, the validation accuracy and ``test/accuracy``; those runs carry the two callbacks in ``fit_seconds``.
 
 Examples:
     >>> from tf_selopt.study.finetune import FinetuneConfig, arms
@@ -278,12 +280,39 @@ def _optimizer_bytes(optimizer) -> tuple[int, int]:
     return sum(b for b, _ in sizes), sum(b for b, is_bool in sizes if is_bool)
 
 
-def train_arm(model_name, weights, arm, x, y, *, lr, seed, P, config):
-    """Build, fine-tune for ``config.steps`` steps; return (model, optimizer, info)."""
+def run_name(model_name, size, seed, arm) -> str:
+    """TensorBoard run name, the parts that differ first and each delimited (as ``RunSpec.run_name``):
+    ``run_name("lenet_300_100", 50, 0, arm)`` is ``lora_r4-n50-s0_lenet`` for ``arm.name == "lora_r4"``."""
+    return f"{arm.name}-n{size}-s{seed}_{model_name.split('_')[0]}"
+
+
+def train_arm(model_name, weights, arm, x, y, *, lr, seed, P, config, log_dir=None, val=None):
+    """Build, fine-tune for ``config.steps`` steps; return (model, optimizer, info).
+
+    With ``log_dir``: Keras' ``TensorBoard`` (``epoch_*`` tags, no graph) and ``StepLoss`` (``train/loss`` per
+    optimizer step) during ``fit``; after it (outside ``fit_seconds``) the accuracy on ``val`` (x, y) as
+    ``epoch_accuracy`` in ``log_dir/validation`` at the epoch's step 0, where Keras writes its own."""
+    import keras
+
+    from tf_selopt.keras.callbacks import StepLoss
+
     model, optimizer, info = build_arm(model_name, weights, arm, x, y, lr=lr, seed=seed, P=P, config=config)
+    callbacks = [] if log_dir is None else [keras.callbacks.TensorBoard(log_dir, write_graph=False), StepLoss(log_dir)]
     start = time.perf_counter()
-    model.fit(_dataset(x, y, seed, config.batch_size), steps_per_epoch=config.steps, epochs=1, verbose=0, shuffle=False)
+    model.fit(
+        _dataset(x, y, seed, config.batch_size),
+        steps_per_epoch=config.steps,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+        callbacks=callbacks,
+    )
     info["fit_seconds"] = time.perf_counter() - start
+    if log_dir is not None and val is not None:
+        import tensorflow as tf
+
+        with tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "validation")).as_default(step=0):
+            tf.summary.scalar("epoch_accuracy", _accuracy(model, *val))
     info["optimizer_bytes"], info["optimizer_mask_bytes"] = _optimizer_bytes(optimizer)
     if arm.family == "ours":
         info["selected_count"] = int(optimizer.selected_count)
@@ -417,6 +446,8 @@ def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False, com
     import keras
     import tensorflow as tf
 
+    from tf_selopt.study.runs import log_test_metrics
+
     config = config or FinetuneConfig()
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -461,8 +492,20 @@ def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False, com
             for seed in config.seeds:
                 x, y = subset(data["pool"], size, seed)
                 for arm in arm_list:
+                    log_dir = out_dir / "tensorboard" / run_name(model_name, size, seed, arm)
+                    logged = seed == config.seeds[0]  # the first seed of every size, as the study's default
                     model, _, info = train_arm(
-                        model_name, weights, arm, x, y, lr=lrs[arm.family]["chosen"], seed=seed, P=P, config=config
+                        model_name,
+                        weights,
+                        arm,
+                        x,
+                        y,
+                        lr=lrs[arm.family]["chosen"],
+                        seed=seed,
+                        P=P,
+                        config=config,
+                        log_dir=log_dir if logged else None,
+                        val=data["val"],
                     )
                     row = {
                         "model": model_name,
@@ -474,6 +517,8 @@ def run_finetune(out_dir, config: FinetuneConfig | None = None, quiet=False, com
                         "test_accuracy": _accuracy(model, *data["test"]),
                         **info,
                     }
+                    if logged:
+                        log_test_metrics(log_dir, config.steps, {"accuracy": row["test_accuracy"]})
                     result["runs"].append(row)
                     if size == max(config.sizes) and seed == config.seeds[0]:
                         timed[arm.name] = model
