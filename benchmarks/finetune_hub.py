@@ -17,6 +17,11 @@ variables (for ``selopt`` the dense gradient of every variable it masks) and the
 forward+backward against a traced forward alone.
 
 Run: ``python -m benchmarks.finetune_hub --size small --seeds 0 --out results/bench_finetune_hub_small.json``.
+
+Seeds run one after another, the arms of a seed in turn, each in its own process: with several seeds the JSON's
+``ratio_to_lora4_per_seed`` gives each arm's times over LoRA r=4's of the same seed (median, min, max over the
+seeds), so a per-process spread shows. ``--step-only --seeds 0 1 2 3 4 --arms lora4 sparse``: five alternating
+process pairs of the traced step alone.
 """
 
 from __future__ import annotations
@@ -329,8 +334,39 @@ def main(argv=None):
                     write_result(args.out, _result(args, k, pretrained, runs, start, load_before))
 
 
+def pair_ratios(runs, reference="lora4", keys=("forward_backward_ms", "forward_backward_ms_graph")) -> dict:
+    """Per seed (one process per arm, arms alternating), each arm's ``keys`` over ``reference``'s in the same
+    seed: ``{arm: {key: {"median", "min", "max", "pairs"}}}``; runs with an error or no reference are skipped.
+
+    >>> runs = [{"arm": "lora4", "seed": 0, "t": 2.0}, {"arm": "sparse", "seed": 0, "t": 1.0},
+    ...         {"arm": "lora4", "seed": 1, "t": 4.0}, {"arm": "sparse", "seed": 1, "t": 3.0}]
+    >>> pair_ratios(runs, keys=("t",))["sparse"]["t"]
+    {'median': 0.625, 'min': 0.5, 'max': 0.75, 'pairs': 2}
+    """
+    import statistics
+
+    ref = {r["seed"]: r for r in runs if r["arm"] == reference and "error" not in r}
+    out = {}
+    for arm in dict.fromkeys(r["arm"] for r in runs if r["arm"] != reference):
+        rows = [r for r in runs if r["arm"] == arm and "error" not in r and r["seed"] in ref]
+        for key in keys:
+            ratios = [r[key] / ref[r["seed"]][key] for r in rows if key in r and key in ref[r["seed"]]]
+            if ratios:
+                out.setdefault(arm, {})[key] = {
+                    "median": round(statistics.median(ratios), 4),
+                    "min": round(min(ratios), 4),
+                    "max": round(max(ratios), 4),
+                    "pairs": len(ratios),
+                }
+    return out
+
+
 def _result(args, k, pretrained, runs, start, load_before):
+    keys = ("forward_backward_ms", "forward_backward_ms_graph")
+    if not args.step_only:
+        keys += ("ms_per_step_median", "peak_rss_mib")
     return {
+        "ratio_to_lora4_per_seed": pair_ratios(runs, keys=keys),
         "size": args.size,
         "config": SIZES[args.size],
         "lora4_trainable": k,
