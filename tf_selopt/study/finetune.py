@@ -311,8 +311,10 @@ def train_arm(model_name, weights, arm, x, y, *, lr, seed, P, config, log_dir=No
     if log_dir is not None and val is not None:
         import tensorflow as tf
 
-        with tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "validation")).as_default(step=0):
+        writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "validation"))
+        with writer.as_default(step=0):
             tf.summary.scalar("epoch_accuracy", _accuracy(model, *val))
+        writer.close()
     info["optimizer_bytes"], info["optimizer_mask_bytes"] = _optimizer_bytes(optimizer)
     if arm.family == "ours":
         info["selected_count"] = int(optimizer.selected_count)
