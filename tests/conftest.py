@@ -62,6 +62,15 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def tensors(log_dir) -> dict:
+    """tag -> tensor events of the event files in ``log_dir`` (TensorBoard's own reader)."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    return {tag: acc.Tensors(tag) for tag in acc.Tags()["tensors"]}
+
+
 def docstring_examples(module, request) -> tuple:
     """``(attempted, failed)`` of ``doctest.testmod(module)``, run once per session: when this session also runs
     the module's docstrings as doctest items (``make test``: ``--doctest-modules tf_selopt``), a failing example

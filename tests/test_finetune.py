@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import tensors
 
 from tf_selopt.cli import main
 from tf_selopt.study import finetune
@@ -120,17 +121,10 @@ def test_tensorboard_runs_per_arm_with_step_loss_validation_and_test_accuracy(qu
     """``OUT/tensorboard/<arm>-n<size>-s<seed>_<model>``: ``train/loss`` at every optimizer step, the validation
     accuracy, and ``test/accuracy`` equal to the JSON's; the command prints the smoothing-0 URL."""
     import tensorflow as tf
-    from tensorboard.backend.event_processing import event_accumulator
 
     from tf_selopt.cli import TENSORBOARD_URL
 
     out, result, output = quick_run
-
-    def tensors(log_dir):
-        acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={event_accumulator.TENSORS: 0})
-        acc.Reload()
-        return {tag: acc.Tensors(tag) for tag in acc.Tags()["tensors"]}
-
     steps = result["config"]["steps"]
     names = sorted(p.name for p in (out / "tensorboard").iterdir())
     assert names == sorted(f"{a['name']}-n50-s0_lenet" for a in result["arms"])

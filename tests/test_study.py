@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from tensorboard.backend.event_processing import event_accumulator
+from conftest import tensors
 
 from tf_selopt import cli
 from tf_selopt.study import data, plots, report, runner
@@ -79,13 +79,6 @@ def test_shipped_configs_are_valid_and_the_study_is_the_notes():
     assert len(study.seeds) >= 3
     demo = load_config(cli.CONFIGS / "demo.yaml")
     assert len(demo.seeds) >= 3 and demo.export_sparsity == 0.9
-
-
-def tensors(log_dir) -> dict:
-    """tag -> tensor events of the event files in ``log_dir`` (TensorBoard's own reader)."""
-    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={event_accumulator.TENSORS: 0})
-    acc.Reload()
-    return {tag: acc.Tensors(tag) for tag in acc.Tags()["tensors"]}
 
 
 def value(event) -> np.float32:

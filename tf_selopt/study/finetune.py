@@ -309,12 +309,9 @@ def train_arm(model_name, weights, arm, x, y, *, lr, seed, P, config, log_dir=No
     )
     info["fit_seconds"] = time.perf_counter() - start
     if log_dir is not None and val is not None:
-        import tensorflow as tf
+        from tf_selopt.study.runs import write_scalars
 
-        writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "validation"))
-        with writer.as_default(step=0):
-            tf.summary.scalar("epoch_accuracy", _accuracy(model, *val))
-        writer.close()
+        write_scalars(pathlib.Path(log_dir) / "validation", 0, {"epoch_accuracy": _accuracy(model, *val)})
     info["optimizer_bytes"], info["optimizer_mask_bytes"] = _optimizer_bytes(optimizer)
     if arm.family == "ours":
         info["selected_count"] = int(optimizer.selected_count)

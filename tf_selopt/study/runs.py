@@ -33,6 +33,7 @@ __all__ = [
     "train_pruned_keras3",
     "train_pruned_tfmot",
     "log_test_metrics",
+    "write_scalars",
     "run",
 ]
 
@@ -250,16 +251,21 @@ def _loggers(log_dir, monitor):
     return callbacks + [SelectionMonitor(log_dir)] if monitor else callbacks
 
 
-def log_test_metrics(log_dir, step, metrics):
-    """Write ``metrics`` (name -> float, e.g. ``{"accuracy": 0.97, "loss": 0.1}``) as scalars ``test/<name>``
-    at ``step`` (the run's last optimizer step) into ``log_dir``."""
+def write_scalars(log_dir, step, scalars):
+    """Write ``scalars`` (tag -> float) once, at ``step``, into ``log_dir``, and close the writer."""
     import tensorflow as tf
 
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default(step=int(step)):
-        for name, value in metrics.items():
-            tf.summary.scalar(f"test/{name}", float(value))
+        for tag, value in scalars.items():
+            tf.summary.scalar(tag, float(value))
     writer.close()
+
+
+def log_test_metrics(log_dir, step, metrics):
+    """Write ``metrics`` (name -> float, e.g. ``{"accuracy": 0.97, "loss": 0.1}``) as scalars ``test/<name>``
+    at ``step`` (the run's last optimizer step) into ``log_dir``."""
+    write_scalars(log_dir, step, {f"test/{name}": value for name, value in metrics.items()})
 
 
 def run(spec: RunSpec, training, selection=None, pruning=None, log_dir=None, verbose=0, splits=None) -> tuple:
