@@ -14,7 +14,8 @@ round robin: ``warmup`` untimed calls, then ``runs`` timed calls per file and co
 ``--recalibrate N``: ``shrink(..., recalibrate=x_train, recalibrate_batches=N)`` (BatchNormalization statistics
 re-estimated on N batches of 32 training examples after the channels go). ``--steps N``: the channels go in
 N equal steps (each at the fine-tuning's share of the epochs, the shrunk model fine-tuned between them); the
-dense arm gets the same total epochs.
+dense arm gets the same total epochs. ``--keep REGEX``: layers whose name matches keep every channel, e.g.
+``--keep '_project$|^Conv1$'`` keeps MobileNetV2's residual bottlenecks whole (only the expansions shrink).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import re
 import tempfile
 import time
 
@@ -115,9 +117,13 @@ def run_model(name, args, work) -> dict:
     epochs = [args.finetune_epochs // args.steps] * args.steps
     epochs[-1] += args.finetune_epochs - sum(epochs)
 
+    keep = [layer.name for layer in model.layers if args.keep and re.search(args.keep, layer.name)]
+
     def shrink_step(m, fraction, recalibrated=True):
         data = recalibrate if recalibrated else None
-        return shrink(m, fraction, scope=args.scope, recalibrate=data, recalibrate_batches=args.recalibrate or 1)
+        return shrink(
+            m, fraction, scope=args.scope, recalibrate=data, recalibrate_batches=args.recalibrate or 1, keep=keep
+        )
 
     small = shrink_step(model, fractions[0])
     shrunk_before = accuracy(small, x_test, y_test)
@@ -206,6 +212,11 @@ def main(argv=None):
         type=int,
         default=1,
         help="remove --fraction in this many equal steps, the fine-tuning epochs split between them (1: at once)",
+    )
+    parser.add_argument(
+        "--keep",
+        default="",
+        help="regular expression: layers whose name matches keep every channel (shrink(keep=...)); '': none",
     )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/bench_shrink.json"))
     parser.add_argument(

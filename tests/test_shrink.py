@@ -295,6 +295,9 @@ def _dense():
         (dict(scope=None), ["`scope`", "'global', 'per_layer'"]),
         (dict(seed=-1), ["`seed`", "[0, 2**31)"]),
         (dict(seed=1.5), ["`seed`", "[0, 2**31)"]),
+        (dict(keep="no_such_layer"), ["`keep`", "['no_such_layer']", "allowed: ['"]),
+        (dict(keep=3), ["`keep`", "a layer name or a list of layer names"]),
+        (dict(keep=["ok", None]), ["`keep`", "a layer name or a list of layer names"]),
     ],
 )
 def test_bad_arguments(kwargs, words):
@@ -563,6 +566,32 @@ def test_keras_hub_encoder_loses_heads_and_feed_forward_units_exactly(tmp_path):
     small.save(tmp_path / "small.keras")  # TransformerEncoderHeads is registered: it loads
     loaded = keras.saving.load_model(tmp_path / "small.keras")
     np.testing.assert_allclose(loaded(x).numpy(), small(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("scope", ["per_layer", "global"])
+def test_keep_leaves_the_named_groups_whole_and_the_fraction_counts_the_rest(scope):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4,)), L.Dense(8, name="a"), L.Dense(6, name="b"), L.Dense(4, name="c"), L.Dense(2, name="out")]
+    )
+    small = shrink(model, 0.5, scope=scope, keep="a")
+    assert small.get_layer("a").units == 8  # kept whole
+    # the other 6 + 4 channels: per group 3 and 2 go; globally 5 of 10 (each group keeps at least one)
+    assert small.get_layer("b").units + small.get_layer("c").units == 5
+    if scope == "per_layer":
+        assert (small.get_layer("b").units, small.get_layer("c").units) == (3, 2)
+    both = shrink(model, 0.5, scope=scope, keep=["a", "b"])
+    assert [both.get_layer(n).units for n in "abc"] == [8, 6, 2]
+
+
+def test_keep_leaves_an_attention_layer_whole_and_says_so_when_nothing_is_left():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 8))
+    out = L.MultiHeadAttention(4, 3, name="mha")(inputs, inputs)
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling1D()(out)))
+    with pytest.warns(UserWarning, match=r"removed no parameter.*or is kept whole by keep=\['mha'\]"):
+        small = shrink(model, 0.25, keep=["mha"])
+    assert small.get_layer("mha").num_heads == 4 and small.count_params() == model.count_params()
 
 
 def test_a_shrink_that_rounds_to_nothing_warns():

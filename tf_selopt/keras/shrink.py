@@ -454,17 +454,52 @@ def _walk(part):
         yield from _walk(sub)
 
 
-def _plan(root, fraction, heads_fraction, heads_argument, criterion, scope, seed):
+def _keepable(root) -> set:
+    """Names ``keep`` may give: every producing kernel of a channel group and every attention layer."""
+    return {
+        name for part in _walk(root) for name in [*(n for g in part.graph.groups for n in g.producers), *part.attention]
+    }
+
+
+def _check_keep(keep, root) -> frozenset:
+    names = [keep] if isinstance(keep, str) else keep
+    try:
+        names = list(names)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"`keep` must be a layer name or a list of layer names; received keep={keep!r}.")
+    allowed = _keepable(root)
+    unknown = sorted(set(names) - allowed)
+    if unknown:
+        shown = sorted(allowed)
+        more = f" ... ({len(shown)} in all)" if len(shown) > 12 else ""
+        raise ValueError(
+            f"`keep` names {unknown}, which are not shrinkable kernels or attention layers of `model`; "
+            f"allowed: {shown[:12]}{more}."
+        )
+    return frozenset(names)
+
+
+def _plan(root, fraction, heads_fraction, heads_argument, criterion, scope, seed, keep=frozenset()):
     """Sets ``kept`` of every part: channel groups and feed-forward units counted together (``scope``),
-    heads per attention layer."""
+    heads per attention layer; groups with a producer in ``keep`` and attention layers in ``keep`` whole."""
     rng = np.random.default_rng(seed)
     items, head_items = [], []
     for part in _walk(root):
         for group in part.graph.groups:
+            if keep.intersection(group.producers):
+                part.kept[("group", group.id)] = np.arange(group.size)
+                continue
             kernels = [] if criterion == "random" else _kernels(part.model, group)
             scores = _score(criterion, rng, kernels, group.size, f"the group of {group.producers}")
             items.append((part, ("group", group.id), scores))
         for name, att in part.attention.items():
+            if name in keep:
+                part.kept[("heads", name)] = np.arange(att.heads)
+                if att.units:
+                    part.kept[("units", name)] = np.arange(att.units)
+                continue
             scores = _score(criterion, rng, _head_kernels(att), att.heads, f"the heads of {name!r}")
             head_items.append((part, name, scores))
             if att.units:
@@ -569,7 +604,7 @@ def rebuild(model, graph, nodes, config, kept) -> keras.Model:
     return _rebuild(part)
 
 
-def _report(root, model, new, fraction, heads_fraction):
+def _report(root, model, new, fraction, heads_fraction, keep=frozenset()):
     """Warns (UserWarning) naming the layers with weights that stay whole, and when nothing was removed."""
     whole = [w for part in _walk(root) for w in part.whole]
     if whole:
@@ -582,7 +617,9 @@ def _report(root, model, new, fraction, heads_fraction):
     if removed == 0 and (fraction > 0 or heads_fraction > 0):
         warnings.warn(
             f"shrink removed no parameter at fraction={fraction!r}, heads={heads_fraction!r}: every group rounds "
-            "to 0 channels (floor(fraction * n + 0.5)); the returned model is a copy.",
+            "to 0 channels (floor(fraction * n + 0.5))"
+            + (f" or is kept whole by keep={sorted(keep)}" if keep else "")
+            + "; the returned model is a copy.",
             UserWarning,
             stacklevel=3,
         )
@@ -610,6 +647,7 @@ def shrink(
     recalibrate=None,
     recalibrate_batches=batch_norm.BATCHES,
     heads=None,
+    keep=(),
 ) -> keras.Model:
     """A new, smaller ``keras.Model`` of ``model``'s architecture with whole units / filters / attention heads
     removed.
@@ -656,6 +694,10 @@ def shrink(
             arrays (read in batches of 32). Checked before any work.
         recalibrate_batches: int >= 1, how many batches of ``recalibrate`` are read (default 100).
         heads: None (= ``fraction``) or a float in [0, 1): fraction of each attention layer's heads to remove.
+        keep: a layer name or a list of them (Torch-Pruning's ``ignored_layers``): a channel group with a
+            producing kernel named here keeps every channel, and so does an attention layer named here (heads
+            and feed-forward units); kept channels are not counted in ``fraction``. Names of nested models'
+            layers count. Default: nothing kept.
 
     Returns:
         A new, uncompiled ``keras.Model`` (Sequential stays Sequential), same layer names, weights copied.
@@ -688,15 +730,16 @@ def shrink(
     if not is_int(seed) or not 0 <= seed < 2**31:
         raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
     root = _read(model)
+    kept = _check_keep(keep, root)
     xs = None
     if recalibrate is not None:
         xs = batch_norm.batches_of(root.model, recalibrate, recalibrate_batches, "recalibrate", "recalibrate_batches")
     why = _nothing_to_shrink(root)
     if why is not None and (fraction > 0 or heads_fraction > 0):
         raise ValueError(why)
-    _plan(root, fraction, heads_fraction, heads_argument, criterion, scope, int(seed))
+    _plan(root, fraction, heads_fraction, heads_argument, criterion, scope, int(seed), kept)
     new = _rebuild(root)
     if xs is not None:
         batch_norm.recalibrate_batch_norm_on(new, xs)
-    _report(root, model, new, fraction, heads_fraction)
+    _report(root, model, new, fraction, heads_fraction, kept)
     return new
