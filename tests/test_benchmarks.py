@@ -6,6 +6,7 @@ full-sort reference with exactly k ones, peak RSS and the wrapper's state size
 are what they must be.
 """
 
+import importlib
 import json
 import math
 import subprocess
@@ -21,21 +22,40 @@ from tf_selopt.core import selection
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_benchmark(name, out, *args):
-    """Run ``python -m benchmarks.<name> --quick --out <out>``; the parsed JSON and stdout."""
-    stdout = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    result = json.loads(out.read_text())
-    assert result["command"] == f"python -m benchmarks.{name} --quick --out {out}"
-    assert result["machine"]["cpu_count"] >= 1
-    assert result["machine"]["tensorflow"] == tf.__version__
-    return result, stdout
+#: Benchmarks whose smoke runs in the test's own process: they set no TF threads, environment or mixed-precision
+#: policy and read no peak RSS, so a fresh process would only add a TensorFlow import (~8 s of CPU).
+IN_PROCESS = {"overhead", "selection_cost", "selection_graph", "sparse_delta_layer", "shrink_bert"}
+
+
+@pytest.fixture
+def run_benchmark(monkeypatch, capsys):
+    """``run(name, out)``: ``python -m benchmarks.<name> --quick --out <out>`` (in this process for
+    ``IN_PROCESS``, as that command line); the parsed JSON and stdout."""
+
+    def run(name, out):
+        argv = ["--quick", "--out", str(out)]
+        if name in IN_PROCESS:
+            monkeypatch.syspath_prepend(str(ROOT))
+            monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / f"{name}.py"), *argv])
+            capsys.readouterr()
+            importlib.import_module(f"benchmarks.{name}").main()
+            stdout = capsys.readouterr().out
+        else:
+            stdout = subprocess.run(
+                [sys.executable, "-m", f"benchmarks.{name}", *argv],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=True,
+                cwd=ROOT,
+            ).stdout
+        result = json.loads(out.read_text())
+        assert result["command"] == f"python -m benchmarks.{name} --quick --out {out}"
+        assert result["machine"]["cpu_count"] >= 1
+        assert result["machine"]["tensorflow"] == tf.__version__
+        return result, stdout
+
+    return run
 
 
 def test_sort_reference_follows_the_tie_rule(monkeypatch):
@@ -61,7 +81,7 @@ def test_sort_reference_follows_the_tie_rule(monkeypatch):
 
 
 @pytest.mark.slow
-def test_overhead_quick(tmp_path):
+def test_overhead_quick(tmp_path, run_benchmark):
     result, stdout = run_benchmark("overhead", tmp_path / "overhead.json")
     (run,) = result["runs"]
     assert (run["model"], run["kind"], run["batch_size"]) == ("mlp", "fit", 128)
@@ -78,7 +98,7 @@ def test_overhead_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_selection_cost_quick(tmp_path):
+def test_selection_cost_quick(tmp_path, run_benchmark):
     result, stdout = run_benchmark("selection_cost", tmp_path / "selection.json")
     rows = result["rows"]
     assert [(r["scope"], r["n"]) for r in rows] == [
@@ -101,7 +121,7 @@ def test_selection_cost_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_sparse_delta_layer_quick(tmp_path):
+def test_sparse_delta_layer_quick(tmp_path, run_benchmark):
     result, _ = run_benchmark("sparse_delta_layer", tmp_path / "sdl.json")
     assert result["shape"] == [16, 32] and result["k"] == math.floor(0.1 * 16 * 32)
     assert [(r["rows"], r["jit_compile"]) for r in result["results"]] == [(8, False), (8, True)]
@@ -112,7 +132,7 @@ def test_sparse_delta_layer_quick(tmp_path):
         assert r["delta_gradient_max_abs_diff"] <= 1e-5 * max(1.0, r["dense_gradient_max_abs"])
 
 
-def test_memory_quick(tmp_path):
+def test_memory_quick(tmp_path, run_benchmark):
     result, _ = run_benchmark("memory", tmp_path / "memory.json")
     (row,) = result["rows"]
     n = 784 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
@@ -126,7 +146,7 @@ def test_memory_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_shrink_quick(tmp_path):
+def test_shrink_quick(tmp_path, run_benchmark):
     result, stdout = run_benchmark("shrink", tmp_path / "shrink.json")
     (name,) = result["models"]
     run = result["models"][name]
@@ -142,7 +162,7 @@ def test_shrink_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_shrink_bert_quick(tmp_path):
+def test_shrink_bert_quick(tmp_path, run_benchmark):
     pytest.importorskip("keras_hub")
     result, _ = run_benchmark("shrink_bert", tmp_path / "shrink_bert.json")
     arms = result["arms"]
@@ -158,7 +178,7 @@ def test_shrink_bert_quick(tmp_path):
     assert [e["p50_vs_dense"] for e in dense["latency"]] == [1.0, 1.0]
 
 
-def test_selection_graph_quick(tmp_path):
+def test_selection_graph_quick(tmp_path, run_benchmark):
     result, _ = run_benchmark("selection_graph", tmp_path / "graph.json")
     assert result["same_masks"] is True and result["config"]["quick"] is True
     loop, unrolled = result["rows"]["loop"], result["rows"]["unrolled"]
@@ -168,7 +188,7 @@ def test_selection_graph_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_fit_default_path_quick(tmp_path):
+def test_fit_default_path_quick(tmp_path, run_benchmark):
     result, stdout = run_benchmark("fit_default_path", tmp_path / "fit.json")
     assert result["config"]["quick"] is True and result["nproc"] >= 1 and len(result["load_before"]) == 3
     assert result["child_env"]["TF_NUM_INTRAOP_THREADS"] == str(result["nproc"])
