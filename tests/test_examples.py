@@ -2,6 +2,7 @@
 pruning benchmark (``python -m benchmarks.pruning``)."""
 
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -22,13 +23,23 @@ def run(command, *args):
     ).stdout
 
 
-def run_example(name, *args):
-    """Run ``python examples/<name>``; its stdout."""
-    return run([str(ROOT / "examples" / name)], *args)
+@pytest.fixture
+def run_example(monkeypatch, capsys):
+    """``run(name, *args)``: ``python examples/<name> *args`` as ``__main__`` in this process (the examples set
+    no TF threads or environment; a fresh process would add a TensorFlow import); its stdout."""
+
+    def run_in_process(name, *args):
+        path = str(ROOT / "examples" / name)
+        monkeypatch.setattr(sys, "argv", [path, *args])
+        capsys.readouterr()
+        runpy.run_path(path, run_name="__main__")
+        return capsys.readouterr().out
+
+    return run_in_process
 
 
 @pytest.mark.slow
-def test_quickstart_freezes_ninety_percent_and_learns():
+def test_quickstart_freezes_ninety_percent_and_learns(run_example):
     # 2 epochs is the fewest that test the switch: the warm-up is one whole epoch (55 steps) and the selection
     # comes 20 steps (its window) into the second; after 1 epoch nothing is selected yet (frozen 0.0000, test
     # accuracy 0.816). Seen with 2 epochs: test accuracy 0.883. The second epoch costs ~5 s of the ~30 s run
@@ -42,7 +53,7 @@ def test_quickstart_freezes_ninety_percent_and_learns():
 
 
 @pytest.mark.slow
-def test_custom_loop_reselects():
+def test_custom_loop_reselects(run_example):
     # 300 steps is the fewest that show 2 selections: the first comes after warm-up 100 + window 50 (step 150),
     # the reselection 100 steps later (step 250), and the script prints every 100 steps (step 200 shows
     # "selections 1"). Seen: test accuracy 0.923 (0.920 at 200 steps). The steps are not the cost: 10 steps take
