@@ -217,6 +217,7 @@ def run_arm(arm, size, seed, weights, k, lr, scope, fit=True):
         model.load_weights(weights)
     x, y = task("finetune", cfg["steps"] * cfg["batch"], size, seed + 2000)
     x_test, y_test = task("finetune", 512, size, seed + 3000)
+    x_val, y_val = task("finetune", 512, size, seed + 4000)  # for choosing a learning rate, never the test draw
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg["batch"])
     optimizer = _prepare(arm, model, data, k, lr, scope)
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
@@ -231,11 +232,14 @@ def run_arm(arm, size, seed, weights, k, lr, scope, fit=True):
     model.fit(x, y, batch_size=cfg["batch"], epochs=1, verbose=0, shuffle=False, callbacks=[times])
     fit_s = time.perf_counter() - start
     accuracy = float(model.evaluate(x_test, y_test, batch_size=64, verbose=0, return_dict=True)["accuracy"])
+    validation = float(model.evaluate(x_val, y_val, batch_size=64, verbose=0, return_dict=True)["accuracy"])
     optimizer_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.optimizer.variables)
     return {
         "arm": arm,
         "seed": seed,
+        "lr": lr,
         "test_accuracy": accuracy,
+        "validation_accuracy": validation,
         "ms_per_step_median": 1000 * float(np.median(times.times[1:])),
         "fit_seconds": fit_s,
         "optimizer_bytes": optimizer_bytes,
@@ -276,6 +280,13 @@ def main(argv=None):
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument(
+        "--arm-lr",
+        nargs="+",
+        default=[],
+        metavar="ARM=LR",
+        help="a learning rate per arm (e.g. full=1e-4 lora4=3e-3); the others take --lr",
+    )
+    parser.add_argument(
         "--scope",
         choices=("per_variable", "global"),
         default="per_variable",
@@ -295,6 +306,7 @@ def main(argv=None):
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.arm_lr = _arm_lrs(parser, args.arm_lr)
     if args.steps:
         SIZES[args.size]["steps"] = args.steps
     if args.child == "pretrain":
@@ -325,13 +337,37 @@ def main(argv=None):
                 common += ["--steps", str(args.steps)] if args.steps else []
                 try:
                     runs.append(
-                        _spawn("--child", "arm", "--arm", arm, "--lr", str(args.lr), "--scope", args.scope, *common)
+                        _spawn(
+                            "--child",
+                            "arm",
+                            "--arm",
+                            arm,
+                            "--lr",
+                            str(args.arm_lr.get(arm, args.lr)),
+                            "--scope",
+                            args.scope,
+                            *common,
+                        )  # fmt: skip
                     )
                 except RuntimeError as error:  # recorded; the other arms still run
                     runs.append({"arm": arm, "seed": seed, "error": str(error)[-1500:]})
                 print(json.dumps(runs[-1]), flush=True)
                 if args.out:  # after each arm, so a stopped run keeps what it measured
                     write_result(args.out, _result(args, k, pretrained, runs, start, load_before))
+
+
+def _arm_lrs(parser, pairs) -> dict:
+    out = {}
+    for pair in pairs:
+        arm, _, value = pair.partition("=")
+        try:
+            lr = float(value)
+        except ValueError:
+            lr = -1.0
+        if arm not in ARMS or not lr > 0:
+            parser.error(f"--arm-lr takes ARM=LR with ARM one of {ARMS} and LR > 0; got {pair!r}")
+        out[arm] = lr
+    return out
 
 
 def pair_ratios(runs, reference="lora4", keys=("forward_backward_ms", "forward_backward_ms_graph")) -> dict:
@@ -371,6 +407,7 @@ def _result(args, k, pretrained, runs, start, load_before):
         "config": SIZES[args.size],
         "lora4_trainable": k,
         "lr": args.lr,
+        "arm_lr": args.arm_lr,
         "scope": args.scope,
         "step_only": args.step_only,
         "pretrain": pretrained,
