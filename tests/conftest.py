@@ -62,6 +62,19 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def run_python(*args, timeout=600) -> str:
+    """``python *args`` from the project's root in a new process (it must exit 0); its stdout."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, check=True, cwd=root
+    )
+    return done.stdout
+
+
 def tensors(log_dir) -> dict:
     """tag -> tensor events of the event files in ``log_dir`` (TensorBoard's own reader)."""
     from tensorboard.backend.event_processing import event_accumulator

@@ -9,13 +9,13 @@ are what they must be.
 import importlib
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import run_python
 
 from tf_selopt.core import selection
 
@@ -41,14 +41,7 @@ def run_benchmark(monkeypatch, capsys):
             importlib.import_module(f"benchmarks.{name}").main()
             stdout = capsys.readouterr().out
         else:
-            stdout = subprocess.run(
-                [sys.executable, "-m", f"benchmarks.{name}", *argv],
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=True,
-                cwd=ROOT,
-            ).stdout
+            stdout = run_python("-m", f"benchmarks.{name}", *argv)
         result = json.loads(out.read_text())
         assert result["command"] == f"python -m benchmarks.{name} --quick --out {out}"
         assert result["machine"]["cpu_count"] >= 1

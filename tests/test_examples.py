@@ -3,24 +3,13 @@ pruning benchmark (``python -m benchmarks.pruning``)."""
 
 import re
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(command, *args):
-    return subprocess.run(
-        [sys.executable, *command, *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        cwd=ROOT,
-    ).stdout
 
 
 @pytest.fixture
@@ -73,8 +62,9 @@ def test_pruning_benchmark_smoke(tmp_path):
     # runs take ~38 s in all (dense 3.6, global 8.8, per_layer 8.3, random 6.6, tfmot 8.5, dense_tf_keras
     # 2.5 s), the process ~50 s.
     out_json = tmp_path / "pruning_benchmark.json"
-    out = run(
-        ["-m", "benchmarks.pruning"],
+    out = run_python(
+        "-m",
+        "benchmarks.pruning",
         "--models",
         "lenet",
         "--seeds",
