@@ -205,3 +205,19 @@ def test_fit_default_path_quick(tmp_path, run_benchmark):
     assert ratio["step_ms"]["median"] == selective["step_ms"] / adam["step_ms"]
     assert ratio["fit_cpu_s"]["min"] == ratio["fit_cpu_s"]["max"] == selective["fit_cpu_s"] / adam["fit_cpu_s"]
     assert "| off | 0.01 | selective |" in stdout
+
+
+def test_finetune_hub_takes_a_learning_rate_per_arm_and_names_bad_ones(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT))
+    import argparse
+
+    from benchmarks.finetune_hub import ARMS, _arm_lrs
+
+    parser = argparse.ArgumentParser()
+    assert _arm_lrs(parser, ["full=1e-4", "lora4=3e-3"]) == {"full": 1e-4, "lora4": 3e-3}
+    assert _arm_lrs(parser, []) == {}
+    for bad in ["full", "full=0", "full=-1e-3", "full=x", "dense=1e-3"]:
+        with pytest.raises(SystemExit):
+            _arm_lrs(parser, [bad])
+        err = capsys.readouterr().err
+        assert f"--arm-lr takes ARM=LR with ARM one of {ARMS} and LR > 0; got {bad!r}" in err
