@@ -172,3 +172,34 @@ def test_bad_arguments(tmp_path, kwargs, word):
     kwargs = {"log_dir": str(tmp_path), **kwargs}
     with pytest.raises(ValueError, match=f"`{word}`"):
         SelectionMonitor(**kwargs)
+
+
+@pytest.mark.parametrize("criterion", ["random", "gradient_sum"])
+def test_window_scores_are_what_the_next_selection_ranks(criterion):
+    """What SelectionMonitor's window histograms show: after the window's last gradient, the scores the
+    selection then ranks (the same seeds: for "random" at every window step)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    optimizer = tf_selopt.SelectiveOptimizer(
+        keras.optimizers.SGD(0.0), keep=0.25, criterion=criterion, warmup_steps=3, window=3, seed=5
+    )
+    optimizer.keep_scores = True  # as SelectionMonitor sets it: the selection's scores are not released
+    optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(0)
+    seen = []
+    while int(optimizer.selections) == 0:
+        if float(optimizer.window_count) > 0 or criterion == "random":  # "random" keeps no window state
+            seen.append([s.numpy() for s in optimizer.window_scores()])
+        grads = [tf.constant(rng.normal(size=v.shape), v.dtype) for v in model.trainable_variables]
+        optimizer.apply(grads, model.trainable_variables)
+    # gradient_sum: after window steps 1 and 2 (the third completes the window and selects); random: every step
+    assert len(seen) == 2 if criterion == "gradient_sum" else len(seen) >= 3
+    selected = [s.numpy() for s in optimizer.scores]
+    for a, b in zip(selected, seen[-1]):
+        if criterion == "random":
+            np.testing.assert_array_equal(a, b)
+        else:  # the third gradient is not in seen[-1]
+            assert not np.array_equal(a, b)
+    if criterion == "random":
+        for a, b in zip(seen[0], seen[-1]):
+            np.testing.assert_array_equal(a, b)

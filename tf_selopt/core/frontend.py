@@ -144,6 +144,12 @@ class SelectiveFrontEnd:
         self._sync_release()
         return self._selective.criterion_state
 
+    def window_scores(self) -> list:
+        """The criterion's scores over the window so far (float32 tensors of the variables' shapes), seeded as
+        the next selection is: what it will rank. During a window, after ``build``."""
+        self._sync_release()
+        return self._selective.window_scores()
+
     @property
     def selected_count(self):
         """Parameters that train (int64 scalar): exactly ``k`` after selection

@@ -309,7 +309,9 @@ class Selective:
                 state[slot].assign(new[slot])
         self.window_count.assign(count)
 
-    def _select(self):
+    def window_scores(self) -> list:
+        """The criterion's scores over the window so far: one float32 tensor per variable, of its shape, with
+        the seeds the next selection uses (what it ranks). Needs the window's state (not released)."""
         count = tf.convert_to_tensor(self.window_count)
         seeds = criteria.seeds(self.config.seed, len(self.variables), call=self.selections)
         scores = []
@@ -317,6 +319,10 @@ class Selective:
             state = {slot: tf.convert_to_tensor(var) for slot, var in self.criterion_state[i].items()}
             score = self.criterion.score(state, tf.convert_to_tensor(v), count, seed)
             scores.append(tf.ensure_shape(tf.cast(score, tf.float32), v.shape))
+        return scores
+
+    def _select(self):
+        scores = self.window_scores()
         kept = [self.kept(i) for i in range(len(self.variables))]
         masks = masks_lib.masks_from_scores(
             scores, self.k, scope=self.config.scope, granularity=self.config.granularity, kept=kept

@@ -85,6 +85,21 @@ def _fraction_false(mask):
     return 1.0 - tf.reduce_mean(tf.cast(tf.convert_to_tensor(mask), tf.float32))
 
 
+def _masked_weights(model) -> list:
+    """(variable, keep-mask) for each weight of ``model`` with a pruning mask, each once."""
+    found = {}
+    for v in model.weights:
+        mask = pruning_mask(v)
+        if mask is not None:
+            found.setdefault(id(v), (v, mask))
+    return list(found.values())
+
+
+def _pruned_count(masked) -> tf.Tensor:
+    """Entries held at zero (int64 scalar) over ``(variable, keep-mask)`` pairs."""
+    return tf.add_n([tf.reduce_sum(tf.cast(tf.logical_not(m), tf.int64)) for _, m in masked])
+
+
 class SelectionMonitor(keras.callbacks.Callback):
     """Log selective training and pruning to TensorBoard during ``fit``.
 
@@ -229,29 +244,15 @@ class SelectionMonitor(keras.callbacks.Callback):
             return None  # not selective, or not built yet
         return optimizer
 
-    def _pruned(self):
-        """(variable, mask) for each model weight with a pruning mask, each once."""
-        found, seen = [], set()
-        for v in self.model.weights:
-            mask = pruning_mask(v)
-            if mask is not None and id(v) not in seen:
-                seen.add(id(v))
-                found.append((v, mask))
-        return found
-
-    def _pruned_count(self, pruned):
-        counts = [tf.reduce_sum(tf.cast(tf.logical_not(m), tf.int64)) for _, m in pruned]
-        return tf.add_n(counts)
-
     def _event_counts(self) -> tuple:
         """(selections, pruned count), a change means a selection or pruning event; None if not built yet."""
         optimizer = selective_of(self.model.optimizer)
         if optimizer is not None and optimizer.model_variables is None:
             return None  # not built yet
-        pruned = self._pruned()
+        pruned = _masked_weights(self.model)
         return (
             int(optimizer.selections.numpy()) if optimizer is not None else None,
-            int(self._pruned_count(pruned)) if pruned else None,
+            int(_pruned_count(pruned)) if pruned else None,
         )
 
     def _score_quantiles(self, optimizer) -> dict:
@@ -279,10 +280,10 @@ class SelectionMonitor(keras.callbacks.Callback):
                 scalars[f"frozen_fraction/{_path(v)}"] = _fraction_false(trains)
             if int(optimizer.selections.numpy()) > 0 and int(optimizer.selections.numpy()) != self._quantiles[0]:
                 scalars.update(self._score_quantiles(optimizer))  # once per selection: they change only then
-        pruned = self._pruned()
+        pruned = _masked_weights(self.model)
         if pruned:
             total = sum(int(np.prod(m.shape)) for _, m in pruned)
-            count = self._pruned_count(pruned)
+            count = _pruned_count(pruned)
             scalars["pruning/pruned_count"] = count
             scalars["pruning/sparsity"] = tf.cast(count, tf.float64) / total
             for v, m in pruned:
@@ -328,15 +329,7 @@ class SelectionMonitor(keras.callbacks.Callback):
         count = int(optimizer.window_count.numpy())
         if count < 1 or count % self.histogram_freq or not optimizer.criterion_state[0]:
             return
-        criterion, window = optimizer.criterion, tf.constant(float(count))
-        seed = tf.constant([optimizer.seed % (2**31 - 1), 0], tf.int32)
-        scores = [
-            criterion.score(
-                {k: tf.convert_to_tensor(v) for k, v in state.items()}, tf.convert_to_tensor(v), window, seed
-            )
-            for state, v in zip(optimizer.criterion_state, optimizer.model_variables)
-        ]
-        self._histograms(step, optimizer, scores)
+        self._histograms(step, optimizer, optimizer.window_scores())
 
     def _histograms(self, step, optimizer, scores):
         with self._writer.as_default(step=step):
