@@ -38,6 +38,12 @@ def rss_bytes(field: str = "VmRSS") -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def reset_peak_rss() -> None:
+    """Set this process's ``VmHWM`` (peak RSS) to its current RSS (Linux: ``5`` written to
+    ``/proc/self/clear_refs``), so a later ``rss_bytes("VmHWM")`` is the peak of what ran since."""
+    pathlib.Path("/proc/self/clear_refs").write_text("5")
+
+
 def machine_info() -> dict:
     """CPU count, load average, Python/TensorFlow/Keras versions, the commit (and whether
     ``tf_selopt/`` differs from it)."""

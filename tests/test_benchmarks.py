@@ -221,3 +221,16 @@ def test_finetune_hub_takes_a_learning_rate_per_arm_and_names_bad_ones(monkeypat
             _arm_lrs(parser, [bad])
         err = capsys.readouterr().err
         assert f"--arm-lr takes ARM=LR with ARM one of {ARMS} and LR > 0; got {bad!r}" in err
+
+
+def test_reset_peak_rss_brings_the_peak_down_to_what_is_resident(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.common import reset_peak_rss, rss_bytes
+
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB resident
+    block[::512] = 2.0
+    peak = rss_bytes("VmHWM")
+    del block
+    reset_peak_rss()
+    assert rss_bytes("VmHWM") <= peak - 48 * 2**20
+    assert rss_bytes("VmHWM") >= rss_bytes("VmRSS") - 2**20
