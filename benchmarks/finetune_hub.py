@@ -342,19 +342,10 @@ def main(argv=None):
                 common = ["--size", args.size, "--seed", str(seed), "--k", str(k)]
                 common += ["--step-only"] if args.step_only else ["--weights", weights]
                 common += ["--steps", str(args.steps)] if args.steps else []
+                flags = ["--scope", args.scope, *common]
                 try:
                     runs.append(
-                        _spawn(
-                            "--child",
-                            "arm",
-                            "--arm",
-                            arm,
-                            "--lr",
-                            str(args.arm_lr.get(arm, args.lr)),
-                            "--scope",
-                            args.scope,
-                            *common,
-                        )  # fmt: skip
+                        _spawn("--child", "arm", "--arm", arm, "--lr", str(args.arm_lr.get(arm, args.lr)), *flags)
                     )
                 except RuntimeError as error:  # recorded; the other arms still run
                     runs.append({"arm": arm, "seed": seed, "error": str(error)[-1500:]})

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 #: Benchmarks whose smoke runs in the test's own process: they set no TF threads, environment or mixed-precision
-#: policy and read no peak RSS, so a fresh process would only add a TensorFlow import (~8 s of CPU).
+#: policy and read no peak RSS, so a fresh process would only add a TensorFlow import.
 IN_PROCESS = {"overhead", "selection_cost", "selection_graph", "sparse_delta_layer", "shrink_bert"}
 
 
